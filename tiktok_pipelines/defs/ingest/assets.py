@@ -1,0 +1,184 @@
+"""Ingestion: landing NDJSON -> the Parquet lake (one table per stream), quarantine, ingest log.
+
+One multi-asset, because a landing batch is validated and committed as a unit: the stream tables,
+the quarantine and the ingest log (the commit record) change together or not at all.
+"""
+
+import dagster as dg
+
+from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
+from tiktok_pipelines.ingest.engine import (
+    IngestReport,
+    audit_batch,
+    duplicate_event_ids,
+    ingest_files,
+    lake_row_count,
+)
+from tiktok_pipelines.ingest.landing import list_landing_files, stat_landing_file
+from tiktok_pipelines.ingest.validate import sql_type
+from tiktok_pipelines.schemas import STREAMS
+
+GROUP = "ingest"
+QUARANTINE_KEY = dg.AssetKey("quarantine")
+INGEST_LOG_KEY = dg.AssetKey("ingest_log")
+
+
+def raw_key(stream: str) -> dg.AssetKey:
+    return dg.AssetKey(f"raw_{stream}")
+
+
+def _column_schema(stream: str) -> dg.TableSchema:
+    schema = STREAMS[stream]
+    cols = [dg.TableColumn(f.name, sql_type(f), description=f.doc or None) for f in schema.fields]
+    cols += [
+        dg.TableColumn("event_date", "DATE", description="Partition: UTC date of ts_ms."),
+        dg.TableColumn("_src_file", "VARCHAR", description="Landing file the row came from."),
+        dg.TableColumn("_src_line", "BIGINT", description="1-based line in that file."),
+        dg.TableColumn("_batch_id", "VARCHAR", description="Ingest batch that committed the row."),
+        dg.TableColumn("_payload_hash", "UBIGINT", description="Hash of the typed values (dedupe)."),
+    ]
+    return dg.TableSchema(columns=cols)
+
+
+def _specs() -> list[dg.AssetSpec]:
+    # Built in a function: the defs loader collects module-level AssetSpecs as assets of their own.
+    return [
+        dg.AssetSpec(
+            raw_key(stream),
+            group_name=GROUP,
+            description=schema.doc,
+            kinds={"parquet"},
+            metadata={"dagster/column_schema": _column_schema(stream)},
+        )
+        for stream, schema in STREAMS.items()
+    ] + [
+        dg.AssetSpec(
+            QUARANTINE_KEY,
+            group_name=GROUP,
+            description="Every landing line that failed validation, with its reason, file and line.",
+            kinds={"parquet"},
+        ),
+        dg.AssetSpec(
+            INGEST_LOG_KEY,
+            group_name=GROUP,
+            description="One row per ingested landing file: identity and the read/lake/quarantine/"
+            "duplicate counts. Its files are the commit records of ingest batches.",
+            kinds={"parquet"},
+        ),
+    ]
+
+
+def _checks() -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            "accounting_balanced",
+            asset=INGEST_LOG_KEY,
+            description="Recounted from disk: lines read = rows in lake + quarantine + duplicates, per file.",
+        ),
+    ] + [
+        dg.AssetCheckSpec(
+            "event_id_unique",
+            asset=raw_key(stream),
+            description="No event_id appears twice in the partitions this run touched.",
+        )
+        for stream in STREAMS
+    ]
+
+
+class IngestConfig(dg.Config):
+    files: list[str] = []
+    """Landing paths relative to the landing root. Empty: every file not ingested yet."""
+
+
+def _reason_table(report: IngestReport) -> str:
+    if not report.reasons:
+        return "No quarantined rows in this run."
+    rows = "\n".join(f"| {r} | {n:,} |" for r, n in report.reasons.most_common())
+    return "| reason | rows |\n|---|---|\n" + rows
+
+
+@dg.multi_asset(specs=_specs(), check_specs=_checks(), name="ingest_landing", can_subset=False)
+def ingest_landing(
+    context: dg.AssetExecutionContext,
+    config: IngestConfig,
+    storage: PlatformStorage,
+    ingest_policy: IngestPolicy,
+):
+    """Validate, deduplicate and commit landing files into the lake."""
+    if config.files:
+        files = [stat_landing_file(storage.landing, rel) for rel in config.files]
+    else:
+        files = list_landing_files(storage.landing)
+    report = ingest_files(
+        files,
+        landing_root=storage.landing,
+        lake_root=storage.lake,
+        settings=ingest_policy.settings(),
+    )
+    if report.rolled_back_batches:
+        context.log.warning(f"rolled back uncommitted batches: {report.rolled_back_batches}")
+    context.log.info(
+        f"batch {report.batch_id}: {report.totals()} in {report.seconds:.1f}s; "
+        f"{len(report.skipped_files)} files already ingested"
+    )
+
+    for stream in STREAMS:
+        t = report.totals(stream)
+        dates = sorted(report.dates_by_stream.get(stream, ()))
+        yield dg.MaterializeResult(
+            asset_key=raw_key(stream),
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(lake_row_count(storage.lake, stream)),
+                "rows_added": t["rows_lake"],
+                "files_ingested": t["files"],
+                "partitions_touched": ", ".join(dates) or "none",
+                "path": dg.MetadataValue.path(str(storage.lake / "events" / stream)),
+            },
+        )
+        yield dg.AssetCheckResult(
+            asset_key=raw_key(stream),
+            check_name="event_id_unique",
+            passed=(dups := duplicate_event_ids(storage.lake, stream, dates)) == 0,
+            metadata={"duplicate_event_ids": dups, "partitions_checked": len(dates)},
+        )
+
+    totals = report.totals()
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINE_KEY,
+        metadata={
+            "rows_added": totals["rows_quarantine"],
+            "reasons": dg.MetadataValue.md(_reason_table(report)),
+            "path": dg.MetadataValue.path(str(storage.lake / "quarantine")),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=INGEST_LOG_KEY,
+        metadata={
+            "batch_id": report.batch_id or "none (nothing new)",
+            "files_ingested": totals["files"],
+            "files_skipped_already_ingested": len(report.skipped_files),
+            "rows_read": totals["rows_read"],
+            "rows_lake": totals["rows_lake"],
+            "rows_quarantine": totals["rows_quarantine"],
+            "rows_duplicate": totals["rows_duplicate"],
+            "seconds": round(report.seconds, 2),
+            "rows_per_second": round(totals["rows_read"] / report.seconds) if report.seconds else 0,
+        },
+    )
+    problems = audit_batch(storage.lake, storage.landing, report.batch_id) if report.batch_id else []
+    yield dg.AssetCheckResult(
+        asset_key=INGEST_LOG_KEY,
+        check_name="accounting_balanced",
+        passed=not problems,
+        metadata={
+            "files_audited": totals["files"],
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        },
+    )
+
+
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.assets(ingest_landing),
+    description="Ingest landing files (all pending ones, or those given in config).",
+)

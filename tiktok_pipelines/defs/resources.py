@@ -1,0 +1,87 @@
+"""Resources shared by every domain: where files live and how ingestion behaves.
+
+Paths and rates are configuration: each resource reads its defaults from the environment
+(``TIKTOK_DATA_DIR`` and friends), so the same code runs on a laptop's ``./data`` or on a mounted
+shared volume without edits. Swapping the lake for object storage means swapping this resource.
+"""
+
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from tiktok_pipelines.ingest.engine import IngestSettings
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+class PlatformStorage(dg.ConfigurableResource):
+    """The platform's file layout. Everything defaults to folders under ``data_dir``."""
+
+    data_dir: str = "data"
+    landing_dir: str | None = None
+    lake_dir: str | None = None
+    catalog_dir: str | None = None
+    warehouse_path: str | None = None
+    analytics_path: str | None = None
+
+    def _under(self, override: str | None, name: str) -> Path:
+        return Path(override) if override else Path(self.data_dir) / name
+
+    @property
+    def landing(self) -> Path:
+        return self._under(self.landing_dir, "landing").absolute()
+
+    @property
+    def lake(self) -> Path:
+        return self._under(self.lake_dir, "lake").absolute()
+
+    @property
+    def catalog(self) -> Path:
+        return self._under(self.catalog_dir, "catalog").absolute()
+
+    @property
+    def warehouse(self) -> Path:
+        return self._under(self.warehouse_path, "warehouse.duckdb").absolute()
+
+    @property
+    def analytics(self) -> Path:
+        return self._under(self.analytics_path, "analytics.duckdb").absolute()
+
+
+class IngestPolicy(dg.ConfigurableResource):
+    """How strict ingestion is and how much one run takes on."""
+
+    future_skew_seconds: int = 300
+    max_lateness_days: int = 30
+    files_per_run: int = 200  # the sensor groups new files into runs of at most this many
+    chunk_mb: int = 256  # landing bytes validated per pass (bounds a run's memory)
+    duckdb_threads: int = 0  # 0: one per core
+
+    def settings(self) -> IngestSettings:
+        return IngestSettings(
+            future_skew_seconds=self.future_skew_seconds,
+            max_lateness_days=self.max_lateness_days,
+            chunk_bytes=self.chunk_mb * 1024 * 1024,
+            duckdb_threads=self.duckdb_threads or None,
+        )
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    data_dir = _env("TIKTOK_DATA_DIR", "data")
+    return {
+        "storage": PlatformStorage(data_dir=data_dir),
+        "ingest_policy": IngestPolicy(
+            future_skew_seconds=int(_env("TIKTOK_FUTURE_SKEW_SECONDS", "300")),
+            max_lateness_days=int(_env("TIKTOK_MAX_LATENESS_DAYS", "30")),
+            files_per_run=int(_env("TIKTOK_FILES_PER_RUN", "200")),
+        ),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=default_resources())

@@ -1,0 +1,113 @@
+"""The landing zone: which files are there, what identifies each, and which paths are safe.
+
+Collectors drop complete NDJSON files into ``landing/<stream>/dt=<date>/`` (written to a hidden temp
+name, then renamed). A file's identity is (relative path, size, mtime): the same bytes at the same
+path are the same file, so a re-delivered or re-requested file is recognised and never ingested twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tiktok_pipelines.schemas import LANDING_NAME_RE, STREAMS
+
+
+class UnsafeLandingPath(ValueError):
+    """A path that points outside the landing zone (``..``, absolute, or through a symlink)."""
+
+
+@dataclass(frozen=True, order=True)
+class LandingFile:
+    # Field order makes sorting follow arrival: modification time first, then the path.
+    mtime_ns: int
+    rel_path: str
+    stream: str
+    size: int
+    flushed_at_ms: int
+
+    @property
+    def key(self) -> str:
+        """Stable identity of this delivery of the file."""
+        raw = f"{self.rel_path}|{self.size}|{self.mtime_ns}".encode()
+        return hashlib.sha1(raw).hexdigest()[:20]
+
+
+def _flushed_at_ms(name: str, mtime_ns: int) -> int:
+    m = LANDING_NAME_RE.match(name)
+    if m is None:
+        return mtime_ns // 1_000_000
+    t = dt.datetime.strptime(m.group("flushed"), "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+def safe_landing_path(landing_root: Path, rel_path: str) -> Path:
+    """Resolve ``rel_path`` inside ``landing_root`` or raise ``UnsafeLandingPath``.
+
+    Refuses absolute paths, ``..`` components and any symlink on the way (a symlink could point
+    anywhere on the machine, and the lake would then ingest it as if the platform had sent it).
+    """
+    p = PurePosixPath(rel_path)
+    if not rel_path or p.is_absolute() or rel_path.startswith("\\") or ":" in p.parts[0]:
+        raise UnsafeLandingPath(f"landing path must be relative: {rel_path!r}")
+    if any(part in ("..", ".", "") for part in p.parts):
+        raise UnsafeLandingPath(f"landing path may not contain '..' or '.': {rel_path!r}")
+    root = landing_root.resolve()
+    current = root
+    for part in p.parts:
+        current = current / part
+        if current.is_symlink():
+            raise UnsafeLandingPath(f"landing path goes through a symlink: {rel_path!r}")
+    resolved = current.resolve()
+    if root != resolved and root not in resolved.parents:
+        raise UnsafeLandingPath(f"landing path escapes the landing zone: {rel_path!r}")
+    return resolved
+
+
+def stat_landing_file(landing_root: Path, rel_path: str) -> LandingFile:
+    path = safe_landing_path(landing_root, rel_path)
+    stream = PurePosixPath(rel_path).parts[0]
+    if stream not in STREAMS:
+        raise UnsafeLandingPath(f"unknown stream directory {stream!r} in {rel_path!r}")
+    st = path.stat()
+    return LandingFile(
+        mtime_ns=st.st_mtime_ns,
+        rel_path=rel_path,
+        stream=stream,
+        size=st.st_size,
+        flushed_at_ms=_flushed_at_ms(path.name, st.st_mtime_ns),
+    )
+
+
+def list_landing_files(landing_root: Path, streams: list[str] | None = None) -> list[LandingFile]:
+    """Every complete landing file, oldest first. Hidden (in-flight) files and symlinks are skipped."""
+    out: list[LandingFile] = []
+    root = Path(landing_root)
+    for stream in streams or list(STREAMS):
+        base = root / stream
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                if name.startswith(".") or not name.endswith(".ndjson"):
+                    continue
+                full = Path(dirpath) / name
+                if full.is_symlink():
+                    continue
+                st = full.stat()
+                rel = full.relative_to(root).as_posix()
+                out.append(
+                    LandingFile(
+                        mtime_ns=st.st_mtime_ns,
+                        rel_path=rel,
+                        stream=stream,
+                        size=st.st_size,
+                        flushed_at_ms=_flushed_at_ms(name, st.st_mtime_ns),
+                    )
+                )
+    out.sort()
+    return out

@@ -1,0 +1,72 @@
+"""Small file-system primitives the lake and the publishers rely on (no Dagster import).
+
+Every writer here follows one rule (DESIGN.md, decision 6): write a temp file beside the target,
+fsync it, rename it over the target, fsync the directory. A reader sees the old file or the new
+one, never half of one, and a crash at any point leaves the last good state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_replace(tmp: Path, target: Path) -> None:
+    """Move a fully written ``tmp`` over ``target`` durably."""
+    fsync_file(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
+def atomic_write_json(target: Path, obj: object) -> None:
+    atomic_write_bytes(target, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock for the block; the kernel drops it if the process dies,
+    so a crashed writer never wedges the next one."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def sql_path(path: Path | str) -> str:
+    """A path as a quoted SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
