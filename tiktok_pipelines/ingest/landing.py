@@ -53,7 +53,8 @@ def safe_landing_path(landing_root: Path, rel_path: str) -> Path:
     p = PurePosixPath(rel_path)
     if not rel_path or p.is_absolute() or rel_path.startswith("\\") or ":" in p.parts[0]:
         raise UnsafeLandingPath(f"landing path must be relative: {rel_path!r}")
-    if any(part in ("..", ".", "") for part in p.parts):
+    # Check the raw components: PurePosixPath would quietly drop "." and empty ones.
+    if any(part in ("..", ".", "") for part in rel_path.replace("\\", "/").split("/")):
         raise UnsafeLandingPath(f"landing path may not contain '..' or '.': {rel_path!r}")
     root = landing_root.resolve()
     current = root

@@ -1,0 +1,63 @@
+# Everything a newcomer or CI needs, from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export TIKTOK_DATA_DIR ?= $(CURDIR)/$(DATA)
+
+# Quick-start scale: a week of a 10k-user, 20k-video platform (~2M events).
+USERS ?= 10000
+VIDEOS ?= 20000
+DAYS ?= 7
+EVENTS_PER_DAY ?= 300000
+
+.PHONY: setup dagster-home quickstart simulate run dev test test-fast bench bench-ingest bench-simulator bench-embedding clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+dagster-home:
+	mkdir -p "$(DAGSTER_HOME)"
+	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+## quickstart: set up, simulate a week, run the main job end to end (build_all)
+quickstart: setup dagster-home simulate run
+
+simulate: setup
+	$(BIN)/tiktok-pipelines simulate --out "$(TIKTOK_DATA_DIR)" --users $(USERS) --videos $(VIDEOS) \
+		--days $(DAYS) --events-per-day $(EVENTS_PER_DAY)
+
+run: setup dagster-home
+	$(BIN)/tiktok-pipelines run build_all
+
+## dev: the Dagster UI on http://127.0.0.1:3000 (sensors pick up new landing files)
+dev: setup dagster-home
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## test: the whole suite, end-to-end tests included (what CI runs)
+test: setup
+	$(BIN)/pytest -q -n 2 --dist loadfile
+
+## test-fast: unit tests only
+test-fast: setup
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
+
+bench: bench-simulator bench-ingest bench-embedding
+
+bench-ingest: setup
+	$(BIN)/python benchmarks/ingest.py $(if $(EVENTS),--events $(EVENTS),)
+
+bench-simulator: setup
+	$(BIN)/python benchmarks/simulator.py $(if $(EVENTS),--events $(EVENTS),)
+
+bench-embedding: setup
+	$(BIN)/python benchmarks/embedding_table.py $(if $(KEYS),--keys $(KEYS),)
+
+clean:
+	rm -rf "$(TIKTOK_DATA_DIR)" "$(DAGSTER_HOME)"

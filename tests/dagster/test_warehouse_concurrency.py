@@ -1,0 +1,74 @@
+"""Analysts keep querying analytics.duckdb while runs ingest, rebuild and republish it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import dagster as dg
+import pytest
+
+from tests.dagster.conftest import ALL_ASSETS, resources_for, write_minimal_catalog
+from tests.ingest.conftest import FLUSHED_AT_MS, dumps, valid_record, write_landing
+from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, analytics_db, warehouse_lake_tables
+from tiktok_pipelines.schemas import STREAMS
+
+ANALYST = textwrap.dedent(
+    """
+    import json, sys, time, duckdb
+    path, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    held = duckdb.connect(path, read_only=True)   # an analyst who keeps one session open
+    errors, queries, seen = [], 0, []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            held.sql("SELECT count(*), count(DISTINCT user_id) FROM raw.views").fetchall()
+            fresh = duckdb.connect(path, read_only=True)  # and one who reconnects each time
+            seen.append(fresh.sql("SELECT count(*) FROM raw.views").fetchall()[0][0])
+            fresh.sql("SELECT u.user_id FROM dims.users u LIMIT 5").fetchall()
+            fresh.close()
+            queries += 2
+        except Exception as e:  # the test asserts there are none
+            errors.append(repr(e))
+        time.sleep(0.02)
+    json.dump({"errors": errors, "queries": queries, "seen": seen}, open(out, "w"))
+    """
+)
+
+
+def test_pool_guards_every_warehouse_writer():
+    for a in (warehouse_lake_tables, analytics_db):
+        assert a.op.pool == WAREHOUSE_POOL
+
+
+@pytest.mark.slow
+def test_analyst_queries_never_fail_while_runs_write(tmp_path, instance):
+    data = tmp_path / "data"
+    landing = data / "landing"
+    write_minimal_catalog(data / "catalog")
+    schema = STREAMS["views"]
+    write_landing(landing, "views", [dumps(valid_record(schema, i)) for i in range(100)], seq=1)
+    assert dg.materialize(ALL_ASSETS, resources=resources_for(data), instance=instance).success
+
+    out = tmp_path / "analyst.json"
+    analyst = subprocess.Popen(
+        [sys.executable, "-c", ANALYST, str(data / "analytics.duckdb"), "12", str(out)]
+    )
+    try:
+        time.sleep(1.0)
+        for batch in range(2, 6):
+            recs = [valid_record(schema, i, event_id=f"b{batch}-{i}") for i in range(100)]
+            write_landing(landing, "views", [dumps(r) for r in recs], seq=batch,
+                          flushed_at_ms=FLUSHED_AT_MS + batch * 1000)
+            result = dg.materialize(ALL_ASSETS, resources=resources_for(data), instance=instance)
+            assert result.success
+    finally:
+        assert analyst.wait(timeout=60) == 0
+    report = json.loads(out.read_text())
+    assert report["errors"] == []
+    assert report["queries"] > 20
+    # The reconnecting analyst saw the data grow from the first batch to all five.
+    assert report["seen"][0] >= 100 and report["seen"][-1] == 500
