@@ -92,7 +92,8 @@ class IngestSettings:
     max_lateness_days: int = 30  # older events are quarantined as stale, not silently accepted
     chunk_bytes: int = 256 * 1024 * 1024  # landing bytes validated per DuckDB pass (bounds memory)
     duckdb_threads: int | None = None
-    compression: str = "zstd"
+    # snappy: partitioned COPY with zstd ran at under half the speed here, and every engine reads snappy.
+    compression: str = "snappy"
 
 
 @dataclass
@@ -391,8 +392,9 @@ def _ingest_chunk(
     bad_utf8_rows: list[dict] = []
     for idx, f in enumerate(chunk):
         path = safe_landing_path(landing_root, f.rel_path)
-        with pa.OSFile(str(path)) as fh:
-            buf = fh.read_buffer()
+        # Memory-mapped, not read: no copy, and the page cache serves it. Landing files are
+        # immutable once renamed into place (the collector contract), so the mapping is stable.
+        buf = pa.memory_map(str(path)).read_buffer()
         lines, nos = _split_lines(buf)
         counts[f.key].rows_read = len(lines)
         bad = _utf8_bad_mask(lines)

@@ -27,25 +27,15 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _typed_value(field: Field, frag: str) -> str:
-    """Typed value from a JSON fragment, or NULL when the JSON type is wrong (or the value absent)."""
-    if field.type == STRING:
-        # Fast path: a string without escapes is its fragment minus the quotes.
-        return (
-            f"CASE WHEN starts_with({frag}, '\"') THEN "
-            f"CASE WHEN contains({frag}, '\\') THEN json_extract_string({frag}, '$') "
-            f"ELSE {frag}[2:-2] END END"
-        )
-    if field.type == INT64:
-        # A JSON integer has no fraction or exponent; TRY_CAST alone would round 1.5 and accept 1e3.
-        return f"CASE WHEN NOT regexp_matches({frag}, '[.eE]') THEN TRY_CAST({frag} AS BIGINT) END"
-    if field.type == FLOAT64:
-        return f"CASE WHEN NOT starts_with({frag}, '\"') THEN TRY_CAST({frag} AS DOUBLE) END"
-    if field.type == BOOL:
-        return f"CASE WHEN {frag} IN ('true', 'false') THEN {frag} = 'true' END"
-    if field.type == JSON_OBJECT:
-        return f"CASE WHEN starts_with({frag}, '{{') THEN {frag}::JSON END"
-    raise ValueError(f"unknown field type {field.type!r}")
+# JSON types (as json_type names them) that each field type accepts. Strict: "12" is a VARCHAR, not
+# an integer, and 1.5 is a DOUBLE.
+_ACCEPTED_JSON_TYPES = {
+    STRING: ("VARCHAR",),
+    INT64: ("BIGINT", "UBIGINT"),
+    FLOAT64: ("DOUBLE", "BIGINT", "UBIGINT"),
+    BOOL: ("BOOLEAN",),
+    JSON_OBJECT: ("OBJECT",),
+}
 
 
 def validation_sql(
@@ -56,17 +46,22 @@ def validation_sql(
 ) -> str:
     """A SELECT over ``lines``/``files`` that types every line and names the first failed rule.
 
-    Stages: parse each line once into JSON fragments per field; type each fragment once; then
-    check the typed values. A field is *present* when its key exists and is not JSON null; a
-    present field whose typed value is NULL had the wrong JSON type.
+    Two vectorised reads of each line: ``json_transform`` to the target types (fast, but lax: it
+    would turn "12" or 1.5 into an integer), and ``json_type`` of every field (the strict JSON
+    types, as short inlined strings). A value is kept only where its JSON type is accepted, so the
+    laxness never leaks through. A field is *present* when its key exists and is not JSON null.
     """
-    structure = json.dumps({f.name: "JSON" for f in schema.fields})
+    structure = json.dumps({f.name: sql_type(f) for f in schema.fields})
     names = schema.field_names
-    frags = ", ".join(f"j.{n}::VARCHAR AS {n}__j" for n in names)
-    typed = ", ".join(f"{_typed_value(f, f'{f.name}__j')} AS {f.name}" for f in schema.fields)
+    paths = "[" + ", ".join(_quote(f"$.{n}") for n in names) + "]"
+    typed: list[str] = []
     checks: list[str] = []
-    for f in schema.fields:
-        present = f"({f.name}__j IS NOT NULL AND {f.name}__j <> 'null')"
+    for i, f in enumerate(schema.fields, start=1):
+        jt = f"jt[{i}]"
+        accepted = ", ".join(_quote(t) for t in _ACCEPTED_JSON_TYPES[f.type])
+        # A UBIGINT past int64 comes back NULL from the typed read: it counts as the wrong type.
+        typed.append(f"CASE WHEN {jt} IN ({accepted}) THEN v.{f.name} END AS {f.name}")
+        present = f"({jt} IS NOT NULL AND {jt} <> 'NULL')"
         if f.required:
             checks.append(f"WHEN NOT {present} THEN 'missing_field:{f.name}'")
         checks.append(f"WHEN {present} AND {f.name} IS NULL THEN 'wrong_type:{f.name}'")
@@ -87,15 +82,16 @@ def validation_sql(
     return f"""
 WITH parsed AS (
     SELECT src_file_idx, src_line,
-           try(json_transform(line, {_quote(structure)})) AS j,
+           -- json_valid first: guarding with try() instead would fall back to row-at-a-time for
+           -- every vector holding one malformed line, and with dirty data that is most vectors.
+           json_valid(line) AS is_json,
            -- json_transform also "parses" arrays and scalars, into an all-NULL struct
-           starts_with(ltrim(line, E' \\t\\r'), '{{') AS is_object
+           starts_with(ltrim(line, E' \\t\\r'), '{{') AS is_object,
+           CASE WHEN json_valid(line) THEN json_type(line, {paths}) END AS jt,
+           CASE WHEN json_valid(line) THEN json_transform(line, {_quote(structure)}) END AS v
     FROM lines
-), fragments AS (
-    SELECT src_file_idx, src_line, j IS NULL AS is_malformed, is_object, {frags}
-    FROM parsed
 ), typed AS (
-    SELECT *, {typed} FROM fragments
+    SELECT src_file_idx, src_line, is_json, is_object, jt, {", ".join(typed)} FROM parsed
 )
 SELECT t.src_file_idx, t.src_line,
        {", ".join("t." + n for n in names)},
@@ -103,7 +99,7 @@ SELECT t.src_file_idx, t.src_line,
        CASE WHEN t.{ts} BETWEEN 0 AND 253402300799999 THEN CAST(epoch_ms(t.{ts}) AS DATE) END AS event_date,
        hash({hash_args}) AS payload_hash,
        CASE
-            WHEN is_malformed THEN 'malformed_json'
+            WHEN NOT is_json THEN 'malformed_json'
             WHEN NOT is_object THEN 'not_an_object'
             {check_sql}
        END AS reason
