@@ -13,7 +13,6 @@ import pytest
 
 from tests.dagster.conftest import ALL_ASSETS, resources_for, write_minimal_catalog
 from tests.ingest.conftest import FLUSHED_AT_MS, dumps, valid_record, write_landing
-from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, analytics_db, warehouse_lake_tables
 from tiktok_pipelines.schemas import STREAMS
 
 ANALYST = textwrap.dedent(
@@ -37,11 +36,6 @@ ANALYST = textwrap.dedent(
     json.dump({"errors": errors, "queries": queries, "seen": seen}, open(out, "w"))
     """
 )
-
-
-def test_pool_guards_every_warehouse_writer():
-    for a in (warehouse_lake_tables, analytics_db):
-        assert a.op.pool == WAREHOUSE_POOL
 
 
 @pytest.mark.slow
