@@ -83,7 +83,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     home = os.environ.get("DAGSTER_HOME")
     instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
-    job = defs().get_job_def(args.job)
+    job = defs().resolve_job_def(args.job)
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     print(json.dumps({"job": args.job, "run_id": result.run_id, "success": result.success}))
     return 0 if result.success else 1

@@ -49,7 +49,7 @@ def _tick(defs: dg.Definitions, instance, cursor):
 
 
 def _run_requests(defs, instance, requests):
-    job = defs.get_job_def("ingest_job")
+    job = defs.resolve_job_def("ingest_job")
     for rr in requests:
         res = job.execute_in_process(run_config=rr.run_config, instance=instance, tags={"dagster/run_key": rr.run_key})
         assert res.success
@@ -115,13 +115,13 @@ def test_two_days_through_sensor_and_runs(tmp_path, instance):
 
     # Rerun everything (no file list = all pending): nothing changes.
     before = sorted(p.relative_to(data).as_posix() for p in (data / "lake").rglob("*.parquet"))
-    res = defs.get_job_def("ingest_job").execute_in_process(instance=instance)
+    res = defs.resolve_job_def("ingest_job").execute_in_process(instance=instance)
     assert res.success
     assert sorted(p.relative_to(data).as_posix() for p in (data / "lake").rglob("*.parquet")) == before
     assert _lake_counts(data) == c3
 
     # The main job builds the warehouse and the analysts' database; the analyst SQL runs on it.
-    assert defs.get_job_def("build_all").execute_in_process(instance=instance).success
+    assert defs.resolve_job_def("build_all").execute_in_process(instance=instance).success
     con = duckdb.connect(str(data / "analytics.duckdb"), read_only=True)
     views = con.sql("SELECT count(*) FROM raw.views").fetchall()[0][0]
     assert views == duckdb.sql(

@@ -71,7 +71,7 @@ def test_first_tick_skips_files_already_ingested(tmp_path, instance):
                           run_config={"ops": {"ingest_landing": {"config": {"files": rels[:2]}}}}).success
     requests, _, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [rels[2:]]
-    job = defs.get_job_def("ingest_job")
+    job = defs.resolve_job_def("ingest_job")
     assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
     requests, cursor, skip = _tick(defs, instance, None)
     assert requests == [] and "no new landing files" in skip
