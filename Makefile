@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate run dev test test-fast bench bench-ingest bench-simulator bench-embedding clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev test test-fast bench bench-ingest bench-simulator bench-embedding clean
 
 setup: $(VENV)/.installed
 
@@ -29,9 +29,18 @@ dagster-home:
 ## quickstart: set up, simulate a week, run the main job end to end (build_all)
 quickstart: setup dagster-home simulate run
 
+# A world is simulated once per data dir; `make clean` starts over, `make simulate-more` adds a day.
 simulate: setup
+	@if [ -f "$(TIKTOK_DATA_DIR)/truth/world.json" ]; then \
+		echo "$(TIKTOK_DATA_DIR) already holds a simulated world: skipping (make clean to start over)"; \
+	else \
+		$(BIN)/tiktok-pipelines simulate --out "$(TIKTOK_DATA_DIR)" --users $(USERS) --videos $(VIDEOS) \
+			--days $(DAYS) --events-per-day $(EVENTS_PER_DAY); \
+	fi
+
+simulate-more: setup
 	$(BIN)/tiktok-pipelines simulate --out "$(TIKTOK_DATA_DIR)" --users $(USERS) --videos $(VIDEOS) \
-		--days $(DAYS) --events-per-day $(EVENTS_PER_DAY)
+		--days 1 --first-day next --events-per-day $(EVENTS_PER_DAY)
 
 run: setup dagster-home
 	$(BIN)/tiktok-pipelines run build_all

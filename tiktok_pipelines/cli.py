@@ -1,6 +1,7 @@
 """``tiktok-pipelines``: the command line around the plain libraries.
 
     tiktok-pipelines simulate --out data --days 7           # a week of a simulated platform
+    tiktok-pipelines simulate --out data --first-day next   # one more day of the same world
     tiktok-pipelines ingest --data-dir data                 # landing -> lake, without Dagster
     tiktok-pipelines run build_all                          # a job, recorded in $DAGSTER_HOME
 
@@ -39,8 +40,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         if not (kuairec / "video_captions.csv").exists():
             print(f"note: no KuaiRec catalog at {kuairec}; generating captions instead", file=sys.stderr)
             kuairec = None
+    out = Path(args.out)
+    first_day = args.first_day
+    if first_day == "next":
+        runs_file = out / "truth" / "runs.json"
+        runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
+        first_day = max((r["first_day"] + r["days"] for r in runs), default=0)
     summary = simulate(
-        Path(args.out),
+        out,
+        first_day=int(first_day),
         seed=args.seed,
         users=args.users,
         videos=args.videos,
@@ -52,7 +60,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         dirty_rate=args.dirty_rate,
         late_rate=args.late_rate,
     )
-    print(json.dumps(summary, default=_json_default))
+    print(json.dumps(summary.to_dict(), default=_json_default))
     return 0
 
 
@@ -101,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--videos", type=int, default=20_000)
     s.add_argument("--days", type=int, default=7)
     s.add_argument("--events-per-day", type=int, default=300_000)
-    s.add_argument("--start-date", default="2026-11-01")
+    s.add_argument("--start-date", default="2026-11-01", help="the world's day 0")
+    s.add_argument("--first-day", default="0",
+                   help="first day to simulate, counted from --start-date; 'next' continues the world in --out")
     s.add_argument("--kuairec", default=str(DEFAULT_KUAIREC),
                    help="KuaiRec folder for the real catalog ('none' to generate captions)")
     s.add_argument("--batch-minutes", type=int, default=15)

@@ -16,10 +16,7 @@ from tiktok_pipelines.defs.jobs import build_all
 from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
 from tiktok_pipelines.ingest.engine import count_records
 from tiktok_pipelines.ingest.landing import list_landing_files
-try:
-    from tiktok_pipelines.simulator import simulate
-except ImportError:  # pragma: no cover
-    simulate = None
+from tiktok_pipelines.simulator import simulate
 
 REPO = Path(__file__).resolve().parents[2]
 KUAIREC = REPO.parent / "shared" / "data" / "kuairec"
@@ -96,13 +93,35 @@ def test_two_days_through_sensor_and_runs(tmp_path, instance):
     assert c["lake"] + c["quarantine"] + c["duplicates"] == lines_on_disk
     assert c["quarantine"] > 0 and c["duplicates"] > 0  # the simulator's dirt arrived and was caught
 
+    # And against the simulator's ground truth, file by file and line by line.
+    con = duckdb.connect()
+    mismatched_files = con.sql(f"""
+        SELECT t.rel_path, t.valid, l.rows_lake, t.expected_quarantine, l.rows_quarantine,
+               t.expected_duplicate, l.rows_duplicate
+        FROM read_parquet('{data}/truth/runs/*/files.parquet') t
+        JOIN read_parquet('{data}/lake/ingest_log/*.parquet') l USING (rel_path)
+        WHERE t.valid <> l.rows_lake OR t.expected_quarantine <> l.rows_quarantine
+           OR t.expected_duplicate <> l.rows_duplicate
+    """).fetchall()
+    assert mismatched_files == []
+    wrong_reasons = con.sql(f"""
+        SELECT t.rel_path, t.line, t.expected_reason, q.reason
+        -- invalid UTF-8 is reported as malformed_json:invalid_utf8, the truth says malformed_json
+        FROM read_parquet('{data}/truth/runs/*/records.parquet') t
+        FULL JOIN read_parquet('{data}/lake/quarantine/*.parquet') q
+          ON q.src_file = t.rel_path AND q.src_line = t.line
+        WHERE t.expected_reason IS DISTINCT FROM 'duplicate'
+          AND regexp_replace(q.reason, '^malformed_json:.*', 'malformed_json') IS DISTINCT FROM t.expected_reason
+    """).fetchall()
+    assert wrong_reasons == []
+
     # The next tick sees nothing new.
     again, cursor2 = _tick(defs, instance, cursor)
     assert again == [] and cursor2 == cursor
 
     # A third day arrives: only its files are requested, and ingesting them keeps the books balanced.
-    simulate(data, seed=3, users=400, videos=800, days=1, events_per_day=25_000,
-             start_date=dt.date(2026, 11, 3), kuairec_dir=kuairec, dirty_rate=0.02)
+    simulate(data, seed=3, users=400, videos=800, days=1, first_day=2, events_per_day=25_000,
+             start_date=dt.date(2026, 11, 1), kuairec_dir=kuairec, dirty_rate=0.02)
     new_files = [f for f in list_landing_files(landing) if f not in set(files)]
     requests, cursor3 = _tick(defs, instance, cursor)
     assert sorted(f for rr in requests for f in rr.run_config["ops"]["ingest_landing"]["config"]["files"]) == \

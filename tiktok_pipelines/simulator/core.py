@@ -1,0 +1,585 @@
+"""``simulate()``: the world, day by day, into landing micro-batch files plus catalog and truth.
+
+Output layout under ``out_dir``::
+
+    landing/<stream>/dt=<YYYY-MM-DD>/<stream>-<YYYYMMDDTHHMMSS>Z-<seq>.ndjson   (schemas.landing_rel_path)
+    catalog/{users,creators,videos,campaigns}.parquet                       (schemas.CATALOG)
+    truth/...                                                              (never read by the pipeline)
+
+A file holds one stream's records for one batch window, flushed at the window's end; records that
+arrive late (or are re-sent) go into a later window's file. Files are written in flush order,
+each to a hidden temp name in its final directory and then renamed, so a watcher never sees half
+a file. A later day range can be generated into the same ``out_dir``: entities are rebuilt
+identically from the seed, each day's randomness comes from (seed, day), and file sequence
+numbers continue from what is on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tiktok_pipelines import schemas
+from tiktok_pipelines.simulator import dirty as dirty_mod
+from tiktok_pipelines.simulator.dirty import KINDS, LINE_KINDS, corrupt_line
+from tiktok_pipelines.simulator.events import (
+    AD_LOOKBACK_DAYS,
+    GENERATORS,
+    PARTS,
+    serial_columns,
+)
+from tiktok_pipelines.simulator.world import DAY_MS, World, build_world, day_start_ms
+
+STREAM_NAMES = tuple(schemas.STREAMS)
+_ARROW_TYPES = {"int64": pa.int64(), "string": pa.string(), "float64": pa.float64(), "bool": pa.bool_(),
+                "list<string>": pa.list_(pa.string())}
+_INTERNAL = ("_wts", "_kind", "_field", "_aux", "_delay")
+
+
+@dataclass
+class SimulationSummary:
+    out_dir: str
+    seed: int
+    first_day: int
+    days: int
+    start_date: str  # date of the first simulated day
+    end_date: str  # date of the last simulated day
+    catalog_source: str  # "kuairec" or "generated"
+    files_written: int = 0
+    files_by_stream: dict[str, int] = field(default_factory=dict)
+    lines_by_stream: dict[str, int] = field(default_factory=dict)  # every line written
+    valid_by_stream: dict[str, int] = field(default_factory=dict)  # should reach the lake (clean + late)
+    late_by_stream: dict[str, int] = field(default_factory=dict)  # valid, delivered in a later window
+    dirty_by_kind: dict[str, int] = field(default_factory=dict)  # quarantine kinds + duplicates
+    catalog_rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # where the time went
+
+    @property
+    def lines(self) -> int:
+        return sum(self.lines_by_stream.values())
+
+    @property
+    def events_per_s(self) -> float:
+        return self.lines / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lines"] = self.lines
+        d["events_per_s"] = round(self.events_per_s, 1)
+        return d
+
+
+# ------------------------------------------------------------------------------- file system
+
+
+def _atomic_bytes(path: Path, data: bytes | list) -> None:
+    """Write ``data`` (bytes, or a list of byte pieces) to a hidden temp file, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    with open(tmp, "wb") as f:
+        if isinstance(data, list):
+            f.writelines(data)
+        else:
+            f.write(data)
+    os.replace(tmp, path)
+
+
+def _atomic_parquet(path: Path, table: pa.Table | pl.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    if isinstance(table, pl.DataFrame):
+        table.write_parquet(tmp, compression="zstd")
+    else:
+        pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def next_seqs(landing: Path) -> dict[str, int]:
+    """Per stream, the sequence number the next landing file gets (continuing what is on disk)."""
+    out = {}
+    for stream in STREAM_NAMES:
+        top = 0
+        d = landing / stream
+        if d.is_dir():
+            for p in d.glob(f"dt=*/{stream}-*.ndjson"):
+                m = schemas.LANDING_NAME_RE.match(p.name)
+                if m:
+                    top = max(top, int(m.group("seq")))
+        out[stream] = top + 1
+    return out
+
+
+def _catalog_table(name: str, df: pl.DataFrame) -> pa.Table:
+    cols = schemas.CATALOG[name].columns
+    schema = pa.schema([(c, _ARROW_TYPES[t]) for c, t in cols.items()])
+    return df.select(list(cols)).to_arrow().cast(schema)
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+SERIALISE_ROWS = 200_000  # rows per write_ndjson call: few calls, and groups to spread over threads
+# Threads: serialise in the background while files are written; generate day i+1 while day i is written.
+SERIALISE_THREAD = True
+PIPELINE_DAYS = True
+_LATE = KINDS.index("late")
+_COPY_KINDS = [KINDS.index(k) for k in ("late", "exact_duplicate", "conflicting_duplicate")]
+
+
+class _Lines:
+    """A time-ordered frame serialised in large groups of whole windows; each window's bytes are
+    cut out of its group, leaving out ``skip`` rows and rewriting ``special`` (line-level dirty)
+    rows in Python.
+
+    One ``write_ndjson`` per group (not per file) keeps polars' per-call cost off the hot path,
+    and the big frame is never reordered: rows that leave their place (late, dirty) are skipped
+    here and written from the small ``extras`` frame instead.
+    """
+
+    def __init__(self, stream: str, frame: pl.DataFrame, bounds: dict[int, tuple[int, int]],
+                 skip: np.ndarray, special: np.ndarray):
+        self.stream = stream
+        self.frame = frame
+        self.bounds = bounds
+        self.skip = skip
+        self.special = special
+        if len(special):
+            self.kinds = frame.get_column("_kind").to_numpy()
+            self.aux = frame.get_column("_aux").to_numpy()
+            self.fields = frame.get_column("_field")
+        self.groups: list[tuple[int, int]] = []
+        lo = hi = None
+        for w in sorted(bounds):
+            a, b = bounds[w]
+            if lo is None:
+                lo, hi = a, b
+            elif b - lo > SERIALISE_ROWS:
+                self.groups.append((lo, hi))
+                lo, hi = a, b
+            else:
+                hi = b
+        if lo is not None:
+            self.groups.append((lo, hi))
+        self._done: dict[int, tuple[int, int, bytes, np.ndarray]] = {}
+        self.futures: dict = {}
+
+    def kept(self, w: int) -> int:
+        a, b = self.bounds[w]
+        return b - a - int(np.searchsorted(self.skip, b) - np.searchsorted(self.skip, a))
+
+    def serialise(self, group: tuple[int, int]) -> None:
+        lo, hi = group
+        buf = io.BytesIO()
+        chunk = self.frame.slice(lo, hi - lo)
+        chunk.select(serial_columns(self.stream, chunk.columns)).write_ndjson(buf)
+        data = buf.getvalue()
+        nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        if len(nl) != hi - lo:
+            raise RuntimeError("a serialised record spans lines")
+        self._done[lo] = (lo, hi, data, nl)
+
+    def window_pieces(self, w: int) -> list:
+        """The window's lines as a list of byte pieces (views into the group's buffer)."""
+        a, b = self.bounds[w]
+        lo = next(g[0] for g in reversed(self.groups) if g[0] <= a)
+        if lo in self.futures:
+            self.futures.pop(lo).result()
+        if lo not in self._done:
+            self.serialise(next(g for g in self.groups if g[0] == lo))
+        _, _, raw, nl = self._done[lo]
+        data = memoryview(raw)
+
+        def line_start(i: int) -> int:
+            return 0 if i == lo else int(nl[i - lo - 1]) + 1
+
+        start, end = line_start(a), int(nl[b - 1 - lo]) + 1
+        skip = self.skip[np.searchsorted(self.skip, a):np.searchsorted(self.skip, b)]
+        special = self.special[np.searchsorted(self.special, a):np.searchsorted(self.special, b)]
+        if not len(skip) and not len(special):
+            return [data[start:end]]
+        if not len(special):  # vectorised: the kept byte ranges between skipped lines
+            s_end = nl[skip - lo]
+            s_start = np.where(skip == lo, 0, nl[np.maximum(skip - lo - 1, 0)] + 1)
+            keep_from = np.concatenate(([start], s_end + 1)).tolist()
+            keep_to = np.concatenate((s_start, [end])).tolist()
+            return [data[x:y] for x, y in zip(keep_from, keep_to) if y > x]
+        pieces, prev = [], start
+        rewrite = set(special.tolist())
+        for i in sorted(skip.tolist() + special.tolist()):
+            ls, le = line_start(i), int(nl[i - lo])
+            pieces.append(data[prev:ls])
+            if i in rewrite:
+                pieces.append(corrupt_line(bytes(data[ls:le]), int(self.kinds[i]), self.fields[i], int(self.aux[i])))
+                prev = le  # keeps its newline
+            else:
+                prev = le + 1  # left out with its newline
+        pieces.append(data[prev:end])
+        return pieces
+
+
+def _window_bounds(dw: np.ndarray, offset: int = 0) -> dict[int, tuple[int, int]]:
+    wins, starts = np.unique(dw, return_index=True)
+    ends = np.append(starts[1:], len(dw))
+    return dict(zip(wins.tolist(), zip((starts + offset).tolist(), (ends + offset).tolist())))
+
+
+class _Run:
+    """State of one simulate() call: windows, carried-over records, sequence numbers, truth."""
+
+    def __init__(self, out: Path, world: World, *, first_day: int, days: int, batch_minutes: int,
+                 dirty_rate: float, late_rate: float, weights: dict[str, float], events_per_day: int):
+        self.out, self.world = out, world
+        self.landing = out / "landing"
+        self.first_day, self.days = first_day, days
+        self.batch_ms = batch_minutes * 60_000
+        self.windows_per_day = DAY_MS // self.batch_ms
+        self.run_start = day_start_ms(world.start_date, first_day)
+        self.run_end = self.run_start + days * DAY_MS
+        tail_ms = max(dirty_mod.MAX_LATE_MS, dirty_mod.MAX_DUP_DELAY_WINDOWS * self.batch_ms)
+        self.last_window = days * self.windows_per_day + -(-tail_ms // self.batch_ms)
+        self.dirty_rate, self.late_rate, self.weights = dirty_rate, late_rate, weights
+        self.events_per_day = events_per_day
+        self.seq = next_seqs(self.landing)
+        # Records waiting for a later window (late, re-sent, or happening after today).
+        self.carry: dict[str, list[pl.DataFrame]] = {s: [] for s in STREAM_NAMES}
+        self.file_rows: list[dict] = []
+        self.record_frames: list[pl.DataFrame] = []
+        self.phase: dict[str, float] = {}
+
+    def _tick(self, name: str, t0: float) -> float:
+        t = time.perf_counter()
+        self.phase[name] = self.phase.get(name, 0.0) + t - t0
+        return t
+
+    def generate(self, day: int, parts=PARTS) -> dict[str, tuple[list[pl.DataFrame], list[pl.DataFrame]]]:
+        """Per stream: (time-ordered base frames, extras frames) for ``day``."""
+        out: dict[str, tuple[list, list]] = {s: ([], []) for s in STREAM_NAMES}
+        for part in parts:
+            t = time.perf_counter()
+            frames = GENERATORS[part](self.world, day, self.events_per_day)
+            t = self._tick("generate", t)
+            for stream, df in frames.items():
+                base, extras = dirty_mod.inject(
+                    df, stream=stream, seed=self.world.seed, part=part, day=day, dirty_rate=self.dirty_rate,
+                    late_rate=self.late_rate, weights=self.weights, batch_ms=self.batch_ms)
+                out[stream][0].append(base)
+                if extras is not None:
+                    out[stream][1].append(extras)
+            self._tick("dirty", t)
+        return out
+
+    def lookback(self) -> None:
+        """Ads from the days before the run whose conversions land inside it."""
+        for day in range(max(0, self.first_day - AD_LOOKBACK_DAYS), self.first_day):
+            for stream, (bases, extras) in self.generate(day, parts=("ads",)).items():
+                self.carry[stream].extend(b.filter(pl.col("_kind") != dirty_mod.DROPPED) for b in bases)
+                self.carry[stream].extend(extras)
+
+    def _prepare(self, stream: str, bases: list[pl.DataFrame], extras: list[pl.DataFrame], limit: int):
+        """(base _Lines, extras _Lines) for the windows below ``limit``; the rest is carried."""
+        B, r0 = self.batch_ms, self.run_start
+        base_lines = extra_lines = None
+        incoming, self.carry[stream] = self.carry[stream], []
+        carried_now: list[pl.DataFrame] = []
+        bases = [b for b in bases if b.height]
+        if len(bases) > 1:
+            bases = [pl.concat(bases, how="vertical").sort("_wts", maintain_order=True)]
+        if bases:
+            base = bases[0]
+            wts = base.get_column("_wts").to_numpy()
+            kind = base.get_column("_kind").to_numpy()
+            lo = int(np.searchsorted(wts, r0))
+            hi = int(np.searchsorted(wts, self.run_end))
+            cut = max(lo, min(hi, int(np.searchsorted(wts, r0 + limit * B))))
+            if cut < hi:  # happens after today (delayed conversions): a later day writes it
+                carried_now.append(base.slice(cut, hi - cut).filter(pl.col("_kind") != dirty_mod.DROPPED))
+            k = kind[lo:cut]
+            late = np.flatnonzero(k == _LATE) + lo
+            if len(late):
+                extras = extras + [base[late]]
+            if cut > lo:
+                skip = np.flatnonzero(k != 0) + lo
+                base_lines = _Lines(stream, base, _window_bounds((wts[lo:cut] - r0) // B, lo), skip,
+                                    np.zeros(0, np.int64))
+        extras = [e for e in incoming + extras if e.height]
+        if extras:
+            ex = pl.concat(extras, how="vertical")
+            wts = ex.get_column("_wts").to_numpy()
+            kind = ex.get_column("_kind").to_numpy()
+            dw = np.minimum((wts - r0) // B + ex.get_column("_delay").to_numpy(), self.last_window)
+            inside = (wts >= r0) & (wts < self.run_end) & (kind != dirty_mod.DROPPED)
+            later = np.flatnonzero(inside & (dw >= limit))
+            if len(later):
+                carried_now.append(ex[later])
+            sel = np.flatnonzero(inside & (dw < limit))
+            if len(sel):
+                sel = sel[np.lexsort((wts[sel], np.isin(kind[sel], _COPY_KINDS), dw[sel]))]
+                ex = ex[sel]
+                special = np.flatnonzero(np.isin(ex.get_column("_kind").to_numpy(), list(LINE_KINDS)))
+                extra_lines = _Lines(stream, ex, _window_bounds(dw[sel]), np.zeros(0, np.int64), special)
+        return base_lines, extra_lines, carried_now
+
+    def _write_windows(self, windows: list[int], prepared: dict, paths: dict) -> None:
+        for w in windows:  # flush order across streams, as a set of collectors would
+            flushed = self.run_start + (w + 1) * self.batch_ms
+            for stream, (base_lines, extra_lines) in prepared.items():
+                in_base = base_lines is not None and w in base_lines.bounds
+                in_extra = extra_lines is not None and w in extra_lines.bounds
+                if not (in_base or in_extra):
+                    continue
+                n_base = base_lines.kept(w) if in_base else 0
+                data = (base_lines.window_pieces(w) if in_base else []) + (
+                    extra_lines.window_pieces(w) if in_extra else [])
+                if not sum(len(p) for p in data):
+                    continue
+                seq = self.seq[stream]
+                self.seq[stream] += 1
+                rel = schemas.landing_rel_path(stream, flushed, seq)
+                _atomic_bytes(self.landing / rel, data)
+                paths[stream][w] = (rel, n_base)
+                counts = np.zeros(len(KINDS), dtype=np.int64)
+                counts[0] = n_base
+                if in_extra:
+                    a, b = extra_lines.bounds[w]
+                    kinds = extra_lines.frame.get_column("_kind").slice(a, b - a).to_numpy()
+                    counts += np.bincount(kinds, minlength=len(KINDS))[: len(KINDS)]
+                row = {"stream": stream, "rel_path": rel, "flushed_at_ms": flushed, "seq": seq,
+                       "lines": int(counts.sum())}
+                row.update({k: int(counts[j]) for j, k in enumerate(KINDS)})
+                self.file_rows.append(row)
+
+    def emit(self, i: int, generated: dict, final: bool) -> None:
+        """Write the windows of run day ``i`` (and, when ``final``, every window left)."""
+        limit = self.last_window + 1 if final else (i + 1) * self.windows_per_day
+        t = time.perf_counter()
+        prepared: dict[str, tuple[_Lines | None, _Lines | None]] = {}
+        next_carry: dict[str, list[pl.DataFrame]] = {}
+        for stream in STREAM_NAMES:
+            bases, extras = generated.get(stream, ([], []))
+            base_lines, extra_lines, carried = self._prepare(stream, bases, extras, limit)
+            next_carry[stream] = carried
+            prepared[stream] = (base_lines, extra_lines)
+        self.carry = next_carry
+        t = self._tick("prepare", t)
+
+        # Serialise in a background thread, earliest groups first, while this thread writes the
+        # files whose bytes are ready (polars and file writes release the GIL).
+        pool = ThreadPoolExecutor(max_workers=1) if SERIALISE_THREAD else None
+        jobs = sorted(((lines.frame.get_column("_wts")[g[0]], id(lines), lines, g)
+                       for pair in prepared.values() for lines in pair if lines is not None
+                       for g in lines.groups), key=lambda j: (j[0], j[1]))
+        for _, _, lines, g in jobs:
+            if pool is not None:
+                lines.futures[g[0]] = pool.submit(lines.serialise, g)
+
+        windows = sorted({w for pair in prepared.values() for lines in pair if lines is not None
+                          for w in lines.bounds})
+        paths: dict[str, dict[int, tuple[str, int]]] = {s: {} for s in STREAM_NAMES}
+        try:
+            self._write_windows(windows, prepared, paths)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        t = self._tick("serialise_and_write", t)
+
+        # Truth for every non-clean record (they all live in the extras, after the base lines).
+        for stream, (_, extra_lines) in prepared.items():
+            if extra_lines is None:
+                continue
+            ex = extra_lines.frame
+            special = ex.with_row_index("_pos").filter(pl.col("_kind") != 0)
+            if not special.height:
+                continue
+            pos = special.get_column("_pos").to_numpy().astype(np.int64)
+            wts = special.get_column("_wts").to_numpy()
+            w_of = np.minimum((wts - self.run_start) // self.batch_ms + special.get_column("_delay").to_numpy(),
+                              self.last_window)
+            rels, lines = [], []
+            for p, w in zip(pos.tolist(), w_of.tolist()):
+                rel, n_base = paths[stream][w]
+                rels.append(rel)
+                lines.append(n_base + p - extra_lines.bounds[w][0] + 1)
+            self.record_frames.append(special.select(
+                stream=pl.lit(stream),
+                rel_path=pl.Series(rels, dtype=pl.String),
+                line=pl.Series(lines, dtype=pl.Int64),
+                event_id=pl.col("event_id"),
+                kind=pl.col("_kind"),
+                field=pl.col("_field"),
+                true_ts_ms=pl.col("_wts"),
+                ts_ms=pl.col("ts_ms"),
+            ))
+        self._tick("truth_records", t)
+
+    def truth_tables(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        files = pl.DataFrame(self.file_rows) if self.file_rows else pl.DataFrame(
+            schema={"stream": pl.String, "rel_path": pl.String, "flushed_at_ms": pl.Int64, "seq": pl.Int64,
+                    "lines": pl.Int64, **{k: pl.Int64 for k in KINDS}})
+        quarantine = [k for k in KINDS if k not in ("clean", "late", "exact_duplicate")]
+        files = files.with_columns(
+            valid=pl.col("clean") + pl.col("late"),
+            expected_duplicate=pl.col("exact_duplicate"),
+            expected_quarantine=pl.sum_horizontal(quarantine),
+        )
+        schema = {"stream": pl.String, "rel_path": pl.String, "line": pl.Int64, "event_id": pl.String,
+                  "kind": pl.UInt8, "field": pl.String, "true_ts_ms": pl.Int64, "ts_ms": pl.Int64}
+        recs = pl.concat(self.record_frames, how="vertical") if self.record_frames else pl.DataFrame(schema=schema)
+        kind_names = pl.Series(list(KINDS), dtype=pl.String)
+        names = kind_names.gather(recs.get_column("kind").cast(pl.Int64).to_numpy())
+        field_kinds = list(dirty_mod.FIELD_KINDS)
+        recs = recs.with_columns(kind=names).with_columns(
+            expected_reason=pl.when(pl.col("kind").is_in(["clean", "late"])).then(pl.lit(None, dtype=pl.String))
+            .when(pl.col("kind") == "exact_duplicate").then(pl.lit("duplicate"))
+            .when(pl.col("kind").is_in(field_kinds)).then(pl.concat_str([pl.col("kind"), pl.lit(":"), pl.col("field")]))
+            .otherwise(pl.col("kind")))
+        return files, recs
+
+
+def _world_key(seed, users, videos, start_date: dt.date, kuairec_dir) -> dict:
+    return {"seed": seed, "users": users, "videos": videos, "start_date": start_date.isoformat(),
+            "catalog_source": "kuairec" if kuairec_dir is not None else "generated"}
+
+
+def simulate(
+    out_dir: str | Path,
+    *,
+    seed: int = 7,
+    users: int = 10_000,
+    videos: int = 20_000,
+    days: int = 7,
+    events_per_day: int = 300_000,
+    start_date: str | dt.date = "2026-11-01",
+    kuairec_dir: str | Path | None = None,
+    batch_minutes: int = 15,
+    dirty_rate: float = 0.01,
+    late_rate: float = 0.005,
+    first_day: int = 0,
+    dirty_weights: dict[str, float] | None = None,
+    write_truth: bool = True,
+) -> SimulationSummary:
+    """Simulate days ``first_day .. first_day + days - 1`` (day 0 = ``start_date``) into ``out_dir``.
+
+    ``events_per_day`` is the approximate number of records a day produces across all streams.
+    ``dirty_rate`` is the share of records that come out dirty (spread over the kinds by
+    ``dirty_weights``, default ``dirty.DEFAULT_DIRTY_WEIGHTS``); ``late_rate`` the share of valid
+    records delivered in a later file. Same arguments, same bytes. To continue a world, call again
+    with the same seed/users/videos/start_date/kuairec_dir and a later ``first_day``.
+    """
+    t0 = time.perf_counter()
+    if isinstance(start_date, str):
+        start_date = dt.date.fromisoformat(start_date)
+    if days < 1 or first_day < 0 or events_per_day < 1:
+        raise ValueError("days >= 1, first_day >= 0 and events_per_day >= 1 are required")
+    if batch_minutes < 1 or 1440 % batch_minutes:
+        raise ValueError("batch_minutes must divide a day (1440 minutes)")
+    if not (0 <= dirty_rate and 0 <= late_rate and dirty_rate + late_rate < 1):
+        raise ValueError("dirty_rate and late_rate must be shares in [0, 1)")
+    weights = dict(dirty_mod.DEFAULT_DIRTY_WEIGHTS if dirty_weights is None else dirty_weights)
+    unknown = set(weights) - set(dirty_mod.DIRTY_KINDS)
+    if unknown:
+        raise ValueError(f"unknown dirty kinds: {sorted(unknown)}")
+
+    out = Path(out_dir)
+    truth = out / "truth"
+    key = _world_key(seed, users, videos, start_date, kuairec_dir)
+    world_file = truth / "world.json"
+    runs_file = truth / "runs.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
+    if world_file.exists():
+        prev = json.loads(world_file.read_text())
+        if {k: prev.get(k) for k in key} != key:
+            raise ValueError(f"{out} holds another world ({ {k: prev.get(k) for k in key} }); refusing to mix")
+    for run in runs:
+        if first_day < run["first_day"] + run["days"] and run["first_day"] < first_day + days:
+            raise ValueError(f"days {first_day}..{first_day + days - 1} overlap a previous run into {out}: {run}")
+
+    world = build_world(seed=seed, users=users, videos=videos, start_date=start_date, kuairec_dir=kuairec_dir)
+    summary = SimulationSummary(
+        out_dir=str(out), seed=seed, first_day=first_day, days=days,
+        start_date=(start_date + dt.timedelta(days=first_day)).isoformat(),
+        end_date=(start_date + dt.timedelta(days=first_day + days - 1)).isoformat(),
+        catalog_source=world.catalog_source,
+    )
+
+    catalogs = {"users": world.catalog_users(), "creators": world.catalog_creators(),
+                "videos": world.catalog_videos(), "campaigns": world.catalog_campaigns()}
+    for name, df in catalogs.items():
+        _atomic_parquet(out / "catalog" / f"{name}.parquet", _catalog_table(name, df))
+        summary.catalog_rows[name] = df.height
+    if write_truth:
+        _atomic_bytes(world_file, json.dumps(
+            {**key, "categories": list(world.categories), "batch_minutes": batch_minutes,
+             "kinds": list(KINDS)}, ensure_ascii=False, indent=2).encode())
+        _atomic_parquet(truth / "videos.parquet", world.truth_videos())
+
+    run = _Run(out, world, first_day=first_day, days=days, batch_minutes=batch_minutes, dirty_rate=dirty_rate,
+               late_rate=late_rate, weights=weights, events_per_day=events_per_day)
+    run.lookback()
+    cats = pl.Series(list(world.categories), dtype=pl.String)
+
+    def generate_day(day: int):
+        generated = run.generate(day)
+        if write_truth:  # here, in the generating thread: the world's interest cache is not shared
+            date = (start_date + dt.timedelta(days=day)).isoformat()
+            probs = world.interests(day)
+            _atomic_parquet(truth / "user_interests" / f"dt={date}.parquet", pl.DataFrame({
+                "user_id": np.arange(1, world.n_users + 1, dtype=np.int64),
+                "interest": pl.Series(probs).cast(pl.List(pl.Float32)),
+                "top_category": cats.gather(probs.argmax(axis=1)),
+            }))
+            tags, boost = world.trending(day)
+            _atomic_parquet(truth / "trending" / f"dt={date}.parquet", pl.DataFrame({
+                "hashtag": pl.Series([world.tag_names[t] for t in tags], dtype=pl.String),
+                "boost": pl.Series(boost, dtype=pl.Float64),
+            }))
+        return generated
+
+    # Day i+1 is generated in the background while day i is written (numpy and polars release the GIL).
+    if PIPELINE_DAYS:
+        with ThreadPoolExecutor(max_workers=1) as gen_pool:
+            pending = gen_pool.submit(generate_day, first_day)
+            for i in range(days):
+                generated = pending.result()
+                if i + 1 < days:
+                    pending = gen_pool.submit(generate_day, first_day + i + 1)
+                run.emit(i, generated, final=(i == days - 1))
+    else:
+        for i in range(days):
+            run.emit(i, generate_day(first_day + i), final=(i == days - 1))
+
+    files, recs = run.truth_tables()
+    summary.files_written = files.height
+    for stream in STREAM_NAMES:
+        f = files.filter(pl.col("stream") == stream)
+        summary.files_by_stream[stream] = f.height
+        summary.lines_by_stream[stream] = int(f["lines"].sum()) if f.height else 0
+        summary.valid_by_stream[stream] = int(f["valid"].sum()) if f.height else 0
+        summary.late_by_stream[stream] = int(f["late"].sum()) if f.height else 0
+    for k in dirty_mod.DIRTY_KINDS:
+        summary.dirty_by_kind[k] = int(files[k].sum()) if files.height else 0
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    summary.phase_seconds = {k: round(v, 3) for k, v in run.phase.items()}
+    if write_truth:
+        run_dir = truth / "runs" / f"{summary.start_date}_{summary.end_date}"
+        _atomic_parquet(run_dir / "files.parquet", files)
+        _atomic_parquet(run_dir / "records.parquet", recs)
+        # without the timing, so the truth is byte-identical for the same arguments too
+        stable = {k: v for k, v in summary.to_dict().items()
+                  if k not in ("seconds", "phase_seconds", "events_per_s", "out_dir")}
+        _atomic_bytes(run_dir / "summary.json", json.dumps(stable, indent=2).encode())
+        runs.append({"first_day": first_day, "days": days, "start_date": summary.start_date,
+                     "end_date": summary.end_date, "dir": f"runs/{summary.start_date}_{summary.end_date}"})
+        _atomic_bytes(runs_file, json.dumps(runs, indent=2).encode())
+    return summary
