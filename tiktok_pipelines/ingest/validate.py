@@ -80,16 +80,19 @@ def validation_sql(
     check_sql = "\n            ".join(checks)
     hash_args = ", ".join(names)
     return f"""
-WITH parsed AS (
-    SELECT src_file_idx, src_line,
+WITH checked AS (
+    SELECT src_file_idx, src_line, line,
            -- json_valid first: guarding with try() instead would fall back to row-at-a-time for
            -- every vector holding one malformed line, and with dirty data that is most vectors.
            json_valid(line) AS is_json,
            -- json_transform also "parses" arrays and scalars, into an all-NULL struct
-           starts_with(ltrim(line, E' \\t\\r'), '{{') AS is_object,
-           CASE WHEN json_valid(line) THEN json_type(line, {paths}) END AS jt,
-           CASE WHEN json_valid(line) THEN json_transform(line, {_quote(structure)}) END AS v
+           starts_with(ltrim(line, E' \\t\\r'), '{{') AS is_object
     FROM lines
+), parsed AS (
+    SELECT src_file_idx, src_line, is_json, is_object,
+           CASE WHEN is_json THEN json_type(line, {paths}) END AS jt,
+           CASE WHEN is_json THEN json_transform(line, {_quote(structure)}) END AS v
+    FROM checked
 ), typed AS (
     SELECT src_file_idx, src_line, is_json, is_object, jt, {", ".join(typed)} FROM parsed
 )
