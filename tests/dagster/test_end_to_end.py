@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from tests.dagster.conftest import ALL_ASSETS, resources_for
+from tests.dagster.conftest import ALL_ASSETS
 from tiktok_pipelines.defs.ingest.assets import ingest_job
 from tiktok_pipelines.defs.ingest.sensors import landing_sensor
 from tiktok_pipelines.defs.jobs import build_all

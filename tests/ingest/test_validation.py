@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from tests.ingest.conftest import FLUSHED_AT_MS, TS_MS, dumps, valid_record, write_landing
+from tests.ingest.conftest import FLUSHED_AT_MS, dumps, valid_record, write_landing
 from tiktok_pipelines.ingest.engine import IngestSettings, audit_batch, ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.schemas import FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING

@@ -36,9 +36,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tiktok_pipelines.ingest.landing import LandingFile, safe_landing_path
-from tiktok_pipelines.ingest.validate import sql_type, validation_sql
+from tiktok_pipelines.ingest.validate import validation_sql
 from tiktok_pipelines.lake import atomic_replace, atomic_write_json, exclusive_lock, fsync_dir, sql_path
 from tiktok_pipelines.schemas import STREAMS
 
@@ -201,9 +202,7 @@ class Lake:
         files = sorted(d.glob("*.parquet")) if d.is_dir() else []
         if not files:
             return INGEST_LOG_SCHEMA.empty_table()
-        import pyarrow.parquet as pq
-
-        return pa.concat_tables([pq.read_table(f, schema=INGEST_LOG_SCHEMA) for f in files])
+            return pa.concat_tables([pq.read_table(f, schema=INGEST_LOG_SCHEMA) for f in files])
 
     def ingested_keys(self) -> set[str]:
         return set(self.read_ingest_log().column("file_key").to_pylist())
@@ -305,14 +304,12 @@ def _run_batch(
     for f in todo:
         by_stream[f.stream].append(f)
     for stream, stream_files in sorted(by_stream.items()):
-        schema = STREAMS[stream]
-        cols = ", ".join(f"{f.name} {sql_type(f)}" for f in schema.fields)
         con.execute("DROP TABLE IF EXISTS seen")
         con.execute("CREATE TEMP TABLE seen (event_id VARCHAR, payload_hash UBIGINT)")
         loaded_dates: set[str] = set()
         for chunk_no, chunk in enumerate(_chunks(stream_files, settings.chunk_bytes)):
             _ingest_chunk(
-                con, schema.name, chunk, chunk_no, cols, counts, report, lake, landing_root,
+                con, stream, chunk, chunk_no, counts, report, lake, landing_root,
                 staging, settings, batch_id, now_ms, loaded_dates, moves,
             )
     con.close()
@@ -342,8 +339,6 @@ def _run_batch(
         },
         schema=INGEST_LOG_SCHEMA,
     )
-    import pyarrow.parquet as pq
-
     log_tmp = staging / "ingest_log.parquet"
     pq.write_table(log, log_tmp)
 
@@ -373,7 +368,6 @@ def _ingest_chunk(
     stream: str,
     chunk: list[LandingFile],
     chunk_no: int,
-    cols: str,
     counts: dict[str, FileCounts],
     report: IngestReport,
     lake: Lake,
@@ -547,8 +541,6 @@ def _ingest_chunk(
             ]
         )
     if quarantine_tbl.num_rows:
-        import pyarrow.parquet as pq
-
         q_stage = staging / QUARANTINE_DIR / f"part-{batch_id}-{stream}-c{chunk_no}.parquet"
         q_stage.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(quarantine_tbl.cast(QUARANTINE_SCHEMA), q_stage, compression=settings.compression)
@@ -600,8 +592,6 @@ def audit_batch(lake_root: Path | str, landing_root: Path | str, batch_id: str) 
     log_path = lake.root / INGEST_LOG_DIR / f"batch-{batch_id}.parquet"
     if not log_path.exists():
         return [f"batch {batch_id} has no commit record"]
-    import pyarrow.parquet as pq
-
     log = pq.read_table(log_path).to_pylist()
     con = duckdb.connect()
     lake_rows: Counter = Counter()
