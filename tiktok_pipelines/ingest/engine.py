@@ -202,7 +202,7 @@ class Lake:
         files = sorted(d.glob("*.parquet")) if d.is_dir() else []
         if not files:
             return INGEST_LOG_SCHEMA.empty_table()
-            return pa.concat_tables([pq.read_table(f, schema=INGEST_LOG_SCHEMA) for f in files])
+        return pa.concat_tables([pq.read_table(f, schema=INGEST_LOG_SCHEMA) for f in files])
 
     def ingested_keys(self) -> set[str]:
         return set(self.read_ingest_log().column("file_key").to_pylist())
