@@ -216,3 +216,20 @@ def test_blank_lines_and_crlf(dirs):
     report = _ingest(landing, lake)
     assert report.totals()["rows_read"] == 2 and report.totals()["rows_lake"] == 2
     assert rel in {f.file.rel_path for f in report.files}
+
+
+def test_many_invalid_utf8_lines_each_found(dirs):
+    landing, lake = dirs
+    schema = STREAMS["views"]
+    good = [dumps(valid_record(schema, i)) for i in range(6)]
+    lines = [b"\xc3(", good[0].encode(), b"", good[1].encode(), b"\xff", b"\xe2\x82", good[2].encode(),
+             "caf\u00e9 but not json".encode(), good[3].encode(), b"ok\xf0\x9f\x98"]
+    write_landing(landing, "views", lines)
+    report = _ingest(landing, lake)
+    got = _quarantine_by_line(lake)
+    assert {n: r for n, r in got.items() if r.endswith("invalid_utf8")} == {
+        1: "malformed_json:invalid_utf8", 5: "malformed_json:invalid_utf8",
+        6: "malformed_json:invalid_utf8", 10: "malformed_json:invalid_utf8",
+    }
+    assert got[8] == "malformed_json"  # valid UTF-8, not JSON
+    assert report.totals()["rows_lake"] == 4 and report.totals()["rows_read"] == 9
