@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from tiktok_pipelines.ingest.engine import ingest_files
+from tiktok_pipelines.ingest.engine import IngestSettings, ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.ingest.validate import sql_type
 from tiktok_pipelines.lake import sql_path
@@ -42,7 +42,9 @@ def duckdb_copy(files_by_stream: dict[str, list[str]], out: Path) -> float:
         cols = {f.name: sql_type(f) for f in STREAMS[stream].fields}
         con.execute(
             f"COPY (SELECT * FROM read_json(?, format = 'newline_delimited', columns = {cols!r}, "
-            f"ignore_errors = true)) TO {sql_path(out / f'{stream}.parquet')} (FORMAT parquet, COMPRESSION zstd)",
+            f"ignore_errors = true)) TO {sql_path(out / f'{stream}.parquet')} "
+            # the same codec as the lake, so the two differ only in what they do
+            f"(FORMAT parquet, COMPRESSION {IngestSettings().compression})",
             [files],
         )
     seconds = time.perf_counter() - started
