@@ -15,15 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file's data, or a directory's entries (so a rename in it survives a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -33,10 +26,10 @@ def fsync_file(path: Path) -> None:
 
 def atomic_replace(tmp: Path, target: Path) -> None:
     """Move a fully written ``tmp`` over ``target`` durably."""
-    fsync_file(tmp)
+    fsync_path(tmp)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, target)
-    fsync_dir(target.parent)
+    fsync_path(target.parent)
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:
@@ -47,7 +40,7 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, target)
-    fsync_dir(target.parent)
+    fsync_path(target.parent)
 
 
 def atomic_write_json(target: Path, obj: object) -> None:

@@ -20,7 +20,7 @@ import duckdb
 
 from tiktok_pipelines.ingest.engine import INGEST_LOG_SCHEMA, QUARANTINE_SCHEMA, Lake
 from tiktok_pipelines.ingest.validate import sql_type
-from tiktok_pipelines.lake import atomic_replace, fsync_file, sql_path
+from tiktok_pipelines.lake import atomic_replace, sql_path
 from tiktok_pipelines.schemas import CATALOG, STREAMS
 
 _ARROW_TO_SQL = {"string": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN"}
@@ -85,6 +85,5 @@ def publish_analytics(warehouse: Path, analytics: Path) -> int:
     finally:
         check.close()
     os.chmod(tmp, 0o444)  # published read-only: analysts query it, nobody writes it in place
-    fsync_file(tmp)
     atomic_replace(tmp, analytics)
     return analytics.stat().st_size

@@ -37,6 +37,7 @@ from tiktok_pipelines.embedding.table import (
     RowTable,
     TableConfig,
 )
+from tiktok_pipelines.lake import fsync_path
 
 FORMAT = "tiktok_pipelines.embedding/v1"
 MANIFEST = "manifest.json"
@@ -118,9 +119,9 @@ def _publish(table: RowTable, directory: Path, *, kind: str, rows: np.ndarray, d
             "files": files,
         }
         _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         os.rename(tmp, directory)
-        _fsync_dir(directory.parent)
+        fsync_path(directory.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -141,14 +142,6 @@ def _write_durably(path: Path, payload: bytes) -> None:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:

@@ -36,12 +36,17 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tiktok_pipelines.ingest.landing import LandingFile, safe_landing_path
 from tiktok_pipelines.ingest.validate import validation_sql
-from tiktok_pipelines.lake import atomic_replace, atomic_write_json, exclusive_lock, fsync_dir, sql_path
+from tiktok_pipelines.lake import (
+    atomic_replace,
+    atomic_write_json,
+    exclusive_lock,
+    fsync_path,
+    sql_path,
+)
 from tiktok_pipelines.schemas import STREAMS
 
 EVENTS_DIR = "events"
@@ -375,7 +380,7 @@ def _run_batch(
         os.replace(src, dst)
         touched_dirs.add(dst.parent)
     for d in touched_dirs:
-        fsync_dir(d)
+        fsync_path(d)
     atomic_replace(log_tmp, lake.root / INGEST_LOG_DIR / f"batch-{batch_id}.parquet")
     pending.unlink()
     shutil.rmtree(staging, ignore_errors=True)
