@@ -23,6 +23,7 @@ Layout under ``lake_root``::
 from __future__ import annotations
 
 import codecs
+import glob
 import hashlib
 import json
 import os
@@ -217,9 +218,6 @@ class Lake:
     @property
     def ingest_log_glob(self) -> str:
         return str(self.root / INGEST_LOG_DIR / "*.parquet")
-
-    def has_files(self, glob_dir: Path) -> bool:
-        return glob_dir.is_dir() and any(glob_dir.rglob("*.parquet"))
 
     def read_ingest_log(self) -> pa.Table:
         d = self.root / INGEST_LOG_DIR
@@ -634,10 +632,10 @@ def audit_batch(lake_root: Path | str, landing_root: Path | str, batch_id: str) 
     con = duckdb.connect()
     lake_rows: Counter = Counter()
     for stream in {r["stream"] for r in log}:
-        glob = lake.events_dir(stream) / "*" / f"part-{batch_id}-*.parquet"
+        pattern = lake.events_dir(stream) / "*" / f"part-{batch_id}-*.parquet"
         if any(lake.events_dir(stream).glob(f"*/part-{batch_id}-*.parquet")):
             for src, n in con.execute(
-                f"SELECT _src_file, count(*) FROM read_parquet({sql_path(glob)}) GROUP BY 1"
+                f"SELECT _src_file, count(*) FROM read_parquet({sql_path(pattern)}) GROUP BY 1"
             ).fetchall():
                 lake_rows[src] += n
     q_rows: Counter = Counter()
@@ -686,15 +684,18 @@ def duplicate_event_ids(lake_root: Path | str, stream: str, dates: Iterable[str]
         con.close()
 
 
-def lake_row_count(lake_root: Path | str, stream: str) -> int:
-    lake = Lake(lake_root)
-    if not any(lake.events_dir(stream).glob("*/*.parquet")):
+def parquet_row_count(pattern: str) -> int:
+    """Rows in the Parquet files matching ``pattern``, from their footers (no data is read)."""
+    if not glob.glob(pattern):
         return 0
     con = duckdb.connect()
     try:
-        # Parquet footers hold the row counts: this reads metadata, not data.
         return con.execute(
-            "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [lake.events_glob(stream)]
+            "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [pattern]
         ).fetchall()[0][0]
     finally:
         con.close()
+
+
+def lake_row_count(lake_root: Path | str, stream: str) -> int:
+    return parquet_row_count(Lake(lake_root).events_glob(stream))

@@ -9,10 +9,12 @@ import dagster as dg
 from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
 from tiktok_pipelines.ingest.engine import (
     IngestReport,
+    Lake,
     audit_batch,
     duplicate_event_ids,
     ingest_files,
     lake_row_count,
+    parquet_row_count,
 )
 from tiktok_pipelines.ingest.landing import list_landing_files, stat_landing_file
 from tiktok_pipelines.ingest.validate import sql_type
@@ -132,7 +134,7 @@ def ingest_landing(
                 "rows_added": t["rows_lake"],
                 "files_ingested": t["files"],
                 "partitions_touched": ", ".join(dates) or "none",
-                "path": dg.MetadataValue.path(str(storage.lake / "events" / stream)),
+                "path": dg.MetadataValue.path(str(Lake(storage.lake).events_dir(stream))),
             },
         )
         yield dg.AssetCheckResult(
@@ -146,6 +148,7 @@ def ingest_landing(
     yield dg.MaterializeResult(
         asset_key=QUARANTINE_KEY,
         metadata={
+            "dagster/row_count": parquet_row_count(Lake(storage.lake).quarantine_glob),
             "rows_added": totals["rows_quarantine"],
             "reasons": dg.MetadataValue.md(_reason_table(report)),
             "path": dg.MetadataValue.path(str(storage.lake / "quarantine")),
@@ -154,6 +157,7 @@ def ingest_landing(
     yield dg.MaterializeResult(
         asset_key=INGEST_LOG_KEY,
         metadata={
+            "dagster/row_count": parquet_row_count(Lake(storage.lake).ingest_log_glob),
             "batch_id": report.batch_id or "none (nothing new)",
             "files_ingested": totals["files"],
             "files_skipped_already_ingested": len(report.skipped_files),
