@@ -675,24 +675,21 @@ def duplicate_event_ids(lake_root: Path | str, stream: str, dates: Iterable[str]
     ]
     if not globs:
         return 0
-    con = duckdb.connect()
-    try:
-        return con.execute(
-            "SELECT count(*) - count(DISTINCT event_id) FROM read_parquet(?)", [globs]
-        ).fetchall()[0][0]
-    finally:
-        con.close()
+    return _scalar("SELECT count(*) - count(DISTINCT event_id) FROM read_parquet(?)", [globs])
 
 
 def parquet_row_count(pattern: str) -> int:
     """Rows in the Parquet files matching ``pattern``, from their footers (no data is read)."""
     if not glob.glob(pattern):
         return 0
+    return _scalar("SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [pattern])
+
+
+def _scalar(sql: str, params: list) -> int:
+    """One value from a throwaway in-memory DuckDB (the lake is plain files: no shared state)."""
     con = duckdb.connect()
     try:
-        return con.execute(
-            "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [pattern]
-        ).fetchall()[0][0]
+        return con.execute(sql, params).fetchall()[0][0]
     finally:
         con.close()
 
