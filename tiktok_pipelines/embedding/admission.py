@@ -54,6 +54,12 @@ def _probe_positions(h):
     return p0, p1, p2, p3
 
 
+@njit(inline="always")
+def _min4(counters, b, p0, p1, p2, p3):
+    """The count-min estimate: the smallest of an id's four counters."""
+    return min(min(counters[b, p0], counters[b, p1]), min(counters[b, p2], counters[b, p3]))
+
+
 @njit
 def _count_and_estimate(counters, seed, ids, out_counts):
     """Conservative-update count-min: add 1 per occurrence, then read every id's estimate."""
@@ -62,7 +68,7 @@ def _count_and_estimate(counters, seed, ids, out_counts):
         h = hash_id(ids[i], seed)
         b = fastrange_hi(h, num_blocks)
         p0, p1, p2, p3 = _probe_positions(h)
-        est = min(min(counters[b, p0], counters[b, p1]), min(counters[b, p2], counters[b, p3]))
+        est = _min4(counters, b, p0, p1, p2, p3)
         if est < _COUNTER_MAX:
             new = est + np.uint16(1)
             # Conservative update: raise only the counters below the new estimate. Never
@@ -81,7 +87,7 @@ def _estimate(counters, seed, ids, out_counts):
         h = hash_id(ids[i], seed)
         b = fastrange_hi(h, num_blocks)
         p0, p1, p2, p3 = _probe_positions(h)
-        out_counts[i] = min(min(counters[b, p0], counters[b, p1]), min(counters[b, p2], counters[b, p3]))
+        out_counts[i] = _min4(counters, b, p0, p1, p2, p3)
 
 
 class CountFilter:

@@ -39,17 +39,23 @@ def initial_embeddings_kernel(ids, seed, scale, out):
     and the reference model in the tests all start from the same vector, whatever the order of
     insertion. Two 32-bit uniforms per 64-bit mix.
     """
-    dim = out.shape[1]
     s = np.float32(scale)
     for i in prange(ids.shape[0]):
-        base = hash_id(ids[i], seed)
-        for j in range(0, dim, 2):
-            x = mix64(base + np.uint64(j) * _GOLDEN)
-            u0 = np.float32((x & np.uint64(0xFFFFFFFF)) * _INV_2_32)
-            out[i, j] = (np.float32(2.0) * u0 - np.float32(1.0)) * s
-            if j + 1 < dim:
-                u1 = np.float32((x >> np.uint64(32)) * _INV_2_32)
-                out[i, j + 1] = (np.float32(2.0) * u1 - np.float32(1.0)) * s
+        _fill_initial(out, i, ids[i], seed, s)
+
+
+@njit(inline="always")
+def _fill_initial(out, r, id_, seed, s):
+    """Write id_'s initial vector into out[r]: the one definition both kernels share."""
+    dim = out.shape[1]
+    base = hash_id(id_, seed)
+    for j in range(0, dim, 2):
+        x = mix64(base + np.uint64(j) * _GOLDEN)
+        u0 = np.float32((x & np.uint64(0xFFFFFFFF)) * _INV_2_32)
+        out[r, j] = (np.float32(2.0) * u0 - np.float32(1.0)) * s
+        if j + 1 < dim:
+            u1 = np.float32((x >> np.uint64(32)) * _INV_2_32)
+            out[r, j + 1] = (np.float32(2.0) * u1 - np.float32(1.0)) * s
 
 
 @njit(parallel=True)
@@ -64,14 +70,7 @@ def _init_rows(rows, ids, seed, scale, accumulator_init, now_s, embeddings, accu
             for j in range(dim):
                 embeddings[r, j] = np.float32(0.0)
         else:
-            base = hash_id(ids[i], seed)
-            for j in range(0, dim, 2):
-                x = mix64(base + np.uint64(j) * _GOLDEN)
-                u0 = np.float32((x & np.uint64(0xFFFFFFFF)) * _INV_2_32)
-                embeddings[r, j] = (np.float32(2.0) * u0 - np.float32(1.0)) * s
-                if j + 1 < dim:
-                    u1 = np.float32((x >> np.uint64(32)) * _INV_2_32)
-                    embeddings[r, j + 1] = (np.float32(2.0) * u1 - np.float32(1.0)) * s
+            _fill_initial(embeddings, r, ids[i], seed, s)
         for j in range(dim):
             accumulators[r, j] = acc0
         last_update_s[r] = now_s
