@@ -523,12 +523,12 @@ def _ingest_chunk(
     names = ", ".join(f"c.{n}" for n in schema.field_names)
     # The source path per row from a constant list rather than a join: same result, less work.
     src_paths = "[" + ", ".join(sql_path(f.rel_path) for f in chunk) + "]"
-    lake_dates = con.execute(
-        "SELECT strftime(event_date, '%Y-%m-%d'), count(*) FROM c WHERE outcome = 'lake' GROUP BY 1 ORDER BY 1"
-    ).fetchall()
+    lake_dates = [r[0] for r in con.execute(
+        "SELECT DISTINCT strftime(event_date, '%Y-%m-%d') FROM c WHERE outcome = 'lake' ORDER BY 1"
+    ).fetchall()]
     # One plain COPY per date instead of PARTITION_BY: DuckDB's partitioned writer ran at half the
     # speed here, and a chunk rarely spans more than a few dates (late events).
-    for day, _n in lake_dates:
+    for day in lake_dates:
         src = staging / EVENTS_DIR / stream / f"event_date={day}" / f"part-{batch_id}-c{chunk_no}.parquet"
         src.parent.mkdir(parents=True, exist_ok=True)
         con.execute(
