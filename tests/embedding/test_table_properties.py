@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -115,4 +116,60 @@ def test_deleted_rows_are_reused_not_leaked() -> None:
     table.lookup_or_insert(np.arange(1000, 1050), now_s=1)
     assert table.storage.next_row == high_water, "freed rows must be reused before new ones"
     assert len(table) == 100
+    table.check_invariants()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_reserved_rows_cost_only_what_is_touched() -> None:
+    """Row arrays are views of big address-space reservations; resident memory must still track
+    the rows in use (a reservation committed up front would be gigabytes here)."""
+    import gc
+
+    gc.collect()
+    before = _rss_bytes()
+    table = CollisionlessEmbeddingTable(TableConfig(dim=64, init_scale=0.0))
+    ids = np.random.default_rng(3).integers(-(2**63), 2**63 - 1, size=400_000, dtype=np.int64)
+    for chunk in np.array_split(ids, 4):
+        table.lookup_or_insert(chunk, now_s=0)
+    grown = _rss_bytes() - before
+    raw = len(table) * 2 * 4 * 64
+    # allowance: huge-page rounding (2 MiB per array) and the ids/rows arrays of the batches
+    assert grown <= 1.5 * raw + 48 * 2**20, grown / raw
+    assert table.storage.embeddings.base is not None  # a view of the reservation
+
+
+@pytest.mark.parametrize("mmap_fails", [False, True])
+def test_rows_survive_outgrowing_the_reservation(monkeypatch, mmap_fails: bool) -> None:
+    """Tiny reservations force the copy-into-a-larger-one path (and, with mmap refused as under
+    strict overcommit, the plain-memory fallback); every id must keep its vector and state."""
+    from tiktok_pipelines.embedding import storage as storage_mod
+
+    monkeypatch.setattr(storage_mod, "RESERVE_ROWS", 8)
+    if mmap_fails:
+        def refuse(*args, **kwargs):
+            raise OSError("overcommit refused")
+
+        monkeypatch.setattr(storage_mod.mmap, "mmap", refuse)
+    table = CollisionlessEmbeddingTable(TableConfig(dim=3, init_scale=1.0, initial_capacity=1))
+    rng = np.random.default_rng(5)
+    live: set[int] = set()
+    for step in range(30):
+        ids = rng.integers(0, 5_000, size=300, dtype=np.int64)
+        table.lookup_or_insert(ids, now_s=step)
+        live |= set(ids.tolist())
+        if step % 5 == 4:
+            gone = np.array(sorted(live)[:: 7], dtype=np.int64)
+            table.delete(gone)
+            live -= set(gone.tolist())
+    probe = np.array(sorted(live), dtype=np.int64)
+    np.testing.assert_array_equal(table.embeddings_for(probe), table.initial_embeddings(probe))
+    assert len(table) == len(live)
+    assert table.storage.capacity >= table.storage.next_row > 8
     table.check_invariants()
