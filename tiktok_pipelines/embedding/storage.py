@@ -176,7 +176,8 @@ def _reserve(min_rows: int, row_shape: tuple[int, ...], dtype: type) -> np.ndarr
     fresh ids). An anonymous ``MAP_NORESERVE`` mapping reserves address space only: pages are
     zero when first touched, transparent huge pages (where the kernel allows them) cut the
     faults 512-fold, and rows never move, so growth is free. The memory the table uses is still
-    the rows it touched, which is what ``nbytes`` reports.
+    the rows it touched, which is what ``nbytes`` reports, rounded up to whole pages: with huge
+    pages even a tiny table holds one 2 MiB page per array.
     """
     per_row = int(np.prod(row_shape, dtype=np.int64))
     itemsize = np.dtype(dtype).itemsize * per_row
@@ -211,12 +212,12 @@ class RowStorage:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim = int(dim)
         capacity = max(int(capacity), 1)
-        self._regions: dict[str, np.ndarray] = {}
-        self._capacity = 0
-        self._resize(capacity)
         self.free_rows = np.zeros(64, dtype=np.int64)
         self.free_top = 0
         self.next_row = 0  # high-water mark: rows >= next_row were never used
+        self._regions: dict[str, np.ndarray] = {}
+        self._capacity = 0
+        self._resize(capacity)
 
     # --- allocator ----------------------------------------------------------------------------
     @property
