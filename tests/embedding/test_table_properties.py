@@ -173,3 +173,27 @@ def test_rows_survive_outgrowing_the_reservation(monkeypatch, mmap_fails: bool) 
     assert len(table) == len(live)
     assert table.storage.capacity >= table.storage.next_row > 8
     table.check_invariants()
+
+
+@pytest.mark.parametrize("placement_fails", [False, True])
+def test_growth_rehomes_a_homeless_pair(monkeypatch, placement_fails: bool) -> None:
+    """A failed cuckoo walk hands _grow a homeless (id, row). The doubling path (same seed, then
+    place the pair) must keep every pair; when placing it fails, the general rehash under a
+    fresh seed must take over and keep them too."""
+    from tiktok_pipelines.embedding import cuckoo
+
+    id_map = CuckooIdMap(capacity_ids=2_000)
+    storage = RowStorage(dim=1, capacity=1)
+    ids = np.random.default_rng(11).integers(-(2**63), 2**63 - 1, size=1_500, dtype=np.int64)
+    rows, _ = id_map.assign(ids, np.ones(ids.size, dtype=bool), storage)
+    buckets_before, seed_before = id_map._buckets.shape[0], id_map._seed
+    if placement_fails:
+        monkeypatch.setattr(cuckoo, "_place_all", lambda *args: False)
+    homeless_id, homeless_row = np.int64(-(2**63)), np.int64(10**9)
+    id_map._size += 1  # as in assign: the pair was counted when its walk began
+    id_map._grow(np.array([homeless_id]), np.array([homeless_row]))
+    assert id_map._buckets.shape[0] >= 2 * buckets_before
+    assert (id_map._seed != seed_before) == placement_fails
+    np.testing.assert_array_equal(id_map.lookup(ids), rows)
+    assert id_map.lookup(np.array([homeless_id]))[0] == homeless_row
+    id_map.check_invariants()

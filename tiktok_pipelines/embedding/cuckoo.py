@@ -44,13 +44,15 @@ PREFETCH_DISTANCE = 16
 _PARALLEL_CHUNK = 1 << 14
 
 
-def _alloc_buckets(num_buckets: int) -> np.ndarray:
-    """Empty int64[num_buckets, 8] aligned to 64 bytes so a bucket is exactly one cache line."""
+def _alloc_buckets(num_buckets: int, *, fill: bool = True) -> np.ndarray:
+    """Empty int64[num_buckets, 8] aligned to 64 bytes so a bucket is exactly one cache line
+    (``fill=False``: uninitialised, for a kernel that writes every slot)."""
     raw = np.empty(num_buckets * 8 + 8, dtype=np.int64)
     offset = (-raw.ctypes.data % 64) // 8
     buckets = raw[offset : offset + num_buckets * 8].reshape(num_buckets, 8)
-    buckets[:, :_ROW] = 0
-    buckets[:, _ROW:] = -1
+    if fill:
+        buckets[:, :_ROW] = 0
+        buckets[:, _ROW:] = -1
     return buckets
 
 
@@ -283,6 +285,53 @@ def _rehash(old, new, num_buckets, seed, extra_keys, extra_rows, rng):
     return True
 
 
+@njit(parallel=True)
+def _double(old, new, seed):
+    """Rehash ``old`` into ``new`` (twice the buckets, same seed); writes every slot of ``new``.
+
+    With fastrange, a pair in bucket b of n (by either of its choices) belongs, by the same
+    choice, in bucket 2b or 2b+1 of 2n, and nothing else maps there. So each old bucket's <= 4
+    pairs split between its two new buckets, which always have room: no kicks, no failure, no
+    shared writes between old buckets (parallel), and both arrays are read and written in order.
+    """
+    n_old = old.shape[0]
+    n1 = np.uint64(n_old)
+    n2 = np.uint64(2 * n_old)
+    for b in prange(n_old):
+        lo = 2 * b
+        c0 = 0
+        c1 = 0
+        for s in range(SLOTS_PER_BUCKET):
+            row = old[b, _ROW + s]
+            if row >= 0:
+                key = old[b, s]
+                h = hash_id(key, seed)
+                target = fastrange_hi(h, n2) if fastrange_hi(h, n1) == b else fastrange_lo(h, n2)
+                if target == lo:
+                    new[lo, c0] = key
+                    new[lo, _ROW + c0] = row
+                    c0 += 1
+                else:
+                    new[lo + 1, c1] = key
+                    new[lo + 1, _ROW + c1] = row
+                    c1 += 1
+        for s in range(c0, SLOTS_PER_BUCKET):
+            new[lo, s] = 0
+            new[lo, _ROW + s] = -1
+        for s in range(c1, SLOTS_PER_BUCKET):
+            new[lo + 1, s] = 0
+            new[lo + 1, _ROW + s] = -1
+
+
+@njit
+def _place_all(buckets, num_buckets, seed, keys, rows, rng):
+    for j in range(keys.shape[0]):
+        ok, _, _ = _place(buckets, num_buckets, seed, keys[j], rows[j], rng)
+        if not ok:
+            return False
+    return True
+
+
 @njit
 def _items(buckets, out_keys, out_rows):
     n = 0
@@ -414,17 +463,22 @@ class CuckooIdMap:
         if extra_keys is None:
             extra_keys = np.empty(0, dtype=np.int64)
             extra_rows = np.empty(0, dtype=np.int64)
-        num_buckets = max(int(self._buckets.shape[0] * self.growth), self._buckets_for(self._size + 1))
+        n_old = int(self._buckets.shape[0])
+        num_buckets = max(int(n_old * self.growth), self._buckets_for(self._size + 1))
+        if num_buckets == 2 * n_old and num_buckets < 2**32:
+            # The common case, a plain doubling: same seed, every pair moves in a parallel,
+            # streaming pass (_double); then any homeless pair of a failed walk, which almost
+            # always finds room at half load. Only if it does not, the general rehash below.
+            new = _alloc_buckets(num_buckets, fill=False)
+            _double(self._buckets, new, self._seed)
+            if _place_all(new, np.uint64(num_buckets), self._seed, extra_keys, extra_rows, self._rng):
+                self._set_buckets(new)
+                self.rehash_count += 1
+                return
         seed = self._seed
         for attempt in range(64):
-            # First try the same seed: with fastrange, bucket b of n maps to buckets k*b .. k*b+k-1
-            # of k*n, so for an integer growth k most pairs move to nearby lines and the rehash
-            # streams through memory (a small gain here, 0.58 -> 0.55 s of growth for 10M ids:
-            # allocating the new array costs as much). A cuckoo cycle left a pair homeless, or
-            # this is a retry after a failure: a fresh seed gives fresh bucket pairs, which
-            # breaks the cycle.
-            if attempt > 0 or extra_keys.size:
-                seed = np.uint64((int(seed) + int(_SEED_STEP)) % 2**64)
+            # A fresh seed gives the rehash fresh bucket pairs, which is what breaks a cycle.
+            seed = np.uint64((int(seed) + int(_SEED_STEP)) % 2**64)
             new = _alloc_buckets(num_buckets)
             if _rehash(self._buckets, new, np.uint64(num_buckets), seed, extra_keys, extra_rows, self._rng):
                 self._seed = seed
