@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from tiktok_pipelines.ingest.engine import IngestSettings
+from tiktok_pipelines.training.joiner import JoinerConfig
 
 
 def _env(name: str, default: str) -> str:
@@ -70,6 +71,25 @@ class IngestPolicy(dg.ConfigurableResource):
         )
 
 
+class JoinerPolicy(dg.ConfigurableResource):
+    """How impressions become labelled examples (see ``training/joiner.py`` for the labels)."""
+
+    label_window_s: int = 1800
+    engaged_watch_ratio: float = 0.8
+    negative_rate: float = 0.5
+    history_window_s: int = 86_400
+    seed: int = 0
+
+    def config(self) -> JoinerConfig:
+        return JoinerConfig(
+            label_window_s=self.label_window_s,
+            engaged_watch_ratio=self.engaged_watch_ratio,
+            negative_rate=self.negative_rate,
+            history_window_s=self.history_window_s,
+            seed=self.seed,
+        )
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     data_dir = _env("TIKTOK_DATA_DIR", "data")
     return {
@@ -78,6 +98,10 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             future_skew_seconds=int(_env("TIKTOK_FUTURE_SKEW_SECONDS", "300")),
             max_lateness_days=int(_env("TIKTOK_MAX_LATENESS_DAYS", "30")),
             files_per_run=int(_env("TIKTOK_FILES_PER_RUN", "200")),
+        ),
+        "joiner_policy": JoinerPolicy(
+            label_window_s=int(_env("TIKTOK_LABEL_WINDOW_S", "1800")),
+            negative_rate=float(_env("TIKTOK_NEGATIVE_RATE", "0.5")),
         ),
     }
 

@@ -1,0 +1,288 @@
+"""The joiner: serve-time feature log + the actions that follow -> labelled training examples.
+
+One example per impression (the recommender put a video in a user's feed). Its features are
+what the recommender *served* (the ``served_features`` logged with the impression) plus history
+counts computed strictly before the impression; its labels come from the user's actions on that
+video in the ``label_window_s`` after it.
+
+Labels (all per impression, from actions with ``impression.ts_ms <= action.ts_ms <=
+impression.ts_ms + label_window_s``):
+
+- ``played``: a view of the same video by the same user (with the impression's ``request_id``
+  when the view carries one).
+- ``watch_time_ms``: the longest such view (0 if none); ``watch_ratio`` = watch time / duration.
+- ``finished``: ``watch_ratio >= 1`` (watched to the end at least once).
+- ``liked``, ``shared``, ``commented``: that interaction on the video; ``followed``: a follow of
+  the video's creator.
+- ``engaged`` (the training target): liked or shared or commented or followed, or
+  ``watch_ratio >= engaged_watch_ratio``.
+
+Negative downsampling (Monolith): every positive (``engaged``) example is kept; a negative is kept
+with probability ``negative_rate`` (r), decided by a hash of its impression id and ``seed``, so a
+rebuild keeps the same rows. ``sample_rate`` records r (1 for positives). A model trained on the
+sample predicts p; the calibrated probability is p' = p / (p + (1 - p) / r).
+
+Point in time: history features (``user_views_24h`` ...) count events with
+``impression.ts_ms - history_window_s <= ts_ms < impression.ts_ms``, by event time. Nothing
+after the impression enters a feature; the tests append later events and check every feature of
+every existing example is unchanged. (A late *delivery* of an earlier event can still change a
+history count on rebuild; the served features are immune, being logged at serve time.)
+
+Storage: ``<lake>/examples/event_date=D/examples.parquet``, one file per impression date,
+replaced atomically. Each file records a fingerprint of its inputs (the lake files of the
+partitions it read, and this config) in its Parquet metadata; ``build_examples`` rebuilds a date
+only when the fingerprint changed, e.g. when late events landed in a partition it reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from tiktok_pipelines.ingest.engine import Lake
+from tiktok_pipelines.lake import atomic_replace, sql_path
+
+EXAMPLES_DIR = "examples"
+EXAMPLES_FILE = "examples.parquet"
+FINGERPRINT_KEY = b"tiktok_pipelines.examples.fingerprint"
+
+# Keys of the impressions' served_features object, with their SQL types: the served feature log.
+SERVED_FEATURES = {
+    "age_band": "VARCHAR",
+    "country": "VARCHAR",
+    "language": "VARCHAR",
+    "category": "VARCHAR",
+    "video_duration_ms": "BIGINT",
+    "video_age_h": "DOUBLE",
+    "creator_followers": "BIGINT",
+    "video_ctr": "DOUBLE",
+    "trending_tag": "BOOLEAN",
+    "follows_creator": "BOOLEAN",
+}
+HISTORY_FEATURES = ("user_views_24h", "user_engagements_24h", "video_views_24h")
+LABELS = ("played", "watch_time_ms", "watch_ratio", "finished", "liked", "shared", "commented",
+          "followed", "engaged")
+
+
+@dataclass(frozen=True)
+class JoinerConfig:
+    label_window_s: int = 1800  # actions up to 30 minutes after the impression label it
+    engaged_watch_ratio: float = 0.8  # watching this share of the video counts as engagement
+    negative_rate: float = 0.5  # r: share of negatives kept
+    history_window_s: int = 86_400  # history features look back this far
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # A day's examples read that day and its neighbours only: windows must fit in a day.
+        if not 0 < self.label_window_s <= 86_400:
+            raise ValueError("label_window_s must be in (0, 86400]")
+        if not 0 < self.history_window_s <= 86_400:
+            raise ValueError("history_window_s must be in (0, 86400]")
+        if not 0 < self.negative_rate <= 1:
+            raise ValueError("negative_rate must be in (0, 1]")
+        if not 0 < self.engaged_watch_ratio:
+            raise ValueError("engaged_watch_ratio must be > 0")
+
+
+@dataclass
+class JoinReport:
+    built: dict[str, int]  # date -> examples written
+    skipped: list[str]  # dates whose inputs had not changed
+
+
+def _day(d: str, delta: int) -> str:
+    return (dt.date.fromisoformat(d) + dt.timedelta(days=delta)).isoformat()
+
+
+def _partition_files(lake: Lake, stream: str, day: str) -> list[str]:
+    d = lake.events_dir(stream) / f"event_date={day}"
+    return sorted(str(p) for p in d.glob("*.parquet")) if d.is_dir() else []
+
+
+def impression_dates(lake_root: str | os.PathLike) -> list[str]:
+    d = Lake(lake_root).events_dir("impressions")
+    if not d.is_dir():
+        return []
+    return sorted(p.name.split("=", 1)[1] for p in d.glob("event_date=*") if any(p.glob("*.parquet")))
+
+
+def examples_path(lake_root: str | os.PathLike, day: str) -> Path:
+    return Path(lake_root) / EXAMPLES_DIR / f"event_date={day}" / EXAMPLES_FILE
+
+
+def _inputs(lake: Lake, day: str) -> dict[str, list[str]]:
+    return {
+        "impressions": _partition_files(lake, "impressions", day),
+        # labels reach into the next day; history into the previous one
+        "views": [f for d in (_day(day, -1), day, _day(day, 1)) for f in _partition_files(lake, "views", d)],
+        "interactions": [
+            f for d in (_day(day, -1), day, _day(day, 1)) for f in _partition_files(lake, "interactions", d)
+        ],
+    }
+
+
+def _fingerprint(inputs: dict[str, list[str]], config: JoinerConfig) -> str:
+    h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    for stream in sorted(inputs):
+        for f in inputs[stream]:
+            st = os.stat(f)
+            # Lake files are immutable once published: name and size identify them.
+            h.update(f"{stream}:{os.path.basename(f)}:{st.st_size}\n".encode())
+    return h.hexdigest()
+
+
+def _relation(con: duckdb.DuckDBPyConnection, name: str, files: list[str], columns: dict[str, str]) -> None:
+    cols = ", ".join(columns)
+    if files:
+        listed = ", ".join(sql_path(f) for f in files)  # a view cannot take a parameter
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} FROM read_parquet([{listed}])")
+    else:
+        typed = ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {typed} WHERE false")
+
+
+def examples_sql(config: JoinerConfig) -> str:
+    """One SELECT over the temp views ``imp``, ``views`` and ``inter``: examples of ``imp``."""
+    w_ms = config.label_window_s * 1000
+    h_ms = config.history_window_s * 1000
+    served = ",\n           ".join(
+        # json_extract(...)::VARCHAR would keep the quotes: strings go through json_extract_string
+        f"json_extract_string(served_features, '$.{k}') AS {k}" if t == "VARCHAR"
+        else f"json_extract(served_features, '$.{k}')::{t} AS {k}"
+        for k, t in SERVED_FEATURES.items()
+    )
+    return f"""
+WITH imp_x AS (
+    SELECT event_id AS example_id, ts_ms, user_id, video_id, creator_id, request_id, position,
+           surface, candidate_source, model_version, score AS served_score,
+           {served}
+    FROM imp
+), watched AS (
+    SELECT i.example_id, max(v.watch_time_ms) AS watch_time_ms
+    FROM imp_x i JOIN views v
+      ON v.user_id = i.user_id AND v.video_id = i.video_id
+     AND v.ts_ms BETWEEN i.ts_ms AND i.ts_ms + {w_ms}
+     AND (v.request_id IS NULL OR v.request_id = i.request_id)
+    GROUP BY i.example_id
+), acted AS (
+    SELECT i.example_id,
+           bool_or(x.event_type = 'like' AND x.video_id = i.video_id) AS liked,
+           bool_or(x.event_type = 'share' AND x.video_id = i.video_id) AS shared,
+           bool_or(x.event_type = 'comment' AND x.video_id = i.video_id) AS commented,
+           bool_or(x.event_type = 'follow' AND x.creator_id = i.creator_id) AS followed
+    FROM imp_x i JOIN inter x
+      ON x.user_id = i.user_id
+     AND (x.video_id = i.video_id OR (x.event_type = 'follow' AND x.creator_id = i.creator_id))
+     AND x.ts_ms BETWEEN i.ts_ms AND i.ts_ms + {w_ms}
+    GROUP BY i.example_id
+), user_hist AS (
+    -- strictly before the impression: the point-in-time rule
+    SELECT i.example_id, count(*) AS user_views_24h
+    FROM imp_x i JOIN views v
+      ON v.user_id = i.user_id AND v.ts_ms >= i.ts_ms - {h_ms} AND v.ts_ms < i.ts_ms
+    GROUP BY i.example_id
+), user_eng AS (
+    SELECT i.example_id, count(*) AS user_engagements_24h
+    FROM imp_x i JOIN inter x
+      ON x.user_id = i.user_id AND x.ts_ms >= i.ts_ms - {h_ms} AND x.ts_ms < i.ts_ms
+    GROUP BY i.example_id
+), video_hist AS (
+    SELECT i.example_id, count(*) AS video_views_24h
+    FROM imp_x i JOIN views v
+      ON v.video_id = i.video_id AND v.ts_ms >= i.ts_ms - {h_ms} AND v.ts_ms < i.ts_ms
+    GROUP BY i.example_id
+), labelled AS (
+    SELECT i.*,
+           hour(epoch_ms(i.ts_ms)) AS hour_of_day,
+           coalesce(uh.user_views_24h, 0) AS user_views_24h,
+           coalesce(ue.user_engagements_24h, 0) AS user_engagements_24h,
+           coalesce(vh.video_views_24h, 0) AS video_views_24h,
+           w.example_id IS NOT NULL AS played,
+           coalesce(w.watch_time_ms, 0) AS watch_time_ms,
+           coalesce(w.watch_time_ms, 0) / greatest(i.video_duration_ms, 1)::DOUBLE AS watch_ratio,
+           coalesce(a.liked, false) AS liked,
+           coalesce(a.shared, false) AS shared,
+           coalesce(a.commented, false) AS commented,
+           coalesce(a.followed, false) AS followed
+    FROM imp_x i
+    LEFT JOIN watched w USING (example_id)
+    LEFT JOIN acted a USING (example_id)
+    LEFT JOIN user_hist uh USING (example_id)
+    LEFT JOIN user_eng ue USING (example_id)
+    LEFT JOIN video_hist vh USING (example_id)
+), final AS (
+    SELECT *, watch_ratio >= 1 AS finished,
+           (liked OR shared OR commented OR followed OR watch_ratio >= {config.engaged_watch_ratio!r}) AS engaged
+    FROM labelled
+)
+SELECT *, (CASE WHEN engaged THEN 1.0 ELSE {config.negative_rate!r} END)::DOUBLE AS sample_rate
+FROM final
+-- deterministic downsampling: the same example is kept or dropped on every rebuild
+WHERE engaged OR (hash(example_id, {int(config.seed)}) % 1000000) < {round(config.negative_rate * 1_000_000)}
+ORDER BY ts_ms, example_id
+"""
+
+
+_IMP_COLUMNS = {
+    "event_id": "VARCHAR", "ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT",
+    "creator_id": "BIGINT", "request_id": "VARCHAR", "position": "BIGINT", "surface": "VARCHAR",
+    "candidate_source": "VARCHAR", "model_version": "VARCHAR", "score": "DOUBLE",
+    "served_features": "JSON",
+}
+_VIEW_COLUMNS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "request_id": "VARCHAR",
+                 "watch_time_ms": "BIGINT"}
+_INTER_COLUMNS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "creator_id": "BIGINT",
+                  "event_type": "VARCHAR"}
+
+
+def build_examples(
+    lake_root: str | os.PathLike,
+    config: JoinerConfig | None = None,
+    *,
+    dates: list[str] | None = None,
+    force: bool = False,
+) -> JoinReport:
+    """(Re)build the examples of each impression date whose inputs changed (all dates by default)."""
+    config = config or JoinerConfig()
+    lake = Lake(lake_root)
+    report = JoinReport(built={}, skipped=[])
+    con = duckdb.connect()
+    try:
+        for day in dates if dates is not None else impression_dates(lake_root):
+            inputs = _inputs(lake, day)
+            fp = _fingerprint(inputs, config)
+            out = examples_path(lake_root, day)
+            if not force and out.exists() and read_fingerprint(out) == fp:
+                report.skipped.append(day)
+                continue
+            _relation(con, "imp", inputs["impressions"], _IMP_COLUMNS)
+            _relation(con, "views", inputs["views"], _VIEW_COLUMNS)
+            _relation(con, "inter", inputs["interactions"], _INTER_COLUMNS)
+            table = con.sql(examples_sql(config)).to_arrow_table()
+            table = table.replace_schema_metadata({FINGERPRINT_KEY: fp.encode(),
+                                                   b"tiktok_pipelines.examples.config": json.dumps(asdict(config)).encode()})
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            pq.write_table(table, tmp, compression="snappy")
+            atomic_replace(tmp, out)
+            report.built[day] = table.num_rows
+    finally:
+        con.close()
+    return report
+
+
+def read_fingerprint(path: str | os.PathLike) -> str | None:
+    meta = pq.read_schema(path).metadata or {}
+    value = meta.get(FINGERPRINT_KEY)
+    return value.decode() if value is not None else None
+
+
+def examples_glob(lake_root: str | os.PathLike) -> str:
+    return sql_path(Path(lake_root) / EXAMPLES_DIR / "*" / EXAMPLES_FILE)
