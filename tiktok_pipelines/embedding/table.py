@@ -24,7 +24,7 @@ import numpy as np
 from tiktok_pipelines.embedding.admission import AdmissionFilter, AdmitAll
 from tiktok_pipelines.embedding.cuckoo import CuckooIdMap
 from tiktok_pipelines.embedding.expiry import EvictionLog, expired_rows
-from tiktok_pipelines.embedding.storage import RowStorage, initial_embeddings_kernel
+from tiktok_pipelines.embedding.storage import TOUCHED, RowStorage, initial_embeddings_kernel
 
 
 @dataclass(frozen=True)
@@ -251,6 +251,7 @@ class CollisionlessEmbeddingTable(RowTable):
             s.last_update_s[rows] = last_update_s
         if counts is not None:
             s.counts[rows] = counts
+        s.flags[rows] |= TOUCHED  # a written row belongs in the next delta (loads clear it after)
         return rows
 
     def live_rows(self) -> np.ndarray:

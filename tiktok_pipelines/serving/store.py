@@ -1,0 +1,279 @@
+"""The serving directory: versions of a model that a server loads and hot-reloads.
+
+A version bundles one export per embedding table (``embedding/export.py``) and, optionally, the
+dense parameters. Layout under ``root``::
+
+    v00000001/                  kind "full": every table as a snapshot, dense parameters
+        manifest.json           format, seq, kind, base_seq, full_seq, created_at_s, tables,
+                                dense, metadata, and the sha256 of every other file in the version
+        tables/<slot>/...       an embedding export (its own manifest and Parquet files)
+        dense.npz               named float arrays (numpy's .npz, read with allow_pickle=False)
+    v00000002/                  kind "delta": base_seq 1; each table's touched rows and deletions
+        ...                     since the previous version; dense.npz only on the dense cadence
+
+The rules that make it safe (DESIGN.md decisions 4-6):
+
+- **Atomic.** A version is written in ``.tmp-*``, fsynced, its manifest written last, then
+  renamed to ``vNNNNNNNN``; a directory with that name is complete. A crash leaves at most a
+  ``.tmp-*`` directory, which the next publisher removes.
+- **Verified.** The manifest lists every file's sha256. ``load_latest`` refuses a version whose
+  files do not match (a corrupted or truncated file) and falls back to the newest state it can
+  verify.
+- **A chain.** The state at seq s = the newest full version <= s + every delta after it, each
+  delta's ``base_seq`` equal to the seq before it. A reader stops at the first gap.
+- **Retention.** After each full version, all but the newest ``keep_full`` full versions, and
+  the deltas based on them, are deleted: first renamed out of the ``vNNNNNNNN`` namespace (one
+  atomic step per version), then removed. A reader that loses a race with retention retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tiktok_pipelines.embedding.export import apply_delta, export_delta, export_snapshot, load_snapshot
+from tiktok_pipelines.embedding.table import CollisionlessEmbeddingTable
+from tiktok_pipelines.lake import fsync_path
+
+FORMAT = "tiktok_pipelines.serving/v1"
+MANIFEST = "manifest.json"
+DENSE_FILE = "dense.npz"
+_VERSION_RE = re.compile(r"^v(\d{8})$")
+
+
+class CorruptVersion(ValueError):
+    """A version whose files do not match its manifest."""
+
+
+def version_dir(root: Path, seq: int) -> Path:
+    return root / f"v{seq:08d}"
+
+
+def list_versions(root: str | os.PathLike) -> list[int]:
+    """Seqs of the published versions, ascending (temp and trashed directories excluded)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    seqs = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION_RE.match(p.name))]
+    return sorted(seqs)
+
+
+def read_version_manifest(root: str | os.PathLike, seq: int) -> dict[str, Any]:
+    manifest = json.loads((version_dir(Path(root), seq) / MANIFEST).read_text())
+    if manifest.get("format") != FORMAT:
+        raise CorruptVersion(f"v{seq:08d}: unknown format {manifest.get('format')!r}")
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_version(root: str | os.PathLike, seq: int) -> dict[str, Any]:
+    """The version's manifest, after checking every file it lists; CorruptVersion otherwise."""
+    d = version_dir(Path(root), seq)
+    try:
+        manifest = read_version_manifest(root, seq)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CorruptVersion(f"{d}: unreadable manifest ({e})") from e
+    for rel, digest in manifest["files"].items():
+        path = d / rel
+        if not path.is_file() or _sha256(path) != digest:
+            raise CorruptVersion(f"{path}: missing or checksum mismatch")
+    return manifest
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+
+class ServingPublisher:
+    """Publishes versions of a set of embedding tables (one per feature slot) and dense arrays.
+
+    The tables must be the publisher's: a delta is the rows touched since the table's previous
+    export, so every export of these tables must go through this publisher. After a failed
+    publication the next one is a full version, because the failed attempt may already have
+    consumed the tables' touched rows.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, keep_full: int = 3) -> None:
+        if keep_full < 1:
+            raise ValueError("keep_full must be >= 1")
+        self.root = Path(root)
+        self.keep_full = keep_full
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._needs_full = True
+        self.clean()
+
+    def clean(self) -> None:
+        """Remove what crashed publishers and interrupted retention left behind."""
+        for p in self.root.iterdir():
+            if p.name.startswith((".tmp-", ".trash-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def resume_from(self, seq: int) -> None:
+        """The tables were just loaded from version ``seq`` of this directory (``load_latest``):
+        their export seqs chain from it, so the next publication may be a delta."""
+        if seq not in list_versions(self.root):
+            raise ValueError(f"no version {seq} in {self.root}")
+        self._needs_full = False
+
+    def publish(self, tables: dict[str, CollisionlessEmbeddingTable], *, now_s: int,
+                dense: dict[str, np.ndarray] | None = None, full: bool = False,
+                metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Publish the next version: a delta unless ``full`` (or the chain needs a full one).
+        ``dense`` arrays are included when given (required in a full version)."""
+        versions = list_versions(self.root)
+        prev = versions[-1] if versions else 0
+        full = full or self._needs_full or prev == 0
+        if full and dense is None:
+            raise ValueError("a full version needs the dense parameters")
+        seq = prev + 1
+        if full:
+            full_seq = seq
+        else:
+            full_seq = read_version_manifest(self.root, prev)["full_seq"]
+        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            self._needs_full = True  # until this version is in place
+            table_dirs = {}
+            for slot, table in sorted(tables.items()):
+                target = tmp / "tables" / slot
+                if full:
+                    export_snapshot(table, target, now_s=now_s)
+                else:
+                    export_delta(table, target, now_s=now_s)
+                table_dirs[slot] = f"tables/{slot}"
+            if dense is not None:
+                with open(tmp / DENSE_FILE, "wb") as f:
+                    np.savez(f, **{k: np.asarray(v) for k, v in dense.items()})
+                    f.flush()
+                    os.fsync(f.fileno())
+            files = {
+                str(p.relative_to(tmp)): _sha256(p)
+                for p in sorted(tmp.rglob("*")) if p.is_file()
+            }
+            manifest = {
+                "format": FORMAT,
+                "seq": seq,
+                "kind": "full" if full else "delta",
+                "base_seq": None if full else prev,
+                "full_seq": full_seq,
+                "created_at_s": int(now_s),
+                "published_at": time.time(),
+                "tables": table_dirs,
+                "dense": DENSE_FILE if dense is not None else None,
+                "metadata": metadata or {},
+                "files": files,
+            }
+            with open(tmp / MANIFEST, "wb") as f:
+                f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
+                f.flush()
+                os.fsync(f.fileno())
+            for d in sorted({p.parent for p in tmp.rglob("*")} | {tmp}):
+                fsync_path(d)
+            os.rename(tmp, version_dir(self.root, seq))  # the commit point
+            fsync_path(self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._needs_full = False
+        if full:
+            self._retain()
+        return manifest
+
+    def _retain(self) -> None:
+        seqs = list_versions(self.root)
+        fulls = [s for s in seqs if read_version_manifest(self.root, s)["kind"] == "full"]
+        if len(fulls) <= self.keep_full:
+            return
+        oldest_kept = fulls[-self.keep_full]
+        for s in seqs:
+            if s >= oldest_kept:
+                break
+            # Out of the namespace in one atomic step, then removed: never a half-deleted vNNN.
+            trash = self.root / f".trash-{s:08d}-{uuid.uuid4().hex}"
+            os.rename(version_dir(self.root, s), trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        fsync_path(self.root)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ServingState:
+    seq: int
+    full_seq: int
+    tables: dict[str, CollisionlessEmbeddingTable]
+    dense: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)  # versions refused, with the reason
+
+
+def _load_dense(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k].copy() for k in z.files}
+
+
+def load_latest(root: str | os.PathLike, *, after: int = 0, retries: int = 5) -> ServingState | None:
+    """The newest consistent state: the newest verifiable full version, then every delta that
+    chains from it. None if there is no usable version newer than ``after``."""
+    root = Path(root)
+    for attempt in range(retries):
+        try:
+            return _load_latest(root, after)
+        except FileNotFoundError:
+            # Retention removed a version between listing and reading it: list again.
+            if attempt == retries - 1:
+                raise
+    return None
+
+
+def _load_latest(root: Path, after: int) -> ServingState | None:
+    seqs = list_versions(root)
+    skipped: list[str] = []
+    manifests: dict[int, dict[str, Any]] = {}
+    for s in reversed(seqs):
+        try:
+            manifests[s] = verify_version(root, s)
+        except CorruptVersion as e:
+            skipped.append(str(e))
+    fulls = [s for s in sorted(manifests) if manifests[s]["kind"] == "full"]
+    for full_seq in reversed(fulls):
+        m = manifests[full_seq]
+        d = version_dir(root, full_seq)
+        tables = {slot: load_snapshot(d / rel) for slot, rel in m["tables"].items()}
+        dense = _load_dense(d / m["dense"])
+        seq, metadata = full_seq, m["metadata"]
+        for s in seqs:
+            if s <= seq:
+                continue
+            dm = manifests.get(s)
+            if dm is None or dm["kind"] != "delta" or dm["base_seq"] != seq or set(dm["tables"]) != set(tables):
+                break  # a gap, a corrupt delta or the next full: the chain ends here
+            dd = version_dir(root, s)
+            for slot, rel in dm["tables"].items():
+                apply_delta(tables[slot], dd / rel)
+            if dm["dense"]:
+                dense = _load_dense(dd / dm["dense"])
+            seq, metadata = s, dm["metadata"]
+        if seq <= after:
+            return None
+        return ServingState(seq=seq, full_seq=full_seq, tables=tables, dense=dense,
+                            metadata=metadata, skipped=skipped)
+    return None
