@@ -9,7 +9,7 @@ import pytest
 
 from tiktok_pipelines.defs.catalog.assets import catalog_assets
 from tiktok_pipelines.defs.ingest.assets import ingest_landing
-from tiktok_pipelines.defs.resources import IngestPolicy, JoinerPolicy, PlatformStorage
+from tiktok_pipelines.defs.resources import IngestPolicy, JoinerPolicy, PlatformStorage, TrainingPolicy
 from tiktok_pipelines.defs.warehouse.assets import analytics_db, warehouse_lake_tables
 from tiktok_pipelines.schemas import CATALOG
 
@@ -38,4 +38,4 @@ def instance():
 
 def resources_for(data_dir: Path) -> dict:
     return {"storage": PlatformStorage(data_dir=str(data_dir)), "ingest_policy": IngestPolicy(),
-            "joiner_policy": JoinerPolicy()}
+            "joiner_policy": JoinerPolicy(), "training_policy": TrainingPolicy()}

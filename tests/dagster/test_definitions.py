@@ -20,7 +20,7 @@ def test_definitions_load_with_domains_jobs_and_sensor():
     assert groups["ingest"] == {f"raw_{s}" for s in STREAMS} | {"quarantine", "ingest_log"}
     assert groups["catalog"] == {f"dim_{n}" for n in CATALOG}
     assert groups["warehouse"] == {"warehouse_lake_tables", "analytics_db"}
-    assert groups["training"] == {"training_examples"}
+    assert groups["training"] == {"training_examples", "batch_rankers"}
     assert {k.to_user_string() for k in graph.get(AssetKey("training_examples")).parent_keys} == {
         "raw_impressions", "raw_views", "raw_interactions"}
     assert {s.name for s in defs.sensors} == {"landing_sensor"}

@@ -52,6 +52,14 @@ class PlatformStorage(dg.ConfigurableResource):
     def analytics(self) -> Path:
         return self._under(self.analytics_path, "analytics.duckdb").absolute()
 
+    @property
+    def models(self) -> Path:
+        return (Path(self.data_dir) / "models").absolute()
+
+    @property
+    def serving(self) -> Path:
+        return (Path(self.data_dir) / "serving").absolute()
+
 
 class IngestPolicy(dg.ConfigurableResource):
     """How strict ingestion is and how much one run takes on."""
@@ -90,6 +98,16 @@ class JoinerPolicy(dg.ConfigurableResource):
         )
 
 
+class TrainingPolicy(dg.ConfigurableResource):
+    """Batch retraining: model sizes, and how much worse a challenger may be and still win."""
+
+    promotion_margin_auc: float = 0.002  # a challenger within this AUC of the champion is promoted
+    lgbm_rounds: int = 100
+    torch_dim: int = 16
+    torch_batch_size: int = 1024
+    keep_full_snapshots: int = 3  # serving directory retention
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     data_dir = _env("TIKTOK_DATA_DIR", "data")
     return {
@@ -98,6 +116,9 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             future_skew_seconds=int(_env("TIKTOK_FUTURE_SKEW_SECONDS", "300")),
             max_lateness_days=int(_env("TIKTOK_MAX_LATENESS_DAYS", "30")),
             files_per_run=int(_env("TIKTOK_FILES_PER_RUN", "200")),
+        ),
+        "training_policy": TrainingPolicy(
+            promotion_margin_auc=float(_env("TIKTOK_PROMOTION_MARGIN_AUC", "0.002")),
         ),
         "joiner_policy": JoinerPolicy(
             label_window_s=int(_env("TIKTOK_LABEL_WINDOW_S", "1800")),

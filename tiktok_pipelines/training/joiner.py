@@ -285,4 +285,9 @@ def read_fingerprint(path: str | os.PathLike) -> str | None:
 
 
 def examples_glob(lake_root: str | os.PathLike) -> str:
+    """The examples' Parquet files as a quoted SQL glob (for read_parquet)."""
     return sql_path(Path(lake_root) / EXAMPLES_DIR / "*" / EXAMPLES_FILE)
+
+
+def has_examples(lake_root: str | os.PathLike) -> bool:
+    return any((Path(lake_root) / EXAMPLES_DIR).glob(f"*/{EXAMPLES_FILE}"))

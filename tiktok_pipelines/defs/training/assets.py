@@ -3,10 +3,19 @@
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiktok_pipelines.defs.ingest.assets import raw_key
-from tiktok_pipelines.defs.resources import JoinerPolicy, PlatformStorage
-from tiktok_pipelines.training.joiner import HISTORY_FEATURES, LABELS, SERVED_FEATURES, build_examples, examples_glob
+from tiktok_pipelines.defs.resources import JoinerPolicy, PlatformStorage, TrainingPolicy
+from tiktok_pipelines.training.joiner import (
+    HISTORY_FEATURES,
+    LABELS,
+    SERVED_FEATURES,
+    build_examples,
+    examples_glob,
+    has_examples,
+)
 
 GROUP = "training"
 
@@ -51,3 +60,99 @@ def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorag
             "label_window_s": config.label_window_s,
         }
     )
+
+
+def _examples_by_day(storage: PlatformStorage):
+    """(every example, ordered by time; its distinct impression dates, ascending)."""
+    if not has_examples(storage.lake):
+        return None, []
+    table = duckdb.sql(
+        f"SELECT * FROM read_parquet({examples_glob(storage.lake)}, hive_partitioning = true) ORDER BY ts_ms"
+    ).to_arrow_table()
+    return table, sorted(set(table.column("event_date").to_pylist()))
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"lightgbm", "pytorch"},
+    output_required=False,
+    deps=[training_examples],
+    description="Daily batch retrain: a LightGBM ranker and the two-tower torch ranker (collisionless "
+    "id tables) trained on every day but the last and evaluated on the last (AUC, log loss, "
+    "calibration after the log-odds correction). Each is registered; a challenger replaces the "
+    "champion unless worse by more than the margin on the same day. A new torch champion is "
+    "published to the serving directory as a full version.",
+)
+def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, joiner_policy: JoinerPolicy,
+                  training_policy: TrainingPolicy) -> dg.MaterializeResult:
+    from tiktok_pipelines.serving.store import ServingPublisher
+    from tiktok_pipelines.training.evaluate import evaluate
+    from tiktok_pipelines.training.lgbm import LGBMRanker
+    from tiktok_pipelines.training.registry import ModelRegistry
+    from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
+
+    table, days = _examples_by_day(storage)
+    if len(days) < 2:
+        # Day one of a deployment: nothing to evaluate on yet. Not a failure of build_all.
+        context.log.warning(f"batch retraining needs two days of examples, found {len(days)}; skipped")
+        return
+    eval_date = days[-1]
+    eval_day = eval_date.isoformat()
+    train = table.filter(pc.less(table.column("event_date"), pa.scalar(eval_date)))
+    test = table.filter(pc.equal(table.column("event_date"), pa.scalar(eval_date)))
+    y, rate = test.column("engaged").to_numpy().astype(float), test.column("sample_rate").to_numpy()
+    r = joiner_policy.negative_rate
+    registry = ModelRegistry(storage.models)
+    now_s = int(train.column("ts_ms")[train.num_rows - 1].as_py() // 1000)
+    card = {"train_window": [days[0].isoformat(), days[-2].isoformat()], "eval_day": eval_day, "negative_rate": r,
+            "train_examples": train.num_rows, "eval_examples": test.num_rows}
+
+    trained = {
+        "lgbm_ranker": (LGBMRanker.fit(train, rounds=training_policy.lgbm_rounds), LGBMRanker),
+        "torch_ranker": (TwoTowerRanker(dim=training_policy.torch_dim), TwoTowerRanker),
+    }
+    trained["torch_ranker"][0].fit(train, batch_size=training_policy.torch_batch_size)
+    metadata: dict = {"eval_day": eval_day, "train_days": len(days) - 1}
+    for name, (model, cls) in trained.items():
+        metrics = evaluate(y, model.predict(test), r, rate)
+        champion = registry.champion(name)
+        champion_metrics = None
+        if champion is not None:
+            champion_model = cls.load(registry.path(name, champion["version"]))
+            champion_metrics = evaluate(y, champion_model.predict(test), r, rate)
+
+        def write(d, model=model):
+            if isinstance(model, TwoTowerRanker):
+                model.save(d, now_s=now_s)
+            else:
+                model.save(d)
+
+        version = registry.register(name, write, {**card, "metrics": metrics})
+        decision = registry.decide(name, version, metrics["auc"],
+                                   champion_metrics["auc"] if champion_metrics else None,
+                                   margin=training_policy.promotion_margin_auc)
+        context.log.info(f"{name} v{version}: AUC {metrics['auc']:.4f}, promoted={decision['promoted']}")
+        for k in ("auc", "log_loss", "ece"):
+            metadata[f"{name}/{k}"] = float(metrics[k])
+        metadata[f"{name}/version"] = version
+        metadata[f"{name}/promoted"] = decision["promoted"]
+        if champion_metrics:
+            metadata[f"{name}/champion_auc_same_day"] = float(champion_metrics["auc"])
+        if decision["promoted"] and isinstance(model, TwoTowerRanker):
+            dense = {f"head.{k}": v.detach().numpy() for k, v in model.head.state_dict().items()}
+            dense.update(dense_mean=model.mean, dense_std=model.std)
+            published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots).publish(
+                model.embeddings.tables, now_s=now_s, dense=dense, full=True,
+                metadata={"model": name, "version": version, "eval_day": eval_day})
+            metadata["serving_seq"] = published["seq"]
+
+    history = "| model | version | eval day | AUC | log loss | ECE | promoted |\n|---|---|---|---|---|---|---|\n"
+    for name in trained:
+        promoted = {h["challenger"]: h["promoted"] for h in (registry.champion(name) or {}).get("history", [])}
+        for v in registry.versions(name):
+            c = registry.card(name, v)
+            m = c["metrics"]
+            history += (f"| {name} | {v} | {c['eval_day']} | {m['auc']:.4f} | {m['log_loss']:.4f} | "
+                        f"{m['ece']:.4f} | {promoted.get(v, False)} |\n")
+    metadata["registry (AUC over days)"] = dg.MetadataValue.md(history)
+    yield dg.MaterializeResult(metadata=metadata)
