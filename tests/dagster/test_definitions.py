@@ -20,11 +20,11 @@ def test_definitions_load_with_domains_jobs_and_sensor():
     assert groups["ingest"] == {f"raw_{s}" for s in STREAMS} | {"quarantine", "ingest_log"}
     assert groups["catalog"] == {f"dim_{n}" for n in CATALOG}
     assert groups["warehouse"] == {"warehouse_lake_tables", "analytics_db"}
-    assert groups["training"] == {"training_examples", "batch_rankers"}
+    assert groups["training"] == {"training_examples", "batch_rankers", "online_ranker"}
     assert {k.to_user_string() for k in graph.get(AssetKey("training_examples")).parent_keys} == {
         "raw_impressions", "raw_views", "raw_interactions"}
-    assert {s.name for s in defs.sensors} == {"landing_sensor"}
-    assert {"ingest_job", "build_all"} <= {j.name for j in defs.jobs}
+    assert {s.name for s in defs.sensors} == {"landing_sensor", "online_update_sensor"}
+    assert {"ingest_job", "build_all", "online_update_job"} <= {j.name for j in defs.jobs}
     # Lineage: the analysts' copy sits downstream of every lake table.
     upstream = graph.get(AssetKey("warehouse_lake_tables")).parent_keys
     assert {k.to_user_string() for k in upstream} >= {f"raw_{s}" for s in STREAMS}

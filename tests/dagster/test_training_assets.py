@@ -76,3 +76,62 @@ def test_batch_retrain_skips_with_one_day(tmp_path, instance) -> None:
                             resources=resources_for(tmp_path), instance=instance)
     assert result.success
     assert not result.asset_materializations_for_node("batch_rankers")
+
+
+def test_online_sensor_requests_one_run_per_new_commit_and_the_run_publishes(tmp_path, instance) -> None:
+    """Commits in lake/ingest_log drive the online sensor; its run trains and publishes a delta
+    on top of the batch model's full version."""
+    import os
+
+    from tiktok_pipelines.defs.resources import TrainingPolicy
+    from tiktok_pipelines.defs.training.assets import (
+        batch_rankers,
+        online_ranker,
+        online_update_job,
+        online_update_sensor,
+    )
+    from tiktok_pipelines.ingest.engine import ingest_files
+    from tiktok_pipelines.ingest.landing import list_landing_files
+    from tiktok_pipelines.serving.store import load_latest
+    from tiktok_pipelines.simulator import simulate
+
+    simulate(tmp_path, seed=4, users=300, videos=600, days=4, events_per_day=30_000,
+             start_date="2026-11-01", kuairec_dir=None, write_truth=False)
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+
+    def ingest(days):
+        files = [f for f in list_landing_files(landing) if any(f"/dt={d}/" in f.rel_path for d in days)]
+        ingest_files(files, landing_root=landing, lake_root=lake)
+
+    resources = {**resources_for(tmp_path), "training_policy": TrainingPolicy(lgbm_rounds=20, torch_dim=8)}
+    defs = dg.Definitions(assets=[training_examples, batch_rankers, online_ranker], jobs=[online_update_job],
+                          sensors=[online_update_sensor], resources=resources)
+
+    def tick(cursor):
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+        r = online_update_sensor.evaluate_tick(ctx)
+        return r.run_requests or [], r.cursor, r.skip_message
+
+    requests, cursor, skip = tick(None)
+    assert not requests and "no ingested batch" in skip
+    ingest(["2026-11-01", "2026-11-02", "2026-11-03"])
+    assert dg.materialize([training_examples, batch_rankers], resources=resources, instance=instance).success
+    full_seq = load_latest(tmp_path / "serving").seq
+
+    requests, cursor, _ = tick(None)
+    assert len(requests) == 1
+    requests, cursor2, skip = tick(cursor)
+    assert not requests and "no batch committed" in skip and cursor2 == cursor
+
+    ingest(["2026-11-04"])  # a new commit record: the next tick asks for an update
+    newest = sorted((lake / "ingest_log").glob("*.parquet"), key=os.path.getmtime)[-1]
+    requests, cursor, _ = tick(cursor)
+    assert len(requests) == 1 and requests[0].run_key == f"online-{newest.name}"
+
+    result = defs.resolve_job_def("online_update_job").execute_in_process(instance=instance)
+    assert result.success
+    meta = result.asset_materializations_for_node("online_ranker")[0].metadata
+    assert meta["base_seq"].value == full_seq and meta["serving_seq"].value == full_seq + 1
+    assert meta["examples"].value > 1000 and meta["rows_published"].value > 0
+    state = load_latest(tmp_path / "serving")
+    assert state.seq == full_seq + 1 and state.metadata["trained_through_ms"] > 0

@@ -106,6 +106,8 @@ class TrainingPolicy(dg.ConfigurableResource):
     torch_dim: int = 16
     torch_batch_size: int = 1024
     keep_full_snapshots: int = 3  # serving directory retention
+    online_batch_size: int = 512
+    online_dense_every: int = 10  # online deltas between two that carry the dense weights
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

@@ -133,9 +133,12 @@ class ServingPublisher:
 
     def publish(self, tables: dict[str, CollisionlessEmbeddingTable], *, now_s: int,
                 dense: dict[str, np.ndarray] | None = None, full: bool = False,
-                metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                metadata: dict[str, Any] | None = None,
+                include_optimizer_state: bool = False) -> dict[str, Any]:
         """Publish the next version: a delta unless ``full`` (or the chain needs a full one).
-        ``dense`` arrays are included when given (required in a full version)."""
+        ``dense`` arrays are included when given (required in a full version).
+        ``include_optimizer_state``: deltas also carry the touched rows' Adagrad state, so a
+        trainer in another process can resume from the store exactly (twice the bytes)."""
         versions = list_versions(self.root)
         prev = versions[-1] if versions else 0
         full = full or self._needs_full or prev == 0
@@ -156,7 +159,7 @@ class ServingPublisher:
                 if full:
                     export_snapshot(table, target, now_s=now_s)
                 else:
-                    export_delta(table, target, now_s=now_s)
+                    export_delta(table, target, now_s=now_s, include_optimizer_state=include_optimizer_state)
                 table_dirs[slot] = f"tables/{slot}"
             if dense is not None:
                 with open(tmp / DENSE_FILE, "wb") as f:

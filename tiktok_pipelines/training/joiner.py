@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tiktok_pipelines.ingest.engine import Lake
@@ -276,6 +277,30 @@ def build_examples(
     finally:
         con.close()
     return report
+
+
+def examples_between(lake_root: str | os.PathLike, config: JoinerConfig, after_ms: int,
+                     until_ms: int) -> pa.Table:
+    """Examples of the impressions with ``after_ms < ts_ms <= until_ms``, labelled and sampled
+    exactly as ``build_examples`` would (the online path's input: same SQL, a time slice)."""
+    lake = Lake(lake_root)
+    first = dt.datetime.fromtimestamp(max(after_ms, 0) / 1000, dt.timezone.utc).date()
+    last = dt.datetime.fromtimestamp(max(until_ms, 0) / 1000, dt.timezone.utc).date()
+    days = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    inputs: dict[str, list[str]] = {"impressions": [], "views": [], "interactions": []}
+    for day in days:
+        for stream, files in _inputs(lake, day).items():
+            inputs[stream] += [f for f in files if f not in inputs[stream]]
+    con = duckdb.connect()
+    try:
+        _relation(con, "imp_all", inputs["impressions"], _IMP_COLUMNS)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW imp AS SELECT * FROM imp_all "
+                    f"WHERE ts_ms > {int(after_ms)} AND ts_ms <= {int(until_ms)}")
+        _relation(con, "views", inputs["views"], _VIEW_COLUMNS)
+        _relation(con, "inter", inputs["interactions"], _INTER_COLUMNS)
+        return con.sql(examples_sql(config)).to_arrow_table()
+    finally:
+        con.close()
 
 
 def read_fingerprint(path: str | os.PathLike) -> str | None:

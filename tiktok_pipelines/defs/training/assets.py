@@ -1,6 +1,8 @@
 """Training data: the joiner turns the serve-time feature log into labelled examples."""
 
 
+import json
+
 import dagster as dg
 import duckdb
 import pyarrow as pa
@@ -88,6 +90,7 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     from tiktok_pipelines.serving.store import ServingPublisher
     from tiktok_pipelines.training.evaluate import evaluate
     from tiktok_pipelines.training.lgbm import LGBMRanker
+    from tiktok_pipelines.training.online import dense_arrays
     from tiktok_pipelines.training.registry import ModelRegistry
     from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
 
@@ -139,11 +142,11 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
         if champion_metrics:
             metadata[f"{name}/champion_auc_same_day"] = float(champion_metrics["auc"])
         if decision["promoted"] and isinstance(model, TwoTowerRanker):
-            dense = {f"head.{k}": v.detach().numpy() for k, v in model.head.state_dict().items()}
-            dense.update(dense_mean=model.mean, dense_std=model.std)
             published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots).publish(
-                model.embeddings.tables, now_s=now_s, dense=dense, full=True,
-                metadata={"model": name, "version": version, "eval_day": eval_day})
+                model.embeddings.tables, now_s=now_s, dense=dense_arrays(model), full=True,
+                metadata={"model": name, "version": version, "eval_day": eval_day,
+                          # the online updates continue from the end of the training window
+                          "trained_through_ms": int(train.column("ts_ms")[train.num_rows - 1].as_py())})
             metadata["serving_seq"] = published["seq"]
 
     history = "| model | version | eval day | AUC | log loss | ECE | promoted |\n|---|---|---|---|---|---|---|\n"
@@ -156,3 +159,64 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
                         f"{m['ece']:.4f} | {promoted.get(v, False)} |\n")
     metadata["registry (AUC over days)"] = dg.MetadataValue.md(history)
     yield dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pytorch"},
+    output_required=False,
+    deps=[batch_rankers, raw_key("impressions"), raw_key("views"), raw_key("interactions")],
+    description="Online micro-batch update (Monolith): the impressions whose label window closed "
+    "since the serving model was trained go through the same training step, from the model's "
+    "current state; only the embedding rows they touched are published, as a delta. Dense "
+    "weights go out every `online_dense_every` deltas. Driven by `online_update_sensor`.",
+)
+def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, joiner_policy: JoinerPolicy,
+                  training_policy: TrainingPolicy):
+    from tiktok_pipelines.training.online import online_update
+
+    report = online_update(storage.lake, storage.serving, joiner_policy.config(),
+                           dense_every=training_policy.online_dense_every,
+                           batch_size=training_policy.online_batch_size,
+                           keep_full=training_policy.keep_full_snapshots)
+    if report.published_seq is None:
+        context.log.info(f"nothing published: {report.reason}")
+        return
+    yield dg.MaterializeResult(metadata={
+        "examples": report.examples,
+        "serving_seq": report.published_seq,
+        "base_seq": report.base_seq,
+        "rows_published": report.rows_published,
+        "dense_published": report.dense_published,
+        "trained_through_ms": report.trained_through_ms,
+        "seconds": round(report.seconds, 3),
+    })
+
+
+online_update_job = dg.define_asset_job(
+    "online_update_job", selection=[online_ranker],
+    description="One online update of the torch ranker (see online_ranker).",
+)
+
+
+@dg.sensor(
+    job=online_update_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests an online update when ingestion commits new batches (a new commit "
+    "record in lake/ingest_log). Cheap: one directory listing per tick.",
+)
+def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage):
+    log_dir = storage.lake / "ingest_log"
+    commits = sorted((p.stat().st_mtime_ns, p.name) for p in log_dir.glob("batch-*.parquet")) if log_dir.is_dir() else []
+    if not commits:
+        yield dg.SkipReason("no ingested batch yet")
+        return
+    newest = commits[-1]
+    mark = json.loads(context.cursor) if context.cursor else None
+    if mark is not None and (newest[0], newest[1]) <= (mark["mtime_ns"], mark["name"]):
+        yield dg.SkipReason(f"no batch committed since {mark['name']}")
+        return
+    context.update_cursor(json.dumps({"mtime_ns": newest[0], "name": newest[1]}))
+    # run_key: the newest commit; a tick that sees several new batches trains on all of them at once
+    yield dg.RunRequest(run_key=f"online-{newest[1]}", tags={"online/after_batch": newest[1]})

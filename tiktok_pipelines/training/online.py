@@ -1,0 +1,113 @@
+"""Online micro-batch updates: new events -> the same training step -> a delta of touched rows.
+
+The loop Monolith describes, on files:
+
+1. The model's current state is the newest state of the serving directory (the last full
+   version the batch retrain published, plus every delta since). Deltas written here carry the
+   touched rows' Adagrad state, so a trainer in a fresh process resumes exactly.
+2. The examples are the impressions whose label window has closed since the state was trained:
+   ``trained_through_ms < ts_ms <= watermark - label_window``, where the watermark is the newest
+   flush time in the ingest log (the collectors' high-water mark). An impression is trained on
+   once, after its labels are final; the joiner's SQL labels and samples it exactly as the batch
+   path would.
+3. ``TwoTowerRanker.step`` runs over them in time order: the same step as the batch retrain.
+4. Only the rows those steps touched are published, as a delta. The dense weights go out on a
+   slower cadence (every ``dense_every`` deltas), as Monolith syncs dense parameters less often.
+
+The Adam state of the dense head is not persisted: each update starts it afresh (its learning
+rate is small; the sparse tables, which carry the freshness, keep their Adagrad state).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from tiktok_pipelines.ingest.engine import Lake
+from tiktok_pipelines.serving.store import ServingPublisher, ServingState, load_latest
+from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
+from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
+
+
+@dataclass
+class OnlineReport:
+    examples: int
+    base_seq: int | None
+    published_seq: int | None
+    rows_published: int
+    dense_published: bool
+    trained_through_ms: int | None
+    seconds: float
+    reason: str = ""
+
+
+def watermark_ms(lake_root: str | os.PathLike) -> int | None:
+    """The newest flush time of any ingested file: events up to it have arrived."""
+    log = Lake(lake_root).read_ingest_log()
+    if log.num_rows == 0:
+        return None
+    return int(pa.compute.max(log.column("flushed_at_ms")).as_py())
+
+
+def dense_arrays(model: TwoTowerRanker) -> dict:
+    out = {f"head.{k}": v.detach().numpy() for k, v in model.head.state_dict().items()}
+    out.update(dense_mean=model.mean, dense_std=model.std)
+    return out
+
+
+def ranker_from_state(state: ServingState) -> TwoTowerRanker:
+    """The torch ranker as published: tables from the store, head and standardisation from dense."""
+    import torch
+
+    dim = next(iter(state.tables.values())).dim
+    hidden = state.dense["head.0.weight"].shape[0]
+    model = TwoTowerRanker(dim=dim, hidden=hidden)
+    for slot, s in model.embeddings._slots.items():
+        s.table = state.tables[slot]
+    model.head.load_state_dict({k[len("head."):]: torch.from_numpy(v.copy())
+                                for k, v in state.dense.items() if k.startswith("head.")})
+    model.mean, model.std = state.dense["dense_mean"], state.dense["dense_std"]
+    return model
+
+
+def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike, config: JoinerConfig,
+                  *, dense_every: int = 10, batch_size: int = 512, keep_full: int = 3,
+                  now_ms: int | None = None) -> OnlineReport:
+    started = time.perf_counter()
+    state = load_latest(serving_root)
+    if state is None:
+        return OnlineReport(0, None, None, 0, False, None, time.perf_counter() - started,
+                            "no model in the serving directory yet (the batch retrain publishes the first)")
+    through = int(state.metadata.get("trained_through_ms", 0))
+    mark = watermark_ms(lake_root)
+    until = (mark or 0) - config.label_window_s * 1000
+    if now_ms is not None:
+        until = min(until, now_ms - config.label_window_s * 1000)
+    if until <= through:
+        return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
+                            "no impression has a closed label window since the last update")
+    examples = examples_between(lake_root, config, through, until)
+    if examples.num_rows == 0:
+        return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
+                            "no new impressions")
+    model = ranker_from_state(state)
+    model.fit(examples, batch_size=batch_size)
+    publisher = ServingPublisher(serving_root, keep_full=keep_full)
+    publisher.resume_from(state.seq)
+    deltas_since_dense = int(state.metadata.get("deltas_since_dense", 0)) + 1
+    with_dense = deltas_since_dense >= dense_every
+    last_ts = int(examples.column("ts_ms")[examples.num_rows - 1].as_py()) if examples.num_rows else through
+    trained_through = max(until, last_ts)
+    rows = sum(len(t.touched_rows()) for t in model.embeddings.tables.values())
+    manifest = publisher.publish(
+        model.embeddings.tables, now_s=trained_through // 1000,
+        dense=dense_arrays(model) if with_dense else None, include_optimizer_state=True,
+        metadata={**state.metadata, "trained_through_ms": trained_through,
+                  "deltas_since_dense": 0 if with_dense else deltas_since_dense,
+                  "online_examples": examples.num_rows},
+    )
+    return OnlineReport(examples.num_rows, state.seq, manifest["seq"], rows, with_dense, trained_through,
+                        time.perf_counter() - started)
