@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev test test-fast bench bench-ingest bench-simulator bench-embedding clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve test test-fast bench bench-ingest bench-simulator bench-embedding clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,10 @@ run: setup dagster-home
 ## dev: the Dagster UI on http://127.0.0.1:3000 (sensors pick up new landing files)
 dev: setup dagster-home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## serve: the model server on http://127.0.0.1:8000 (/recommend?user_id=&k=, /healthz, /version)
+serve: setup
+	$(BIN)/tiktok-pipelines serve --data-dir "$(TIKTOK_DATA_DIR)" --port 8000
 
 ## test: the whole suite, end-to-end tests included (what CI runs)
 test: setup

@@ -4,6 +4,7 @@
     tiktok-pipelines simulate --out data --first-day next   # one more day of the same world
     tiktok-pipelines ingest --data-dir data                 # landing -> lake, without Dagster
     tiktok-pipelines run build_all                          # a job, recorded in $DAGSTER_HOME
+    tiktok-pipelines serve --data-dir data --port 8000      # the model server (hot-reloads data/serving)
 
 Each command prints a one-line JSON summary last, so scripts can read it.
 """
@@ -97,6 +98,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from tiktok_pipelines.serving.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(Path(args.data_dir), host=args.host, port=args.port, reload_interval_s=args.reload_interval)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tiktok-pipelines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="execute a Dagster job in-process (default: build_all)")
     r.add_argument("job", nargs="?", default="build_all")
     r.set_defaults(func=_cmd_run)
+
+    v = sub.add_parser("serve", help="serve recommendations from data/serving, hot-reloading new versions")
+    v.add_argument("--data-dir", default=os.environ.get("TIKTOK_DATA_DIR", "data"))
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks for new versions")
+    v.set_defaults(func=_cmd_serve)
     return p
 
 

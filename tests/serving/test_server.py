@@ -1,0 +1,168 @@
+"""The model server over real HTTP (uvicorn in a thread): answers, validation, hot reload under
+load, corrupt versions, and impressions logged back into the landing zone."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import uvicorn
+
+from tiktok_pipelines.embedding import CollisionlessEmbeddingTable, TableConfig
+from tiktok_pipelines.ingest.engine import ingest_files
+from tiktok_pipelines.ingest.landing import list_landing_files
+from tiktok_pipelines.serving.server import ModelServer, create_app
+from tiktok_pipelines.serving.store import ServingPublisher, version_dir
+
+DIM = 4
+VIDEOS = list(range(10, 20))
+CREATOR = {v: 100 + v % 3 for v in VIDEOS}
+
+
+def unit(i: int, scale: float = 1.0) -> np.ndarray:
+    v = np.zeros(DIM, np.float32)
+    v[i % DIM] = scale
+    return v
+
+
+def write_catalog(d: Path) -> None:
+    d.mkdir(parents=True)
+    pq.write_table(pa.table({"video_id": VIDEOS, "creator_id": [CREATOR[v] for v in VIDEOS],
+                             "category": ["美食"] * len(VIDEOS), "duration_ms": [15_000] * len(VIDEOS)}),
+                   d / "videos.parquet")
+    pq.write_table(pa.table({"user_id": [1, 2], "age_band": ["18-24", "25-34"], "country": ["JP", "BR"],
+                             "language": ["ja", "pt"]}), d / "users.parquet")
+
+
+def build_tables() -> dict[str, CollisionlessEmbeddingTable]:
+    t = {s: CollisionlessEmbeddingTable(TableConfig(dim=DIM, init_scale=0.0), name=s)
+         for s in ("user_id", "video_id", "creator_id")}
+    t["user_id"].upsert_rows(np.array([1]), unit(0)[None, :], now_s=0)
+    vecs = np.stack([unit(1, 0.1 * i) for i in range(len(VIDEOS))])
+    vecs[3] = unit(0, 2.0)  # video 13 matches user 1 best
+    t["video_id"].upsert_rows(np.array(VIDEOS), vecs, now_s=0)
+    t["creator_id"].upsert_rows(np.array([100, 101, 102]), np.stack([unit(2), unit(2), unit(2)]), now_s=0)
+    t["video_id"].lookup_or_insert(np.array([15, 15, 15, 12, 12]), now_s=0)  # trending: 15, then 12
+    return t
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def running(tmp_path: Path):
+    root, landing = tmp_path / "serving", tmp_path / "landing"
+    write_catalog(tmp_path / "catalog")
+    tables = build_tables()
+    publisher = ServingPublisher(root)
+    publisher.publish(tables, now_s=1, dense={"w": np.zeros(1)}, full=True)
+    server = ModelServer(root, catalog_dir=tmp_path / "catalog", landing=landing, reload_interval_s=0.1)
+    server.start()
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not uv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert uv.started
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        yield client, server, publisher, tables, tmp_path
+    uv.should_exit = True
+    thread.join(timeout=10)
+    server.stop()
+
+
+def test_recommend_scores_by_the_two_towers(running) -> None:
+    client, *_ = running
+    r = client.get("/recommend", params={"user_id": 1, "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["source"] == "personal" and body["model_seq"] == 1
+    items = body["items"]
+    assert len(items) == 3 and items[0]["video_id"] == 13 and items[0]["score"] == pytest.approx(2.0)
+    assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
+    # an unknown user gets what is trending
+    r = client.get("/recommend", params={"user_id": 999, "k": 2}).json()
+    assert r["source"] == "trending" and [i["video_id"] for i in r["items"]] == [15, 12]
+    assert client.get("/healthz").json()["model_loaded"] is True
+    assert client.get("/version").json()["seq"] == 1
+
+
+@pytest.mark.parametrize("params", [{}, {"user_id": "abc"}, {"user_id": 1, "k": 0}, {"user_id": 1, "k": 101},
+                                    {"user_id": 1, "k": "x"}, {"user_id": str(2**64)}, {"user_id": "1e3"}])
+def test_bad_parameters_get_a_4xx(running, params) -> None:
+    client, *_ = running
+    r = client.get("/recommend", params=params)
+    assert r.status_code == 400 and "error" in r.json()
+
+
+def test_hot_reload_under_load_without_failed_requests(running) -> None:
+    client, server, publisher, tables, _ = running
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=10) as c:
+            while not stop.is_set():
+                statuses.append(c.get("/recommend", params={"user_id": 1, "k": 5}).status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for step in range(2, 6):
+            # move user 1 towards a different video each version
+            target = VIDEOS[step]
+            tables["video_id"].upsert_rows(np.array([target]), unit(0, 3.0 + step)[None, :], now_s=step)
+            publisher.publish(tables, now_s=step)  # a delta: only that row
+            deadline = time.time() + 10
+            while client.get("/version").json()["seq"] < step and time.time() < deadline:
+                time.sleep(0.02)
+            assert client.get("/version").json()["seq"] == step
+            top = client.get("/recommend", params={"user_id": 1, "k": 1}).json()["items"][0]
+            assert top["video_id"] == target
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(statuses) > 50 and set(statuses) == {200}
+
+
+def test_a_corrupt_version_is_not_served(running) -> None:
+    client, server, publisher, tables, _ = running
+    tables["user_id"].upsert_rows(np.array([1]), unit(1)[None, :], now_s=2)
+    publisher.publish(tables, now_s=2)
+    deadline = time.time() + 10
+    while client.get("/version").json()["seq"] < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    tables["user_id"].upsert_rows(np.array([1]), unit(2)[None, :], now_s=3)
+    m = publisher.publish(tables, now_s=3)
+    path = version_dir(publisher.root, m["seq"]) / "tables" / "user_id" / "rows.parquet"
+    path.write_bytes(path.read_bytes()[:-7])  # truncated on its way to the server
+    time.sleep(0.5)
+    assert client.get("/version").json()["seq"] == 2
+    assert client.get("/recommend", params={"user_id": 1, "k": 1}).status_code == 200
+
+
+def test_served_impressions_land_and_ingest_cleanly(running) -> None:
+    client, server, _, _, tmp = running
+    for user in (1, 2, 999):
+        assert client.get("/recommend", params={"user_id": user, "k": 4}).status_code == 200
+    rel = server.impressions.flush()
+    assert rel and rel.startswith("impressions/dt=")
+    landing = tmp / "landing"
+    assert not list(landing.rglob("*.tmp"))
+    report = ingest_files(list_landing_files(landing), landing_root=landing, lake_root=tmp / "lake")
+    totals = report.totals()
+    assert totals["rows_read"] == 12 and totals["rows_lake"] == 12 and totals["rows_quarantine"] == 0

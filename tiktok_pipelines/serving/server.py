@@ -1,0 +1,274 @@
+"""The model server: recommendations from the newest published model, hot-reloaded while serving.
+
+    GET /recommend?user_id=<int>&k=<1..100>   top-k videos for the user
+    GET /healthz                              liveness, and whether a model is loaded
+    GET /version                              the serving version in use (seq, full_seq, metadata)
+
+Recommendation: the torch ranker's two towers. A user's vector u is scored against every
+candidate video's v = E_video[video] + E_creator[creator] (one matrix product; the catalog gives
+each video's creator), and the top k are returned. A user the model has no row for gets the
+trending fallback: the videos the model saw most often (row counts), a proxy for what is popular
+now. Parameters are validated: a bad request gets a 4xx, never a 5xx.
+
+Hot reload: a background thread polls the serving directory (``load_latest(after=seq)``) and, when
+a newer consistent state exists, builds the new candidate matrix off to the side and swaps one
+reference. A request uses whichever state it picked up; no request waits for or sees a
+half-applied version. A version that fails verification is skipped and the last good one keeps
+serving.
+
+Closing the loop: every recommendation is logged as impressions (one per item, with the features
+served) into the landing zone, in micro-batch files named and published like a collector's
+(written under a temp name, then renamed), so the ingest sensor picks them up and the training
+path learns from what this server served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tiktok_pipelines.schemas import landing_rel_path
+from tiktok_pipelines.serving.store import load_latest
+
+log = logging.getLogger(__name__)
+MAX_K = 100
+
+
+@dataclass
+class _Loaded:
+    seq: int
+    full_seq: int
+    metadata: dict[str, Any]
+    user_table: Any
+    video_ids: np.ndarray  # candidates, int64[m]
+    video_vectors: np.ndarray  # float32[m, dim]
+    trending: np.ndarray  # video ids, most seen first
+    loaded_at: float
+
+
+class Catalog:
+    """What the server knows about videos and users, from the platform's catalog exports."""
+
+    def __init__(self, catalog_dir: Path | None) -> None:
+        self.creator_of: dict[int, int] = {}
+        self.video_info: dict[int, dict] = {}
+        self.user_info: dict[int, dict] = {}
+        if catalog_dir is None:
+            return
+        videos, users = catalog_dir / "videos.parquet", catalog_dir / "users.parquet"
+        if videos.exists():
+            t = pq.read_table(videos, columns=["video_id", "creator_id", "category", "duration_ms"]).to_pylist()
+            self.creator_of = {r["video_id"]: r["creator_id"] for r in t}
+            self.video_info = {r["video_id"]: r for r in t}
+        if users.exists():
+            t = pq.read_table(users, columns=["user_id", "age_band", "country", "language"]).to_pylist()
+            self.user_info = {r["user_id"]: r for r in t}
+
+
+class ImpressionLog:
+    """Buffers served impressions and publishes them to the landing zone in micro-batch files."""
+
+    def __init__(self, landing: Path | None, *, flush_every_s: float = 5.0, max_records: int = 5000) -> None:
+        self.landing = landing
+        self.flush_every_s = flush_every_s
+        self.max_records = max_records
+        self._buf: list[str] = []
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._seq = 0
+
+    def add(self, records: list[dict]) -> None:
+        if self.landing is None:
+            return
+        lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records]
+        with self._lock:
+            self._buf.extend(lines)
+            due = len(self._buf) >= self.max_records or time.monotonic() - self._last_flush >= self.flush_every_s
+        if due:
+            self.flush()
+
+    def flush(self) -> str | None:
+        """Publish what is buffered as one landing file; returns its relative path."""
+        with self._lock:
+            lines, self._buf = self._buf, []
+            self._last_flush = time.monotonic()
+            if not lines or self.landing is None:
+                return None
+            self._seq += 1
+            seq = self._seq
+        now_ms = int(time.time() * 1000)
+        # A per-process sequence plus a random suffix in the temp name: several servers may log.
+        rel = landing_rel_path("impressions", now_ms, seq * 1000 + os.getpid() % 1000)
+        target = self.landing / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, target)  # collectors publish by rename: the sensor never sees half a file
+        return rel
+
+
+class ModelServer:
+    def __init__(self, serving_root: Path, *, catalog_dir: Path | None = None, landing: Path | None = None,
+                 reload_interval_s: float = 1.0, model_version_tag: str = "two-tower") -> None:
+        self.serving_root = Path(serving_root)
+        self.catalog = Catalog(catalog_dir)
+        self.impressions = ImpressionLog(landing)
+        self.reload_interval_s = reload_interval_s
+        self.model_version_tag = model_version_tag
+        self.state: _Loaded | None = None
+        self.reload_errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reload()
+
+    # --- loading ------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Swap in a newer consistent state if there is one; True if it did."""
+        current = self.state.seq if self.state else 0
+        try:
+            st = load_latest(self.serving_root, after=current)
+        except Exception:  # a bad version must never take the server down: keep the last good one
+            self.reload_errors += 1
+            log.exception("reload failed; still serving seq %s", current)
+            return False
+        if st is None:
+            return False
+        self.state = self._prepare(st)
+        log.info("serving seq %s (full %s)", st.seq, st.full_seq)
+        return True
+
+    def _prepare(self, st) -> _Loaded:
+        videos, creators = st.tables["video_id"], st.tables["creator_id"]
+        vrows = videos.live_rows()
+        state = videos.row_state(vrows)
+        vids = state["id"]
+        vecs = state["embedding"].astype(np.float32)
+        if self.catalog.creator_of:
+            cids = np.array([self.catalog.creator_of.get(int(v), -1) for v in vids], dtype=np.int64)
+            vecs = vecs + creators.embeddings_for(cids)  # unknown creators read zeros
+        trending = vids[np.argsort(-state["count"].astype(np.int64), kind="stable")][:MAX_K]
+        return _Loaded(st.seq, st.full_seq, st.metadata, st.tables["user_id"], vids, vecs, trending, time.time())
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.reload_interval_s):
+                self.reload()
+
+        self._thread = threading.Thread(target=loop, name="model-reloader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self.impressions.flush()
+
+    # --- serving ------------------------------------------------------------------------------
+    def recommend(self, user_id: int, k: int) -> dict[str, Any]:
+        st = self.state  # one reference for the whole request: reloads swap, never mutate
+        if st is None:
+            raise LookupError("no model loaded yet")
+        row = int(st.user_table.lookup(np.array([user_id], dtype=np.int64))[0])
+        if row >= 0 and len(st.video_ids):
+            u = st.user_table.embeddings_for(np.array([user_id], dtype=np.int64))[0]
+            scores = st.video_vectors @ u
+            top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k] if k < len(scores) else np.arange(len(scores))
+            top = top[np.argsort(-scores[top], kind="stable")]
+            items = [(int(st.video_ids[i]), float(scores[i])) for i in top]
+            source = "personal"
+        else:
+            items = [(int(v), 0.0) for v in st.trending[:k]]
+            source = "trending"
+        request_id = f"srv-{uuid.uuid4().hex[:16]}"
+        self._log(user_id, request_id, items, source, st.seq)
+        return {"user_id": user_id, "request_id": request_id, "model_seq": st.seq, "source": source,
+                "items": [{"video_id": v, "score": s} for v, s in items]}
+
+    def _log(self, user_id: int, request_id: str, items: list[tuple[int, float]], source: str, seq: int) -> None:
+        now_ms = int(time.time() * 1000)
+        user = self.catalog.user_info.get(user_id, {})
+        records = []
+        for pos, (vid, score) in enumerate(items):
+            video = self.catalog.video_info.get(vid, {})
+            records.append({
+                "event_id": f"{request_id}-{pos}", "ts_ms": now_ms, "user_id": user_id,
+                "request_id": request_id, "session_id": request_id, "video_id": vid,
+                "creator_id": int(self.catalog.creator_of.get(vid, 0)), "position": pos,
+                "surface": "foryou", "candidate_source": "personal" if source == "personal" else "trending",
+                "model_version": f"{self.model_version_tag}-seq{seq}", "score": score,
+                "served_features": {"age_band": user.get("age_band"), "country": user.get("country"),
+                                    "language": user.get("language"), "category": video.get("category"),
+                                    "video_duration_ms": video.get("duration_ms")},
+            })
+        self.impressions.add(records)
+
+
+def _bad(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(server: ModelServer) -> Starlette:
+    async def recommend(request: Request) -> JSONResponse:
+        q = request.query_params
+        try:
+            user_id = int(q["user_id"])
+        except KeyError:
+            return _bad("user_id is required")
+        except ValueError:
+            return _bad("user_id must be an integer")
+        if not -(2**63) <= user_id < 2**63:
+            return _bad("user_id must fit in int64")
+        try:
+            k = int(q.get("k", "10"))
+        except ValueError:
+            return _bad("k must be an integer")
+        if not 1 <= k <= MAX_K:
+            return _bad(f"k must be between 1 and {MAX_K}")
+        try:
+            return JSONResponse(server.recommend(user_id, k))
+        except LookupError as e:
+            return _bad(str(e), 503)
+
+    async def healthz(request: Request) -> JSONResponse:
+        st = server.state
+        return JSONResponse({"status": "ok", "model_loaded": st is not None,
+                             "seq": st.seq if st else None, "reload_errors": server.reload_errors})
+
+    async def version(request: Request) -> JSONResponse:
+        st = server.state
+        if st is None:
+            return _bad("no model loaded yet", 503)
+        return JSONResponse({"seq": st.seq, "full_seq": st.full_seq, "metadata": st.metadata,
+                             "loaded_at": st.loaded_at, "videos": int(len(st.video_ids))})
+
+    return Starlette(routes=[Route("/recommend", recommend), Route("/healthz", healthz),
+                             Route("/version", version)])
+
+
+def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_interval_s: float = 1.0) -> None:
+    import uvicorn
+
+    server = ModelServer(data_dir / "serving", catalog_dir=data_dir / "catalog", landing=data_dir / "landing",
+                         reload_interval_s=reload_interval_s)
+    server.start()
+    try:
+        uvicorn.run(create_app(server), host=host, port=port, log_level="info")
+    finally:
+        server.stop()
