@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve test test-fast bench bench-ingest bench-simulator bench-embedding clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding clean
 
 setup: $(VENV)/.installed
 
@@ -52,6 +52,10 @@ dev: setup dagster-home
 ## serve: the model server on http://127.0.0.1:8000 (/recommend?user_id=&k=, /healthz, /version)
 serve: setup
 	$(BIN)/tiktok-pipelines serve --data-dir "$(TIKTOK_DATA_DIR)" --port 8000
+
+## experiments: Monolith's (a) batch vs online sync and (b) collisionless vs hashing trick, on data/
+experiments: setup
+	$(BIN)/tiktok-pipelines experiment --data-dir "$(TIKTOK_DATA_DIR)"
 
 ## test: the whole suite, end-to-end tests included (what CI runs)
 test: setup

@@ -5,6 +5,7 @@
     tiktok-pipelines ingest --data-dir data                 # landing -> lake, without Dagster
     tiktok-pipelines run build_all                          # a job, recorded in $DAGSTER_HOME
     tiktok-pipelines serve --data-dir data --port 8000      # the model server (hot-reloads data/serving)
+    tiktok-pipelines experiment --data-dir data             # Monolith's experiments (a) and (b)
 
 Each command prints a one-line JSON summary last, so scripts can read it.
 """
@@ -108,6 +109,45 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from tiktok_pipelines.experiments.monolith import collisionless_vs_hashing, online_vs_batch
+    from tiktok_pipelines.lake import atomic_write_json
+    from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob, has_examples
+
+    data = Path(args.data_dir)
+    lake = data / "lake"
+    config = JoinerConfig(negative_rate=args.negative_rate)
+    build_examples(lake, config)  # no-op when the examples are current
+    if not has_examples(lake):
+        print("no examples: simulate and ingest first (make quickstart)", file=sys.stderr)
+        return 2
+    examples = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)}, hive_partitioning = true)").to_arrow_table()
+    a = online_vs_batch(examples, train_days=args.train_days, negative_rate=config.negative_rate, dim=args.dim)
+    b = collisionless_vs_hashing(examples, train_days=args.train_days, negative_rate=config.negative_rate, dim=args.dim)
+    print(f"train days {a['train_days'][0]}..{a['train_days'][-1]}, evaluated on {a['eval_days'][0]}..{a['eval_days'][-1]} "
+          f"({a['eval_examples']:,} examples, weighted to the full distribution)")
+    print("| (a) training | AUC |\n|---|---|")
+    for name, value in a["auc"].items():
+        print(f"| {name} | {value:.4f} |")
+    print("| (b) id tables at equal memory | AUC | distinct users sharing a row | distinct videos sharing a row |")
+    print("|---|---|---|---|")
+    print(f"| collisionless | {b['auc_collisionless']:.4f} | 0 | 0 |")
+    print(f"| hashing trick | {b['auc_hashing']:.4f} | {b['hashing_collision_rate']['user_id']:.2%} | "
+          f"{b['hashing_collision_rate']['video_id']:.2%} |")
+    result = {
+        "dataset": "simulator", "train_days": a["train_days"], "eval_days": a["eval_days"],
+        "sync_intervals": {"daily": 86_400, "hourly": 3_600, "every_15_min": 900},
+        "auc_batch": a["auc"]["batch_only"], "auc_online": a["auc"]["every_15_min"], "auc_online_by_sync": a["auc"],
+        "auc_collisionless": b["auc_collisionless"], "auc_hashing": b["auc_hashing"],
+        "hashing_collision_rate": b["hashing_collision_rate"],
+    }
+    atomic_write_json(data / "experiments" / "monolith.json", result)
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tiktok-pipelines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks for new versions")
     v.set_defaults(func=_cmd_serve)
+
+    e = sub.add_parser("experiment", help="Monolith's experiments on the lake's examples: (a) batch vs "
+                       "online sync intervals, (b) collisionless vs hashing trick at equal memory")
+    e.add_argument("--data-dir", default=os.environ.get("TIKTOK_DATA_DIR", "data"))
+    e.add_argument("--train-days", type=int, default=5)
+    e.add_argument("--negative-rate", type=float, default=0.5)
+    e.add_argument("--dim", type=int, default=16)
+    e.set_defaults(func=_cmd_experiment)
     return p
 
 
