@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness clean
 
 setup: $(VENV)/.installed
 
@@ -75,6 +75,10 @@ bench-simulator: setup
 
 bench-embedding: setup
 	$(BIN)/python benchmarks/embedding_table.py $(if $(KEYS),--keys $(KEYS),)
+
+## bench-freshness: landing -> sensors -> ingest -> online update -> delta served (p50/p95 seconds)
+bench-freshness: setup
+	$(BIN)/python benchmarks/freshness.py --rounds $(or $(ROUNDS),12)
 
 clean:
 	rm -rf "$(TIKTOK_DATA_DIR)" "$(DAGSTER_HOME)"
