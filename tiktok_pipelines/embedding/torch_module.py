@@ -125,6 +125,15 @@ class MonolithEmbeddings(nn.Module):
     def tables(self) -> dict[str, RowTable]:
         return {name: s.table for name, s in self._slots.items()}
 
+    def use_tables(self, tables: Mapping[str, RowTable]) -> None:
+        """Replace every slot's table (e.g. with tables loaded from a snapshot or the serving
+        directory); pending rows of the old tables are dropped."""
+        if set(tables) != set(self._slots):
+            raise KeyError(f"tables for {sorted(tables)} do not match the slots {sorted(self._slots)}")
+        for name, state in self._slots.items():
+            state.table = tables[name]
+            state.pending.clear()
+
     def forward(self, ids: Mapping[str, torch.Tensor | np.ndarray],
                 offsets: Mapping[str, torch.Tensor | np.ndarray] | None = None, *,
                 now_s: int | None = None) -> dict[str, torch.Tensor]:

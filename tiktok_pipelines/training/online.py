@@ -65,8 +65,7 @@ def ranker_from_state(state: ServingState) -> TwoTowerRanker:
     dim = next(iter(state.tables.values())).dim
     hidden = state.dense["head.0.weight"].shape[0]
     model = TwoTowerRanker(dim=dim, hidden=hidden)
-    for slot, s in model.embeddings._slots.items():
-        s.table = state.tables[slot]
+    model.embeddings.use_tables({slot: state.tables[slot] for slot in model.embeddings.tables})
     model.head.load_state_dict({k[len("head."):]: torch.from_numpy(v.copy())
                                 for k, v in state.dense.items() if k.startswith("head.")})
     model.mean, model.std = state.dense["dense_mean"], state.dense["dense_std"]

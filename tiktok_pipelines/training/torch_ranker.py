@@ -116,8 +116,8 @@ class TwoTowerRanker:
     def load(cls, directory: Path) -> TwoTowerRanker:
         meta = json.loads((directory / META_FILE).read_text())
         model = cls(dim=meta["dim"], hidden=meta["hidden"])
-        for slot, state in model.embeddings._slots.items():
-            state.table = load_snapshot(directory / TABLES_DIR / slot)
+        model.embeddings.use_tables({slot: load_snapshot(directory / TABLES_DIR / slot)
+                                     for slot in model.embeddings.tables})
         with np.load(directory / DENSE_FILE, allow_pickle=False) as z:
             model.head.load_state_dict({k: torch.from_numpy(z[k].copy()) for k in z.files})
         model.mean, model.std = np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32)

@@ -1,4 +1,5 @@
-"""Training data: the joiner turns the serve-time feature log into labelled examples."""
+"""Training: labelled examples (the joiner), the daily batch retrain with its registry, and the
+sensor-driven online updates that publish deltas to the serving directory."""
 
 
 import json
