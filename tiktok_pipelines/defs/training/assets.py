@@ -221,3 +221,17 @@ def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformS
     context.update_cursor(json.dumps({"mtime_ns": newest[0], "name": newest[1]}))
     # run_key: the newest commit; a tick that sees several new batches trains on all of them at once
     yield dg.RunRequest(run_key=f"online-{newest[1]}", tags={"online/after_batch": newest[1]})
+
+
+daily_training_job = dg.define_asset_job(
+    "daily_training_job", selection=[training_examples, batch_rankers],
+    description="Refresh the examples, retrain and evaluate both rankers, promote or keep the champions.",
+)
+
+daily_training_schedule = dg.ScheduleDefinition(
+    job=daily_training_job,
+    cron_schedule="0 3 * * *",  # after midnight's last label windows (30 min) and late files have landed
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="The daily batch retrain (Monolith's batch path beside the online one).",
+)
