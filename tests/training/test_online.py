@@ -69,8 +69,10 @@ def test_online_updates_catch_up_and_publish_only_touched_rows(world: Path) -> N
     assert state.seq == 2 and len(state.tables["user_id"]) >= len(model.embeddings.tables["user_id"])
 
     ingest_day(world, "2026-11-03")
-    second = online_update(lake, serving, CONFIG, dense_every=2)
+    second = online_update(lake, serving, CONFIG, dense_every=2, full_every=2)
     assert second.base_seq == 2 and second.published_seq == 3 and second.dense_published
+    # two versions since the full one: this update compacts the chain into a full version
+    assert read_version_manifest(serving, 3)["kind"] == "full"
     # no impression is trained twice: the second window starts where the first ended
     again = examples_between(lake, CONFIG, report.trained_through_ms, second.trained_through_ms)
     assert again.num_rows == second.examples

@@ -108,6 +108,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     keep_full_snapshots: int = 3  # serving directory retention
     online_batch_size: int = 512
     online_dense_every: int = 10  # online deltas between two that carry the dense weights
+    online_full_every: int = 200  # versions after a full one before an online update publishes a full
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

@@ -13,6 +13,8 @@ The loop Monolith describes, on files:
 3. ``TwoTowerRanker.step`` runs over them in time order: the same step as the batch retrain.
 4. Only the rows those steps touched are published, as a delta. The dense weights go out on a
    slower cadence (every ``dense_every`` deltas), as Monolith syncs dense parameters less often.
+   Every ``full_every`` versions a full one is published instead, so that a reader's chain (full
+   version + deltas) stays short between two daily retrains.
 
 The Adam state of the dense head is not persisted: each update starts it afresh (its learning
 rate is small; the sparse tables, which carry the freshness, keep their Adagrad state).
@@ -73,8 +75,11 @@ def ranker_from_state(state: ServingState) -> TwoTowerRanker:
 
 
 def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike, config: JoinerConfig,
-                  *, dense_every: int = 10, batch_size: int = 512, keep_full: int = 3,
+                  *, dense_every: int = 10, full_every: int = 200, batch_size: int = 512, keep_full: int = 3,
                   now_ms: int | None = None) -> OnlineReport:
+    """One online update. Every ``full_every`` versions since the last full one, the update is
+    published as a full version instead of a delta: readers rebuild the state from the newest
+    full version plus its deltas, so the chain must stay short however often updates run."""
     started = time.perf_counter()
     state = load_latest(serving_root)
     if state is None:
@@ -97,13 +102,14 @@ def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike,
     publisher = ServingPublisher(serving_root, keep_full=keep_full)
     publisher.resume_from(state.seq)
     deltas_since_dense = int(state.metadata.get("deltas_since_dense", 0)) + 1
-    with_dense = deltas_since_dense >= dense_every
+    full = state.seq - state.full_seq + 1 >= full_every
+    with_dense = full or deltas_since_dense >= dense_every
     last_ts = int(examples.column("ts_ms")[examples.num_rows - 1].as_py()) if examples.num_rows else through
     trained_through = max(until, last_ts)
     rows = sum(len(t.touched_rows()) for t in model.embeddings.tables.values())
     manifest = publisher.publish(
         model.embeddings.tables, now_s=trained_through // 1000,
-        dense=dense_arrays(model) if with_dense else None, include_optimizer_state=True,
+        dense=dense_arrays(model) if with_dense else None, include_optimizer_state=True, full=full,
         metadata={**state.metadata, "trained_through_ms": trained_through,
                   "deltas_since_dense": 0 if with_dense else deltas_since_dense,
                   "online_examples": examples.num_rows},

@@ -178,6 +178,7 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
 
     report = online_update(storage.lake, storage.serving, joiner_policy.config(),
                            dense_every=training_policy.online_dense_every,
+                           full_every=training_policy.online_full_every,
                            batch_size=training_policy.online_batch_size,
                            keep_full=training_policy.keep_full_snapshots)
     if report.published_seq is None:
