@@ -52,9 +52,17 @@ def online_vs_batch(examples: pa.Table, *, train_days: int, negative_rate: float
                     batch_size: int = 1024, intervals: dict[str, int | None] | None = None,
                     seed: int = 0) -> dict:
     train, evaluation, days = split_days(examples, train_days)
+    out = online_vs_batch_split(train, evaluation, negative_rate=negative_rate, dim=dim,
+                                batch_size=batch_size, intervals=intervals, seed=seed)
+    return {"train_days": days[:train_days], "eval_days": days[train_days:], **out}
+
+
+def online_vs_batch_split(train: pa.Table, evaluation: pa.Table, *, negative_rate: float, dim: int = 16,
+                          batch_size: int = 1024, intervals: dict[str, int | None] | None = None,
+                          seed: int = 0) -> dict:
+    """(a) on a given time split; ``evaluation`` must be in time order."""
     ts_s = evaluation.column("ts_ms").to_numpy() // 1000
-    out: dict = {"train_days": days[:train_days], "eval_days": days[train_days:],
-                 "train_examples": train.num_rows, "eval_examples": evaluation.num_rows, "auc": {}}
+    out: dict = {"train_examples": train.num_rows, "eval_examples": evaluation.num_rows, "auc": {}}
     for name, interval in (intervals or SYNC_INTERVALS).items():
         model = TwoTowerRanker(dim=dim, seed=seed)
         model.fit(train, batch_size=batch_size)
@@ -88,6 +96,14 @@ def hashing_slots(collisionless_model: TwoTowerRanker, dim: int) -> tuple[dict[s
 def collisionless_vs_hashing(examples: pa.Table, *, train_days: int, negative_rate: float, dim: int = 16,
                              batch_size: int = 1024, seed: int = 0) -> dict:
     train, evaluation, days = split_days(examples, train_days)
+    out = collisionless_vs_hashing_split(train, evaluation, negative_rate=negative_rate, dim=dim,
+                                         batch_size=batch_size, seed=seed)
+    return {"train_days": days[:train_days], "eval_days": days[train_days:], **out}
+
+
+def collisionless_vs_hashing_split(train: pa.Table, evaluation: pa.Table, *, negative_rate: float,
+                                   dim: int = 16, batch_size: int = 1024, seed: int = 0) -> dict:
+    """(b) on a given time split."""
     model = TwoTowerRanker(dim=dim, seed=seed)
     model.fit(train, batch_size=batch_size)
     auc_collisionless = _auc(evaluation, model.predict(evaluation), negative_rate)
@@ -99,7 +115,6 @@ def collisionless_vs_hashing(examples: pa.Table, *, train_days: int, negative_ra
     collisions = {slot: collision_stats(everything.column(slot).to_numpy().astype(np.int64), rows[slot])
                   for slot in ("user_id", "video_id")}
     return {
-        "train_days": days[:train_days], "eval_days": days[train_days:],
         "auc_collisionless": auc_collisionless, "auc_hashing": auc_hashing,
         "hashing_rows": rows,
         "collisionless_bytes": {s: t.memory_bytes() for s, t in model.embeddings.tables.items()},
