@@ -19,7 +19,6 @@ only needed to resume training, which reads snapshots).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ from tiktok_pipelines.embedding.table import (
     RowTable,
     TableConfig,
 )
-from tiktok_pipelines.lake import fsync_path
+from tiktok_pipelines.lake import fsync_path, sha256_file
 
 FORMAT = "tiktok_pipelines.embedding/v1"
 MANIFEST = "manifest.json"
@@ -134,7 +133,7 @@ def _write_parquet(data: pa.Table, path: Path) -> dict[str, Any]:
     pq.write_table(data, path, row_group_size=_ROW_GROUP_ROWS, compression="snappy", use_dictionary=False)
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-    return {"sha256": _sha256(path), "bytes": path.stat().st_size, "rows": data.num_rows}
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size, "rows": data.num_rows}
 
 
 def _write_durably(path: Path, payload: bytes) -> None:
@@ -142,14 +141,6 @@ def _write_durably(path: Path, payload: bytes) -> None:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -166,7 +157,7 @@ def read_export(directory: str | os.PathLike, *, verify: bool = True) -> ExportD
     manifest = read_manifest(directory)
     if verify:
         for name, meta in manifest["files"].items():
-            if _sha256(directory / name) != meta["sha256"]:
+            if sha256_file(directory / name) != meta["sha256"]:
                 raise ValueError(f"{directory / name}: checksum mismatch")
     dim = manifest["dim"]
     rows = pq.read_table(directory / ROWS_FILE)

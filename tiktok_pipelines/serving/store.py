@@ -28,7 +28,6 @@ The rules that make it safe (DESIGN.md decisions 4-6):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -43,7 +42,7 @@ import numpy as np
 
 from tiktok_pipelines.embedding.export import apply_delta, export_delta, export_snapshot, load_snapshot
 from tiktok_pipelines.embedding.table import CollisionlessEmbeddingTable
-from tiktok_pipelines.lake import fsync_path
+from tiktok_pipelines.lake import fsync_path, sha256_file
 
 FORMAT = "tiktok_pipelines.serving/v1"
 MANIFEST = "manifest.json"
@@ -75,14 +74,6 @@ def read_version_manifest(root: str | os.PathLike, seq: int) -> dict[str, Any]:
     return manifest
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_version(root: str | os.PathLike, seq: int) -> dict[str, Any]:
     """The version's manifest, after checking every file it lists; CorruptVersion otherwise."""
     d = version_dir(Path(root), seq)
@@ -92,7 +83,7 @@ def verify_version(root: str | os.PathLike, seq: int) -> dict[str, Any]:
         raise CorruptVersion(f"{d}: unreadable manifest ({e})") from e
     for rel, digest in manifest["files"].items():
         path = d / rel
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             raise CorruptVersion(f"{path}: missing or checksum mismatch")
     return manifest
 
@@ -167,7 +158,7 @@ class ServingPublisher:
                     f.flush()
                     os.fsync(f.fileno())
             files = {
-                str(p.relative_to(tmp)): _sha256(p)
+                str(p.relative_to(tmp)): sha256_file(p)
                 for p in sorted(tmp.rglob("*")) if p.is_file()
             }
             manifest = {

@@ -13,7 +13,6 @@ only if it is not worse than the champion by more than ``margin`` on the *same* 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tiktok_pipelines.lake import atomic_write_json, fsync_path
+from tiktok_pipelines.lake import atomic_write_json, fsync_path, sha256_file
 
 CARD = "card.json"
 CHAMPION = "champion.json"
@@ -48,14 +47,6 @@ def code_version() -> str:
             return "package-" + version("tiktok_pipelines")
         except PackageNotFoundError:
             return "unknown"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ModelRegistry:
@@ -84,7 +75,7 @@ class ModelRegistry:
         tmp.mkdir()
         try:
             write_files(tmp)
-            files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
             version = (self.versions(model) or [0])[-1] + 1
             full_card = {**card, "model": model, "version": version, "created_at": time.time(),
                          "code_version": card.get("code_version") or code_version(), "files": files}
