@@ -63,6 +63,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--events-per-day", type=int, default=60_000)
     p.add_argument("--workdir", default=None)
+    p.add_argument("--out-dir", default=None,
+                   help="also write freshness.json (every latency) and freshness.png here (make experiments)")
     args = p.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-fresh-"))
     os.environ.setdefault("DAGSTER_HOME", str(work / "dagster_home"))
@@ -128,6 +130,15 @@ def main() -> int:
                 print(f"round {key}: delta seq {target} served after {latencies[-1]:.2f}s", file=sys.stderr)
             server.stop()
         lat = np.array(latencies)
+        if args.out_dir and lat.size:
+            from tiktok_pipelines.experiments.plots import plot_freshness
+            from tiktok_pipelines.lake import atomic_write_json
+
+            out_dir = Path(args.out_dir)
+            atomic_write_json(out_dir / "freshness.json", {"latencies_s": [round(x, 3) for x in latencies],
+                                                           "p50_s": float(np.percentile(lat, 50)),
+                                                           "p95_s": float(np.percentile(lat, 95)), "events": events})
+            plot_freshness(latencies, out_dir / "freshness.png")
         print(json.dumps({
             "p50_s": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
             "p95_s": round(float(np.percentile(lat, 95)), 2) if lat.size else None,

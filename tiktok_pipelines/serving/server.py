@@ -181,21 +181,45 @@ class ModelServer:
         self.impressions.flush()
 
     # --- serving ------------------------------------------------------------------------------
+    def rank(self, user_ids: np.ndarray, k: int, st: _Loaded | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k for many users at once: (video ids int64[n, k], scores float32[n, k], personal bool[n]).
+
+        The one ranking path: ``/recommend`` calls it for one user, the simulator's closed loop
+        for every user of a day. Known users get their two-tower top k (u . v over every
+        candidate, in chunks of users so memory stays bounded); unknown users the trending
+        fallback (score 0). Rows shorter than k (a tiny catalog) are padded with id -1."""
+        st = st or self.state
+        if st is None:
+            raise LookupError("no model loaded yet")
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        n, m = len(user_ids), len(st.video_ids)
+        ids = np.full((n, k), -1, dtype=np.int64)
+        scores = np.zeros((n, k), dtype=np.float32)
+        trend = st.trending[:k]
+        ids[:, : len(trend)] = trend
+        known = (st.user_table.lookup(user_ids) >= 0) & (m > 0)
+        rows = np.flatnonzero(known)
+        kk = min(k, m)
+        for start in range(0, len(rows), 1024):
+            r = rows[start:start + 1024]
+            s = st.user_table.embeddings_for(user_ids[r]).astype(np.float32) @ st.video_vectors.T
+            top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (len(r), 1))
+            top_s = np.take_along_axis(s, top, axis=1)
+            order = np.argsort(-top_s, axis=1, kind="stable")
+            top, top_s = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_s, order, axis=1)
+            ids[r] = -1
+            ids[r, :kk] = st.video_ids[top]
+            scores[r, :kk] = top_s
+        return ids, scores, known
+
     def recommend(self, user_id: int, k: int) -> dict[str, Any]:
         st = self.state  # one reference for the whole request: reloads swap, never mutate
         if st is None:
             raise LookupError("no model loaded yet")
-        row = int(st.user_table.lookup(np.array([user_id], dtype=np.int64))[0])
-        if row >= 0 and len(st.video_ids):
-            u = st.user_table.embeddings_for(np.array([user_id], dtype=np.int64))[0]
-            scores = st.video_vectors @ u
-            top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k] if k < len(scores) else np.arange(len(scores))
-            top = top[np.argsort(-scores[top], kind="stable")]
-            items = [(int(st.video_ids[i]), float(scores[i])) for i in top]
-            source = "personal"
-        else:
-            items = [(int(v), 0.0) for v in st.trending[:k]]
-            source = "trending"
+        ids, scores, personal = self.rank(np.array([user_id], dtype=np.int64), k, st)
+        keep = ids[0] >= 0
+        items = [(int(v), float(sc)) for v, sc in zip(ids[0][keep], scores[0][keep])]
+        source = "personal" if personal[0] else "trending"
         request_id = f"srv-{uuid.uuid4().hex[:16]}"
         self._log(user_id, request_id, items, source, st.seq)
         return {"user_id": user_id, "request_id": request_id, "model_seq": st.seq, "source": source,

@@ -239,8 +239,10 @@ class _Run:
     """State of one simulate() call: windows, carried-over records, sequence numbers, truth."""
 
     def __init__(self, out: Path, world: World, *, first_day: int, days: int, batch_minutes: int,
-                 dirty_rate: float, late_rate: float, weights: dict[str, float], events_per_day: int):
+                 dirty_rate: float, late_rate: float, weights: dict[str, float], events_per_day: int,
+                 recommender=None):
         self.out, self.world = out, world
+        self.recommender = recommender
         self.landing = out / "landing"
         self.first_day, self.days = first_day, days
         self.batch_ms = batch_minutes * 60_000
@@ -268,7 +270,10 @@ class _Run:
         out: dict[str, tuple[list, list]] = {s: ([], []) for s in STREAM_NAMES}
         for part in parts:
             t = time.perf_counter()
-            frames = GENERATORS[part](self.world, day, self.events_per_day)
+            if part == "feed" and self.recommender is not None:
+                frames = GENERATORS[part](self.world, day, self.events_per_day, recommender=self.recommender)
+            else:
+                frames = GENERATORS[part](self.world, day, self.events_per_day)
             t = self._tick("generate", t)
             for stream, df in frames.items():
                 base, extras = dirty_mod.inject(
@@ -468,13 +473,16 @@ def simulate(
     first_day: int = 0,
     dirty_weights: dict[str, float] | None = None,
     write_truth: bool = True,
+    recommender=None,
 ) -> SimulationSummary:
     """Simulate days ``first_day .. first_day + days - 1`` (day 0 = ``start_date``) into ``out_dir``.
 
     ``events_per_day`` is the approximate number of records a day produces across all streams.
     ``dirty_rate`` is the share of records that come out dirty (spread over the kinds by
     ``dirty_weights``, default ``dirty.DEFAULT_DIRTY_WEIGHTS``); ``late_rate`` the share of valid
-    records delivered in a later file. Same arguments, same bytes. To continue a world, call again
+    records delivered in a later file. ``recommender`` (see ``events.Recommender``) serves the
+    For-You personal slots instead of the simulator's own choice, so users react to what a
+    model served (the closed loop). Same arguments, same bytes. To continue a world, call again
     with the same seed/users/videos/start_date/kuairec_dir and a later ``first_day``.
     """
     t0 = time.perf_counter()
@@ -525,7 +533,7 @@ def simulate(
         _atomic_parquet(truth / "videos.parquet", world.truth_videos())
 
     run = _Run(out, world, first_day=first_day, days=days, batch_minutes=batch_minutes, dirty_rate=dirty_rate,
-               late_rate=late_rate, weights=weights, events_per_day=events_per_day)
+               late_rate=late_rate, weights=weights, events_per_day=events_per_day, recommender=recommender)
     run.lookback()
     cats = pl.Series(list(world.categories), dtype=pl.String)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
@@ -137,7 +139,14 @@ def _comment_texts(r: np.random.Generator, world: World, lang: np.ndarray, cat: 
 # ------------------------------------------------------------------------------------ feed
 
 
-def gen_feed(world: World, day: int, events_per_day: int) -> dict[str, pl.DataFrame]:
+# A recommender the simulated users can be served by (closing the loop): given the ids of the
+# users with For-You sessions on ``day``, it returns video ids int64[len(users), K], best first
+# (0 or negative = no recommendation: the simulator's own choice stays).
+Recommender = Callable[[np.ndarray, int], np.ndarray]
+
+
+def gen_feed(world: World, day: int, events_per_day: int,
+             recommender: Recommender | None = None) -> dict[str, pl.DataFrame]:
     r = rng_for(world.seed, "feed", day)
     d0 = day_start_ms(world.start_date, day)
     d1 = d0 + DAY_MS
@@ -187,6 +196,9 @@ def gen_feed(world: World, day: int, events_per_day: int) -> dict[str, pl.DataFr
     # personal (including search): a video of a category drawn from today's interests
     m = np.flatnonzero((src == CS["personal"]) & (sk != 3))
     vid[m] = by_cat.sample(r, _pick_category(r, interests[u[m]]))
+    if recommender is not None:
+        _serve_recommendations(world, day, recommender, np.flatnonzero((src == CS["personal"]) & (sk == 0)),
+                               u, sess, vid)
     # profile: every slot of the session shows one creator's videos
     m = np.flatnonzero(sk == 3)
     prof_creator = world.video_creator[sample_weighted(r, world.samplers["video_global"], n_sess)]
@@ -369,6 +381,27 @@ def _orders(r, tag: str, part: str, ts, user_idx, creator_idx, *, source, video_
 
 
 # ------------------------------------------------------------------------------------- ads
+
+
+def _serve_recommendations(world: World, day: int, recommender: Recommender, m: np.ndarray,
+                           u: np.ndarray, sess: np.ndarray, vid: np.ndarray) -> None:
+    """Replace the For-You personal slots ``m`` with the recommender's picks, in place.
+
+    The session's j-th personal slot gets the user's j-th recommendation. The slots' own
+    choice was already drawn, so the random stream, and with it every session, timing and
+    reaction noise, is the same whichever recommender serves: arms of an experiment differ
+    only in what was served."""
+    if not len(m):
+        return
+    users, inv = np.unique(u[m], return_inverse=True)
+    rec = np.asarray(recommender(users + 1, day), dtype=np.int64)
+    if rec.ndim != 2 or rec.shape[0] != len(users) or rec.shape[1] == 0:
+        raise ValueError(f"recommender returned shape {rec.shape}, expected ({len(users)}, K)")
+    first = np.concatenate(([0], np.flatnonzero(np.diff(sess[m])) + 1))
+    j = np.arange(len(m)) - np.repeat(first, np.diff(np.append(first, len(m))))
+    picked = rec[inv, j % rec.shape[1]]
+    ok = (picked >= 1) & (picked <= world.n_videos)
+    vid[m[ok]] = picked[ok] - 1
 
 
 def gen_ads(world: World, day: int, events_per_day: int) -> dict[str, pl.DataFrame]:

@@ -236,3 +236,39 @@ daily_training_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="The daily batch retrain (Monolith's batch path beside the online one).",
 )
+
+
+class ExperimentConfig(dg.Config):
+    train_days: int = 5
+    closed_loop_days: int = 4
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[training_examples],
+    kinds={"torch", "matplotlib"},
+    description="Monolith's experiments on the lake's examples: (a) batch-only vs online sync intervals, "
+    "(b) collisionless vs hashing trick at equal memory, (d) the closed loop (the model serves simulated "
+    "users for several days, batch-only vs online). Tables and PNG plots in data/experiments; minutes of "
+    "CPU, so it runs in its own job (experiments_job), not in build_all.",
+)
+def monolith_experiments(context: dg.AssetExecutionContext, config: ExperimentConfig, storage: PlatformStorage,
+                         joiner_policy: JoinerPolicy, training_policy: TrainingPolicy) -> dg.MaterializeResult:
+    from tiktok_pipelines.experiments.report import run_experiments
+
+    report = run_experiments(storage.data_dir, train_days=config.train_days, negative_rate=joiner_policy.negative_rate,
+                             dim=training_policy.torch_dim, closed_loop_days=config.closed_loop_days)
+    r = report.result
+    metadata: dict = {"results": dg.MetadataValue.md(report.markdown)}
+    metadata.update({f"auc/{k}": float(v) for k, v in r["auc_online_by_sync"].items()})
+    metadata.update({"auc/collisionless": float(r["auc_collisionless"]), "auc/hashing_trick": float(r["auc_hashing"])})
+    metadata.update({f"hashing_collision_rate/{k}": float(v) for k, v in r["hashing_collision_rate"].items()})
+    metadata.update({f"closed_loop_engaged/{k}": float(v) for k, v in r.get("closed_loop_engaged_rate", {}).items()})
+    metadata.update({f"plot/{p.stem}": dg.MetadataValue.path(str(p)) for p in report.plots})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+experiments_job = dg.define_asset_job(
+    "experiments_job", selection=[monolith_experiments],
+    description="Run Monolith's experiments (a), (b), (d) and refresh their tables and plots.",
+)

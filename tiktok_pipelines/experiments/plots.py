@@ -1,0 +1,83 @@
+"""PNG plots of the Monolith experiments (matplotlib, Agg backend: no display needed).
+
+Each function takes the JSON-able result dict its experiment returns and writes one PNG; the
+results are the source of truth (saved beside the plots), the plots only draw them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: a server or CI has no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)  # a reader never sees half a PNG
+    return path
+
+
+def plot_sync_intervals(result: dict, path: Path) -> Path:
+    """(a) AUC on the following period by sync interval (Monolith, Table 2)."""
+    names = list(result["auc_online_by_sync"])
+    values = [result["auc_online_by_sync"][n] for n in names]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bars = ax.bar(names, values, color=["#888888"] + ["#2a7ab0"] * (len(names) - 1))
+    ax.bar_label(bars, fmt="%.4f", fontsize=8)
+    lo, hi = min(values), max(values)
+    ax.set_ylim(lo - 3 * (hi - lo + 1e-3), hi + 2 * (hi - lo + 1e-3))
+    ax.set_ylabel("AUC, following days")
+    ax.set_title(f"(a) batch-only vs online sync (eval {result['eval_days'][0]}..{result['eval_days'][-1]})")
+    return _save(fig, path)
+
+
+def plot_collisionless_vs_hashing(result: dict, path: Path) -> Path:
+    """(b) AUC and the share of ids sharing a row, at equal memory (Monolith, Fig. 7)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.6))
+    aucs = [result["auc_collisionless"], result["auc_hashing"]]
+    bars = ax1.bar(["collisionless", "hashing trick"], aucs, color=["#2a7ab0", "#c0504d"])
+    ax1.bar_label(bars, fmt="%.4f", fontsize=8)
+    lo, hi = min(aucs), max(aucs)
+    ax1.set_ylim(lo - 3 * (hi - lo + 1e-3), hi + 2 * (hi - lo + 1e-3))
+    ax1.set_ylabel("AUC")
+    ax1.set_title("(b) AUC at equal memory")
+    rates = result["hashing_collision_rate"]
+    bars = ax2.bar(list(rates), [100 * v for v in rates.values()], color="#c0504d")
+    ax2.bar_label(bars, fmt="%.1f%%", fontsize=8)
+    ax2.set_ylabel("% of distinct ids sharing a row")
+    ax2.set_title("hashing-trick collisions")
+    return _save(fig, path)
+
+
+def plot_closed_loop(result: dict, path: Path) -> Path:
+    """(d) engagement of served recommendations per simulated day, by arm."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    styles = {"random": ("#aaaaaa", ":"), "simulator_policy": ("#555555", "--"),
+              "batch_only": ("#c0504d", "-"), "online": ("#2a7ab0", "-")}
+    for arm, data in result["arms"].items():
+        color, ls = styles.get(arm, (None, "-"))
+        xs = [d["date"][5:] for d in data["days"]]
+        ax.plot(xs, [100 * d["engaged_rate"] for d in data["days"]], marker="o", color=color, linestyle=ls,
+                label=f"{arm} ({100 * data['engaged_rate']:.1f}%)")
+    ax.set_ylabel("engaged, % of served personal slots")
+    ax.set_xlabel("simulated day (model serves, users react)")
+    ax.set_title("(d) closed loop: batch-only vs online (daily sync)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_freshness(latencies_s: list[float], path: Path) -> Path:
+    """(c) event landed -> delta served, per round."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.hist(latencies_s, bins=min(20, max(5, len(latencies_s))), color="#2a7ab0")
+    ax.set_xlabel("seconds from landing to the delta served")
+    ax.set_ylabel("rounds")
+    ax.set_title("(c) freshness")
+    return _save(fig, path)

@@ -1,0 +1,88 @@
+"""Run Monolith's experiments (a), (b) and (d) on a data directory: results, tables and plots.
+
+One function behind both the CLI (``tiktok-pipelines experiment``) and the Dagster asset
+``monolith_experiments``, so the figures in the terminal and in the UI are the same run's.
+(c), freshness, needs the sensors and a running server: ``benchmarks/freshness.py --out-dir``
+writes its JSON and plot into the same folder (``make experiments`` runs both).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from tiktok_pipelines.experiments.closed_loop import closed_loop
+from tiktok_pipelines.experiments.monolith import collisionless_vs_hashing, online_vs_batch
+from tiktok_pipelines.experiments.plots import plot_closed_loop, plot_collisionless_vs_hashing, plot_sync_intervals
+from tiktok_pipelines.lake import atomic_write_json
+from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob, has_examples
+
+KUAIREC = Path(__file__).resolve().parents[3] / "shared" / "data" / "kuairec"
+
+
+@dataclass
+class ExperimentReport:
+    result: dict
+    tables: list[str] = field(default_factory=list)  # markdown
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def markdown(self) -> str:
+        return "\n\n".join(self.tables)
+
+
+def run_experiments(data_dir: str | Path, *, train_days: int = 5, negative_rate: float = 0.5, dim: int = 16,
+                    closed_loop_days: int = 4, kuairec_dir: str | Path | None = KUAIREC) -> ExperimentReport:
+    data = Path(data_dir)
+    lake = data / "lake"
+    config = JoinerConfig(negative_rate=negative_rate)
+    build_examples(lake, config)  # no-op when the examples are current
+    if not has_examples(lake):
+        raise FileNotFoundError(f"no examples in {lake}: simulate and ingest first (make quickstart)")
+    examples = duckdb.sql(
+        f"SELECT * FROM read_parquet({examples_glob(lake)}, hive_partitioning = true)").to_arrow_table()
+    a = online_vs_batch(examples, train_days=train_days, negative_rate=negative_rate, dim=dim)
+    b = collisionless_vs_hashing(examples, train_days=train_days, negative_rate=negative_rate, dim=dim)
+    report = ExperimentReport({
+        "dataset": "simulator", "train_days": a["train_days"], "eval_days": a["eval_days"],
+        "sync_intervals": {"daily": 86_400, "hourly": 3_600, "every_15_min": 900},
+        "auc_batch": a["auc"]["batch_only"], "auc_online": a["auc"]["every_15_min"], "auc_online_by_sync": a["auc"],
+        "auc_collisionless": b["auc_collisionless"], "auc_hashing": b["auc_hashing"],
+        "hashing_collision_rate": b["hashing_collision_rate"],
+    })
+    report.tables.append(
+        f"train days {a['train_days'][0]}..{a['train_days'][-1]}, evaluated on {a['eval_days'][0]}.."
+        f"{a['eval_days'][-1]} ({a['eval_examples']:,} examples, weighted to the full distribution)\n\n"
+        "| (a) training | AUC |\n|---|---|\n"
+        + "\n".join(f"| {name} | {value:.4f} |" for name, value in a["auc"].items()))
+    report.tables.append(
+        "| (b) id tables at equal memory | AUC | distinct users sharing a row | distinct videos sharing a row |\n"
+        "|---|---|---|---|\n"
+        f"| collisionless | {b['auc_collisionless']:.4f} | 0 | 0 |\n"
+        f"| hashing trick | {b['auc_hashing']:.4f} | {b['hashing_collision_rate']['user_id']:.2%} | "
+        f"{b['hashing_collision_rate']['video_id']:.2%} |")
+    out_dir = data / "experiments"
+    report.plots += [plot_sync_intervals(report.result, out_dir / "a_sync_intervals.png"),
+                     plot_collisionless_vs_hashing(report.result, out_dir / "b_collisionless_vs_hashing.png")]
+    if closed_loop_days > 0:
+        kuairec = Path(kuairec_dir) if kuairec_dir and (Path(kuairec_dir) / "video_captions.csv").exists() else None
+        d = closed_loop(out_dir / "closed_loop", loop_days=closed_loop_days, dim=dim,
+                        negative_rate=negative_rate, kuairec_dir=kuairec)
+        shutil.rmtree(out_dir / "closed_loop", ignore_errors=True)  # scratch worlds; the JSON keeps the figures
+        atomic_write_json(out_dir / "closed_loop.json", d)
+        report.plots.append(plot_closed_loop(d, out_dir / "d_closed_loop.png"))
+        rows = "\n".join(
+            f"| {arm} | {100 * v['engaged_rate']:.2f} | " + ", ".join(f"{100 * x['engaged_rate']:.1f}" for x in v["days"]) + " |"
+            for arm, v in d["arms"].items())
+        report.tables.append(
+            f"| (d) closed loop: {d['warmup_days']} warm-up days, then {d['loop_days']} days served by the arm "
+            f"({d['users']:,} users, {d['videos']:,} videos) | engaged, % of served personal slots | per day |\n"
+            f"|---|---|---|\n{rows}")
+        report.result["closed_loop_engaged_rate"] = {arm: v["engaged_rate"] for arm, v in d["arms"].items()}
+        report.result["closed_loop_days"] = [x["date"] for x in d["arms"][next(iter(d["arms"]))]["days"]]
+    report.result["plots"] = [str(p) for p in report.plots]
+    atomic_write_json(out_dir / "monolith.json", report.result)
+    return report
