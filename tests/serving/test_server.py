@@ -24,6 +24,7 @@ from tiktok_pipelines.serving.store import ServingPublisher, version_dir
 DIM = 4
 VIDEOS = list(range(10, 20))
 CREATOR = {v: 100 + v % 3 for v in VIDEOS}
+CATEGORY = {v: "舞蹈" if v % 2 else "美食" for v in VIDEOS}
 
 
 def unit(i: int, scale: float = 1.0) -> np.ndarray:
@@ -35,7 +36,7 @@ def unit(i: int, scale: float = 1.0) -> np.ndarray:
 def write_catalog(d: Path) -> None:
     d.mkdir(parents=True)
     pq.write_table(pa.table({"video_id": VIDEOS, "creator_id": [CREATOR[v] for v in VIDEOS],
-                             "category": ["美食"] * len(VIDEOS), "duration_ms": [15_000] * len(VIDEOS)}),
+                             "category": [CATEGORY[v] for v in VIDEOS], "duration_ms": [15_000] * len(VIDEOS)}),
                    d / "videos.parquet")
     pq.write_table(pa.table({"user_id": [1, 2], "age_band": ["18-24", "25-34"], "country": ["JP", "BR"],
                              "language": ["ja", "pt"]}), d / "users.parquet")
@@ -166,3 +167,39 @@ def test_served_impressions_land_and_ingest_cleanly(running) -> None:
     report = ingest_files(list_landing_files(landing), landing_root=landing, lake_root=tmp / "lake")
     totals = report.totals()
     assert totals["rows_read"] == 12 and totals["rows_lake"] == 12 and totals["rows_quarantine"] == 0
+
+
+def _register_lgbm_champion(models: Path) -> int:
+    """A LightGBM ranker that learned one thing: dance videos (odd ids here) get engaged with."""
+    from tiktok_pipelines.training.features import CATEGORICAL_FEATURES, NUMERIC_NAMES
+    from tiktok_pipelines.training.lgbm import LGBMRanker
+    from tiktok_pipelines.training.registry import ModelRegistry
+
+    r = np.random.default_rng(0)
+    n = 4000
+    cat = np.where(r.random(n) < 0.5, "舞蹈", "美食")
+    cols = {name: r.random(n) for name in NUMERIC_NAMES}
+    cols.update({name: ["x"] * n for name in CATEGORICAL_FEATURES})
+    cols["category"] = cat.tolist()
+    cols["engaged"] = ((cat == "舞蹈") ^ (r.random(n) < 0.1)).astype(np.int64)
+    model = LGBMRanker.fit(pa.table(cols), rounds=20)
+    registry = ModelRegistry(models)
+    version = registry.register("lgbm_ranker", model.save, {"metrics": {}})
+    registry.decide("lgbm_ranker", version, 0.9, None, margin=0.0)
+    return version
+
+
+def test_lightgbm_champion_reranks_the_two_tower_candidates(running) -> None:
+    client, server, _, _, tmp_path = running
+    assert client.get("/recommend", params={"user_id": 1, "k": 3, "rerank": 1}).status_code == 503
+    server.models_root = tmp_path / "models"
+    version = _register_lgbm_champion(server.models_root)
+    assert server.reload_reranker() and not server.reload_reranker()  # loaded once, then unchanged
+    body = client.get("/recommend", params={"user_id": 1, "k": 4}).json()
+    assert body["ranked_by"] == f"lgbm_ranker-v{version}"
+    assert all(i["video_id"] % 2 == 1 for i in body["items"]), body  # the dance videos first
+    assert [i["score"] for i in body["items"]] == sorted((i["score"] for i in body["items"]), reverse=True)
+    plain = client.get("/recommend", params={"user_id": 1, "k": 4, "rerank": 0}).json()
+    assert plain["ranked_by"] == "two_tower" and plain["items"][0]["video_id"] == 13  # an even (food) video
+    assert client.get("/recommend", params={"user_id": 1, "rerank": "maybe"}).status_code == 400
+    assert client.get("/version").json()["reranker"] == f"lgbm_ranker-v{version}"

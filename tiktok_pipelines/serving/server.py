@@ -1,12 +1,17 @@
 """The model server: recommendations from the newest published model, hot-reloaded while serving.
 
-    GET /recommend?user_id=<int>&k=<1..100>   top-k videos for the user
+    GET /recommend?user_id=<int>&k=<1..100>[&rerank=0|1]   top-k videos for the user
     GET /healthz                              liveness, and whether a model is loaded
     GET /version                              the serving version in use (seq, full_seq, metadata)
 
 Recommendation: the torch ranker's two towers. A user's vector u is scored against every
 candidate video's v = E_video[video] + E_creator[creator] (one matrix product; the catalog gives
-each video's creator), and the top k are returned. A user the model has no row for gets the
+each video's creator), and the top k are returned. With a LightGBM champion in the model registry
+(``data/models/lgbm_ranker``) the server re-ranks: the two-tower model retrieves
+``rerank_candidates`` videos, LightGBM scores each with the features the server knows at request
+time (the catalog's video and user attributes, the hour, the retrieval rank; the history counts it
+does not track read as 0, i.e. "none seen") and the top k by its probability are returned.
+``rerank=0`` asks for the retrieval order alone. A user the model has no row for gets the
 trending fallback: the videos the model saw most often (row counts), a proxy for what is popular
 now. Parameters are validated: a bad request gets a 4xx, never a 5xx.
 
@@ -71,7 +76,9 @@ class Catalog:
             return
         videos, users = catalog_dir / "videos.parquet", catalog_dir / "users.parquet"
         if videos.exists():
-            t = pq.read_table(videos, columns=["video_id", "creator_id", "category", "duration_ms"]).to_pylist()
+            have = set(pq.read_schema(videos).names)
+            cols = [c for c in ("video_id", "creator_id", "category", "duration_ms", "published_at_ms") if c in have]
+            t = pq.read_table(videos, columns=cols).to_pylist()
             self.creator_of = {r["video_id"]: r["creator_id"] for r in t}
             self.video_info = {r["video_id"]: r for r in t}
         if users.exists():
@@ -126,8 +133,13 @@ class ImpressionLog:
 
 class ModelServer:
     def __init__(self, serving_root: Path, *, catalog_dir: Path | None = None, landing: Path | None = None,
-                 reload_interval_s: float = 1.0, model_version_tag: str = "two-tower") -> None:
+                 reload_interval_s: float = 1.0, model_version_tag: str = "two-tower",
+                 models_root: Path | None = None, rerank_candidates: int = 100) -> None:
         self.serving_root = Path(serving_root)
+        self.models_root = Path(models_root) if models_root else None
+        self.rerank_candidates = rerank_candidates
+        self.reranker = None  # (registry version, LGBMRanker) of the LightGBM champion
+
         self.catalog = Catalog(catalog_dir)
         self.impressions = ImpressionLog(landing)
         self.reload_interval_s = reload_interval_s
@@ -139,8 +151,29 @@ class ModelServer:
         self.reload()
 
     # --- loading ------------------------------------------------------------------------------
+    def reload_reranker(self) -> bool:
+        """Load the LightGBM champion if it changed; True if it did. A broken model keeps the last."""
+        if self.models_root is None:
+            return False
+        from tiktok_pipelines.training.lgbm import LGBMRanker
+        from tiktok_pipelines.training.registry import ModelRegistry
+
+        registry = ModelRegistry(self.models_root)
+        try:
+            champion = registry.champion("lgbm_ranker")
+            if champion is None or (self.reranker and self.reranker[0] == champion["version"]):
+                return False
+            self.reranker = (champion["version"], LGBMRanker.load(registry.path("lgbm_ranker", champion["version"])))
+        except Exception:
+            self.reload_errors += 1
+            log.exception("re-ranker reload failed; keeping %s", self.reranker[0] if self.reranker else None)
+            return False
+        log.info("re-ranking with lgbm_ranker v%s", champion["version"])
+        return True
+
     def reload(self) -> bool:
         """Swap in a newer consistent state if there is one; True if it did."""
+        self.reload_reranker()
         current = self.state.seq if self.state else 0
         try:
             st = load_latest(self.serving_root, after=current)
@@ -212,18 +245,51 @@ class ModelServer:
             scores[r, :kk] = top_s
         return ids, scores, known
 
-    def recommend(self, user_id: int, k: int) -> dict[str, Any]:
+    def rerank_features(self, user_id: int, video_ids: np.ndarray, now_ms: int):
+        """The LightGBM ranker's input columns for (user, candidates), as the server knows them."""
+        import pyarrow as pa
+
+        user = self.catalog.user_info.get(user_id, {})
+        info = [self.catalog.video_info.get(int(v), {}) for v in video_ids]
+        n = len(video_ids)
+        published = np.array([i.get("published_at_ms") or now_ms for i in info], dtype=np.float64)
+        zeros = np.zeros(n)
+        return pa.table({
+            "video_duration_ms": np.array([i.get("duration_ms") or 0 for i in info], dtype=np.float64),
+            "video_age_h": np.maximum(0, (now_ms - published) / 3_600_000),
+            "creator_followers": zeros, "user_views_24h": zeros, "user_engagements_24h": zeros,
+            "video_views_24h": zeros, "video_ctr": zeros,
+            "position": np.arange(n, dtype=np.float64),
+            "hour_of_day": np.full(n, (now_ms // 3_600_000) % 24, dtype=np.float64),
+            "trending_tag": zeros, "follows_creator": zeros,
+            "category": [i.get("category") for i in info],
+            "country": [user.get("country")] * n, "language": [user.get("language")] * n,
+            "age_band": [user.get("age_band")] * n, "surface": ["foryou"] * n, "candidate_source": ["personal"] * n,
+        })
+
+    def recommend(self, user_id: int, k: int, rerank: bool | None = None) -> dict[str, Any]:
         st = self.state  # one reference for the whole request: reloads swap, never mutate
         if st is None:
             raise LookupError("no model loaded yet")
-        ids, scores, personal = self.rank(np.array([user_id], dtype=np.int64), k, st)
+        reranker = self.reranker if rerank is not False else None
+        if rerank and reranker is None:
+            raise LookupError("no LightGBM champion to re-rank with")
+        depth = max(k, self.rerank_candidates) if reranker else k
+        ids, scores, personal = self.rank(np.array([user_id], dtype=np.int64), depth, st)
         keep = ids[0] >= 0
-        items = [(int(v), float(sc)) for v, sc in zip(ids[0][keep], scores[0][keep])]
+        cand, cand_scores = ids[0][keep], scores[0][keep]
+        ranked_by = "two_tower" if personal[0] else "trending"
+        if reranker is not None and len(cand):
+            p = reranker[1].predict(self.rerank_features(user_id, cand, int(time.time() * 1000)))
+            order = np.argsort(-p, kind="stable")[:k]
+            cand, cand_scores = cand[order], p[order]
+            ranked_by = f"lgbm_ranker-v{reranker[0]}"
+        items = [(int(v), float(sc)) for v, sc in zip(cand[:k], cand_scores[:k])]
         source = "personal" if personal[0] else "trending"
         request_id = f"srv-{uuid.uuid4().hex[:16]}"
         self._log(user_id, request_id, items, source, st.seq)
         return {"user_id": user_id, "request_id": request_id, "model_seq": st.seq, "source": source,
-                "items": [{"video_id": v, "score": s} for v, s in items]}
+                "ranked_by": ranked_by, "items": [{"video_id": v, "score": s} for v, s in items]}
 
     def _log(self, user_id: int, request_id: str, items: list[tuple[int, float]], source: str, seq: int) -> None:
         now_ms = int(time.time() * 1000)
@@ -265,8 +331,11 @@ def create_app(server: ModelServer) -> Starlette:
             return _bad("k must be an integer")
         if not 1 <= k <= MAX_K:
             return _bad(f"k must be between 1 and {MAX_K}")
+        rerank = {None: None, "1": True, "true": True, "0": False, "false": False}.get(q.get("rerank"), "bad")
+        if rerank == "bad":
+            return _bad("rerank must be 0 or 1")
         try:
-            return JSONResponse(server.recommend(user_id, k))
+            return JSONResponse(server.recommend(user_id, k, rerank))
         except LookupError as e:
             return _bad(str(e), 503)
 
@@ -280,7 +349,8 @@ def create_app(server: ModelServer) -> Starlette:
         if st is None:
             return _bad("no model loaded yet", 503)
         return JSONResponse({"seq": st.seq, "full_seq": st.full_seq, "metadata": st.metadata,
-                             "loaded_at": st.loaded_at, "videos": int(len(st.video_ids))})
+                             "loaded_at": st.loaded_at, "videos": int(len(st.video_ids)),
+                             "reranker": f"lgbm_ranker-v{server.reranker[0]}" if server.reranker else None})
 
     return Starlette(routes=[Route("/recommend", recommend), Route("/healthz", healthz),
                              Route("/version", version)])
@@ -290,7 +360,7 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
     import uvicorn
 
     server = ModelServer(data_dir / "serving", catalog_dir=data_dir / "catalog", landing=data_dir / "landing",
-                         reload_interval_s=reload_interval_s)
+                         reload_interval_s=reload_interval_s, models_root=data_dir / "models")
     server.start()
     try:
         uvicorn.run(create_app(server), host=host, port=port, log_level="info")
