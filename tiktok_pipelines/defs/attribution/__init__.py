@@ -1,0 +1,1 @@
+"""Attribution marts (journeys and multi-touch credits) in the warehouse."""
