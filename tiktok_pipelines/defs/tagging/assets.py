@@ -1,0 +1,117 @@
+"""``video_tags``: tags, category and confidence for every video of the catalog.
+
+Reads the validated catalog snapshot ``dim_videos`` publishes (``lake/dims/videos.parquet``; the
+raw export if that has not run yet) as Parquet, so it needs the warehouse only to write. Trains the
+content classifier on the videos that carry a category label, tags every video
+(``tiktok_pipelines/tagging/pipeline.py``), and writes ``lake/content/video_tags.parquet``
+(temp file + rename) and ``content.video_tags`` in warehouse.duckdb (pool ``duckdb_warehouse``).
+The held-out accuracy and macro-F1, beside the majority-class and rules baselines, are metadata of
+every materialization. Definitions: ``docs/tagging.md``.
+"""
+
+
+import os
+
+import dagster as dg
+import polars as pl
+
+from tiktok_pipelines.defs.catalog.assets import dim_key
+from tiktok_pipelines.defs.resources import PlatformStorage
+from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
+from tiktok_pipelines.lake import atomic_replace, sql_path
+from tiktok_pipelines.tagging.pipeline import tag_videos
+from tiktok_pipelines.warehouse import connect_warehouse
+
+GROUP = "content"
+TABLE = "content.video_tags"
+COLUMNS = {"video_id": "BIGINT", "tags": "VARCHAR[]", "category": "VARCHAR", "confidence": "DOUBLE", "method": "VARCHAR"}
+_COLUMN_DOCS = {
+    "video_id": "The video (dims.videos.video_id).",
+    "tags": "Normalised hashtags (NFKC, case-folded, '#' stripped) from the catalog and the caption, then taxonomy terms found.",
+    "category": "First-level category: the catalog's label where it has one, else the classifier's.",
+    "confidence": "1 for a catalog label; the classifier's calibrated probability; NULL for rules.",
+    "method": "manual | classifier | rules | none.",
+}
+
+
+class VideoTagsConfig(dg.Config):
+    prefer_catalog_labels: bool = True  # False: the classifier's category for every video
+    test_fraction: float = 0.2  # held-out share of labelled videos (split by video id)
+    max_train_videos: int = 50_000  # cap on labelled videos fitted (chosen by id hash)
+
+
+def _videos_path(storage: PlatformStorage):
+    published = storage.lake / "dims" / "videos.parquet"
+    return published if published.exists() else storage.catalog / "videos.parquet"
+
+
+@dg.asset(
+    key="video_tags",
+    group_name=GROUP,
+    pool=WAREHOUSE_POOL,
+    kinds={"python", "duckdb", "parquet"},
+    deps=[dim_key("videos")],
+    description="Per video: normalised tags, first-level category and its confidence, and how it was "
+    "decided (catalog label, classifier over caption/hashtag character n-grams, or taxonomy rules).",
+    metadata={
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(c, t, description=_COLUMN_DOCS[c]) for c, t in COLUMNS.items()]
+        ),
+        "dagster/table_name": TABLE,
+    },
+)
+def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
+               storage: PlatformStorage) -> dg.MaterializeResult:
+    src = _videos_path(storage)
+    if not src.exists():
+        raise FileNotFoundError(f"no videos catalog at {src}: materialize dim_videos (or run `tiktok-pipelines simulate`)")
+    cols = ["video_id", "caption", "hashtags", "category", "source", "source_video_id"]
+    present = pl.read_parquet_schema(src)
+    videos = pl.read_parquet(src, columns=[c for c in cols if c in present])
+    result = tag_videos(videos, prefer_labels=config.prefer_catalog_labels, test_fraction=config.test_fraction,
+                        max_train_videos=config.max_train_videos)
+    m = result.metrics
+
+    out = storage.lake / "content" / "video_tags.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    result.tags.write_parquet(tmp)
+    atomic_replace(tmp, out)
+    if result.model is not None:
+        result.model.save_atomic(storage.models / "video_tagger")
+
+    select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in COLUMNS.items())
+    con = connect_warehouse(storage.warehouse)
+    try:
+        con.execute("CREATE SCHEMA IF NOT EXISTS content")
+        con.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {select} FROM read_parquet({sql_path(out)})")
+        rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+    dist = m.get("category_distribution", {})
+    table = "| category | videos |\n|---|---|\n" + "\n".join(f"| {c} | {n:,} |" for c, n in dist.items())
+    meta: dict = {
+        "dagster/row_count": rows,
+        "path": dg.MetadataValue.path(str(out)),
+        "labelled_videos": m["labelled_videos"],
+        "methods": dg.MetadataValue.json(m["methods"]),
+        "category_distribution": dg.MetadataValue.md(table),
+    }
+    if "model" in m:
+        meta["model"] = m["model"]
+        meta["model_path"] = dg.MetadataValue.path(str(storage.models / "video_tagger"))
+    if m.get("evaluated"):
+        for k in ("accuracy", "macro_f1", "majority_accuracy", "rules_accuracy", "rules_macro_f1"):
+            meta[f"heldout/{k}"] = float(m[k])
+        meta["heldout/train_videos"] = m["train_videos"]
+        meta["heldout/test_videos"] = m["test_videos"]
+        meta["heldout/train_seconds"] = m["train_seconds"]
+        context.log.info(
+            f"held-out accuracy {m['accuracy']:.3f} (majority {m['majority_accuracy']:.3f}, rules "
+            f"{m['rules_accuracy']:.3f}), macro-F1 {m['macro_f1']:.3f} on {m['test_videos']} videos"
+        )
+    elif "reason" in m:
+        meta["heldout/skipped"] = m["reason"]
+    return dg.MaterializeResult(metadata=meta)

@@ -1,0 +1,57 @@
+"""Accuracy, macro-F1 and the deterministic split by video id (no Dagster import)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a fixed, well-mixed 64-bit hash (same on every machine and numpy
+    version, unlike Python's salted ``hash`` or a dataframe library's internal hash)."""
+    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def held_out(ids: Sequence[int] | np.ndarray, fraction: float = 0.2, salt: int = 0) -> np.ndarray:
+    """True for the ids in the held-out part: ``hash(id, salt) mod 10_000 < fraction * 10_000``.
+    An id is always on the same side, whatever else is in the file or how it is ordered."""
+    a = np.asarray(ids, dtype=np.int64).view(np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        h = _splitmix64(a)
+    return (h % np.uint64(10_000)) < np.uint64(round(fraction * 10_000))
+
+
+def accuracy(y_true: Sequence[str], y_pred: Sequence[str | None]) -> float:
+    if len(y_true) == 0:
+        return float("nan")
+    return sum(t == p for t, p in zip(y_true, y_pred, strict=True)) / len(y_true)
+
+
+def macro_f1(y_true: Sequence[str], y_pred: Sequence[str | None]) -> float:
+    """Unweighted mean of per-class F1 over every class that is a true or a predicted label
+    (scikit-learn's default for ``average='macro'``); a class with no true and no correct
+    prediction scores 0."""
+    if len(y_true) == 0:
+        return float("nan")
+    tp: Counter[str] = Counter()
+    n_true = Counter(y_true)
+    n_pred = Counter(p for p in y_pred if p is not None)
+    for t, p in zip(y_true, y_pred, strict=True):
+        if t == p:
+            tp[t] += 1
+    labels = set(n_true) | set(n_pred)
+    f1s = [2 * tp[c] / (n_true[c] + n_pred[c]) if (n_true[c] + n_pred[c]) else 0.0 for c in labels]
+    return float(np.mean(f1s))
+
+
+def majority(labels: Sequence[str]) -> str:
+    """The most frequent label (ties: the alphabetically first, so it is deterministic)."""
+    counts = Counter(labels)
+    return min(counts, key=lambda c: (-counts[c], c))
