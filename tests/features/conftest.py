@@ -1,0 +1,111 @@
+"""A tiny hand-written lake, in the ingest engine's layout, for exact feature values.
+
+Rows are written straight to ``lake/events/<stream>/event_date=D/<name>.parquet`` (typed as the
+event contract says) rather than through landing files: the ingest engine would quarantine events
+weeks older than their flush time, and these tests need history that spans 40 days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tiktok_pipelines.features import as_of_ms
+from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING
+
+DAY = "2026-11-10"  # the feature date of most tests
+T = as_of_ms(DAY)  # its cutoff: 2026-11-10 00:00 UTC
+H = 3_600_000
+D = 24 * H
+
+_ARROW = {STRING: pa.string(), INT64: pa.int64(), FLOAT64: pa.float64(), BOOL: pa.bool_(), JSON_OBJECT: pa.string()}
+
+
+def stream_schema(stream: str) -> pa.Schema:
+    return pa.schema([(f.name, _ARROW[f.type]) for f in STREAMS[stream].fields])
+
+
+def write_events(lake: Path, stream: str, rows: list[dict], name: str, day: str | None = None) -> Path:
+    """One Parquet file per call. ``day`` (the partition directory) defaults to the UTC date of
+    the first row's ts_ms; passing another one misplaces the rows on purpose."""
+    day = day or dt.datetime.fromtimestamp(rows[0]["ts_ms"] / 1000, dt.timezone.utc).date().isoformat()
+    schema = stream_schema(stream)
+    table = pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for r in rows], schema=schema)
+    path = lake / "events" / stream / f"event_date={day}" / f"part-{name}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+_n = iter(range(10**9))
+
+
+def view(ts: int, user: int, video: int, creator: int, watch: int, duration: int) -> dict:
+    return {"event_id": f"v{next(_n)}", "ts_ms": ts, "user_id": user, "session_id": "s", "video_id": video,
+            "creator_id": creator, "watch_time_ms": watch, "video_duration_ms": duration,
+            "traffic_source": "foryou"}
+
+
+def imp(ts: int, user: int, video: int, creator: int) -> dict:
+    return {"event_id": f"i{next(_n)}", "ts_ms": ts, "user_id": user, "request_id": "r", "session_id": "s",
+            "video_id": video, "creator_id": creator, "position": 0, "surface": "foryou",
+            "candidate_source": "personal", "model_version": "m", "score": 0.5, "served_features": "{}"}
+
+
+def act(ts: int, user: int, kind: str, creator: int, video: int | None = None) -> dict:
+    return {"event_id": f"x{next(_n)}", "ts_ms": ts, "user_id": user, "event_type": kind, "video_id": video,
+            "creator_id": creator}
+
+
+def write_videos(path: Path) -> None:
+    """Catalog: 100/102 dance, 101 food (all by creator 7); 103 is absent from the catalog."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "video_id": pa.array([100, 101, 102, 200], pa.int64()),
+        "creator_id": pa.array([7, 7, 7, 8], pa.int64()),
+        "caption": ["a", "b", "c", "d"],
+        "hashtags": pa.array([[], [], [], []], pa.list_(pa.string())),
+        "category": ["dance", "food", "dance", None],
+        "duration_ms": pa.array([20_000, 30_000, 50_000, 10_000], pa.int64()),
+        "language": ["en"] * 4,
+        "published_at_ms": pa.array([T - 10 * D, T - 2 * D, T - 30 * D, T - 9 * D], pa.int64()),
+        "source": ["sim"] * 4,
+        "source_video_id": pa.array([1, 2, 3, 4], pa.int64()),
+    }), path)
+
+
+def write_scenario(data_dir: Path) -> Path:
+    """The lake every exact-value test reads; returns the lake root. Expected values are derived
+    next to each assertion."""
+    lake = data_dir / "lake"
+    write_videos(data_dir / "catalog" / "videos.parquet")
+    # User 1: three plays yesterday at 08:10, 08:50 and 20:30 UTC.
+    write_events(lake, "views", [
+        view(T - D + 8 * H + 600_000, 1, 100, 7, 10_000, 20_000),   # ratio 0.5, dance
+        view(T - D + 8 * H + 3_000_000, 1, 101, 7, 30_000, 30_000),  # ratio 1.0 (a finish), food
+        view(T - D + 20 * H + 1_800_000, 1, 102, 7, 5_000, 50_000),  # ratio 0.1, dance
+        # User 2: one play in each window: yesterday, 5 days ago, 21 days ago; and 40 days ago (outside).
+        view(T - 2 * H, 2, 103, 9, 4_000, 8_000),
+    ], "a")
+    write_events(lake, "views", [view(T - 5 * D + H, 2, 103, 9, 8_000, 8_000)], "b")
+    write_events(lake, "views", [view(T - 21 * D + H, 2, 103, 9, 2_000, 8_000)], "c")
+    write_events(lake, "views", [view(T - 40 * D + H, 2, 103, 9, 8_000, 8_000)], "d")
+    # Video 200 (creator 8): six plays at D-3 00:00 (the trending baseline) and one 6 hours ago.
+    write_events(lake, "views", [view(T - 3 * D, 50 + i, 200, 8, 1_000, 10_000) for i in range(6)], "e")
+    write_events(lake, "views", [view(T - 6 * H, 60, 200, 8, 10_000, 10_000)], "f")
+    # Impressions yesterday: four for user 1 (videos 100, 100, 101, 102), two for user 2 (100, 103).
+    write_events(lake, "impressions", [imp(T - D + 8 * H, 1, v, 7) for v in (100, 100, 101, 102)]
+                 + [imp(T - 3 * H, 2, 100, 7), imp(T - 3 * H, 2, 103, 9)], "a")
+    # Interactions: user 1 liked 101 and shared 100 yesterday; follows of creator 7.
+    write_events(lake, "interactions", [
+        act(T - D + 9 * H, 1, "like", 7, 101),
+        act(T - D + 9 * H, 1, "share", 7, 100),
+        act(T - D + 10 * H, 3, "follow", 7),       # new follower yesterday
+        act(T - D + 11 * H, 1, "follow", 7),       # user 1 again: still one follower
+    ], "a")
+    write_events(lake, "interactions", [act(T - 9 * D, 1, "follow", 7)], "b")  # before the 7-day window
+    write_events(lake, "interactions", [act(T - 2 * D, 2, "follow", 7)], "c")  # inside it
+    return lake

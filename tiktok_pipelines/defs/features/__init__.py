@@ -1,0 +1,1 @@
+"""Daily point-in-time features (user, video, creator)."""

@@ -1,0 +1,159 @@
+"""Daily point-in-time features (user, video, creator) as partitioned assets.
+
+Partition ``D`` = the features *as of D 00:00 UTC* (events strictly before D), written to
+``lake/features/<entity>/feature_date=D/part.parquet``; ``end_offset=1`` makes today's partition
+exist, since today's row is what the model server may use today. Each run also (re)creates the
+``features.<entity>_daily`` views in the warehouse over every partition. Definitions:
+``tiktok_pipelines/features/daily.py`` and ``docs/features.md``.
+"""
+
+
+import datetime as dt
+import os
+
+import dagster as dg
+
+from tiktok_pipelines.defs.catalog.assets import dim_key
+from tiktok_pipelines.defs.ingest.assets import raw_key
+from tiktok_pipelines.defs.resources import PlatformStorage
+from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
+from tiktok_pipelines.features.daily import (
+    ENTITIES,
+    KEYS,
+    STREAMS_READ,
+    VIEWS,
+    backfill_dates,
+    create_feature_views,
+    write_features,
+)
+from tiktok_pipelines.warehouse import connect_warehouse
+
+GROUP = "features"
+# The simulator's default day 0; a platform with older data sets TIKTOK_PARTITIONS_START.
+PARTITIONS_START = os.environ.get("TIKTOK_PARTITIONS_START", "2026-11-01")
+FEATURE_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC")
+FEATURE_KEYS = [dg.AssetKey(f"{entity}_features") for entity in ENTITIES]
+
+_DESCRIPTIONS = {
+    "user": "Per user, as of the partition's 00:00 UTC: plays, impressions, watch time and like/share/"
+    "comment rates over 1/7/28 days; the 28-day watch-ratio and watch-time distribution (mean, p50, "
+    "p90), plays by UTC hour of day (24 shares), category affinities (share of watch time).",
+    "video": "Per video, as of the partition's 00:00 UTC: impressions, plays, CTR, completion rate, "
+    "engagement rates over 1/7 days, and a trending score (decayed play velocity against the "
+    "trailing six-day baseline).",
+    "creator": "Per creator, as of the partition's 00:00 UTC: followers (cumulative distinct), "
+    "follower growth over 1/7 days, views, watch time, reach, full-watch and engagement rates over 1/7 days.",
+}
+
+
+def _videos_path(storage: PlatformStorage):
+    # The validated snapshot dim_videos publishes into the lake; the raw export if it has not run.
+    published = storage.lake / "dims" / "videos.parquet"
+    return published if published.exists() else storage.catalog / "videos.parquet"
+
+
+def _build(entity: str) -> dg.AssetsDefinition:
+    deps = [raw_key(s) for s in STREAMS_READ[entity]]
+    if entity in ("user", "video"):
+        deps.append(dim_key("videos"))  # category (user affinities, video rows) and creator of a video
+
+    @dg.asset(
+        name=f"{entity}_features",
+        group_name=GROUP,
+        partitions_def=FEATURE_PARTITIONS,
+        pool=WAREHOUSE_POOL,  # it (re)creates views in warehouse.duckdb
+        kinds={"duckdb", "parquet"},
+        deps=deps,
+        description=_DESCRIPTIONS[entity],
+        metadata={
+            "path": f"lake/features/{entity}/feature_date=YYYY-MM-DD/part.parquet",
+            "view": VIEWS[entity],
+            "key": KEYS[entity],
+            "point_in_time": "events with ts_ms < feature_date 00:00 UTC",
+        },
+    )
+    def _asset(context: dg.AssetExecutionContext, storage: PlatformStorage) -> dg.MaterializeResult:
+        day = context.partition_key
+        report = write_features(storage.lake, entity, day, _videos_path(storage))
+        con = connect_warehouse(storage.warehouse)
+        try:
+            partitions = create_feature_views(con, storage.lake)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        context.log.info(f"{entity} features for {day}: {report.rows:,} rows -> {report.path}")
+        nulls = sorted(report.null_rates.items(), key=lambda kv: (-kv[1], kv[0]))
+        table = "| column | null rate |\n|---|---|\n" + "\n".join(f"| {c} | {r:.3f} |" for c, r in nulls)
+        stats = {k: (dg.MetadataValue.float(v) if v is not None else dg.MetadataValue.null())
+                 for k, v in report.stats.items()}
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": report.rows,
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(c, t) for c, t in report.schema]),
+                "feature_date": day,
+                "path": dg.MetadataValue.path(str(report.path)),
+                "null_rates": dg.MetadataValue.md(table),
+                "max_null_rate": max((r for _, r in nulls), default=0.0),
+                "partitions_in_view": partitions[entity],
+                **stats,
+            }
+        )
+
+    return _asset
+
+
+user_features, video_features, creator_features = (_build(e) for e in ENTITIES)
+feature_assets = [user_features, video_features, creator_features]
+
+features_daily = dg.define_asset_job(
+    "features_daily",
+    selection=feature_assets,  # daily-partitioned: the job takes their partitions
+    description="User, video and creator features for one feature date (as of its 00:00 UTC).",
+)
+
+# 02:00 UTC: the new day's partition (as of 00:00), after the last minutes of yesterday landed.
+# Events that land later still are picked up by re-running the partition (idempotent).
+features_daily_schedule = dg.build_schedule_from_partitioned_job(
+    features_daily,
+    name="features_daily_schedule",
+    hour_of_day=2,
+    minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Computes today's feature partition at 02:00 UTC.",
+)
+
+
+def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
+                      today: dt.date | None = None) -> dict:
+    """Materialise the features for every date the lake can inform (the first event date through
+    the day after the last), one partition per run; then, in one run, every unpartitioned asset
+    downstream of them (SQL models that ``ref`` a feature view) and ``analytics_db``, so the
+    analysts' copy holds the ``features.*`` views. What ``tiktok-pipelines run build_all`` calls."""
+    storage = defs.resources["storage"]
+    lake = storage.lake
+    wanted = backfill_dates(lake)
+    existing = set(FEATURE_PARTITIONS.get_partition_keys(
+        current_time=dt.datetime.combine(today, dt.time(), dt.timezone.utc) if today else None))
+    keys = [d for d in wanted if d in existing]
+    skipped = [d for d in wanted if d not in existing]
+    job = defs.resolve_job_def("features_daily")
+    failed = []
+    for key in keys:
+        result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+        if not result.success:
+            failed.append(key)
+    published, downstream = None, []
+    if keys:
+        graph = defs.resolve_asset_graph()
+        after = (dg.AssetSelection.assets(*FEATURE_KEYS).downstream()
+                 - dg.AssetSelection.assets(*FEATURE_KEYS)).resolve(graph)
+        downstream = sorted(k.to_user_string() for k in after if graph.get(k).partitions_def is None)
+        selection = {k for k in after if graph.get(k).partitions_def is None} | {dg.AssetKey("analytics_db")}
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=sorted(selection), raise_on_error=False)
+        published = result.success
+    summary = {"partitions": keys, "failed": failed, "outside_partitions": skipped,
+               "downstream": downstream, "analytics_republished": published}
+    summary["success"] = not failed and published is not False
+    return summary

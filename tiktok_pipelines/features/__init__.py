@@ -1,0 +1,23 @@
+"""Point-in-time daily features (user, video, creator) from the Parquet lake; see ``daily.py``."""
+
+from tiktok_pipelines.features.daily import (
+    ENTITIES,
+    KEYS,
+    STREAMS_READ,
+    VIEWS,
+    FeatureReport,
+    as_of_ms,
+    backfill_dates,
+    compute_features,
+    create_feature_views,
+    event_dates,
+    feature_path,
+    features_glob,
+    write_features,
+)
+
+__all__ = [
+    "ENTITIES", "KEYS", "STREAMS_READ", "VIEWS", "FeatureReport", "as_of_ms", "backfill_dates",
+    "compute_features", "create_feature_views", "event_dates", "feature_path", "features_glob",
+    "write_features",
+]

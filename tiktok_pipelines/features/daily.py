@@ -1,0 +1,495 @@
+"""Daily, point-in-time features for users, videos and creators (no Dagster import).
+
+The rule: the row of an entity for feature date ``D`` describes it *as of D 00:00 UTC*. Only
+events with ``ts_ms < start of D`` enter it, so it is exactly what a model serving on day D may
+use (and what a training example from day D may be joined with, with no leakage from the day it
+predicts). A window of ``w`` days means ``start(D) - w days <= ts_ms < start(D)``.
+
+Everything is computed by DuckDB straight from the lake's Parquet (``events/<stream>/
+event_date=*/``): the partition directories outside the window are never listed, the rest are
+read with only the columns needed, and ``ts_ms`` is filtered as well, so an event that sits in an
+earlier directory but happened on or after D (or a late file dropped anywhere) changes nothing.
+
+Output: ``<lake>/features/<entity>/feature_date=YYYY-MM-DD/part.parquet`` (no ``feature_date``
+column inside: it is the hive partition), written to a temp file and renamed over the old one, so
+a reader sees one whole version and re-running a date replaces it (idempotent). Definitions of
+every column: ``docs/features.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from tiktok_pipelines.ingest.engine import Lake
+from tiktok_pipelines.lake import atomic_replace, sql_path
+
+FEATURES_DIR = "features"
+PART_FILE = "part.parquet"
+ENTITIES = ("user", "video", "creator")
+# Warehouse views (schema ``features``) over every partition of each entity.
+VIEWS = {"user": "features.user_daily", "video": "features.video_daily", "creator": "features.creator_daily"}
+KEYS = {"user": "user_id", "video": "video_id", "creator": "creator_id"}
+# The lake streams each entity reads (its Dagster asset depends on exactly these).
+STREAMS_READ = {
+    "user": ("impressions", "views", "interactions"),
+    "video": ("impressions", "views", "interactions"),
+    "creator": ("views", "interactions"),
+}
+
+DAY_MS = 86_400_000
+USER_WINDOWS = (1, 7, 28)
+VIDEO_WINDOWS = (1, 7)
+CREATOR_WINDOWS = (1, 7)
+# Trending: plays weighted by 2^(-age / half-life), turned into a plays-per-day rate, against the
+# plain daily rate of the six days before the last one (see video_sql).
+TRENDING_HALF_LIFE_H = 6.0
+TRENDING_BASELINE_DAYS = 6
+UNKNOWN_CATEGORY = "unknown"  # videos the catalog does not know, or with no category
+
+ROW_GROUP_ROWS = 122_880
+
+_VIEW_COLS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "creator_id": "BIGINT",
+              "watch_time_ms": "BIGINT", "video_duration_ms": "BIGINT"}
+_IMP_COLS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT"}
+_INTER_COLS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "creator_id": "BIGINT",
+               "event_type": "VARCHAR"}
+_VIDEO_COLS = {"video_id": "BIGINT", "creator_id": "BIGINT", "category": "VARCHAR", "published_at_ms": "BIGINT"}
+
+
+# ------------------------------------------------------------------------------------- dates/paths
+
+
+def as_of_ms(day: str | dt.date) -> int:
+    """Epoch ms of ``day`` 00:00 UTC: the cutoff of that feature date (exclusive)."""
+    d = dt.date.fromisoformat(day) if isinstance(day, str) else day
+    return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
+def feature_path(lake_root: str | os.PathLike, entity: str, day: str) -> Path:
+    _check_entity(entity)
+    dt.date.fromisoformat(day)  # a bad key must not become a directory name
+    return Path(lake_root) / FEATURES_DIR / entity / f"feature_date={day}" / PART_FILE
+
+
+def features_glob(lake_root: str | os.PathLike, entity: str) -> str:
+    _check_entity(entity)
+    return str(Path(lake_root).absolute() / FEATURES_DIR / entity / "feature_date=*" / "*.parquet")
+
+
+def feature_dates_written(lake_root: str | os.PathLike, entity: str) -> list[str]:
+    d = Path(lake_root) / FEATURES_DIR / entity
+    return sorted(p.parent.name.split("=", 1)[1] for p in d.glob(f"feature_date=*/{PART_FILE}")) if d.is_dir() else []
+
+
+def _check_entity(entity: str) -> None:
+    if entity not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r}; expected one of {ENTITIES}")
+
+
+def _partition_dates(lake: Lake, stream: str) -> dict[dt.date, Path]:
+    d = lake.events_dir(stream)
+    out: dict[dt.date, Path] = {}
+    for p in d.glob("event_date=*") if d.is_dir() else []:
+        try:
+            out[dt.date.fromisoformat(p.name.split("=", 1)[1])] = p
+        except ValueError:
+            continue  # not a partition this lake wrote
+    return out
+
+
+def event_dates(lake_root: str | os.PathLike, streams: tuple[str, ...] = ("impressions", "views", "interactions")) -> list[str]:
+    """Dates with at least one Parquet file in any of ``streams``."""
+    lake = Lake(lake_root)
+    days = {d for s in streams for d, p in _partition_dates(lake, s).items() if any(p.glob("*.parquet"))}
+    return sorted(d.isoformat() for d in days)
+
+
+def backfill_dates(lake_root: str | os.PathLike) -> list[str]:
+    """Every date from the first event date through the day after the last one: the feature dates
+    whose rows the lake can inform (the last is what serving uses the day after the data ends)."""
+    days = event_dates(lake_root)
+    if not days:
+        return []
+    first, last = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def _files(lake: Lake, stream: str, day: dt.date, lookback_days: int | None) -> list[str]:
+    """Parquet files of the partitions that can hold events of the window (pruning): event dates
+    in [day - lookback, day), or every date before ``day`` when ``lookback_days`` is None."""
+    first = None if lookback_days is None else day - dt.timedelta(days=lookback_days)
+    files: list[str] = []
+    for d, p in sorted(_partition_dates(lake, stream).items()):
+        if d < day and (first is None or d >= first):
+            files += sorted(str(f) for f in p.glob("*.parquet"))
+    return files
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def _relation(con: duckdb.DuckDBPyConnection, name: str, files: list[str], columns: dict[str, str],
+              where: str) -> None:
+    cols = ", ".join(f"{c}::{t} AS {c}" for c, t in columns.items())
+    if files:
+        listed = ", ".join(sql_path(f) for f in files)  # a view cannot take a parameter
+        body = (f"SELECT {cols} FROM read_parquet([{listed}], hive_partitioning = true, "
+                f"union_by_name = true) WHERE {where}")
+    else:
+        body = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items()) + " WHERE false"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
+
+
+def _videos_relation(con: duckdb.DuckDBPyConnection, videos_path: Path | None) -> None:
+    if videos_path is not None and Path(videos_path).exists():
+        body = (f"SELECT video_id::BIGINT AS video_id, creator_id::BIGINT AS creator_id, "
+                f"coalesce(category, '{UNKNOWN_CATEGORY}')::VARCHAR AS category, "
+                f"published_at_ms::BIGINT AS published_at_ms FROM read_parquet({sql_path(videos_path)})")
+    else:
+        body = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in _VIDEO_COLS.items()) + " WHERE false"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW catalog_videos AS {body}")
+
+
+def prepare_inputs(con: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike, entity: str, day: str,
+                   videos_path: Path | None = None, *, empty: bool = False) -> None:
+    """Temp views ``views``, ``imps``, ``inter`` (the entity's window, ts < cutoff),
+    ``follows`` (every follow before the cutoff, creators only) and ``catalog_videos``."""
+    _check_entity(entity)
+    lake = Lake(lake_root)
+    d = dt.date.fromisoformat(day)
+    cutoff = as_of_ms(d)
+    longest = max({"user": USER_WINDOWS, "video": VIDEO_WINDOWS, "creator": CREATOR_WINDOWS}[entity])
+    window = f"ts_ms >= {cutoff - longest * DAY_MS} AND ts_ms < {cutoff}"
+
+    def files(stream: str, lookback: int | None) -> list[str]:
+        return [] if empty or stream not in STREAMS_READ[entity] else _files(lake, stream, d, lookback)
+
+    _relation(con, "views", files("views", longest), _VIEW_COLS, window)
+    _relation(con, "imps", files("impressions", longest), _IMP_COLS, window)
+    _relation(con, "inter", files("interactions", longest), _INTER_COLS, window)
+    # Followers are cumulative: every interactions partition before D (only 4 columns are read).
+    follows = files("interactions", None) if entity == "creator" else []
+    _relation(con, "follows", follows, _INTER_COLS, f"event_type = 'follow' AND ts_ms < {cutoff}")
+    _videos_relation(con, None if empty else videos_path)
+
+
+# -------------------------------------------------------------------------------------------- SQL
+
+
+def _w(cutoff: int, days: int) -> str:
+    """Condition: the event is within the last ``days`` days before the cutoff."""
+    return f"ts_ms >= {cutoff - days * DAY_MS}"
+
+
+def user_sql(day: str) -> str:
+    cutoff = as_of_ms(day)
+    long = max(USER_WINDOWS)
+    per_view = []
+    per_imp = []
+    per_act = []
+    rates = []
+    for w in USER_WINDOWS:
+        f = f"FILTER (WHERE {_w(cutoff, w)})"
+        per_view += [f"count(*) {f} AS plays_{w}d",
+                     f"coalesce(sum(watch_time_ms) {f}, 0)::BIGINT AS watch_time_ms_{w}d",
+                     f"avg(watch_ratio) {f} AS watch_ratio_mean_{w}d"]
+        per_imp += [f"count(*) {f} AS impressions_{w}d"]
+        per_act += [f"count(*) FILTER (WHERE event_type = '{t}' AND {_w(cutoff, w)}) AS {t}s_{w}d"
+                    for t in ("like", "share", "comment")]
+        rates += [f"coalesce(va.plays_{w}d, 0) AS plays_{w}d", f"coalesce(ia.impressions_{w}d, 0) AS impressions_{w}d",
+                  f"coalesce(va.watch_time_ms_{w}d, 0) AS watch_time_ms_{w}d", f"va.watch_ratio_mean_{w}d",
+                  f"coalesce(va.plays_{w}d, 0) / nullif(coalesce(ia.impressions_{w}d, 0), 0)::DOUBLE AS play_rate_{w}d"]
+        for t in ("like", "share", "comment"):
+            rates += [f"coalesce(aa.{t}s_{w}d, 0) AS {t}s_{w}d",
+                      f"coalesce(aa.{t}s_{w}d, 0) / nullif(coalesce(va.plays_{w}d, 0), 0)::DOUBLE AS {t}_rate_{w}d"]
+    hours = ", ".join(f"count(*) FILTER (WHERE hour_utc = {h}) / count(*)::DOUBLE" for h in range(24))
+    return f"""
+WITH v AS (
+    SELECT user_id, video_id, ts_ms, watch_time_ms,
+           watch_time_ms / video_duration_ms::DOUBLE AS watch_ratio,
+           (ts_ms // 3600000) % 24 AS hour_utc
+    FROM views
+), va AS (
+    SELECT user_id,
+           {", ".join(per_view)},
+           quantile_cont(watch_ratio, 0.5) AS watch_ratio_p50_{long}d,
+           quantile_cont(watch_ratio, 0.9) AS watch_ratio_p90_{long}d,
+           avg(watch_time_ms) AS watch_time_ms_mean_{long}d,
+           quantile_cont(watch_time_ms, 0.5) AS watch_time_ms_p50_{long}d,
+           quantile_cont(watch_time_ms, 0.9) AS watch_time_ms_p90_{long}d,
+           [{hours}] AS hour_share_{long}d,
+           count(DISTINCT ts_ms // {DAY_MS}) AS active_days_{long}d
+    FROM v GROUP BY user_id
+), ia AS (
+    SELECT user_id, {", ".join(per_imp)} FROM imps GROUP BY user_id
+), aa AS (
+    SELECT user_id, {", ".join(per_act)} FROM inter GROUP BY user_id
+), cat AS (
+    SELECT v.user_id, coalesce(c.category, '{UNKNOWN_CATEGORY}') AS category, sum(v.watch_time_ms) AS wt
+    FROM v LEFT JOIN catalog_videos c USING (video_id)
+    GROUP BY ALL
+), ca AS (
+    SELECT user_id,
+           CASE WHEN sum(wt) > 0 THEN map_from_entries(list({{'k': category, 'v': wt / total}}
+                ORDER BY wt DESC, category)) END AS category_affinity_{long}d,
+           CASE WHEN sum(wt) > 0 THEN list(category ORDER BY wt DESC, category)[1] END AS top_category_{long}d
+    FROM (SELECT *, sum(wt) OVER (PARTITION BY user_id)::DOUBLE AS total FROM cat)
+    GROUP BY user_id
+), ids AS (
+    SELECT user_id FROM views UNION SELECT user_id FROM imps UNION SELECT user_id FROM inter
+)
+SELECT ids.user_id,
+       {cutoff}::BIGINT AS as_of_ms,
+       {", ".join(rates)},
+       va.watch_ratio_p50_{long}d, va.watch_ratio_p90_{long}d,
+       va.watch_time_ms_mean_{long}d, va.watch_time_ms_p50_{long}d, va.watch_time_ms_p90_{long}d,
+       va.hour_share_{long}d,
+       CASE WHEN va.hour_share_{long}d IS NOT NULL
+            THEN list_position(va.hour_share_{long}d, list_max(va.hour_share_{long}d)) - 1 END AS peak_hour_{long}d,
+       coalesce(va.active_days_{long}d, 0) AS active_days_{long}d,
+       ca.category_affinity_{long}d, ca.top_category_{long}d
+FROM ids
+LEFT JOIN va USING (user_id) LEFT JOIN ia USING (user_id) LEFT JOIN aa USING (user_id) LEFT JOIN ca USING (user_id)
+WHERE ids.user_id IS NOT NULL
+ORDER BY ids.user_id
+"""
+
+
+def video_sql(day: str) -> str:
+    cutoff = as_of_ms(day)
+    hl_ms = int(TRENDING_HALF_LIFE_H * 3_600_000)
+    per_view, per_imp, per_act, cols = [], [], [], []
+    for w in VIDEO_WINDOWS:
+        f = f"FILTER (WHERE {_w(cutoff, w)})"
+        per_view += [f"count(*) {f} AS plays_{w}d",
+                     f"count(*) FILTER (WHERE watch_time_ms >= video_duration_ms AND {_w(cutoff, w)}) AS finishes_{w}d",
+                     f"coalesce(sum(watch_time_ms) {f}, 0)::BIGINT AS watch_time_ms_{w}d",
+                     f"avg(watch_time_ms / video_duration_ms::DOUBLE) {f} AS watch_ratio_mean_{w}d",
+                     f"count(DISTINCT user_id) {f} AS unique_viewers_{w}d"]
+        per_imp += [f"count(*) {f} AS impressions_{w}d"]
+        per_act += [f"count(*) FILTER (WHERE event_type = '{t}' AND {_w(cutoff, w)}) AS {t}s_{w}d"
+                    for t in ("like", "share", "comment")]
+        plays, imps = f"coalesce(va.plays_{w}d, 0)", f"coalesce(ia.impressions_{w}d, 0)"
+        eng = " + ".join(f"coalesce(aa.{t}s_{w}d, 0)" for t in ("like", "share", "comment"))
+        cols += [f"{imps} AS impressions_{w}d", f"{plays} AS plays_{w}d",
+                 f"coalesce(va.finishes_{w}d, 0) AS finishes_{w}d",
+                 f"coalesce(va.watch_time_ms_{w}d, 0) AS watch_time_ms_{w}d",
+                 f"coalesce(va.unique_viewers_{w}d, 0) AS unique_viewers_{w}d",
+                 f"va.watch_ratio_mean_{w}d",
+                 f"{plays} / nullif({imps}, 0)::DOUBLE AS ctr_{w}d",
+                 f"coalesce(va.finishes_{w}d, 0) / nullif({plays}, 0)::DOUBLE AS completion_rate_{w}d"]
+        for t in ("like", "share", "comment"):
+            cols += [f"coalesce(aa.{t}s_{w}d, 0) AS {t}s_{w}d",
+                     f"coalesce(aa.{t}s_{w}d, 0) / nullif({plays}, 0)::DOUBLE AS {t}_rate_{w}d"]
+        cols += [f"({eng}) / nullif({plays}, 0)::DOUBLE AS engagement_rate_{w}d"]
+    # velocity: sum of 2^(-age/h) is, for a steady rate r per ms, r * h / ln 2 in expectation;
+    # so sum * ln2 / h * DAY_MS estimates plays per day, weighted towards the last hours.
+    velocity = f"coalesce(va.decayed_plays, 0) * {math.log(2)!r} / {hl_ms} * {DAY_MS}"
+    baseline = f"coalesce(va.baseline_plays, 0) / {TRENDING_BASELINE_DAYS}.0"
+    return f"""
+WITH va AS (
+    SELECT video_id, {", ".join(per_view)},
+           sum(pow(2.0, -({cutoff} - ts_ms) / {hl_ms}.0)) AS decayed_plays,
+           count(*) FILTER (WHERE ts_ms < {cutoff - DAY_MS}
+                            AND ts_ms >= {cutoff - (1 + TRENDING_BASELINE_DAYS) * DAY_MS}) AS baseline_plays,
+           any_value(creator_id) AS event_creator_id
+    FROM views GROUP BY video_id
+), ia AS (
+    SELECT video_id, {", ".join(per_imp)} FROM imps GROUP BY video_id
+), aa AS (
+    SELECT video_id, {", ".join(per_act)} FROM inter WHERE video_id IS NOT NULL GROUP BY video_id
+), ids AS (
+    SELECT video_id FROM views UNION SELECT video_id FROM imps
+    UNION SELECT video_id FROM inter WHERE event_type IN ('like', 'share', 'comment')
+), scored AS (
+    SELECT ids.video_id,
+           {cutoff}::BIGINT AS as_of_ms,
+           coalesce(c.creator_id, va.event_creator_id) AS creator_id,
+           coalesce(c.category, '{UNKNOWN_CATEGORY}') AS category,
+           CASE WHEN c.published_at_ms <= {cutoff} THEN ({cutoff} - c.published_at_ms) / {DAY_MS}.0 END AS video_age_days,
+           {", ".join(cols)},
+           {velocity} AS play_velocity_per_day,
+           {baseline} AS baseline_plays_per_day
+    FROM ids
+    LEFT JOIN va USING (video_id) LEFT JOIN ia USING (video_id) LEFT JOIN aa USING (video_id)
+    LEFT JOIN catalog_videos c USING (video_id)
+    WHERE ids.video_id IS NOT NULL
+)
+SELECT *, ln((1 + play_velocity_per_day) / (1 + baseline_plays_per_day)) AS trending_score
+FROM scored
+ORDER BY video_id
+"""
+
+
+def creator_sql(day: str) -> str:
+    cutoff = as_of_ms(day)
+    per_view, per_act, cols = [], [], []
+    for w in CREATOR_WINDOWS:
+        f = f"FILTER (WHERE {_w(cutoff, w)})"
+        per_view += [f"count(*) {f} AS views_{w}d",
+                     f"coalesce(sum(watch_time_ms) {f}, 0)::BIGINT AS watch_time_ms_{w}d",
+                     f"count(*) FILTER (WHERE watch_time_ms >= video_duration_ms AND {_w(cutoff, w)}) AS full_watches_{w}d",
+                     f"count(DISTINCT user_id) {f} AS reach_{w}d",
+                     f"count(DISTINCT video_id) {f} AS videos_viewed_{w}d"]
+        per_act += [f"count(*) FILTER (WHERE event_type = '{t}' AND {_w(cutoff, w)}) AS {t}s_{w}d"
+                    for t in ("like", "share", "comment")]
+        views = f"coalesce(va.views_{w}d, 0)"
+        eng = " + ".join(f"coalesce(aa.{t}s_{w}d, 0)" for t in ("like", "share", "comment"))
+        cols += [f"{views} AS views_{w}d", f"coalesce(va.watch_time_ms_{w}d, 0) AS watch_time_ms_{w}d",
+                 f"coalesce(va.watch_time_ms_{w}d, 0) / nullif({views}, 0)::DOUBLE AS avg_watch_time_ms_{w}d",
+                 f"coalesce(va.full_watches_{w}d, 0) / nullif({views}, 0)::DOUBLE AS full_watch_rate_{w}d",
+                 f"coalesce(va.reach_{w}d, 0) AS reach_{w}d", f"coalesce(va.videos_viewed_{w}d, 0) AS videos_viewed_{w}d"]
+        cols += [f"coalesce(aa.{t}s_{w}d, 0) AS {t}s_{w}d" for t in ("like", "share", "comment")]
+        cols += [f"({eng}) / nullif({views}, 0)::DOUBLE AS engagement_rate_{w}d"]
+    growth = []
+    for w in CREATOR_WINDOWS:
+        growth += [f"count(*) FILTER (WHERE first_ms >= {cutoff - w * DAY_MS}) AS follower_growth_{w}d"]
+    longest = max(CREATOR_WINDOWS)
+    return f"""
+WITH firsts AS (
+    -- a follower counts once, from their first follow (the event contract has no unfollow)
+    SELECT creator_id, user_id, min(ts_ms) AS first_ms FROM follows
+    WHERE creator_id IS NOT NULL GROUP BY creator_id, user_id
+), fa AS (
+    SELECT creator_id, count(*) AS followers, {", ".join(growth)} FROM firsts GROUP BY creator_id
+), va AS (
+    SELECT creator_id, {", ".join(per_view)} FROM views GROUP BY creator_id
+), aa AS (
+    SELECT creator_id, {", ".join(per_act)} FROM inter GROUP BY creator_id
+), ids AS (
+    SELECT creator_id FROM fa UNION SELECT creator_id FROM views UNION SELECT creator_id FROM inter
+)
+SELECT ids.creator_id,
+       {cutoff}::BIGINT AS as_of_ms,
+       coalesce(fa.followers, 0) AS followers,
+       {", ".join(f"coalesce(fa.follower_growth_{w}d, 0) AS follower_growth_{w}d" for w in CREATOR_WINDOWS)},
+       coalesce(fa.follower_growth_{longest}d, 0)
+           / nullif(coalesce(fa.followers, 0) - coalesce(fa.follower_growth_{longest}d, 0), 0)::DOUBLE
+           AS follower_growth_rate_{longest}d,
+       {", ".join(cols)}
+FROM ids LEFT JOIN fa USING (creator_id) LEFT JOIN va USING (creator_id) LEFT JOIN aa USING (creator_id)
+WHERE ids.creator_id IS NOT NULL
+ORDER BY ids.creator_id
+"""
+
+
+SQL = {"user": user_sql, "video": video_sql, "creator": creator_sql}
+
+
+# ------------------------------------------------------------------------------------ compute/write
+
+
+@dataclass
+class FeatureReport:
+    entity: str
+    day: str
+    path: Path
+    rows: int
+    null_rates: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float | None] = field(default_factory=dict)
+    schema: list[tuple[str, str]] = field(default_factory=list)  # (column, DuckDB type)
+
+
+def compute_features(lake_root: str | os.PathLike, entity: str, day: str, videos_path: Path | None = None):
+    """The feature rows of ``entity`` for ``day`` as an Arrow table (nothing is written)."""
+    con = duckdb.connect()
+    try:
+        prepare_inputs(con, lake_root, entity, day, videos_path)
+        return con.sql(SQL[entity](day)).to_arrow_table()
+    finally:
+        con.close()
+
+
+def empty_schema(entity: str) -> list[tuple[str, str]]:
+    """(column, DuckDB type) of an entity's rows, from its SQL over empty inputs."""
+    con = duckdb.connect()
+    try:
+        prepare_inputs(con, ".", entity, "2000-01-01", empty=True)
+        rel = con.sql(SQL[entity]("2000-01-01"))
+        return [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
+    finally:
+        con.close()
+
+
+# A few distribution numbers per entity for the run's metadata: (label, SQL expression).
+SUMMARY = {
+    "user": [("plays_28d_mean", "avg(plays_28d)"), ("plays_28d_p90", "quantile_cont(plays_28d, 0.9)"),
+             ("watch_ratio_mean_28d_p50", "quantile_cont(watch_ratio_mean_28d, 0.5)"),
+             ("like_rate_28d_mean", "avg(like_rate_28d)"),
+             ("users_with_category_affinity", "count(category_affinity_28d)")],
+    "video": [("ctr_7d_p50", "quantile_cont(ctr_7d, 0.5)"), ("ctr_7d_p90", "quantile_cont(ctr_7d, 0.9)"),
+              ("completion_rate_7d_mean", "avg(completion_rate_7d)"),
+              ("trending_score_p50", "quantile_cont(trending_score, 0.5)"),
+              ("trending_score_max", "max(trending_score)")],
+    "creator": [("followers_total", "sum(followers)"), ("followers_p90", "quantile_cont(followers, 0.9)"),
+                ("follower_growth_7d_total", "sum(follower_growth_7d)"),
+                ("engagement_rate_7d_mean", "avg(engagement_rate_7d)")],
+}
+
+
+def write_features(lake_root: str | os.PathLike, entity: str, day: str,
+                   videos_path: Path | None = None, *, threads: int | None = None) -> FeatureReport:
+    """Compute ``entity`` features for ``day`` and publish them atomically over any previous file."""
+    out = feature_path(lake_root, entity, day)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Not *.parquet: the views' glob never sees a half-written file.
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    con = duckdb.connect()
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        prepare_inputs(con, lake_root, entity, day, videos_path)
+        con.execute(f"COPY ({SQL[entity](day)}) TO {sql_path(tmp)} "
+                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        report = _summarise(con, tmp, entity, day, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        con.close()
+    atomic_replace(tmp, out)
+    return report
+
+
+def _summarise(con: duckdb.DuckDBPyConnection, path: Path, entity: str, day: str, out: Path) -> FeatureReport:
+    # The file's own columns: DuckDB would otherwise add feature_date from the directory name.
+    src = f"read_parquet({sql_path(path)}, hive_partitioning = false)"
+    rel = con.sql(f"SELECT * FROM {src}")
+    schema = [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
+    counts = ", ".join(f'count("{c}")' for c, _ in schema)
+    row = con.execute(f"SELECT count(*), {counts} FROM {src}").fetchall()[0]
+    rows = int(row[0])
+    null_rates = {c: (1 - n / rows if rows else 0.0) for (c, _), n in zip(schema, row[1:])}
+    exprs = ", ".join(e for _, e in SUMMARY[entity])
+    values = con.execute(f"SELECT {exprs} FROM {src}").fetchall()[0]
+    stats = {label: (None if v is None else float(v)) for (label, _), v in zip(SUMMARY[entity], values)}
+    return FeatureReport(entity=entity, day=day, path=out, rows=rows, null_rates=null_rates, stats=stats,
+                         schema=schema)
+
+
+# ---------------------------------------------------------------------------------- warehouse views
+
+
+def create_feature_views(con: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike,
+                         entities: tuple[str, ...] = ENTITIES) -> dict[str, int]:
+    """(Re)create ``features.<entity>_daily`` over every written partition (a typed empty view
+    while an entity has none, so SQL that references it always compiles). Returns partition counts."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS features")
+    written: dict[str, int] = {}
+    for entity in entities:
+        n = len(feature_dates_written(lake_root, entity))
+        if n:
+            body = (f"SELECT * FROM read_parquet({sql_path(features_glob(lake_root, entity))}, "
+                    "hive_partitioning = true, hive_types = {'feature_date': DATE}, union_by_name = true)")
+        else:
+            cols = [(c, t) for c, t in empty_schema(entity)] + [("feature_date", "DATE")]
+            body = "SELECT " + ", ".join(f'NULL::{t} AS "{c}"' for c, t in cols) + " WHERE false"
+        con.execute(f"CREATE OR REPLACE VIEW {VIEWS[entity]} AS {body}")
+        written[entity] = n
+    return written
