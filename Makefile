@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-analytics clean
 
 setup: $(VENV)/.installed
 
@@ -53,9 +53,11 @@ dev: setup dagster-home
 serve: setup
 	$(BIN)/tiktok-pipelines serve --data-dir "$(TIKTOK_DATA_DIR)" --port 8000
 
-## experiments: Monolith's (a) batch vs online sync and (b) collisionless vs hashing trick, on data/
+## experiments: Monolith's (a) sync intervals, (b) collisionless vs hashing, (d) closed loop on data/,
+## then (c) freshness; tables on stdout, JSON and PNG plots in data/experiments/
 experiments: setup
 	$(BIN)/tiktok-pipelines experiment --data-dir "$(TIKTOK_DATA_DIR)"
+	$(BIN)/python benchmarks/freshness.py --rounds $(or $(ROUNDS),12) --out-dir "$(TIKTOK_DATA_DIR)/experiments"
 
 ## test: the whole suite, end-to-end tests included (what CI runs)
 test: setup
@@ -65,7 +67,7 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
 
-bench: bench-simulator bench-ingest bench-embedding
+bench: bench-simulator bench-ingest bench-embedding bench-analytics
 
 bench-ingest: setup
 	$(BIN)/python benchmarks/ingest.py $(if $(EVENTS),--events $(EVENTS),)
@@ -75,6 +77,10 @@ bench-simulator: setup
 
 bench-embedding: setup
 	$(BIN)/python benchmarks/embedding_table.py $(if $(KEYS),--keys $(KEYS),)
+
+## bench-analytics: one simulated day (EVENTS, default 10M) through tagging, features and every mart
+bench-analytics: setup
+	$(BIN)/python benchmarks/analytics.py --events $(or $(EVENTS),10000000)
 
 ## bench-freshness: landing -> sensors -> ingest -> online update -> delta served (p50/p95 seconds)
 bench-freshness: setup

@@ -5,7 +5,10 @@
     tiktok-pipelines ingest --data-dir data                 # landing -> lake, without Dagster
     tiktok-pipelines run build_all                          # a job, recorded in $DAGSTER_HOME
     tiktok-pipelines serve --data-dir data --port 8000      # the model server (hot-reloads data/serving)
-    tiktok-pipelines experiment --data-dir data             # Monolith's experiments (a) and (b)
+    tiktok-pipelines experiment --data-dir data             # Monolith's experiments (a), (b), (d) + plots
+    tiktok-pipelines attribution --paths paths.csv --out credits.csv  # ChannelAttribution path data
+    tiktok-pipelines models docs                            # dbt_like_models/ -> docs/data_dictionary.md
+    tiktok-pipelines tagging evaluate --kuairec-file ../shared/data/kuairec/video_captions.csv  # tagging vs baselines
 
 Each command prints a one-line JSON summary last, so scripts can read it.
 """
@@ -93,10 +96,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     home = os.environ.get("DAGSTER_HOME")
     instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
-    job = defs().resolve_job_def(args.job)
+    definitions = defs()
+    job = definitions.resolve_job_def(args.job)
     result = job.execute_in_process(instance=instance, raise_on_error=False)
-    print(json.dumps({"job": args.job, "run_id": result.run_id, "success": result.success}))
-    return 0 if result.success else 1
+    summary = {"job": args.job, "run_id": result.run_id, "success": result.success}
+    if args.job == "build_all" and result.success:
+        # Daily-partitioned features live outside build_all: every date the lake informs, then
+        # analytics_db again so the analysts' copy has the features.* views.
+        from tiktok_pipelines.defs.features.assets import backfill_features
+
+        summary["features"] = backfill_features(definitions, instance)
+        summary["success"] = summary["features"]["success"]
+    print(json.dumps(summary))
+    return 0 if summary["success"] else 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -110,7 +122,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _movielens_experiment(args: argparse.Namespace) -> int:
-    from tiktok_pipelines.experiments.monolith import collisionless_vs_hashing_split, online_vs_batch_split
+    from tiktok_pipelines.experiments.monolith import (
+        collisionless_vs_hashing_split,
+        online_vs_batch_split,
+    )
     from tiktok_pipelines.experiments.movielens import read_movielens, time_split
 
     fmt, examples = read_movielens(Path(args.movielens))
@@ -137,43 +152,98 @@ def _movielens_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    import duckdb
-
-    from tiktok_pipelines.experiments.monolith import collisionless_vs_hashing, online_vs_batch
-    from tiktok_pipelines.lake import atomic_write_json
-    from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob, has_examples
+    from tiktok_pipelines.experiments.report import run_experiments
 
     if args.movielens:
         return _movielens_experiment(args)
-    data = Path(args.data_dir)
-    lake = data / "lake"
-    config = JoinerConfig(negative_rate=args.negative_rate)
-    build_examples(lake, config)  # no-op when the examples are current
-    if not has_examples(lake):
-        print("no examples: simulate and ingest first (make quickstart)", file=sys.stderr)
+    try:
+        report = run_experiments(args.data_dir, train_days=args.train_days, negative_rate=args.negative_rate,
+                                 dim=args.dim, closed_loop_days=args.closed_loop_days, kuairec_dir=DEFAULT_KUAIREC)
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
         return 2
-    examples = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)}, hive_partitioning = true)").to_arrow_table()
-    a = online_vs_batch(examples, train_days=args.train_days, negative_rate=config.negative_rate, dim=args.dim)
-    b = collisionless_vs_hashing(examples, train_days=args.train_days, negative_rate=config.negative_rate, dim=args.dim)
-    print(f"train days {a['train_days'][0]}..{a['train_days'][-1]}, evaluated on {a['eval_days'][0]}..{a['eval_days'][-1]} "
-          f"({a['eval_examples']:,} examples, weighted to the full distribution)")
-    print("| (a) training | AUC |\n|---|---|")
-    for name, value in a["auc"].items():
-        print(f"| {name} | {value:.4f} |")
-    print("| (b) id tables at equal memory | AUC | distinct users sharing a row | distinct videos sharing a row |")
-    print("|---|---|---|---|")
-    print(f"| collisionless | {b['auc_collisionless']:.4f} | 0 | 0 |")
-    print(f"| hashing trick | {b['auc_hashing']:.4f} | {b['hashing_collision_rate']['user_id']:.2%} | "
-          f"{b['hashing_collision_rate']['video_id']:.2%} |")
-    result = {
-        "dataset": "simulator", "train_days": a["train_days"], "eval_days": a["eval_days"],
-        "sync_intervals": {"daily": 86_400, "hourly": 3_600, "every_15_min": 900},
-        "auc_batch": a["auc"]["batch_only"], "auc_online": a["auc"]["every_15_min"], "auc_online_by_sync": a["auc"],
-        "auc_collisionless": b["auc_collisionless"], "auc_hashing": b["auc_hashing"],
-        "hashing_collision_rate": b["hashing_collision_rate"],
-    }
-    atomic_write_json(data / "experiments" / "monolith.json", result)
-    print(json.dumps(result))
+    print(report.markdown)
+    print("plots: " + ", ".join(str(p) for p in report.plots))
+    print(json.dumps(report.result))
+    return 0
+
+
+def _cmd_attribution(args: argparse.Namespace) -> int:
+    """Credits per channel from ChannelAttribution path data, for every timestamp-free model."""
+    from tiktok_pipelines.attribution import (
+        PathFormatError,
+        attribute_paths,
+        read_paths,
+    )
+
+    try:
+        paths = read_paths(args.paths)
+    except (PathFormatError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = attribute_paths(paths)
+    frame = result.frame()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.write_csv(args.out)
+    cols = ["channel", "first", "last", "linear", "position", "markov", "markov_removal_effect", "shapley"]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for row in frame.select(cols).iter_rows():
+        print("| " + " | ".join([row[0], *(f"{x:.4f}" for x in row[1:])]) + " |")
+    summary = result.summary()
+    for scores in summary["channels"].values():
+        for k, x in scores.items():
+            scores[k] = round(x, 12)  # float noise (2.4000000000000004) off the machine-read line
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    """Validate dbt_like_models/ (check) or write the analysts' data dictionary (docs)."""
+    from tiktok_pipelines.dbt_like import ModelError
+    from tiktok_pipelines.defs.analytics.external import load_models, models_dir
+
+    root = Path(args.models_dir) if args.models_dir else models_dir()
+    try:
+        project = load_models(root)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary: dict[str, object] = {"models": len(project.models), "seeds": len(project.seeds),
+                                  "tests": sum(len(m.tests) for m in project.models.values())}
+    if args.action == "docs":
+        out = Path(args.out) if args.out else root.parent / "docs" / "data_dictionary.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(project.data_dictionary(), encoding="utf-8")
+        summary["out"] = str(out)
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_tagging(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from tiktok_pipelines.tagging.evaluate import (
+        evaluate_files,
+        report_lines,
+        split_captions_csv,
+    )
+
+    if args.tagging_command == "split":
+        print(json.dumps(split_captions_csv(args.kuairec_file, args.out, args.test_fraction)))
+        return 0
+    if args.train and args.test:
+        result = evaluate_files(args.train, args.test)
+    elif args.kuairec_file and not (args.train or args.test):
+        with tempfile.TemporaryDirectory(prefix="tagging-split-") as tmp:  # the split, then evaluate
+            split = split_captions_csv(args.kuairec_file, tmp, args.test_fraction)
+            result = evaluate_files(split["train"], split["test"])
+    else:
+        print("give --train FILE --test FILE, or --kuairec-file FILE to split by video id", file=sys.stderr)
+        return 2
+    for line in report_lines(result):
+        print(line)
+    print(json.dumps({k: result[k] for k in ("accuracy", "macro_f1", "majority_accuracy", "rules_accuracy", "test_videos")}))
     return 0
 
 
@@ -226,7 +296,36 @@ def build_parser() -> argparse.ArgumentParser:
                    "(format detected from its files) instead of the simulator's examples")
     e.add_argument("--train-fraction", type=float, default=0.8, help="MovieLens: time-ordered split")
     e.add_argument("--sync-interval", type=int, default=86_400, help="MovieLens: online sync, seconds")
+    e.add_argument("--closed-loop-days", type=int, default=4,
+                   help="(d): days the model serves the simulated users after a 3-day warm-up (0 skips it)")
     e.set_defaults(func=_cmd_experiment)
+
+    at = sub.add_parser("attribution", help="per-channel credits (first, last, linear, position, Markov, "
+                        "Shapley) from a ChannelAttribution path file")
+    at.add_argument("--paths", required=True,
+                    help="path;total_conversions;total_conversion_value;total_null, header first, '>' between touches")
+    at.add_argument("--out", default=None, help="write the per-channel credits (conversions and value) as CSV")
+    at.set_defaults(func=_cmd_attribution)
+
+    mo = sub.add_parser("models", help="dbt_like_models/: validate them (check) or write the data dictionary (docs)")
+    mo.add_argument("action", choices=["check", "docs"])
+    mo.add_argument("--models-dir", default=None, help="default: dbt_like_models/ ($TIKTOK_MODELS_DIR)")
+    mo.add_argument("--out", default=None, help="docs: where to write (default: docs/data_dictionary.md)")
+    mo.set_defaults(func=_cmd_models)
+    tg = sub.add_parser("tagging", help="content tagging: evaluate the category classifier against its baselines")
+    tgs = tg.add_subparsers(dest="tagging_command", required=True)
+    kf = str(DEFAULT_KUAIREC / "video_captions.csv")
+    te = tgs.add_parser("evaluate", help="train on one video_captions.csv-format file, evaluate on another")
+    te.add_argument("--train", help="labelled videos to learn from")
+    te.add_argument("--test", help="labelled videos to score")
+    te.add_argument("--kuairec-file", help=f"instead of --train/--test: split this file by video id (e.g. {kf})")
+    te.add_argument("--test-fraction", type=float, default=0.2)
+    te.set_defaults(func=_cmd_tagging)
+    ts = tgs.add_parser("split", help="split a video_captions.csv-format file by video id into train.csv/test.csv")
+    ts.add_argument("--kuairec-file", default=kf)
+    ts.add_argument("--out", required=True, help="directory for train.csv and test.csv")
+    ts.add_argument("--test-fraction", type=float, default=0.2)
+    ts.set_defaults(func=_cmd_tagging)
     return p
 
 

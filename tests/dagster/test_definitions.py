@@ -6,8 +6,8 @@ from collections import defaultdict
 
 from dagster import AssetKey
 
-from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
 from tiktok_pipelines.definitions import defs as load_defs
+from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
 from tiktok_pipelines.schemas import CATALOG, STREAMS
 
 
@@ -21,10 +21,20 @@ def test_definitions_load_with_domains_jobs_and_sensor():
     assert groups["catalog"] == {f"dim_{n}" for n in CATALOG}
     assert groups["warehouse"] == {"warehouse_lake_tables", "analytics_db"}
     assert groups["training"] == {"training_examples", "batch_rankers", "online_ranker"}
+    assert groups["experiments"] == {"monolith_experiments"}
+    assert groups["content"] == {"video_tags"}
+    assert groups["features"] == {"user_features", "video_features", "creator_features"}
+    assert {"marts/creator_daily", "marts/creator_revenue_daily", "marts/ad_performance_daily",
+            "marts/audience_segments", "marts/attribution_credits", "marts/attribution_journeys"} <= groups["marts"]
+    assert {"staging", "intermediate", "seeds"} <= set(groups)
+    # the analysts' copy is taken after everything that writes the warehouse
+    parents = {k.to_user_string() for k in graph.get(AssetKey("analytics_db")).parent_keys}
+    assert groups["marts"] | groups["content"] | groups["staging"] <= parents
     assert {k.to_user_string() for k in graph.get(AssetKey("training_examples")).parent_keys} == {
         "raw_impressions", "raw_views", "raw_interactions"}
     assert {s.name for s in defs.sensors} == {"landing_sensor", "online_update_sensor"}
-    assert {"ingest_job", "build_all", "online_update_job", "daily_training_job"} <= {j.name for j in defs.jobs}
+    assert {"ingest_job", "build_all", "online_update_job", "daily_training_job", "experiments_job",
+            "features_daily"} <= {j.name for j in defs.jobs}
     schedules = {s.name: s for s in defs.schedules}
     assert schedules["daily_training_job_schedule"].cron_schedule == "0 3 * * *"
     # Lineage: the analysts' copy sits downstream of every lake table.

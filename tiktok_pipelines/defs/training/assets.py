@@ -10,7 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiktok_pipelines.defs.ingest.assets import raw_key
-from tiktok_pipelines.defs.resources import JoinerPolicy, PlatformStorage, TrainingPolicy
+from tiktok_pipelines.defs.resources import (
+    JoinerPolicy,
+    PlatformStorage,
+    TrainingPolicy,
+)
 from tiktok_pipelines.training.joiner import (
     HISTORY_FEATURES,
     LABELS,
@@ -244,7 +248,7 @@ class ExperimentConfig(dg.Config):
 
 
 @dg.asset(
-    group_name=GROUP,
+    group_name="experiments",
     deps=[training_examples],
     kinds={"torch", "matplotlib"},
     description="Monolith's experiments on the lake's examples: (a) batch-only vs online sync intervals, "

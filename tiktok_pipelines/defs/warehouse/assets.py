@@ -7,7 +7,11 @@ from tiktok_pipelines.defs.catalog.assets import catalog_assets
 from tiktok_pipelines.defs.ingest.assets import INGEST_LOG_KEY, QUARANTINE_KEY, raw_key
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.schemas import STREAMS
-from tiktok_pipelines.warehouse import connect_warehouse, publish_analytics, refresh_lake_views
+from tiktok_pipelines.warehouse import (
+    connect_warehouse,
+    publish_analytics,
+    refresh_lake_views,
+)
 
 GROUP = "warehouse"
 # Every asset that opens warehouse.duckdb for writing runs in this pool; the instance gives it one
@@ -39,12 +43,25 @@ def warehouse_lake_tables(storage: PlatformStorage) -> dg.MaterializeResult:
     )
 
 
+def _published_relations() -> list[dg.AssetKey]:
+    """Everything that writes warehouse.duckdb: the copy is taken after all of it. Read from the
+    model files and the external-model table (not from the analytics defs, which import this
+    module), so a new SQL model is published without touching this list."""
+    from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, load_models
+
+    project = load_models()
+    keys = [dg.AssetKey(["seeds", name]) for name in project.seeds]
+    keys += [dg.AssetKey([m.layer, m.name]) for m in project.models.values()]
+    return keys + [key for key, _ in EXTERNAL_MODELS.values()]
+
+
 @dg.asset(
     group_name=GROUP,
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
-    deps=[warehouse_lake_tables],
-    description="analytics.duckdb: the read-only copy analysts query, swapped in atomically.",
+    deps=[warehouse_lake_tables, *_published_relations()],
+    description="analytics.duckdb: the read-only copy analysts query, swapped in atomically after the "
+    "warehouse's tables, SQL models, tags, attribution and features are built.",
 )
 def analytics_db(storage: PlatformStorage) -> dg.MaterializeResult:
     size = publish_analytics(storage.warehouse, storage.analytics)
