@@ -60,6 +60,11 @@ class PlatformStorage(dg.ConfigurableResource):
     def serving(self) -> Path:
         return (Path(self.data_dir) / "serving").absolute()
 
+    @property
+    def alerts(self) -> Path:
+        """The alert log the run-failure sensor appends to (one JSON object per line)."""
+        return (Path(self.data_dir) / "alerts" / "alerts.jsonl").absolute()
+
 
 class IngestPolicy(dg.ConfigurableResource):
     """How strict ingestion is and how much one run takes on."""
@@ -67,6 +72,7 @@ class IngestPolicy(dg.ConfigurableResource):
     future_skew_seconds: int = 300
     max_lateness_days: int = 30
     files_per_run: int = 200  # the sensor groups new files into runs of at most this many
+    sensor_grace_s: float = 120.0  # the sensor re-examines files that arrived this long before its mark
     chunk_mb: int = 256  # landing bytes validated per pass (bounds a run's memory)
     duckdb_threads: int = 0  # 0: one per core
 

@@ -20,6 +20,11 @@ import dagster as dg
 
 from tiktok_pipelines.dbt_like import ColumnTest, Model, Project, Seed
 from tiktok_pipelines.defs.analytics.external import load_models
+from tiktok_pipelines.defs.ops.policies import (
+    ANALYTICS_FRESHNESS,
+    TRANSIENT_RETRY,
+    retry_only_transient,
+)
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, warehouse_lake_tables
 from tiktok_pipelines.warehouse import connect_warehouse
@@ -115,7 +120,9 @@ def _deferred_checks(project: Project, model: Model, tests: list[ColumnTest]) ->
         pool=WAREHOUSE_POOL,
         can_subset=True,
         description=f"Relationships tests of {model.relation} against models built in other steps.",
+        retry_policy=TRANSIENT_RETRY,
     )
+    @retry_only_transient
     def _run(context: dg.AssetCheckExecutionContext, storage: PlatformStorage):
         wanted = {k.name for k in context.selected_asset_check_keys}
         con = connect_warehouse(storage.warehouse)
@@ -150,7 +157,11 @@ def _model_asset(project: Project, model: Model, deferred: list[ColumnTest]) -> 
             "materialized": model.materialized,
             "path": dg.MetadataValue.path(model.display_path),
         },
+        retry_policy=TRANSIENT_RETRY,  # a DuckDB lock; a model that does not build fails at once
+        # what analysts read: the marts, rebuilt hourly (docs/operations.md)
+        freshness_policy=ANALYTICS_FRESHNESS if model.layer == "marts" else None,
     )
+    @retry_only_transient
     def _build(context: dg.AssetExecutionContext, storage: PlatformStorage) -> dg.MaterializeResult:
         wanted = {k.name for k in context.selected_asset_check_keys}
         con = connect_warehouse(storage.warehouse)
@@ -192,7 +203,9 @@ def _seed_asset(project: Project, seed: Seed) -> dg.AssetsDefinition:
             "relation": seed.relation,
             "path": dg.MetadataValue.path(seed.display_path),
         },
+        retry_policy=TRANSIENT_RETRY,
     )
+    @retry_only_transient
     def _load(storage: PlatformStorage) -> dg.MaterializeResult:
         con = connect_warehouse(storage.warehouse)
         try:

@@ -21,6 +21,11 @@ from tiktok_pipelines.attribution.journeys import (
     ad_touches_sql,
     build_journeys,
 )
+from tiktok_pipelines.defs.ops.policies import (
+    ANALYTICS_FRESHNESS,
+    TRANSIENT_RETRY,
+    retry_only_transient,
+)
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
 from tiktok_pipelines.warehouse import connect_warehouse
@@ -46,6 +51,7 @@ def _specs() -> list[dg.AssetSpec]:
     return [
         dg.AssetSpec(
             JOURNEYS_KEY, group_name=GROUP, kinds={"duckdb"}, deps=[WAREHOUSE_KEY],
+            freshness_policy=ANALYTICS_FRESHNESS,  # a mart: rebuilt hourly (docs/operations.md)
             description="One row per ad conversion: its journey (channels = placements, campaigns, in "
             "time order), touch count, whether clicks or views earned it, and whether any touch did "
             "(unattributed conversions are kept with attributed = false). Clicks in the 7-day click "
@@ -53,6 +59,7 @@ def _specs() -> list[dg.AssetSpec]:
         ),
         dg.AssetSpec(
             CREDITS_KEY, group_name=GROUP, kinds={"duckdb"}, deps=[JOURNEYS_KEY],
+            freshness_policy=ANALYTICS_FRESHNESS,
             description="Credited conversions and value (cents, DOUBLE: credits are fractional) per model "
             "(first_click, last_click, linear, position_based, time_decay, markov, shapley), channel, "
             "campaign and conversion day. Markov and Shapley channel totals are spread over (campaign, "
@@ -85,7 +92,9 @@ def _markdown(frame: pl.DataFrame, fmt: str = "{:,.2f}") -> str:
     check_specs=_check_specs(),
     pool=WAREHOUSE_POOL,
     description="Ad journeys and multi-touch attribution credits in warehouse.duckdb (marts schema).",
+    retry_policy=TRANSIENT_RETRY,
 )
+@retry_only_transient
 def attribution_marts(context: dg.AssetExecutionContext, config: AttributionConfig, storage: PlatformStorage):
     windows = Windows(click_days=config.click_window_days, view_days=config.view_window_days)
     con = connect_warehouse(storage.warehouse)

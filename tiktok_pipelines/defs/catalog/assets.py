@@ -10,6 +10,7 @@ import shutil
 import dagster as dg
 import duckdb
 
+from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY, retry_only_transient
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.lake import atomic_replace, sql_path
 from tiktok_pipelines.schemas import CATALOG
@@ -37,7 +38,9 @@ def _build_catalog_asset(name: str) -> dg.AssetsDefinition:
                 columns=[dg.TableColumn(c, t) for c, t in table.columns.items()]
             )
         },
+        retry_policy=TRANSIENT_RETRY,  # reads the catalog export, writes lake/dims: file system hiccups
     )
+    @retry_only_transient
     def _asset(context: dg.AssetExecutionContext, storage: PlatformStorage):
         src = storage.catalog / f"{name}.parquet"
         if not src.exists():

@@ -15,6 +15,7 @@ import dagster as dg
 
 from tiktok_pipelines.defs.catalog.assets import dim_key
 from tiktok_pipelines.defs.ingest.assets import raw_key
+from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY, retry_only_transient
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
 from tiktok_pipelines.features.daily import (
@@ -71,7 +72,9 @@ def _build(entity: str) -> dg.AssetsDefinition:
             "key": KEYS[entity],
             "point_in_time": "events with ts_ms < feature_date 00:00 UTC",
         },
+        retry_policy=TRANSIENT_RETRY,
     )
+    @retry_only_transient
     def _asset(context: dg.AssetExecutionContext, storage: PlatformStorage) -> dg.MaterializeResult:
         day = context.partition_key
         report = write_features(storage.lake, entity, day, _videos_path(storage))

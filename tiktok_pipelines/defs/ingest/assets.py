@@ -6,6 +6,7 @@ the quarantine and the ingest log (the commit record) change together or not at 
 
 import dagster as dg
 
+from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY, retry_only_transient
 from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
 from tiktok_pipelines.ingest.engine import (
     IngestReport,
@@ -99,7 +100,11 @@ def _reason_table(report: IngestReport) -> str:
     return "| reason | rows |\n|---|---|\n" + rows
 
 
-@dg.multi_asset(specs=_specs(), check_specs=_checks(), name="ingest_landing", can_subset=False)
+# Retries: a file system hiccup (EIO/ESTALE/EAGAIN) is retried with backoff, safely: an ingest rolls
+# back uncommitted batches and skips committed files. A bad path or a corrupt lake fails at once.
+@dg.multi_asset(specs=_specs(), check_specs=_checks(), name="ingest_landing", can_subset=False,
+                retry_policy=TRANSIENT_RETRY)
+@retry_only_transient
 def ingest_landing(
     context: dg.AssetExecutionContext,
     config: IngestConfig,

@@ -16,6 +16,7 @@ import dagster as dg
 import polars as pl
 
 from tiktok_pipelines.defs.catalog.assets import dim_key
+from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY, retry_only_transient
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
 from tiktok_pipelines.lake import atomic_replace, sql_path
@@ -59,7 +60,12 @@ def _videos_path(storage: PlatformStorage):
         ),
         "dagster/table_name": TABLE,
     },
+    retry_policy=TRANSIENT_RETRY,
+    # Re-tag when the catalog (dim_videos) changes, evaluated by automation_sensor (defs/ops): the
+    # hourly analytics job reads the last content.video_tags rather than re-training each hour.
+    automation_condition=dg.AutomationCondition.eager(),
 )
+@retry_only_transient
 def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
                storage: PlatformStorage) -> dg.MaterializeResult:
     src = _videos_path(storage)

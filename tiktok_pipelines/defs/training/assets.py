@@ -10,6 +10,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiktok_pipelines.defs.ingest.assets import raw_key
+from tiktok_pipelines.defs.ops.policies import (
+    BATCH_MODEL_FRESHNESS,
+    ONLINE_MODEL_FRESHNESS,
+    TRAINING_RETRY,
+    TRANSIENT_RETRY,
+    retry_only_transient,
+)
 from tiktok_pipelines.defs.resources import (
     JoinerPolicy,
     PlatformStorage,
@@ -89,7 +96,10 @@ def _examples_by_day(storage: PlatformStorage):
     "calibration after the log-odds correction). Each is registered; a challenger replaces the "
     "champion unless worse by more than the margin on the same day. A new torch champion is "
     "published to the serving directory as a full version.",
+    retry_policy=TRAINING_RETRY,  # one retry, and only of a transient error: a retry trains again
+    freshness_policy=BATCH_MODEL_FRESHNESS,  # the daily retrain the server's full snapshots come from
 )
+@retry_only_transient
 def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, joiner_policy: JoinerPolicy,
                   training_policy: TrainingPolicy) -> dg.MaterializeResult:
     from tiktok_pipelines.serving.store import ServingPublisher
@@ -175,7 +185,10 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     "since the serving model was trained go through the same training step, from the model's "
     "current state; only the embedding rows they touched are published, as a delta. Dense "
     "weights go out every `online_dense_every` deltas. Driven by `online_update_sensor`.",
+    retry_policy=TRANSIENT_RETRY,  # publishing is atomic and restarts from the served state: safe to retry
+    freshness_policy=ONLINE_MODEL_FRESHNESS,  # the deltas the model server applies
 )
+@retry_only_transient
 def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, joiner_policy: JoinerPolicy,
                   training_policy: TrainingPolicy):
     from tiktok_pipelines.training.online import online_update

@@ -5,6 +5,11 @@ import dagster as dg
 
 from tiktok_pipelines.defs.catalog.assets import catalog_assets
 from tiktok_pipelines.defs.ingest.assets import INGEST_LOG_KEY, QUARANTINE_KEY, raw_key
+from tiktok_pipelines.defs.ops.policies import (
+    ANALYTICS_FRESHNESS,
+    TRANSIENT_RETRY,
+    retry_only_transient,
+)
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.schemas import STREAMS
 from tiktok_pipelines.warehouse import (
@@ -25,7 +30,9 @@ WAREHOUSE_POOL = "duckdb_warehouse"
     kinds={"duckdb"},
     deps=[raw_key(s) for s in STREAMS] + [QUARANTINE_KEY, INGEST_LOG_KEY] + [a.key for a in catalog_assets],
     description="raw.* views over the Parquet lake and dims.* tables in warehouse.duckdb.",
+    retry_policy=TRANSIENT_RETRY,  # a DuckDB lock held outside Dagster's pool: retried with backoff
 )
+@retry_only_transient
 def warehouse_lake_tables(storage: PlatformStorage) -> dg.MaterializeResult:
     con = connect_warehouse(storage.warehouse)
     try:
@@ -62,7 +69,10 @@ def _published_relations() -> list[dg.AssetKey]:
     deps=[warehouse_lake_tables, *_published_relations()],
     description="analytics.duckdb: the read-only copy analysts query, swapped in atomically after the "
     "warehouse's tables, SQL models, tags, attribution and features are built.",
+    retry_policy=TRANSIENT_RETRY,
+    freshness_policy=ANALYTICS_FRESHNESS,  # what analysts read: refreshed hourly (hourly_analytics_job)
 )
+@retry_only_transient
 def analytics_db(storage: PlatformStorage) -> dg.MaterializeResult:
     size = publish_analytics(storage.warehouse, storage.analytics)
     return dg.MaterializeResult(

@@ -1,0 +1,56 @@
+"""The hourly analytics job and its schedule, and the sensor that evaluates automation conditions.
+
+The daily chain keeps its schedules beside the assets they run: ``features_daily_schedule``
+(02:00 UTC, ``defs/features``) and ``daily_training_job_schedule`` (03:00 UTC, ``defs/training``;
+``batch_rankers`` publishes the full snapshot in the same step when it promotes a torch champion).
+Why those times suffice and why each default status is what it is: ``docs/operations.md``.
+"""
+
+import dagster as dg
+
+# The SQL models (seeds -> staging -> intermediate -> marts, attribution included: its assets are
+# in the marts group), the raw.*/dims.* views they read, and the analysts' copy taken after them.
+# Not video_tags (the content group): it changes only when the catalog does, and its automation
+# condition re-tags then. By group and name, not by imported key: tests build subsets of the defs.
+ANALYTICS_GROUPS = ("seeds", "staging", "intermediate", "marts")
+ANALYTICS_SELECTION = dg.AssetSelection.groups(*ANALYTICS_GROUPS) | dg.AssetSelection.assets(
+    "warehouse_lake_tables", "analytics_db")
+HOURLY_CRON = "30 * * * *"  # half past: away from the 02:00 features and 03:00 retrain starts
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
+
+hourly_analytics_job = dg.define_asset_job(
+    "hourly_analytics_job",
+    selection=ANALYTICS_SELECTION,
+    description="Refresh raw.*/dims.* over the lake, rebuild every SQL model and the attribution marts "
+    "(column tests as checks), then publish analytics.duckdb.",
+)
+
+
+@dg.schedule(
+    job=hourly_analytics_job,
+    cron_schedule=HOURLY_CRON,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every hour at :30 UTC, unless the previous hourly run is still queued or running "
+    "(the warehouse has one writer slot: a second run would only wait behind the first).",
+)
+def hourly_analytics_schedule(context: dg.ScheduleEvaluationContext):
+    busy = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=hourly_analytics_job.name, statuses=IN_FLIGHT), limit=1)
+    if busy:
+        return dg.SkipReason(f"run {busy[0].run_id} of {hourly_analytics_job.name} is still {busy[0].status.value}")
+    when = context.scheduled_execution_time
+    return dg.RunRequest(run_key=when.isoformat() if when else None, tags={"analytics/cadence": "hourly"})
+
+
+# Evaluates the assets' automation conditions (only video_tags has one: eager, so a reloaded
+# catalog is re-tagged). Declared rather than left to Dagster's implicit default sensor so that its
+# status and interval are chosen here: RUNNING, once a minute.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Evaluates the automation conditions (video_tags: eager, after the catalog changes).",
+)
