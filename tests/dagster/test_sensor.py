@@ -49,17 +49,20 @@ def test_cursor_groups_and_run_keys(tmp_path, instance):
     requests, cursor, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [rels[0:2], rels[2:4], rels[4:5]]
     assert len({r.run_key for r in requests}) == 3
-    assert json.loads(cursor)["rel_path"] == rels[-1]
+    assert json.loads(cursor)["arrived_ns"] == (1_800_000_000 + 5) * 10**9
+    assert len(json.loads(cursor)["recent"]) == 5  # all within the grace window of the mark
 
     # Same state, same cursor: nothing; a replayed tick from the old cursor asks for the same keys.
     assert _tick(defs, instance, cursor)[0] == []
     assert [r.run_key for r in _tick(defs, instance, None)[0]] == [r.run_key for r in requests]
 
     # One new file: one run, for it alone.
-    new = _write(landing, 6, 1_800_000_100)
+    new = _write(landing, 6, 1_800_001_000)  # 1,000 s later: beyond the 120-s grace window
     requests2, cursor2, _ = _tick(defs, instance, cursor)
     assert [_files(r) for r in requests2] == [[new]]
-    assert json.loads(cursor2)["rel_path"] == new
+    assert json.loads(cursor2)["arrived_ns"] == 1_800_001_000 * 10**9
+    # the five older files fell out of the window: the cursor stays small
+    assert len(json.loads(cursor2)["recent"]) == 1
 
 
 def test_first_tick_skips_files_already_ingested(tmp_path, instance):
@@ -75,3 +78,36 @@ def test_first_tick_skips_files_already_ingested(tmp_path, instance):
     assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
     requests, cursor, skip = _tick(defs, instance, None)
     assert requests == [] and "no new landing files" in skip
+
+
+def test_a_file_renamed_in_after_the_mark_is_requested(tmp_path, instance):
+    """A collector writes a file, then renames it into the landing zone: the rename keeps the old
+    mtime. The sensor must still see it as new (its ctime is the rename), and a file that lands
+    just behind the mark while the walk runs is caught by the grace window."""
+    import time
+
+    data = tmp_path / "data"
+    landing = data / "landing"
+    defs = _defs(data)
+    first = write_landing(landing, "views", [dumps(valid_record(STREAMS["views"], 1, event_id="a1"))],
+                          seq=1, flushed_at_ms=FLUSHED_AT_MS)
+    requests, cursor, _ = _tick(defs, instance, None)
+    assert [_files(r) for r in requests] == [[first]]
+    time.sleep(0.05)
+    # written an hour "ago" outside the landing zone, renamed in now
+    staged = write_landing(tmp_path / "staging", "views", [dumps(valid_record(STREAMS["views"], 2, event_id="a2"))],
+                           seq=2, flushed_at_ms=FLUSHED_AT_MS + 1000)
+    old = time.time() - 3600
+    os.utime(tmp_path / "staging" / staged, (old, old))
+    (landing / staged).parent.mkdir(parents=True, exist_ok=True)
+    os.rename(tmp_path / "staging" / staged, landing / staged)
+    requests, cursor2, _ = _tick(defs, instance, cursor)
+    assert [_files(r) for r in requests] == [[staged]]
+    assert _tick(defs, instance, cursor2)[0] == []  # and only once
+
+    # a file that arrived 1 s behind the mark and was not requested yet (the walk missed it)
+    mark = json.loads(cursor2)["arrived_ns"]
+    behind = json.dumps({"arrived_ns": mark + 10**9, "recent": [k for k in json.loads(cursor2)["recent"]]})
+    assert _tick(defs, instance, behind)[0] == []  # everything in the window was requested
+    forgot = json.dumps({"arrived_ns": mark + 10**9, "recent": []})
+    assert sorted(f for r in _tick(defs, instance, forgot)[0] for f in _files(r)) == sorted([first, staged])

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from tiktok_pipelines.schemas import LANDING_NAME_RE, STREAMS
@@ -28,6 +29,10 @@ class LandingFile:
     stream: str
     size: int
     flushed_at_ms: int
+    # When the file became visible here: max(mtime, ctime). A collector writes a file, then renames
+    # it in; the rename keeps the mtime but sets the ctime, so a file written earlier and renamed
+    # later still counts as a new arrival. Not part of the identity or the sort order.
+    arrived_ns: int = field(default=0, compare=False)
 
     @property
     def key(self) -> str:
@@ -50,8 +55,11 @@ def safe_landing_path(landing_root: Path, rel_path: str) -> Path:
     Refuses absolute paths, ``..`` components and any symlink on the way (a symlink could point
     anywhere on the machine, and the lake would then ingest it as if the platform had sent it).
     """
+    if "\x00" in rel_path:  # no file system path holds a NUL: os calls would raise ValueError
+        raise UnsafeLandingPath(f"landing path contains a NUL byte: {rel_path!r}")
     p = PurePosixPath(rel_path)
-    if not rel_path or p.is_absolute() or rel_path.startswith("\\") or ":" in p.parts[0]:
+    # p.parts is empty for "." (it raised IndexError here): that case is refused just below.
+    if not rel_path or p.is_absolute() or rel_path.startswith("\\") or (p.parts and ":" in p.parts[0]):
         raise UnsafeLandingPath(f"landing path must be relative: {rel_path!r}")
     # Check the raw components: PurePosixPath would quietly drop "." and empty ones.
     if any(part in ("..", ".", "") for part in rel_path.replace("\\", "/").split("/")):
@@ -74,6 +82,8 @@ def stat_landing_file(landing_root: Path, rel_path: str) -> LandingFile:
     if stream not in STREAMS:
         raise UnsafeLandingPath(f"unknown stream directory {stream!r} in {rel_path!r}")
     st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a directory or a FIFO would fail (or block) the ingest later
+        raise UnsafeLandingPath(f"not a regular file: {rel_path!r}")
     return LandingFile(
         mtime_ns=st.st_mtime_ns,
         rel_path=rel_path,
@@ -100,6 +110,8 @@ def list_landing_files(landing_root: Path, streams: list[str] | None = None) -> 
                 if full.is_symlink():
                     continue
                 st = full.stat()
+                if not stat.S_ISREG(st.st_mode):  # a FIFO or socket named *.ndjson
+                    continue
                 rel = full.relative_to(root).as_posix()
                 out.append(
                     LandingFile(
@@ -108,6 +120,7 @@ def list_landing_files(landing_root: Path, streams: list[str] | None = None) -> 
                         stream=stream,
                         size=st.st_size,
                         flushed_at_ms=_flushed_at_ms(name, st.st_mtime_ns),
+                        arrived_ns=max(st.st_mtime_ns, st.st_ctime_ns),
                     )
                 )
     out.sort()

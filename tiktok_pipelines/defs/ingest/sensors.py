@@ -1,13 +1,18 @@
 """The landing sensor: new files -> ingest runs.
 
-Cursor: a high-water mark (mtime_ns, relative path) of the newest file already requested. Each tick
-lists the landing zone, requests runs for files past the mark in groups of ``files_per_run``, and
-moves the mark. ``run_key`` is the batch id, derived from the files' identities, so a tick that
-re-requests the same files launches nothing new; the ingest itself skips files already in the
-ingest log, so even a run launched twice changes nothing.
+Cursor: a high-water mark of arrival time (``arrived_ns``: the later of a file's mtime and ctime,
+so a file renamed in counts from its rename) plus the keys of the files that arrived within
+``sensor_grace_s`` of the mark. Each tick lists the landing zone and requests runs, in groups of
+``files_per_run``, for every file that arrived after ``mark - grace`` and is not among those keys.
+The grace window covers the listing itself: a directory walk is not atomic, so a file renamed into
+a folder the walk already passed can be older than the newest file the walk saw. Without it that
+file would fall behind the mark and wait for a full run (the soak test caught this).
 
-A file that lands with an older mtime than the mark (a producer that held it back) is not missed
-for good: a run with no file list (the daily job, or a manual run) ingests everything pending.
+``run_key`` is the batch id, derived from the files' identities, so a tick that re-requests the
+same files launches nothing new; the ingest itself skips files already in the ingest log, so even
+a run launched twice changes nothing. A file that arrives later than the grace window allows (a
+clock step backwards) is still not lost: a run with no file list (the daily job, or a manual run)
+ingests everything pending.
 """
 
 
@@ -27,17 +32,24 @@ from tiktok_pipelines.ingest.landing import list_landing_files
     description="Requests an ingest run for new landing files (high-water-mark cursor).",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage, ingest_policy: IngestPolicy):
-    mark = json.loads(context.cursor) if context.cursor else None
+    cursor = json.loads(context.cursor) if context.cursor else None
     files = list_landing_files(storage.landing)
-    if mark is None:
+    grace_ns = int(ingest_policy.sensor_grace_s * 1e9)
+    if cursor is None:
         # First tick on this instance: files an earlier run already ingested are not new.
         done = Lake(storage.lake).ingested_keys()
         new = [f for f in files if f.key not in done]
+        mark = 0
     else:
-        new = [f for f in files if (f.mtime_ns, f.rel_path) > (mark["mtime_ns"], mark["rel_path"])]
+        # "mtime_ns": the cursor of earlier versions (a mark alone, no recent keys).
+        mark = cursor.get("arrived_ns", cursor.get("mtime_ns", 0))
+        recent = set(cursor.get("recent", []))
+        new = [f for f in files if f.arrived_ns > mark - grace_ns and f.key not in recent]
     if files:
-        last = max(files)
-        context.update_cursor(json.dumps({"mtime_ns": last.mtime_ns, "rel_path": last.rel_path}))
+        mark = max(mark, max(f.arrived_ns for f in files))
+        # Every file inside the new window is requested by now (this tick or an earlier one).
+        recent = sorted(f.key for f in files if f.arrived_ns > mark - grace_ns)
+        context.update_cursor(json.dumps({"arrived_ns": mark, "recent": recent}))
     if not new:
         yield dg.SkipReason(f"no new landing files ({len(files)} seen)")
         return
