@@ -296,7 +296,14 @@ def ingest_files(
         report = IngestReport(batch_id=batch_id_for(todo) if todo else None, rolled_back_batches=rolled_back)
         report.skipped_files = sorted(f.rel_path for f in files if f.key in done)
         if todo:
-            _run_batch(todo, report, lake, landing_root, settings, now_ms or int(time.time() * 1000))
+            try:
+                _run_batch(todo, report, lake, landing_root, settings, now_ms or int(time.time() * 1000))
+            except BaseException:
+                # Free the staged bytes now (on a full disk they would keep it full until the next
+                # run); whatever was already moved into the lake is in the pending manifest, which
+                # the next run rolls back.
+                shutil.rmtree(lake.root / STAGING_DIR / report.batch_id, ignore_errors=True)
+                raise
     report.seconds = time.perf_counter() - started
     return report
 

@@ -29,6 +29,7 @@ path learns from what this server served.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -323,8 +324,10 @@ def create_app(server: ModelServer) -> Starlette:
             return _bad("user_id is required")
         except ValueError:
             return _bad("user_id must be an integer")
-        if not -(2**63) <= user_id < 2**63:
-            return _bad("user_id must fit in int64")
+        if not 0 <= user_id < 2**63:
+            # The event contract (schemas.py) has user_id >= 0: a negative id was served, and the
+            # impressions logged for it were quarantined at ingest (found by tests/fuzz).
+            return _bad("user_id must be a non-negative int64")
         try:
             k = int(q.get("k", "10"))
         except ValueError:
@@ -362,7 +365,17 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
     server = ModelServer(data_dir / "serving", catalog_dir=data_dir / "catalog", landing=data_dir / "landing",
                          reload_interval_s=reload_interval_s, models_root=data_dir / "models")
     server.start()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the `finally` below
+        # never runs on a normal stop: flush the buffered impressions here (found by the soak).
+        server.stop()
+
+    app = create_app(server)
+    app.router.lifespan_context = lifespan
     try:
-        uvicorn.run(create_app(server), host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         server.stop()

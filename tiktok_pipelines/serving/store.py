@@ -240,6 +240,10 @@ def load_latest(root: str | os.PathLike, *, after: int = 0, retries: int = 5) ->
 
 def _load_latest(root: Path, after: int) -> ServingState | None:
     seqs = list_versions(root)
+    if not seqs or seqs[-1] <= after:
+        # Nothing newer can exist: return before verifying and loading everything (a server polls
+        # this every second; without the check each poll re-read and re-hashed the whole state).
+        return None
     skipped: list[str] = []
     manifests: dict[int, dict[str, Any]] = {}
     for s in reversed(seqs):
