@@ -1,0 +1,44 @@
+"""The soak test, short: benchmarks/soak.py for 30 s of streaming on a small world.
+
+Everything is real: a Dagster instance driving the sensors' runs, the simulator streaming files
+into the landing zone from its own process, the model server (uvicorn) over HTTP with a client
+process, an analyst process on analytics.duckdb while it is republished. `make soak` is the long
+version (minutes); this one fits CI (about 75 s on 2 busy cores).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_short_soak_loses_nothing_and_fails_nothing(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "0.5", "--users", "500",
+         "--videos", "1000", "--events-per-day", "8000", "--day-seconds", "60", "--publish-every", "12",
+         "--workdir", str(tmp_path / "soak")],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+    assert proc.stdout.strip(), proc.stderr[-5000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(report, indent=1))
+    # The script's own verdict first (every check it made), then the figures the issue names,
+    # asserted here again so a change to the script cannot quietly drop one.
+    assert proc.returncode == 0 and report["ok"], (report["failed"], proc.stderr[-5000:])
+    assert report["events"] > 0 and report["events_server_impressions"] > 0
+    assert report["events"] == report["lake"] + report["quarantine"] + report["duplicates"]
+    assert report["mismatched_files"] == 0 and report["duplicate_event_ids"] == 0
+    assert report["runs_requested"] == report["runs_succeeded"] and not report["runs_failed"]
+    assert report["runs_by_job"]["ingest_job"] > 2 and report["runs_by_job"]["daily_training_job"] == 1
+    assert report["analyst"]["queries"] > 0 and report["analyst"]["failures"] == 0
+    # the analyst had analytics.duckdb swapped under it at least once while querying
+    assert report["analyst"]["files_seen"] >= 2
+    assert report["client"]["requests"] > 0 and report["client"]["errors"] == 0
+    assert not any(int(s) >= 500 for s in report["client"]["status"])
+    assert report["deltas_published"] > 0 and report["client"]["model_seqs_seen"] >= 2  # hot reloads seen
+    assert report["freshness_p50_s"] is not None and report["freshness_p95_s"] >= report["freshness_p50_s"]
