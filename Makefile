@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-analytics clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-analytics soak fuzz faults clean
 
 setup: $(VENV)/.installed
 
@@ -67,6 +67,18 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
 
+## fuzz: every fuzz property of tests/fuzz with FUZZ_EXAMPLES inputs each (default 1000; CI runs a few
+## hundred); the totals are printed and written to $(DATA)/fuzz_summary.json
+fuzz: setup
+	TIKTOK_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),1000) TIKTOK_FUZZ_SUMMARY="$(TIKTOK_DATA_DIR)/fuzz_summary.json" \
+		$(BIN)/pytest -q -s -p no:xdist tests/fuzz
+
+## faults: kill -9 of an ingest, an online update, the snapshot publisher and a server mid-reload; a full
+## lake disk (a tmpfs: needs root); corrupted versions. Each ends in an exactly-once / last-good audit.
+faults: setup
+	$(BIN)/pytest -q -s -p no:xdist tests/faults tests/ingest/test_kill9.py tests/ingest/test_landing_and_recovery.py \
+		tests/serving/test_store.py tests/serving/test_server.py::test_a_corrupt_version_is_not_served
+
 bench: bench-simulator bench-ingest bench-embedding bench-analytics
 
 bench-ingest: setup
@@ -85,6 +97,11 @@ bench-analytics: setup
 ## bench-freshness: landing -> sensors -> ingest -> online update -> delta served (p50/p95 seconds)
 bench-freshness: setup
 	$(BIN)/python benchmarks/freshness.py --rounds $(or $(ROUNDS),12)
+
+## soak: MINUTES (default 5) of everything at once (simulator streaming, sensors ingesting and training
+## online, analysts querying, a client calling the server), then an exactly-once audit; JSON last line
+soak: setup
+	$(BIN)/python benchmarks/soak.py --minutes $(or $(MINUTES),5)
 
 clean:
 	rm -rf "$(TIKTOK_DATA_DIR)" "$(DAGSTER_HOME)"
