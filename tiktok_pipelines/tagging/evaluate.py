@@ -27,38 +27,9 @@ from tiktok_pipelines.tagging.classifier import (
 )
 from tiktok_pipelines.tagging.features import FeatureConfig
 from tiktok_pipelines.tagging.metrics import accuracy, held_out, macro_f1, majority
+from tiktok_pipelines.simulator.kuairec import read_captions_csv
 from tiktok_pipelines.tagging.normalize import video_hashtags
 from tiktok_pipelines.tagging.taxonomy import RulesTagger, Taxonomy
-
-MISSING = "UNKNOWN"
-REQUIRED = ("video_id", "caption", "topic_tag", "first_level_category_name")
-
-
-def read_captions_csv(path: str | Path) -> pl.DataFrame:
-    """``video_id, caption, hashtags (list[str]), category (None when missing)``."""
-    df = pl.read_csv(path, infer_schema=False)
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: not in the video_captions.csv format (missing columns {missing})")
-    if "manual_cover_text" not in df.columns:
-        df = df.with_columns(manual_cover_text=pl.lit(None, pl.String))
-    tags = (
-        pl.col("topic_tag").fill_null("[]").str.strip_chars().str.strip_chars("[]")
-        .str.split(",").list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
-    )
-
-    def _text(col: str) -> pl.Expr:
-        c = pl.col(col).str.strip_chars()
-        return pl.when(c.is_null() | (c == "") | (c == MISSING)).then(None).otherwise(c)
-
-    cat = pl.col("first_level_category_name").str.strip_chars()
-    return df.select(
-        video_id=pl.col("video_id").cast(pl.Int64),
-        caption=pl.coalesce(_text("caption"), _text("manual_cover_text"), pl.lit("")),
-        hashtags=tags,
-        category=pl.when(cat.is_null() | (cat == MISSING) | (cat == "")).then(None).otherwise(cat),
-    )
-
 
 def split_captions_csv(src: str | Path, out_dir: str | Path, test_fraction: float = 0.2,
                        salt: int = 0) -> dict:
