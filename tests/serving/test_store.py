@@ -23,6 +23,7 @@ from tests.serving.publisher_steps import (
     table_contents,
 )
 from tiktok_pipelines.serving.store import (
+    WRITER_LOCK,
     ServingPublisher,
     list_versions,
     load_latest,
@@ -62,7 +63,8 @@ def test_retention_keeps_the_last_k_full_versions_and_their_deltas(tmp_path: Pat
     run(str(root), 14)  # fulls at 1, 5, 9, 13; keep_full=2
     assert list_versions(root) == list(range(9, 15))
     assert_state_is(load_latest(root), 14)
-    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+    # nothing hidden but the writers' lock file: no temp or trash directory left
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == [WRITER_LOCK]
 
 
 def test_a_corrupted_or_truncated_version_is_refused_and_the_last_good_state_kept(tmp_path: Path) -> None:

@@ -21,6 +21,11 @@ The rules that make it safe (DESIGN.md decisions 4-6):
   verify.
 - **A chain.** The state at seq s = the newest full version <= s + every delta after it, each
   delta's ``base_seq`` equal to the seq before it. A reader stops at the first gap.
+- **One writer.** Publications, crash clean-up and retention run under ``writer_lock``, an flock
+  on ``root/.writer.lock``. An online update holds it from reading the newest version to
+  publishing the next: that is a read-modify-write, and two runs of it at once (the daemon
+  launches runs concurrently) would both train the same window, or one would delete the other's
+  ``.tmp-*`` as crash debris. The kernel drops the lock when its holder dies (kill -9).
 - **Retention.** After each full version, all but the newest ``keep_full`` full versions, and
   the deltas based on them, are deleted: first renamed out of the ``vNNNNNNNN`` namespace (one
   atomic step per version), then removed. A reader that loses a race with retention retries.
@@ -32,8 +37,11 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +50,35 @@ import numpy as np
 
 from tiktok_pipelines.embedding.export import apply_delta, export_delta, export_snapshot, load_snapshot
 from tiktok_pipelines.embedding.table import CollisionlessEmbeddingTable
-from tiktok_pipelines.lake import fsync_path, sha256_file
+from tiktok_pipelines.lake import exclusive_lock, fsync_path, sha256_file
 
 FORMAT = "tiktok_pipelines.serving/v1"
 MANIFEST = "manifest.json"
 DENSE_FILE = "dense.npz"
 _VERSION_RE = re.compile(r"^v(\d{8})$")
+WRITER_LOCK = ".writer.lock"
+_held = threading.local()  # the serving roots this thread holds the writer lock of
+
+
+@contextmanager
+def writer_lock(root: str | os.PathLike) -> Iterator[None]:
+    """Hold the serving directory's writer lock for the block (see the module docstring).
+
+    Re-entrant within a thread, so ``ServingPublisher`` can take it around each publication and
+    a caller can hold it around a whole read-train-publish; an flock taken twice by one process
+    on two open files would otherwise wait on itself."""
+    key = str(Path(root).resolve())
+    held = _held.__dict__.setdefault("roots", set())
+    if key in held:
+        yield
+        return
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(Path(root) / WRITER_LOCK):
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
 
 
 class CorruptVersion(ValueError):
@@ -107,13 +138,16 @@ class ServingPublisher:
         self.keep_full = keep_full
         self.root.mkdir(parents=True, exist_ok=True)
         self._needs_full = True
+        self._base: int | None = None  # the version the tables' touched rows are relative to
         self.clean()
 
     def clean(self) -> None:
-        """Remove what crashed publishers and interrupted retention left behind."""
-        for p in self.root.iterdir():
-            if p.name.startswith((".tmp-", ".trash-")):
-                shutil.rmtree(p, ignore_errors=True)
+        """Remove what crashed publishers and interrupted retention left behind (under the writer
+        lock: a ``.tmp-*`` of a publisher that is alive is not debris)."""
+        with writer_lock(self.root):
+            for p in self.root.iterdir():
+                if p.name.startswith((".tmp-", ".trash-")):
+                    shutil.rmtree(p, ignore_errors=True)
 
     def resume_from(self, seq: int) -> None:
         """The tables were just loaded from version ``seq`` of this directory (``load_latest``):
@@ -121,6 +155,7 @@ class ServingPublisher:
         if seq not in list_versions(self.root):
             raise ValueError(f"no version {seq} in {self.root}")
         self._needs_full = False
+        self._base = seq
 
     def publish(self, tables: dict[str, CollisionlessEmbeddingTable], *, now_s: int,
                 dense: dict[str, np.ndarray] | None = None, full: bool = False,
@@ -130,8 +165,21 @@ class ServingPublisher:
         ``dense`` arrays are included when given (required in a full version).
         ``include_optimizer_state``: deltas also carry the touched rows' Adagrad state, so a
         trainer in another process can resume from the store exactly (twice the bytes)."""
+        with writer_lock(self.root):
+            return self._publish(tables, now_s=now_s, dense=dense, full=full, metadata=metadata,
+                                 include_optimizer_state=include_optimizer_state)
+
+    def _publish(self, tables: dict[str, CollisionlessEmbeddingTable], *, now_s: int,
+                 dense: dict[str, np.ndarray] | None, full: bool, metadata: dict[str, Any] | None,
+                 include_optimizer_state: bool) -> dict[str, Any]:
         versions = list_versions(self.root)
         prev = versions[-1] if versions else 0
+        if not full and self._base is not None and prev != self._base:
+            # A delta holds the rows touched since version _base: on top of another version it
+            # would make a chain that reads as valid and is wrong.
+            raise RuntimeError(f"version {prev} of {self.root} was published after this publisher's "
+                               f"tables were loaded from version {self._base}: hold writer_lock "
+                               "from reading the version to publishing the next")
         full = full or self._needs_full or prev == 0
         if full and dense is None:
             raise ValueError("a full version needs the dense parameters")
@@ -186,6 +234,7 @@ class ServingPublisher:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._needs_full = False
+        self._base = seq
         if full:
             self._retain()
         return manifest

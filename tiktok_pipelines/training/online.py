@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from tiktok_pipelines.ingest.engine import Lake
-from tiktok_pipelines.serving.store import ServingPublisher, ServingState, load_latest
+from tiktok_pipelines.serving.store import ServingPublisher, ServingState, load_latest, writer_lock
 from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
 from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
 
@@ -79,7 +79,18 @@ def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike,
                   now_ms: int | None = None) -> OnlineReport:
     """One online update. Every ``full_every`` versions since the last full one, the update is
     published as a full version instead of a delta: readers rebuild the state from the newest
-    full version plus its deltas, so the chain must stay short however often updates run."""
+    full version plus its deltas, so the chain must stay short however often updates run.
+
+    Holds the serving directory's writer lock throughout: it trains from the newest version and
+    publishes the next, so two updates at once (two runs the daemon launched, a CLI run beside a
+    sensor's) must take turns; the second then trains only what the first left."""
+    with writer_lock(serving_root):
+        return _online_update(lake_root, serving_root, config, dense_every=dense_every, full_every=full_every,
+                              batch_size=batch_size, keep_full=keep_full, now_ms=now_ms)
+
+
+def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every: int, full_every: int,
+                   batch_size: int, keep_full: int, now_ms: int | None) -> OnlineReport:
     started = time.perf_counter()
     state = load_latest(serving_root)
     if state is None:

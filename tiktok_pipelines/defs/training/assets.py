@@ -32,7 +32,7 @@ from tiktok_pipelines.training.joiner import (
 )
 
 GROUP = "training"
-
+ONLINE_POOL = "online_update"
 
 @dg.asset(
     group_name=GROUP,
@@ -187,6 +187,10 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     "weights go out every `online_dense_every` deltas. Driven by `online_update_sensor`.",
     retry_policy=TRANSIENT_RETRY,  # publishing is atomic and restarts from the served state: safe to retry
     freshness_policy=ONLINE_MODEL_FRESHNESS,  # the deltas the model server applies
+    # One update at a time: each trains from the version the last one published. The serving
+    # directory's writer lock already serialises them; the pool (one slot, dagster.yaml) makes a
+    # second run wait in the queue, visibly, instead of in a process blocked on the lock.
+    pool=ONLINE_POOL,
 )
 @retry_only_transient
 def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, joiner_policy: JoinerPolicy,
