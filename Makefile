@@ -98,10 +98,11 @@ bench-analytics: setup
 bench-freshness: setup
 	$(BIN)/python benchmarks/freshness.py --rounds $(or $(ROUNDS),12)
 
-## soak: MINUTES (default 5) of everything at once (simulator streaming, sensors ingesting and training
-## online, analysts querying, a client calling the server), then an exactly-once audit; JSON last line
+## soak: MINUTES (default 5) of everything at once (simulator streaming, dagster-daemon's sensors
+## ingesting and training online, analysts querying, a client calling the server), then an exactly-once
+## audit; JSON last line. SOAK_ARGS=--in-process ticks the sensors in process instead of the daemon.
 soak: setup
-	$(BIN)/python benchmarks/soak.py --minutes $(or $(MINUTES),5)
+	$(BIN)/python benchmarks/soak.py --minutes $(or $(MINUTES),5) $(SOAK_ARGS)
 
 clean:
 	rm -rf "$(TIKTOK_DATA_DIR)" "$(DAGSTER_HOME)"

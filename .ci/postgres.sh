@@ -1,6 +1,6 @@
 # Sourced by .ci/run: a throwaway PostgreSQL for tests/ops_pg (the production instance's storage).
 # Installs Debian's package when it is missing, starts a cluster in a temp dir on a free port
-# (trust auth, 127.0.0.1 only), exports DAGSTER_PG_* (what deploy/dagster.postgres.yaml reads) and
+# (trust auth, 127.0.0.1 only), exports DAGSTER_PG_* (what dagster.postgres.yaml reads) and
 # stops the server when the calling shell exits. PostgreSQL refuses to run as root: under root the
 # server runs as the `postgres` user that Debian's package creates.
 

@@ -123,8 +123,23 @@ def test_online_sensor_requests_one_run_per_new_commit_and_the_run_publishes(tmp
     requests, cursor2, skip = tick(cursor)
     assert not requests and "no batch committed" in skip and cursor2 == cursor
 
-    ingest(["2026-11-04"])  # a new commit record: the next tick asks for an update
+    day4 = sorted((f for f in list_landing_files(landing) if "/dt=2026-11-04/" in f.rel_path),
+                  key=lambda f: f.flushed_at_ms)
+    ingest_files(day4[: len(day4) // 2], landing_root=landing, lake_root=lake)  # a new commit record
     newest = sorted((lake / "ingest_log").glob("*.parquet"), key=os.path.getmtime)[-1]
+    requests, cursor, _ = tick(cursor)
+    assert len(requests) == 1 and requests[0].run_key == f"online-{newest.name}"
+
+    # While an update waits in the run queue, new commits request no other: the waiting one will
+    # train them too when it starts. The cursor stays, so a tick after it has started asks again.
+    # (A run created and not yet started; a QUEUED one needs a code location to come from.)
+    queued = instance.create_run_for_job(defs.resolve_job_def("online_update_job"),
+                                         status=dg.DagsterRunStatus.NOT_STARTED)
+    ingest_files(day4[len(day4) // 2 :], landing_root=landing, lake_root=lake)
+    newest = sorted((lake / "ingest_log").glob("*.parquet"), key=os.path.getmtime)[-1]
+    requests, held, skip = tick(cursor)
+    assert not requests and "already waiting" in skip and held == cursor
+    instance.report_run_canceled(queued)
     requests, cursor, _ = tick(cursor)
     assert len(requests) == 1 and requests[0].run_key == f"online-{newest.name}"
 

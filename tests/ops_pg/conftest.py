@@ -9,7 +9,7 @@ import pytest
 from tests.ops_pg.pg_cluster import ENV_VARS, PgServer, find_pg_bin, fresh_database, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[2]
-PROD_YAML = REPO / "deploy" / "dagster.postgres.yaml"
+PROD_YAML = REPO / "dagster.postgres.yaml"
 
 
 @pytest.fixture(scope="session")

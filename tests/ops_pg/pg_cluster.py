@@ -46,7 +46,7 @@ class PgServer:
         )
 
     def env(self) -> dict[str, str]:
-        """The variables deploy/dagster.postgres.yaml reads."""
+        """The variables dagster.postgres.yaml reads."""
         return {"DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port),
                 "DAGSTER_PG_USER": self.user, "DAGSTER_PG_PASSWORD": self.password,
                 "DAGSTER_PG_DB": self.db}

@@ -1,4 +1,4 @@
-"""The production instance (deploy/dagster.postgres.yaml) on a real PostgreSQL server.
+"""The production instance (dagster.postgres.yaml) on a real PostgreSQL server.
 
 Runs of this project's jobs go through an instance loaded from that yaml; what they record is read
 back from Postgres by a fresh instance and by plain SQL, and the warehouse pool's single slot is

@@ -219,15 +219,19 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
 online_update_job = dg.define_asset_job(
     "online_update_job", selection=[online_ranker],
     description="One online update of the torch ranker (see online_ranker).",
+    executor_def=dg.in_process_executor,  # one step: no second process per run (see ingest_job)
 )
 
 
 @dg.sensor(
     job=online_update_job,
-    minimum_interval_seconds=10,
+    # As often as the landing sensor: a tick is a directory listing and a run count, and the
+    # interval is a straight addition to freshness (landing -> served delta).
+    minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests an online update when ingestion commits new batches (a new commit "
-    "record in lake/ingest_log). Cheap: one directory listing per tick.",
+    "record in lake/ingest_log), unless one is already waiting to start. Cheap: one directory "
+    "listing and one run count per tick.",
 )
 def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage):
     log_dir = storage.lake / "ingest_log"
@@ -239,6 +243,17 @@ def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformS
     mark = json.loads(context.cursor) if context.cursor else None
     if mark is not None and (newest[0], newest[1]) <= (mark["mtime_ns"], mark["name"]):
         yield dg.SkipReason(f"no batch committed since {mark['name']}")
+        return
+    # An update trains up to the lake's watermark when its step starts, so one that has not started
+    # yet will also take these batches. Requesting another per commit only grows a queue of runs
+    # (updates take turns in the pool `online_update`) that mostly find nothing left to train,
+    # while the newest data waits behind them: under the daemon's soak the queue reached 7 runs.
+    # The cursor stays put, so a later tick requests the update once the waiting one has started.
+    waiting = context.instance.get_runs_count(dg.RunsFilter(
+        job_name=online_update_job.name,
+        statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]))
+    if waiting:
+        yield dg.SkipReason(f"an online update is already waiting to start ({waiting} queued)")
         return
     context.update_cursor(json.dumps({"mtime_ns": newest[0], "name": newest[1]}))
     # run_key: the newest commit; a tick that sees several new batches trains on all of them at once
