@@ -39,11 +39,8 @@ def _hold_lock(path):
 
 
 def _events(instance, event_type, run_id=None):
-    if run_id:
-        records = instance.get_records_for_run(run_id, of_type=event_type).records
-    else:
-        records = instance.get_event_records(dg.EventRecordsFilter(event_type=event_type), limit=100)
-    return [r.event_log_entry for r in records]
+    run_ids = [run_id] if run_id else [r.run_id for r in instance.get_runs()]
+    return [e for rid in run_ids for e in instance.all_logs(rid, of_type=event_type)]
 
 
 @pytest.fixture
