@@ -23,26 +23,16 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from tests.faults.online_worker import CONFIG
+from tests.training.batch_model import publish_batch_model
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
-from tiktok_pipelines.serving.store import (
-    ServingPublisher,
-    list_versions,
-    load_latest,
-    verify_version,
-)
+from tiktok_pipelines.serving.store import list_versions, load_latest, verify_version
 from tiktok_pipelines.simulator import simulate
-from tiktok_pipelines.training.joiner import (
-    build_examples,
-    examples_between,
-    examples_glob,
-)
-from tiktok_pipelines.training.online import dense_arrays, watermark_ms
-from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
+from tiktok_pipelines.training.joiner import examples_between
+from tiktok_pipelines.training.online import watermark_ms
 
 REPO = Path(__file__).resolve().parents[2]
 TRIALS = 6
@@ -103,14 +93,7 @@ def test_kill_9_during_online_updates_trains_every_impression_once(tmp_path: Pat
     files = list_landing_files(landing)
     ingest_files([f for f in files if "/dt=2026-11-01/" in f.rel_path], landing_root=landing, lake_root=lake)
     # The batch model of day 1, published as the first full version (as the daily retrain does).
-    build_examples(lake, CONFIG)
-    day1 = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)}) ORDER BY ts_ms").to_arrow_table()
-    model = TwoTowerRanker(dim=8)
-    model.fit(day1)
-    first_through = int(day1.column("ts_ms")[day1.num_rows - 1].as_py())
-    ServingPublisher(serving).publish(model.embeddings.tables, now_s=first_through // 1000,
-                                      dense=dense_arrays(model), full=True,
-                                      metadata={"trained_through_ms": first_through})
+    _, first_through = publish_batch_model(lake, serving, CONFIG)
     # Day 2 arrives in 30-minute slices (two 15-minute flushes), 8 hours of them.
     flushes = sorted({f.flushed_at_ms for f in files if "/dt=2026-11-02/" in f.rel_path})
     ends = [str(t) for t in flushes[1:33:2]]

@@ -8,14 +8,14 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
+from tests.training.batch_model import publish_batch_model
+from tiktok_pipelines.embedding.export import read_export
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
-from tiktok_pipelines.serving.store import ServingPublisher, load_latest, read_version_manifest, version_dir
+from tiktok_pipelines.serving.store import load_latest, read_version_manifest, version_dir
 from tiktok_pipelines.simulator import simulate
-from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_between
-from tiktok_pipelines.training.online import dense_arrays, online_update, watermark_ms
-from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
-from tiktok_pipelines.embedding.export import read_export
+from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
+from tiktok_pipelines.training.online import online_update, watermark_ms
 
 CONFIG = JoinerConfig(negative_rate=0.5)
 
@@ -38,17 +38,8 @@ def test_online_updates_catch_up_and_publish_only_touched_rows(world: Path) -> N
     lake, serving = world / "lake", world / "serving"
     assert online_update(lake, serving, CONFIG).reason.startswith("no model")
     ingest_day(world, "2026-11-01")
-    build_examples(lake, CONFIG)
     # the batch model: trained on day 1, published as a full version
-    import duckdb
-    from tiktok_pipelines.training.joiner import examples_glob
-
-    day1 = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)}) ORDER BY ts_ms").to_arrow_table()
-    model = TwoTowerRanker(dim=8)
-    model.fit(day1)
-    through = int(day1.column("ts_ms")[day1.num_rows - 1].as_py())
-    ServingPublisher(serving).publish(model.embeddings.tables, now_s=through // 1000, dense=dense_arrays(model),
-                                      full=True, metadata={"trained_through_ms": through})
+    model, through = publish_batch_model(lake, serving, CONFIG)
     assert online_update(lake, serving, CONFIG).published_seq is None  # nothing new has landed
 
     ingest_day(world, "2026-11-02")

@@ -11,16 +11,15 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import duckdb
 import pytest
 
+from tests.training.batch_model import publish_batch_model
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.serving.store import ServingPublisher, list_versions, load_latest, read_version_manifest
 from tiktok_pipelines.simulator import simulate
-from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_between, examples_glob
+from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
 from tiktok_pipelines.training.online import dense_arrays, online_update, ranker_from_state, watermark_ms
-from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
 
 CONFIG = JoinerConfig(negative_rate=0.5)
 
@@ -33,14 +32,7 @@ def world(tmp_path: Path) -> tuple[Path, int]:
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     files = list_landing_files(landing)
     ingest_files([f for f in files if "/dt=2026-11-01/" in f.rel_path], landing_root=landing, lake_root=lake)
-    build_examples(lake, CONFIG)
-    day1 = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)}) ORDER BY ts_ms").to_arrow_table()
-    model = TwoTowerRanker(dim=8)
-    model.fit(day1)
-    through = int(day1.column("ts_ms")[day1.num_rows - 1].as_py())
-    ServingPublisher(tmp_path / "serving").publish(model.embeddings.tables, now_s=through // 1000,
-                                                   dense=dense_arrays(model), full=True,
-                                                   metadata={"trained_through_ms": through})
+    _, through = publish_batch_model(lake, tmp_path / "serving", CONFIG)
     ingest_files([f for f in files if "/dt=2026-11-02/" in f.rel_path], landing_root=landing, lake_root=lake)
     return tmp_path, through
 
