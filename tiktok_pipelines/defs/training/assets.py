@@ -32,7 +32,8 @@ from tiktok_pipelines.training.joiner import (
 )
 
 GROUP = "training"
-ONLINE_POOL = "online_update"
+ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
+
 
 @dg.asset(
     group_name=GROUP,
