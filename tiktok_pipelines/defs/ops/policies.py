@@ -13,6 +13,7 @@ and timeouts from the file system) propagate and the policy retries them, with e
 anything else becomes ``dg.Failure(allow_retries=False)`` and fails the step at its first attempt.
 """
 
+import contextlib
 import errno
 import functools
 import inspect
@@ -97,6 +98,20 @@ def _not_retried(exc: Exception) -> dg.Failure:
     )
 
 
+@contextlib.contextmanager
+def _transient_only():
+    """The classification ``retry_only_transient`` applies, for plain and generator asset functions
+    alike: transient errors and Dagster's own propagate, anything else becomes a non-retried Failure."""
+    try:
+        yield
+    except (dg.Failure, dg.DagsterError, dg.RetryRequested):
+        raise
+    except Exception as e:
+        if is_transient(e):
+            raise
+        raise _not_retried(e) from e
+
+
 def retry_only_transient(fn):
     """Wrap an asset function so that its RetryPolicy applies to transient errors only: any other
     exception is re-raised as ``dg.Failure(allow_retries=False)`` (its message and type kept, the
@@ -104,32 +119,18 @@ def retry_only_transient(fn):
 
     Apply it under ``@dg.asset(..., retry_policy=...)``; ``functools.wraps`` keeps the signature
     Dagster reads (context, config and resource parameters)."""
-    passthrough = (dg.Failure, dg.DagsterError, dg.RetryRequested)
-
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args, **kwargs):
-            try:
+            with _transient_only():
                 return (yield from fn(*args, **kwargs))
-            except passthrough:
-                raise
-            except Exception as e:
-                if is_transient(e):
-                    raise
-                raise _not_retried(e) from e
 
         return generator
 
     @functools.wraps(fn)
     def function(*args, **kwargs):
-        try:
+        with _transient_only():
             return fn(*args, **kwargs)
-        except passthrough:
-            raise
-        except Exception as e:
-            if is_transient(e):
-                raise
-            raise _not_retried(e) from e
 
     return function
 
