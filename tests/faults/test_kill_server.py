@@ -3,8 +3,9 @@
 A real server process (tests/faults/server_worker.py: ModelServer + uvicorn) polls a serving
 directory while this test publishes versions into it (deltas, and full versions that trigger
 retention). Each version moves one probe user's best video, so the answer tells which state is
-served. Right after a publication, the server is killed with SIGKILL at a random moment within one
-reload's duration (its log tells whether the reload had completed), then a fresh server is started:
+served. After a publication, the server is killed with SIGKILL at a random moment in the first
+quarter of its reload of the new version (its log says when a reload starts and when it completes,
+so the kill is aimed, not left to timing luck on a loaded machine), then a fresh server is started:
 it must serve exactly the newest version, over HTTP. A reload only reads, so nothing on disk may
 change. Last, a version whose bytes were flipped is refused by a running server and by a new one,
 both of which keep serving the last good state.
@@ -84,8 +85,10 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.faults.server_worker", str(serving), str(self.port)],
                                      cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
         self.loaded: queue.Queue = queue.Queue()
+        self.loading: queue.Queue = queue.Queue()
         self.log: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumper = threading.Thread(target=self._pump, daemon=True)
+        self._pumper.start()
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -103,6 +106,19 @@ class Server:
             self.log.append(line.rstrip())
             if m := re.search(r"serving seq (\d+)", line):
                 self.loaded.put(int(m.group(1)))
+            elif m := re.search(r"loading seq (\d+)", line):
+                self.loading.put(int(m.group(1)))
+
+    def wait_loading(self, seq: int, timeout: float = 60) -> None:
+        """Block until the server has started loading version ``seq``."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.loading.get(timeout=0.5) >= seq:
+                    return
+            except queue.Empty:
+                assert self.proc.poll() is None, "\n".join(self.log[-30:])
+        raise AssertionError(f"the server never started loading seq {seq}")
 
     def last_loaded(self) -> int:
         seqs = [0]
@@ -120,6 +136,7 @@ class Server:
     def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self._pumper.join(timeout=30)  # every line the server wrote is read: last_loaded() is exact
         self.client.close()
 
     def stop(self) -> None:
@@ -151,8 +168,8 @@ def test_kill_9_mid_reload_then_a_new_server_serves_the_newest_good_state(tmp_pa
             _point_probe_at(tables, seq)
             full = seq % 3 == 0  # fulls now and then: retention deletes old versions under the reader
             publisher.publish(tables, now_s=seq, dense={"w": np.zeros(1)} if full else None, full=full)
-            # The server polls every 10 ms, so past the first few ms it is loading the new version.
-            time.sleep(rng.uniform(0.02, load_s))
+            server.wait_loading(seq)
+            time.sleep(rng.uniform(0.0, load_s / 4))
             server.kill()
             mid_reload += server.last_loaded() < seq
             on_disk = _fingerprint(serving)
