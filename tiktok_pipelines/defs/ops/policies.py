@@ -23,6 +23,11 @@ from datetime import timedelta
 import dagster as dg
 import duckdb
 
+# Run statuses of a run that may still do its work: a schedule or sensor that must not ask for the
+# same work twice looks for these.
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
+
 
 def _number(name: str, default: float) -> float:
     raw = os.environ.get(name)

@@ -8,6 +8,8 @@ Why those times suffice and why each default status is what it is: ``docs/operat
 
 import dagster as dg
 
+from tiktok_pipelines.defs.ops.policies import IN_FLIGHT
+
 # The SQL models (seeds -> staging -> intermediate -> marts, attribution included: its assets are
 # in the marts group), the raw.*/dims.* views they read, and the analysts' copy taken after them.
 # Not video_tags (the content group): it changes only when the catalog does, and its automation
@@ -16,8 +18,6 @@ ANALYTICS_GROUPS = ("seeds", "staging", "intermediate", "marts")
 ANALYTICS_SELECTION = dg.AssetSelection.groups(*ANALYTICS_GROUPS) | dg.AssetSelection.assets(
     "warehouse_lake_tables", "analytics_db")
 HOURLY_CRON = "30 * * * *"  # half past: away from the 02:00 features and 03:00 retrain starts
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
 
 hourly_analytics_job = dg.define_asset_job(
     "hourly_analytics_job",
