@@ -111,3 +111,113 @@ def test_a_file_renamed_in_after_the_mark_is_requested(tmp_path, instance):
     assert _tick(defs, instance, behind)[0] == []  # everything in the window was requested
     forgot = json.dumps({"arrived_ns": mark + 10**9, "recent": []})
     assert sorted(f for r in _tick(defs, instance, forgot)[0] for f in _files(r)) == sorted([first, staged])
+
+
+def _cursor(swept_ns, sweeps=0):
+    """A cursor whose mark is an hour past every file _write makes: all of them lie behind its window."""
+    return json.dumps({"arrived_ns": (1_800_000_000 + 3600) * 10**9, "recent": [],
+                       "swept_ns": swept_ns, "sweeps": sweeps})
+
+
+def test_the_sweep_requests_files_left_behind_once_per_sweep(tmp_path, instance):
+    """Files behind the cursor's window that no run took (a clock step, a run that failed for good)
+    come back at the next sweep; ingested files and files of queued runs do not."""
+    import time
+
+    data = tmp_path / "data"
+    landing = data / "landing"
+    done, lost, queued = (_write(landing, i, 1_800_000_000 + i) for i in (1, 2, 3))
+    defs = _defs(data, files_per_run=10)
+    assert dg.materialize([ingest_landing], resources=resources_for(data), instance=instance,
+                          run_config={"ops": {"ingest_landing": {"config": {"files": [done]}}}}).success
+    job = defs.resolve_job_def("ingest_job")
+    waiting = instance.create_run_for_job(
+        job_def=job, run_config={"ops": {"ingest_landing": {"config": {"files": [queued]}}}},
+        status=dg.DagsterRunStatus.NOT_STARTED)  # created, not launched yet (queued needs a code server)
+
+    # Far behind the mark, so the window never looks at them; the last sweep was just now: nothing.
+    requests, cursor, skip = _tick(defs, instance, _cursor(time.time_ns()))
+    assert requests == [] and "no new landing files" in skip
+
+    # A sweep is due: only the file that is neither ingested nor queued.
+    due = _cursor(0, sweeps=4)
+    requests, cursor, _ = _tick(defs, instance, due)
+    assert [_files(r) for r in requests] == [[lost]]
+    assert requests[0].tags["landing/sweep"] == "5" and requests[0].run_key.startswith("sweep5-")
+    state = json.loads(cursor)
+    assert state["sweeps"] == 5 and time.time_ns() - state["swept_ns"] < 60 * 10**9
+    # The next tick is within the sweep interval: nothing again. A replay of the due tick asks for
+    # the same run key (Dagster launches it once); the sweep after it, for a new one (a failed run
+    # of that group is tried again).
+    assert _tick(defs, instance, cursor)[0] == []
+    assert [r.run_key for r in _tick(defs, instance, due)[0]] == [requests[0].run_key]
+    again = _tick(defs, instance, _cursor(0, sweeps=5))[0]
+    assert [_files(r) for r in again] == [[lost]] and again[0].run_key != requests[0].run_key
+
+    # The swept run ingests it; the queued run fails without starting: its file is the one left.
+    assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
+    instance.report_run_failed(waiting)
+    requests, _, _ = _tick(defs, instance, _cursor(0))
+    assert [_files(r) for r in requests] == [[queued]]
+
+    # sensor_sweep_s = 0 turns the sweep off.
+    off = dg.Definitions(assets=[ingest_landing], jobs=[ingest_job], sensors=[landing_sensor],
+                         resources={"storage": PlatformStorage(data_dir=str(data)),
+                                    "ingest_policy": IngestPolicy(sensor_sweep_s=0)})
+    assert _tick(off, instance, _cursor(0))[0] == []
+
+
+def test_the_sweep_leaves_the_window_to_the_cursor(tmp_path, instance):
+    """A file inside the window that the cursor already requested is not asked for twice by a sweep
+    in the same tick (its run may not exist yet when the sweep runs)."""
+    data = tmp_path / "data"
+    landing = data / "landing"
+    rel = _write(landing, 1, 1_800_000_000)
+    defs = _defs(data)
+    requests, cursor, _ = _tick(defs, instance, None)
+    assert [_files(r) for r in requests] == [[rel]]
+    state = json.loads(cursor)
+    state["swept_ns"] = 0  # a sweep is due, and the run for the file was never launched
+    assert _tick(defs, instance, json.dumps(state))[0] == []
+    assert json.loads(_tick(defs, instance, json.dumps(state))[1])["sweeps"] == 1
+
+
+def test_a_file_whose_run_failed_is_ingested_by_the_sweep_exactly_once(tmp_path, instance):
+    """A real ingest run fails after moving its Parquet into the lake but before its commit record
+    (the ingest-log folder is unwritable: a file stands in its place). The sensor has used that run's
+    key; the sweep asks for the file again, the new run rolls the half-published batch back and
+    commits it, and the lake holds each event once."""
+    import shutil
+
+    from tiktok_pipelines.ingest.engine import Lake, lake_row_count
+
+    data = tmp_path / "data"
+    landing = data / "landing"
+    lines = [dumps(valid_record(STREAMS["views"], i, event_id=f"f{i}")) for i in range(7)]
+    rel = write_landing(landing, "views", lines, seq=1, flushed_at_ms=FLUSHED_AT_MS)
+    # No grace window (a file at the mark is behind it) and a sweep on every tick after the first.
+    defs = dg.Definitions(assets=[ingest_landing], jobs=[ingest_job], sensors=[landing_sensor],
+                          resources={"storage": PlatformStorage(data_dir=str(data)),
+                                     "ingest_policy": IngestPolicy(sensor_grace_s=0, sensor_sweep_s=0.001)})
+    job = defs.resolve_job_def("ingest_job")
+    requests, cursor, _ = _tick(defs, instance, None)
+    assert [_files(r) for r in requests] == [[rel]]
+
+    log_dir = data / "lake" / "ingest_log"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_dir.write_text("not a directory")
+    failed = job.execute_in_process(run_config=requests[0].run_config, instance=instance, raise_on_error=False)
+    assert not failed.success
+    # half published: the batch's Parquet is in the lake, its manifest pending, no commit record
+    assert list((data / "lake" / "_pending").glob("*.json"))
+    assert list((data / "lake" / "events" / "views").rglob("*.parquet"))
+    log_dir.unlink()  # the operator frees the path; nothing re-requests the file but the sweep
+
+    requests, cursor, _ = _tick(defs, instance, cursor)
+    assert [_files(r) for r in requests] == [[rel]] and "landing/sweep" in requests[0].tags
+    assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
+    assert lake_row_count(data / "lake", "views") == len(lines)
+    assert len(Lake(data / "lake").read_ingest_log()) == 1
+    requests, _, skip = _tick(defs, instance, cursor)
+    assert requests == [] and "no new landing files" in skip

@@ -73,6 +73,9 @@ class IngestPolicy(dg.ConfigurableResource):
     max_lateness_days: int = 30
     files_per_run: int = 200  # the sensor groups new files into runs of at most this many
     sensor_grace_s: float = 120.0  # the sensor re-examines files that arrived this long before its mark
+    # Every this many seconds the sensor also requests any landing file behind its window that is
+    # neither ingested nor in a queued/running run (a clock step, a run that failed for good); 0: never.
+    sensor_sweep_s: float = 300.0
     chunk_mb: int = 256  # landing bytes validated per pass (bounds a run's memory)
     duckdb_threads: int = 0  # 0: one per core
 
@@ -125,6 +128,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             future_skew_seconds=int(_env("TIKTOK_FUTURE_SKEW_SECONDS", "300")),
             max_lateness_days=int(_env("TIKTOK_MAX_LATENESS_DAYS", "30")),
             files_per_run=int(_env("TIKTOK_FILES_PER_RUN", "200")),
+            sensor_sweep_s=float(_env("TIKTOK_SENSOR_SWEEP_S", "300")),
         ),
         "training_policy": TrainingPolicy(
             promotion_margin_auc=float(_env("TIKTOK_PROMOTION_MARGIN_AUC", "0.002")),
