@@ -15,11 +15,11 @@ from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
 from tiktok_pipelines.schemas import STREAMS
 
 
-def _defs(data, files_per_run=2):
+def _defs(data, files_per_run=2, **policy):
     return dg.Definitions(
         assets=[ingest_landing], jobs=[ingest_job], sensors=[landing_sensor],
         resources={"storage": PlatformStorage(data_dir=str(data)),
-                   "ingest_policy": IngestPolicy(files_per_run=files_per_run)},
+                   "ingest_policy": IngestPolicy(files_per_run=files_per_run, **policy)},
     )
 
 
@@ -33,23 +33,28 @@ def _files(rr):
     return rr.run_config["ops"]["ingest_landing"]["config"]["files"]
 
 
-def _write(landing, seq, mtime_s):
-    rel = write_landing(landing, "views", [dumps(valid_record(STREAMS["views"], seq, event_id=f"e{seq}"))],
-                        seq=seq, flushed_at_ms=FLUSHED_AT_MS + seq * 1000)
-    os.utime(landing / rel, (mtime_s, mtime_s))  # arrival order is explicit, not the clock's
-    return rel
+def _write(landing, seq):
+    """A landing file; it arrives now (its ctime), so files arrive in the order they are written."""
+    return write_landing(landing, "views", [dumps(valid_record(STREAMS["views"], seq, event_id=f"e{seq}"))],
+                         seq=seq, flushed_at_ms=FLUSHED_AT_MS + seq * 1000)
+
+
+def _ctime_ns(landing, rel):
+    return os.stat(landing / rel).st_ctime_ns
 
 
 def test_cursor_groups_and_run_keys(tmp_path, instance):
+    import time
+
     data = tmp_path / "data"
     landing = data / "landing"
-    rels = [_write(landing, i, 1_800_000_000 + i) for i in range(1, 6)]
-    defs = _defs(data)
+    rels = [_write(landing, i) for i in range(1, 6)]
+    defs = _defs(data, sensor_grace_s=1.0)  # a short window, so that a test can step past it
 
     requests, cursor, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [rels[0:2], rels[2:4], rels[4:5]]
     assert len({r.run_key for r in requests}) == 3
-    assert json.loads(cursor)["arrived_ns"] == (1_800_000_000 + 5) * 10**9
+    assert json.loads(cursor)["arrived_ns"] == max(_ctime_ns(landing, r) for r in rels)
     assert len(json.loads(cursor)["recent"]) == 5  # all within the grace window of the mark
 
     # Same state, same cursor: nothing; a replayed tick from the old cursor asks for the same keys.
@@ -57,18 +62,40 @@ def test_cursor_groups_and_run_keys(tmp_path, instance):
     assert [r.run_key for r in _tick(defs, instance, None)[0]] == [r.run_key for r in requests]
 
     # One new file: one run, for it alone.
-    new = _write(landing, 6, 1_800_001_000)  # 1,000 s later: beyond the 120-s grace window
+    time.sleep(1.2)  # beyond the 1-s grace window
+    new = _write(landing, 6)
     requests2, cursor2, _ = _tick(defs, instance, cursor)
     assert [_files(r) for r in requests2] == [[new]]
-    assert json.loads(cursor2)["arrived_ns"] == 1_800_001_000 * 10**9
+    assert json.loads(cursor2)["arrived_ns"] == _ctime_ns(landing, new)
     # the five older files fell out of the window: the cursor stays small
     assert len(json.loads(cursor2)["recent"]) == 1
+
+
+def test_a_future_mtime_does_not_hide_later_files(tmp_path, instance):
+    """A file copied with its mtime kept (cp -p, rsync -t) from a host whose clock runs a day ahead:
+    its arrival is its ctime, so the mark stays at now and the next file is requested on the next
+    tick, not a day (or a sweep) later."""
+    import time
+
+    data = tmp_path / "data"
+    landing = data / "landing"
+    defs = _defs(data, sensor_sweep_s=0)  # no sweep: the window alone must see it
+    ahead = _write(landing, 1)
+    tomorrow = time.time() + 86_400
+    os.utime(landing / ahead, (tomorrow, tomorrow))
+    requests, cursor, _ = _tick(defs, instance, None)
+    assert [_files(r) for r in requests] == [[ahead]]
+    assert json.loads(cursor)["arrived_ns"] < time.time_ns()  # the ctime, not tomorrow's mtime
+    later = _write(landing, 2)
+    requests, cursor, _ = _tick(defs, instance, cursor)
+    assert [_files(r) for r in requests] == [[later]]
+    assert _tick(defs, instance, cursor)[0] == []
 
 
 def test_first_tick_skips_files_already_ingested(tmp_path, instance):
     data = tmp_path / "data"
     landing = data / "landing"
-    rels = [_write(landing, i, 1_800_000_000 + i) for i in range(1, 4)]
+    rels = [_write(landing, i) for i in range(1, 4)]
     defs = _defs(data, files_per_run=10)
     assert dg.materialize([ingest_landing], resources=resources_for(data), instance=instance,
                           run_config={"ops": {"ingest_landing": {"config": {"files": rels[:2]}}}}).success
@@ -114,8 +141,10 @@ def test_a_file_renamed_in_after_the_mark_is_requested(tmp_path, instance):
 
 
 def _cursor(swept_ns, sweeps=0):
-    """A cursor whose mark is an hour past every file _write makes: all of them lie behind its window."""
-    return json.dumps({"arrived_ns": (1_800_000_000 + 3600) * 10**9, "recent": [],
+    """A cursor whose mark is an hour from now: every file on disk lies behind its window."""
+    import time
+
+    return json.dumps({"arrived_ns": time.time_ns() + 3600 * 10**9, "recent": [],
                        "swept_ns": swept_ns, "sweeps": sweeps})
 
 
@@ -126,7 +155,7 @@ def test_the_sweep_requests_files_left_behind_once_per_sweep(tmp_path, instance)
 
     data = tmp_path / "data"
     landing = data / "landing"
-    done, lost, queued = (_write(landing, i, 1_800_000_000 + i) for i in (1, 2, 3))
+    done, lost, queued = (_write(landing, i) for i in (1, 2, 3))
     defs = _defs(data, files_per_run=10)
     assert dg.materialize([ingest_landing], resources=resources_for(data), instance=instance,
                           run_config={"ops": {"ingest_landing": {"config": {"files": [done]}}}}).success
@@ -172,7 +201,7 @@ def test_the_sweep_leaves_the_window_to_the_cursor(tmp_path, instance):
     in the same tick (its run may not exist yet when the sweep runs)."""
     data = tmp_path / "data"
     landing = data / "landing"
-    rel = _write(landing, 1, 1_800_000_000)
+    rel = _write(landing, 1)
     defs = _defs(data)
     requests, cursor, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [[rel]]

@@ -29,9 +29,12 @@ class LandingFile:
     stream: str
     size: int
     flushed_at_ms: int
-    # When the file became visible here: max(mtime, ctime). A collector writes a file, then renames
-    # it in; the rename keeps the mtime but sets the ctime, so a file written earlier and renamed
-    # later still counts as a new arrival. Not part of the identity or the sort order.
+    # When the file became visible here: its ctime. A collector writes a file, then renames it in;
+    # the rename keeps the mtime but sets the ctime, so a file written earlier and renamed later
+    # still counts as a new arrival. And only the kernel (or the NFS server) sets a ctime, from its
+    # own clock: an mtime can be anything (cp -p, rsync -t, touch -d, a writer whose clock runs
+    # ahead), and one file with an mtime a day ahead would have pushed the sensor's mark a day
+    # past every file after it. Not part of the identity or the sort order.
     arrived_ns: int = field(default=0, compare=False)
 
     @property
@@ -120,7 +123,7 @@ def list_landing_files(landing_root: Path, streams: list[str] | None = None) -> 
                         stream=stream,
                         size=st.st_size,
                         flushed_at_ms=_flushed_at_ms(name, st.st_mtime_ns),
-                        arrived_ns=max(st.st_mtime_ns, st.st_ctime_ns),
+                        arrived_ns=st.st_ctime_ns,
                     )
                 )
     out.sort()

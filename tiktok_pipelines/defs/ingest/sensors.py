@@ -1,7 +1,7 @@
 """The landing sensor: new files -> ingest runs.
 
-Cursor: a high-water mark of arrival time (``arrived_ns``: the later of a file's mtime and ctime,
-so a file renamed in counts from its rename) plus the keys of the files that arrived within
+Cursor: a high-water mark of arrival time (``arrived_ns``: a file's ctime, so a file renamed in
+counts from its rename, and a preserved or future mtime cannot move the mark) plus the keys of the files that arrived within
 ``sensor_grace_s`` of the mark. Each tick lists the landing zone and requests runs, in groups of
 ``files_per_run``, for every file that arrived after ``mark - grace`` and is not among those keys.
 The grace window covers the listing itself: a directory walk is not atomic, so a file renamed into
@@ -13,7 +13,7 @@ same files launches nothing new; the ingest itself skips files already in the in
 a run launched twice changes nothing.
 
 The sweep. Two kinds of file never come back into the window: one whose arrival time falls behind
-it (a clock stepped backwards on the host that wrote it, a copy that kept an old ctime), and one
+it (the clock that sets ctimes, the landing host's or the NFS server's, stepped backwards), and one
 whose ingest run failed for good (its retries spent on a full disk, a run worker killed) — its
 ``run_key`` is used, so Dagster would not launch it again. No scheduled job ingests (the daily and
 hourly jobs read the lake), so without the sweep such files would wait for a person to run
