@@ -3,14 +3,17 @@
 ``benchmarks/soak.py`` evaluates these in process (``--in-process``) or hands this file to a real
 ``dagster-daemon run -f benchmarks/soak_defs.py``, which loads it in a code server of its own and
 launches every run the sensors request in a run worker process, as in production. The daemon gets
-the work directory and the republish interval from the environment (``TIKTOK_SOAK_WORK``,
-``TIKTOK_SOAK_PUBLISH_EVERY``).
+the work directory, the republish interval and the landing sensor's sweep interval from the
+environment (``TIKTOK_SOAK_WORK``, ``TIKTOK_SOAK_PUBLISH_EVERY``, ``TIKTOK_SOAK_SWEEP_S``).
 
 What differs from the product's code location, and why: only the assets the loop touches (the
 features, tagging and SQL marts would compete for the two cores without changing what the soak
 audits), LightGBM with 30 rounds (the warm-up's batch retrain in seconds), and
 ``analytics_republish_sensor`` in place of the hourly schedule, so analysts see the database
-swapped under them every ``TIKTOK_SOAK_PUBLISH_EVERY`` seconds rather than once an hour.
+swapped under them every ``TIKTOK_SOAK_PUBLISH_EVERY`` seconds rather than once an hour, and the
+landing sensor's sweep every 30 s rather than 5 min, so that even the short soak sweeps while runs
+are queued, running and committing (a sweep that asked for a file some run was taking would show
+as an ingest run tagged ``landing/sweep``: the soak counts them).
 """
 
 import os
@@ -39,7 +42,7 @@ analytics_publish_job = dg.define_asset_job(
 catalog_job = dg.define_asset_job("catalog_job", selection=dg.AssetSelection.assets(*catalog_assets))
 
 
-def build_defs(work: Path, publish_every: float = 30.0) -> dg.Definitions:
+def build_defs(work: Path, publish_every: float = 30.0, sweep_s: float = 30.0) -> dg.Definitions:
 
     @dg.sensor(job=analytics_publish_job, minimum_interval_seconds=max(1, int(publish_every)),
                default_status=dg.DefaultSensorStatus.RUNNING,
@@ -55,10 +58,11 @@ def build_defs(work: Path, publish_every: float = 30.0) -> dg.Definitions:
                 warehouse_lake_tables, analytics_db],
         jobs=[ingest_job, online_update_job, daily_training_job, analytics_publish_job, catalog_job],
         sensors=[landing_sensor, online_update_sensor, analytics_republish_sensor],
-        resources={"storage": PlatformStorage(data_dir=str(work)), "ingest_policy": IngestPolicy(),
+        resources={"storage": PlatformStorage(data_dir=str(work)), "ingest_policy": IngestPolicy(sensor_sweep_s=sweep_s),
                    "joiner_policy": JoinerPolicy(), "training_policy": TrainingPolicy(lgbm_rounds=30)},
     )
 
 
 if "TIKTOK_SOAK_WORK" in os.environ:  # loaded by dagster-daemon
-    defs = build_defs(Path(os.environ["TIKTOK_SOAK_WORK"]), float(os.environ.get("TIKTOK_SOAK_PUBLISH_EVERY", "30")))
+    defs = build_defs(Path(os.environ["TIKTOK_SOAK_WORK"]), float(os.environ.get("TIKTOK_SOAK_PUBLISH_EVERY", "30")),
+                      float(os.environ.get("TIKTOK_SOAK_SWEEP_S", "30")))

@@ -25,7 +25,7 @@ def test_short_soak_loses_nothing_and_fails_nothing(tmp_path):
         # the first deltas land to see a hot reload.
         [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "1", "--users", "500",
          "--videos", "1000", "--events-per-day", "8000", "--day-seconds", "60", "--publish-every", "12",
-         "--workdir", str(tmp_path / "soak")],
+         "--sweep-s", "15", "--workdir", str(tmp_path / "soak")],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
     assert proc.stdout.strip(), proc.stderr[-5000:]
@@ -40,6 +40,9 @@ def test_short_soak_loses_nothing_and_fails_nothing(tmp_path):
     assert report["mode"] == "dagster-daemon" and report["exit_codes"]["daemon"] == 0
     assert report["runs_requested"] == report["runs_succeeded"] and not report["runs_not_succeeded"]
     assert report["checks_failed"] == []
+    # The landing sensor swept while runs were queued, running and committing, and found nothing
+    # left behind: a sweep run here would mean it asked for a file some run was already taking.
+    assert report["landing_sweeps"] >= 1 and report["ingest_runs_from_sweep"] == 0
     # the daemon's sensors requested ingests, online updates and republishes (the warm-up ran 1-2 of each)
     assert report["runs_by_job"]["ingest_job"] > 3 and report["runs_by_job"]["daily_training_job"] == 1
     assert report["runs_by_job"]["online_update_job"] > 1 and report["analytics_publishes"] > 1
