@@ -142,3 +142,61 @@ def test_full_disk_fails_cleanly_then_every_line_is_committed_once(tmp_path: Pat
         assert again.batch_id is None and kill9_test._books(mnt) == expected
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+
+@pytest.mark.slow
+def test_a_run_that_failed_on_a_full_disk_is_swept_in_once_there_is_room(tmp_path: Path) -> None:
+    """The production path of the same fault: the landing sensor's run fails on the full lake disk
+    (ENOSPC is not retried), an operator frees space, and nobody runs anything by hand: the
+    sensor's sweep asks for the files again and the lake ends with every line once."""
+    import dagster as dg
+
+    from tiktok_pipelines.defs.ingest.assets import ingest_job, ingest_landing
+    from tiktok_pipelines.defs.ingest.sensors import landing_sensor
+    from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
+
+    data = tmp_path / "data"
+    simulate(data, seed=6, users=200, videos=300, days=1, events_per_day=8_000, start_date="2026-11-01",
+             kuairec_dir=None, dirty_rate=0.02, write_truth=False)
+    landing = data / "landing"
+    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=tmp_path / "ref" / "lake",
+                 settings=SETTINGS)
+    expected = kill9_test._books(tmp_path / "ref")
+
+    # No grace window (a file at the mark is behind it) and a sweep on every tick after the first.
+    mnt = tmp_path / "lakefs"
+    policy = IngestPolicy(files_per_run=1_000, sensor_grace_s=0, sensor_sweep_s=0.001, duckdb_threads=1)
+    defs = dg.Definitions(assets=[ingest_landing], jobs=[ingest_job], sensors=[landing_sensor],
+                          resources={"storage": PlatformStorage(data_dir=str(data), lake_dir=str(mnt / "lake")),
+                                     "ingest_policy": policy})
+    job = defs.resolve_job_def("ingest_job")
+    _mount_tmpfs(mnt, "8m")
+    try:
+        with dg.instance_for_test() as instance:
+
+            def tick(cursor):
+                ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                              resources=defs.resources)
+                r = landing_sensor.evaluate_tick(ctx)
+                return r.run_requests or [], r.cursor
+
+            requests, cursor = tick(None)
+            assert len(requests) == 1 and "landing/sweep" not in requests[0].tags
+            _leave_free(mnt, 16 << 10)
+            failed = job.execute_in_process(run_config=requests[0].run_config, instance=instance,
+                                            raise_on_error=False)
+            assert not failed.success
+            errors = [e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure]
+            assert any("No space left on device" in err for err in errors), errors
+            assert not list((mnt / "lake" / "ingest_log").glob("*.parquet"))
+
+            (mnt / "filler").unlink()  # room again; no manual run follows
+            requests, cursor = tick(cursor)
+            assert len(requests) == 1 and requests[0].tags["landing/sweep"] == "1"
+            assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
+            assert kill9_test._books(mnt) == expected
+            assert _leftovers(mnt / "lake") == []
+            assert tick(cursor)[0] == []  # and the sweep after that finds nothing left
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
