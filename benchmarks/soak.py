@@ -328,6 +328,8 @@ def _activity(instance) -> dict:
     update's step started and which serving seq it published, and every failed asset check."""
     import dagster as dg
 
+    from tiktok_pipelines.defs.ingest.sensors import files_named_by
+
     runs = instance.get_runs()
     out = {"by_job": Counter(r.job_name for r in runs), "status": Counter(r.status.value for r in runs),
            "not_succeeded": [f"{r.job_name} {r.run_id} {r.status.value}" for r in runs
@@ -344,7 +346,7 @@ def _activity(instance) -> dict:
                 out["failed_checks"].append(f"{c.asset_key.to_user_string()}:{c.check_name} ({r.job_name})")
         mats = [e for e in events if e.dagster_event.is_step_materialization]
         if r.job_name == "ingest_job" and r.status == dg.DagsterRunStatus.SUCCESS:
-            files = (r.run_config or {}).get("ops", {}).get("ingest_landing", {}).get("config", {}).get("files")
+            files = files_named_by(r.run_config)
             if files and mats:  # a sensor's run (the final catch-up has no file list)
                 out["ingests"].append((min(e.timestamp for e in mats), files))
         elif r.job_name == "online_update_job":

@@ -152,6 +152,7 @@ def test_a_run_that_failed_on_a_full_disk_is_swept_in_once_there_is_room(tmp_pat
     sensor's sweep asks for the files again and the lake ends with every line once."""
     import dagster as dg
 
+    from tests.dagster.test_sensor import _tick
     from tiktok_pipelines.defs.ingest.assets import ingest_job, ingest_landing
     from tiktok_pipelines.defs.ingest.sensors import landing_sensor
     from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
@@ -174,14 +175,7 @@ def test_a_run_that_failed_on_a_full_disk_is_swept_in_once_there_is_room(tmp_pat
     _mount_tmpfs(mnt, "8m")
     try:
         with dg.instance_for_test() as instance:
-
-            def tick(cursor):
-                ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                              resources=defs.resources)
-                r = landing_sensor.evaluate_tick(ctx)
-                return r.run_requests or [], r.cursor
-
-            requests, cursor = tick(None)
+            requests, cursor, _ = _tick(defs, instance, None)
             assert len(requests) == 1 and "landing/sweep" not in requests[0].tags
             _leave_free(mnt, 16 << 10)
             failed = job.execute_in_process(run_config=requests[0].run_config, instance=instance,
@@ -192,11 +186,11 @@ def test_a_run_that_failed_on_a_full_disk_is_swept_in_once_there_is_room(tmp_pat
             assert not list((mnt / "lake" / "ingest_log").glob("*.parquet"))
 
             (mnt / "filler").unlink()  # room again; no manual run follows
-            requests, cursor = tick(cursor)
+            requests, cursor, _ = _tick(defs, instance, cursor)
             assert len(requests) == 1 and requests[0].tags["landing/sweep"] == "1"
             assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
             assert kill9_test._books(mnt) == expected
             assert _leftovers(mnt / "lake") == []
-            assert tick(cursor)[0] == []  # and the sweep after that finds nothing left
+            assert _tick(defs, instance, cursor)[0] == []  # and the sweep after that finds nothing left
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -1,8 +1,8 @@
 """The landing sensor: new files -> ingest runs.
 
 Cursor: a high-water mark of arrival time (``arrived_ns``: a file's ctime, so a file renamed in
-counts from its rename, and a preserved or future mtime cannot move the mark) plus the keys of the files that arrived within
-``sensor_grace_s`` of the mark. Each tick lists the landing zone and requests runs, in groups of
+counts from its rename, and a preserved or future mtime cannot move the mark) plus the keys of
+the files that arrived within ``sensor_grace_s`` of the mark. Each tick lists the landing zone and requests runs, in groups of
 ``files_per_run``, for every file that arrived after ``mark - grace`` and is not among those keys.
 The grace window covers the listing itself: a directory walk is not atomic, so a file renamed into
 a folder the walk already passed can be older than the newest file the walk saw. Without it that
@@ -37,12 +37,18 @@ from tiktok_pipelines.ingest.engine import Lake, batch_id_for
 from tiktok_pipelines.ingest.landing import LandingFile, list_landing_files
 
 
+def files_named_by(run_config) -> list[str]:
+    """The landing paths a run's config gives ``ingest_landing``; [] for a run that takes every
+    pending file (no file list) or does not ingest."""
+    cfg = (run_config or {}).get("ops", {}).get("ingest_landing", {}).get("config", {})
+    return list(cfg.get("files") or [])
+
+
 def _files_in_flight(instance: dg.DagsterInstance) -> set[str]:
     """Landing paths named by ingest runs that are queued or running (any job, any sensor)."""
     named: set[str] = set()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
-        cfg = (run.run_config or {}).get("ops", {}).get("ingest_landing", {}).get("config", {})
-        named.update(cfg.get("files") or [])
+        named.update(files_named_by(run.run_config))
     return named
 
 
