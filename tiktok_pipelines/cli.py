@@ -122,31 +122,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _movielens_experiment(args: argparse.Namespace) -> int:
-    from tiktok_pipelines.experiments.monolith import (
-        collisionless_vs_hashing_split,
-        online_vs_batch_split,
-    )
+    from tiktok_pipelines.experiments.monolith import ExperimentConfig, compare, markdown
     from tiktok_pipelines.experiments.movielens import read_movielens, time_split
 
     fmt, examples = read_movielens(Path(args.movielens))
     train, evaluation, cut_ms = time_split(examples, args.train_fraction)
-    interval = args.sync_interval
-    a = online_vs_batch_split(train, evaluation, negative_rate=1.0, dim=args.dim,
-                              intervals={"batch_only": None, "online": interval})
-    b = collisionless_vs_hashing_split(train, evaluation, negative_rate=1.0, dim=args.dim)
+    intervals = sorted(set(args.sync_interval or [86_400, 3_600, 900]), reverse=True)
+    cfg = ExperimentConfig(negative_rate=1.0, label_window_s=0, dim=args.dim, seeds=tuple(range(args.seeds)),
+                           intervals=tuple((f"every_{s}s", s) for s in intervals))
+    result = compare(train, evaluation, cfg)
     cut = dt.datetime.fromtimestamp(cut_ms / 1000, dt.timezone.utc).isoformat()
     print(f"{fmt}: {examples.num_rows:,} ratings; trained on the first {args.train_fraction:.0%} by time "
-          f"(before {cut}), evaluated on the rest ({evaluation.num_rows:,}); online syncs every {interval} s")
-    print(f"| model | AUC |\n|---|---|\n| batch only | {a['auc']['batch_only']:.4f} |\n"
-          f"| online | {a['auc']['online']:.4f} |\n| collisionless | {b['auc_collisionless']:.4f} |\n"
-          f"| hashing trick (equal memory) | {b['auc_hashing']:.4f} |")
+          f"(before {cut}), evaluated on the rest ({evaluation.num_rows:,}); label = rating >= 4")
+    print(markdown(result))
     print(json.dumps({
-        "dataset": fmt, "auc_batch": a["auc"]["batch_only"], "auc_online": a["auc"]["online"],
-        "auc_collisionless": b["auc_collisionless"], "auc_hashing": b["auc_hashing"],
-        "hashing_collision_rate": b["hashing_collision_rate"],
+        "dataset": fmt, **{k: result[k] for k in (
+            "auc_popularity", "auc_mf", "auc_batch", "auc_online", "auc_collisionless", "auc_hashing",
+            "auc_hashing_equal_memory", "auc_online_by_sync", "hashing_collision_rate",
+            "hashing_collision_rate_equal_memory", "ece_batch", "ece_mf", "ece_popularity", "seeds", "std",
+            "epochs", "verdict")},
         "split": {"train_fraction": args.train_fraction, "cut": cut, "train_examples": train.num_rows,
                   "eval_examples": evaluation.num_rows},
-        "sync_interval_s": interval, "label": "rating >= 4",
+        "sync_interval_s": intervals[-1], "sync_intervals_s": intervals, "label": "rating >= 4",
     }))
     return 0
 
@@ -158,7 +155,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         return _movielens_experiment(args)
     try:
         report = run_experiments(args.data_dir, train_days=args.train_days, negative_rate=args.negative_rate,
-                                 dim=args.dim, closed_loop_days=args.closed_loop_days, kuairec_dir=DEFAULT_KUAIREC)
+                                 dim=args.dim, closed_loop_days=args.closed_loop_days, kuairec_dir=DEFAULT_KUAIREC,
+                                 seeds=args.seeds)
     except FileNotFoundError as e:
         print(e, file=sys.stderr)
         return 2
@@ -295,7 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--movielens", default=None, help="a MovieLens-100K or ml-latest-small directory "
                    "(format detected from its files) instead of the simulator's examples")
     e.add_argument("--train-fraction", type=float, default=0.8, help="MovieLens: time-ordered split")
-    e.add_argument("--sync-interval", type=int, default=86_400, help="MovieLens: online sync, seconds")
+    e.add_argument("--sync-interval", type=int, action="append", default=None,
+                   help="MovieLens: an online arm's sync interval in seconds; repeat for several "
+                   "(default 86400, 3600 and 900); auc_online is the shortest")
+    e.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1; every figure is their mean (and std)")
     e.add_argument("--closed-loop-days", type=int, default=4,
                    help="(d): days the model serves the simulated users after a 3-day warm-up (0 skips it)")
     e.set_defaults(func=_cmd_experiment)

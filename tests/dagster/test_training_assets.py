@@ -55,7 +55,9 @@ def test_batch_retrain_registers_evaluates_promotes_and_publishes(tmp_path, inst
     # the new torch champion is what the serving directory now holds
     state = load_latest(tmp_path / "serving")
     assert state.seq == meta["serving_seq"].value and state.metadata["version"] == 1
-    assert set(state.tables) == {"user_id", "video_id", "creator_id"} and len(state.tables["user_id"]) > 100
+    slots = {"user_id", "video_id", "creator_id"}
+    assert set(state.tables) == slots | {f"{s}_bias" for s in slots} and len(state.tables["user_id"]) > 100
+    assert len(state.tables["video_id_bias"]) == len(state.tables["video_id"])  # first-order term per id
 
     again = dg.materialize([batch_rankers], resources=resources, instance=instance)
     meta2 = again.asset_materializations_for_node("batch_rankers")[0].metadata

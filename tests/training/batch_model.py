@@ -9,16 +9,16 @@ import duckdb
 from tiktok_pipelines.serving.store import ServingPublisher
 from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob
 from tiktok_pipelines.training.online import dense_arrays
-from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
+from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
 
-def publish_batch_model(lake: Path, serving: Path, config: JoinerConfig) -> tuple[TwoTowerRanker, int]:
+def publish_batch_model(lake: Path, serving: Path, config: JoinerConfig) -> tuple[MonolithRanker, int]:
     """Join every impression in the lake, train the two-tower model on all of them and publish it
     as a full version, as ``batch_rankers`` does; returns the model and ``trained_through_ms``
     (the online updates continue from there)."""
     build_examples(lake, config)
     examples = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)}) ORDER BY ts_ms").to_arrow_table()
-    model = TwoTowerRanker(dim=8)
+    model = MonolithRanker(dim=8)
     model.fit(examples)
     through = int(examples.column("ts_ms")[examples.num_rows - 1].as_py())
     ServingPublisher(serving).publish(model.embeddings.tables, now_s=through // 1000, dense=dense_arrays(model),

@@ -73,11 +73,19 @@ def test_unknown_directory_is_refused(tmp_path) -> None:
 
 def test_experiment_command_on_movielens(tmp_path, capsys) -> None:
     write_100k(tmp_path / "ml")
-    assert main(["experiment", "--movielens", str(tmp_path / "ml"), "--dim", "4"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["dataset"] == "movielens-100k" and result["sync_interval_s"] == 86_400
-    for key in ("auc_batch", "auc_online", "auc_collisionless", "auc_hashing"):
-        assert 0 < result[key] < 1
-    assert result["auc_collisionless"] == result["auc_batch"]  # same model, data and seed
+    assert main(["experiment", "--movielens", str(tmp_path / "ml"), "--dim", "4", "--seeds", "2",
+                 "--sync-interval", "86400", "--sync-interval", "3600"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    assert result["dataset"] == "movielens-100k" and result["sync_interval_s"] == 3_600
+    assert result["sync_intervals_s"] == [86_400, 3_600] and result["seeds"] == [0, 1]
+    keys = ("auc_popularity", "auc_mf", "auc_batch", "auc_online", "auc_collisionless", "auc_hashing")
+    for key in keys:
+        assert 0 < result[key] < 1, key
+        assert result["std"][key] >= 0, key
+    assert result["auc_collisionless"] == result["auc_batch"]  # same model, data and seeds
+    assert result["auc_online"] == result["auc_online_by_sync"]["every_3600s"]  # the shortest interval
     assert set(result["hashing_collision_rate"]) == {"user_id", "video_id"}
     assert result["split"]["train_examples"] == 2400
+    assert set(result["verdict"]) >= {"batch_vs_best_baseline", "online_vs_batch", "collisionless_vs_hashing"}
+    assert any(line.startswith("| item popularity (baseline) |") for line in out)

@@ -42,7 +42,7 @@ from tiktok_pipelines.serving.store import ServingPublisher
 from tiktok_pipelines.simulator import simulate
 from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_path
 from tiktok_pipelines.training.online import dense_arrays, online_update
-from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
+from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
 ARMS = ("random", "simulator_policy", "batch_only", "online")
 
@@ -87,7 +87,7 @@ def closed_loop(work: str | Path, *, seed: int = 7, users: int = 3000, videos: i
     simulate(base, days=warmup_days, **world)
     _ingest_and_join(base, config)
     train = _examples(base / "lake")
-    model = TwoTowerRanker(dim=dim, seed=seed)
+    model = MonolithRanker(dim=dim, seed=seed)
     model.fit(train)
     last_ms = int(train.column("ts_ms")[train.num_rows - 1].as_py())
     ServingPublisher(base / "serving").publish(

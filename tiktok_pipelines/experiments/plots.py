@@ -25,34 +25,43 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_sync_intervals(result: dict, path: Path) -> Path:
-    """(a) AUC on the following period by sync interval (Monolith, Table 2)."""
-    names = list(result["auc_online_by_sync"])
-    values = [result["auc_online_by_sync"][n] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    bars = ax.bar(names, values, color=["#888888"] + ["#2a7ab0"] * (len(names) - 1))
+    """(a) AUC on the following period: baselines, batch only, and online by sync interval
+    (Monolith, Table 2); bars are means over the seeds, whiskers one standard deviation."""
+    std = result["std"]
+    names = ["popularity", "MF", "batch only"] + [n.replace("_", " ") for n in result["auc_online_by_sync"]]
+    values = [result["auc_popularity"], result["auc_mf"], result["auc_batch"],
+              *result["auc_online_by_sync"].values()]
+    errors = [std["auc_popularity"], std["auc_mf"], std["auc_batch"],
+              *(std[f"auc_online_{n}"] for n in result["auc_online_by_sync"])]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    bars = ax.bar(names, values, yerr=errors, capsize=3,
+                  color=["#bbbbbb", "#bbbbbb", "#888888"] + ["#2a7ab0"] * (len(names) - 3))
     ax.bar_label(bars, fmt="%.4f", fontsize=8)
     lo, hi = min(values), max(values)
     ax.set_ylim(lo - 3 * (hi - lo + 1e-3), hi + 2 * (hi - lo + 1e-3))
-    ax.set_ylabel("AUC, following days")
-    ax.set_title(f"(a) batch-only vs online sync (eval {result['eval_days'][0]}..{result['eval_days'][-1]})")
+    ax.set_ylabel("AUC, following period")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(f"(a) baselines, batch and online sync ({len(result['seeds'])} seeds)")
     return _save(fig, path)
 
 
 def plot_collisionless_vs_hashing(result: dict, path: Path) -> Path:
-    """(b) AUC and the share of ids sharing a row, at equal memory (Monolith, Fig. 7)."""
+    """(b) AUC and the share of ids sharing a row, at equal parameter count (Monolith, Fig. 7)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.6))
-    aucs = [result["auc_collisionless"], result["auc_hashing"]]
-    bars = ax1.bar(["collisionless", "hashing trick"], aucs, color=["#2a7ab0", "#c0504d"])
+    keys = ["auc_collisionless", "auc_hashing", "auc_hashing_equal_memory"]
+    aucs = [result[k] for k in keys]
+    bars = ax1.bar(["collisionless", "hashing\n(equal params)", "hashing\n(equal memory)"], aucs,
+                   yerr=[result["std"][k] for k in keys], capsize=3, color=["#2a7ab0", "#c0504d", "#e0a09d"])
     ax1.bar_label(bars, fmt="%.4f", fontsize=8)
     lo, hi = min(aucs), max(aucs)
     ax1.set_ylim(lo - 3 * (hi - lo + 1e-3), hi + 2 * (hi - lo + 1e-3))
     ax1.set_ylabel("AUC")
-    ax1.set_title("(b) AUC at equal memory")
+    ax1.set_title("(b) collisionless vs hashing trick")
     rates = result["hashing_collision_rate"]
     bars = ax2.bar(list(rates), [100 * v for v in rates.values()], color="#c0504d")
     ax2.bar_label(bars, fmt="%.1f%%", fontsize=8)
     ax2.set_ylabel("% of distinct ids sharing a row")
-    ax2.set_title("hashing-trick collisions")
+    ax2.set_title("collisions at equal parameter count")
     return _save(fig, path)
 
 

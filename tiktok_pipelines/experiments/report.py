@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from tiktok_pipelines.experiments.closed_loop import closed_loop
-from tiktok_pipelines.experiments.monolith import collisionless_vs_hashing, online_vs_batch
+from tiktok_pipelines.experiments.monolith import ExperimentConfig, compare, markdown, split_days
 from tiktok_pipelines.experiments.plots import plot_closed_loop, plot_collisionless_vs_hashing, plot_sync_intervals
 from tiktok_pipelines.lake import atomic_write_json
 from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob, has_examples
@@ -35,7 +35,8 @@ class ExperimentReport:
 
 
 def run_experiments(data_dir: str | Path, *, train_days: int = 5, negative_rate: float = 0.5, dim: int = 16,
-                    closed_loop_days: int = 4, kuairec_dir: str | Path | None = KUAIREC) -> ExperimentReport:
+                    closed_loop_days: int = 4, kuairec_dir: str | Path | None = KUAIREC,
+                    seeds: int = 3) -> ExperimentReport:
     data = Path(data_dir)
     lake = data / "lake"
     config = JoinerConfig(negative_rate=negative_rate)
@@ -44,26 +45,17 @@ def run_experiments(data_dir: str | Path, *, train_days: int = 5, negative_rate:
         raise FileNotFoundError(f"no examples in {lake}: simulate and ingest first (make quickstart)")
     examples = duckdb.sql(
         f"SELECT * FROM read_parquet({examples_glob(lake)}, hive_partitioning = true)").to_arrow_table()
-    a = online_vs_batch(examples, train_days=train_days, negative_rate=negative_rate, dim=dim)
-    b = collisionless_vs_hashing(examples, train_days=train_days, negative_rate=negative_rate, dim=dim)
+    train, evaluation, days = split_days(examples, train_days)
+    cfg = ExperimentConfig(negative_rate=negative_rate, label_window_s=config.label_window_s, dim=dim,
+                           seeds=tuple(range(seeds)))
+    result = compare(train, evaluation, cfg)
     report = ExperimentReport({
-        "dataset": "simulator", "train_days": a["train_days"], "eval_days": a["eval_days"],
-        "sync_intervals": {"daily": 86_400, "hourly": 3_600, "every_15_min": 900},
-        "auc_batch": a["auc"]["batch_only"], "auc_online": a["auc"]["every_15_min"], "auc_online_by_sync": a["auc"],
-        "auc_collisionless": b["auc_collisionless"], "auc_hashing": b["auc_hashing"],
-        "hashing_collision_rate": b["hashing_collision_rate"],
+        "dataset": "simulator", "train_days": days[:train_days], "eval_days": days[train_days:],
+        **{k: v for k, v in result.items() if k != "per_seed"},
     })
     report.tables.append(
-        f"train days {a['train_days'][0]}..{a['train_days'][-1]}, evaluated on {a['eval_days'][0]}.."
-        f"{a['eval_days'][-1]} ({a['eval_examples']:,} examples, weighted to the full distribution)\n\n"
-        "| (a) training | AUC |\n|---|---|\n"
-        + "\n".join(f"| {name} | {value:.4f} |" for name, value in a["auc"].items()))
-    report.tables.append(
-        "| (b) id tables at equal memory | AUC | distinct users sharing a row | distinct videos sharing a row |\n"
-        "|---|---|---|---|\n"
-        f"| collisionless | {b['auc_collisionless']:.4f} | 0 | 0 |\n"
-        f"| hashing trick | {b['auc_hashing']:.4f} | {b['hashing_collision_rate']['user_id']:.2%} | "
-        f"{b['hashing_collision_rate']['video_id']:.2%} |")
+        f"train days {days[0]}..{days[train_days - 1]}, evaluated on {days[train_days]}..{days[-1]} "
+        f"({result['eval_examples']:,} examples, weighted to the full distribution)\n\n" + markdown(result))
     out_dir = data / "experiments"
     report.plots += [plot_sync_intervals(report.result, out_dir / "a_sync_intervals.png"),
                      plot_collisionless_vs_hashing(report.result, out_dir / "b_collisionless_vs_hashing.png")]

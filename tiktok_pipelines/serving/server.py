@@ -5,8 +5,9 @@
     GET /version                              the serving version in use (seq, full_seq, metadata)
 
 Recommendation: the torch ranker's two towers. A user's vector u is scored against every
-candidate video's v = E_video[video] + E_creator[creator] (one matrix product; the catalog gives
-each video's creator), and the top k are returned. With a LightGBM champion in the model registry
+candidate video's v = E_video[video] + E_creator[creator], plus the item's first-order terms
+b_video + b_creator (one matrix product; the catalog gives each video's creator), and the top k
+are returned. These are the FM terms of the ranker that involve the user or the item alone. With a LightGBM champion in the model registry
 (``data/models/lgbm_ranker``) the server re-ranks: the two-tower model retrieves
 ``rerank_candidates`` videos, LightGBM scores each with the features the server knows at request
 time (the catalog's video and user attributes, the hour, the retrieval rank; the history counts it
@@ -194,9 +195,17 @@ class ModelServer:
         state = videos.row_state(vrows)
         vids = state["id"]
         vecs = state["embedding"].astype(np.float32)
+        cids = np.array([self.catalog.creator_of.get(int(v), -1) for v in vids], dtype=np.int64)
         if self.catalog.creator_of:
-            cids = np.array([self.catalog.creator_of.get(int(v), -1) for v in vids], dtype=np.int64)
             vecs = vecs + creators.embeddings_for(cids)  # unknown creators read zeros
+        # The ranker's first-order terms for the item side (its popularity, as the model learnt
+        # it) rank candidates too: u . v + b_video + b_creator, as [u, 1] . [v, b].
+        bias = np.zeros(len(vids), dtype=np.float32)
+        if "video_id_bias" in st.tables:
+            bias += st.tables["video_id_bias"].embeddings_for(vids)[:, 0]
+        if "creator_id_bias" in st.tables and self.catalog.creator_of:
+            bias += st.tables["creator_id_bias"].embeddings_for(cids)[:, 0]
+        vecs = np.concatenate([vecs, bias[:, None]], axis=1)
         trending = vids[np.argsort(-state["count"].astype(np.int64), kind="stable")][:MAX_K]
         return _Loaded(st.seq, st.full_seq, st.metadata, st.tables["user_id"], vids, vecs, trending, time.time())
 
@@ -236,7 +245,8 @@ class ModelServer:
         kk = min(k, m)
         for start in range(0, len(rows), 1024):
             r = rows[start:start + 1024]
-            s = st.user_table.embeddings_for(user_ids[r]).astype(np.float32) @ st.video_vectors.T
+            u = st.user_table.embeddings_for(user_ids[r]).astype(np.float32)
+            s = np.concatenate([u, np.ones((len(r), 1), np.float32)], axis=1) @ st.video_vectors.T
             top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (len(r), 1))
             top_s = np.take_along_axis(s, top, axis=1)
             order = np.argsort(-top_s, axis=1, kind="stable")

@@ -10,7 +10,7 @@ The loop Monolith describes, on files:
    flush time in the ingest log (the collectors' high-water mark). An impression is trained on
    once, after its labels are final; the joiner's SQL labels and samples it exactly as the batch
    path would.
-3. ``TwoTowerRanker.step`` runs over them in time order: the same step as the batch retrain.
+3. ``MonolithRanker.partial_fit`` runs over them in time order: the same step as the batch retrain.
 4. Only the rows those steps touched are published, as a delta. The dense weights go out on a
    slower cadence (every ``dense_every`` deltas), as Monolith syncs dense parameters less often.
    Every ``full_every`` versions a full one is published instead, so that a reader's chain (full
@@ -31,7 +31,7 @@ import pyarrow as pa
 from tiktok_pipelines.ingest.engine import Lake
 from tiktok_pipelines.serving.store import ServingPublisher, ServingState, load_latest, writer_lock
 from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
-from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
+from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
 
 @dataclass
@@ -54,23 +54,17 @@ def watermark_ms(lake_root: str | os.PathLike) -> int | None:
     return int(pa.compute.max(log.column("flushed_at_ms")).as_py())
 
 
-def dense_arrays(model: TwoTowerRanker) -> dict:
-    out = {f"head.{k}": v.detach().numpy() for k, v in model.head.state_dict().items()}
-    out.update(dense_mean=model.mean, dense_std=model.std)
-    return out
+def dense_arrays(model: MonolithRanker) -> dict:
+    return model.dense_state()
 
 
-def ranker_from_state(state: ServingState) -> TwoTowerRanker:
-    """The torch ranker as published: tables from the store, head and standardisation from dense."""
-    import torch
-
-    dim = next(iter(state.tables.values())).dim
-    hidden = state.dense["head.0.weight"].shape[0]
-    model = TwoTowerRanker(dim=dim, hidden=hidden)
+def ranker_from_state(state: ServingState) -> MonolithRanker:
+    """The torch ranker as published: tables from the store, dense weights and standardisation
+    from the dense arrays."""
+    dim, hidden = MonolithRanker.shape_of(state.dense)
+    model = MonolithRanker(dim=dim, hidden=hidden)
     model.embeddings.use_tables({slot: state.tables[slot] for slot in model.embeddings.tables})
-    model.head.load_state_dict({k[len("head."):]: torch.from_numpy(v.copy())
-                                for k, v in state.dense.items() if k.startswith("head.")})
-    model.mean, model.std = state.dense["dense_mean"], state.dense["dense_std"]
+    model.load_dense_state(state.dense)
     return model
 
 
@@ -109,7 +103,7 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
         return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
                             "no new impressions")
     model = ranker_from_state(state)
-    model.fit(examples, batch_size=batch_size)
+    model.partial_fit(examples, batch_size=batch_size)
     publisher = ServingPublisher(serving_root, keep_full=keep_full)
     publisher.resume_from(state.seq)
     deltas_since_dense = int(state.metadata.get("deltas_since_dense", 0)) + 1

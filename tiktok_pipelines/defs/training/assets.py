@@ -108,7 +108,7 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     from tiktok_pipelines.training.lgbm import LGBMRanker
     from tiktok_pipelines.training.online import dense_arrays
     from tiktok_pipelines.training.registry import ModelRegistry
-    from tiktok_pipelines.training.torch_ranker import TwoTowerRanker
+    from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
     table, days = _examples_by_day(storage)
     if len(days) < 2:
@@ -128,10 +128,11 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
 
     trained = {
         "lgbm_ranker": (LGBMRanker.fit(train, rounds=training_policy.lgbm_rounds), LGBMRanker),
-        "torch_ranker": (TwoTowerRanker(dim=training_policy.torch_dim), TwoTowerRanker),
+        "torch_ranker": (MonolithRanker(dim=training_policy.torch_dim), MonolithRanker),
     }
-    trained["torch_ranker"][0].fit(train, batch_size=training_policy.torch_batch_size)
-    metadata: dict = {"eval_day": eval_day, "train_days": len(days) - 1}
+    torch_fit = trained["torch_ranker"][0].fit(train, batch_size=training_policy.torch_batch_size)
+    metadata: dict = {"eval_day": eval_day, "train_days": len(days) - 1,
+                      "torch_ranker/epochs": torch_fit.epochs}
     for name, (model, cls) in trained.items():
         metrics = evaluate(y, model.predict(test), r, rate)
         champion = registry.champion(name)
@@ -141,7 +142,7 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
             champion_metrics = evaluate(y, champion_model.predict(test), r, rate)
 
         def write(d, model=model):
-            if isinstance(model, TwoTowerRanker):
+            if isinstance(model, MonolithRanker):
                 model.save(d, now_s=now_s)
             else:
                 model.save(d)
@@ -157,7 +158,7 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
         metadata[f"{name}/promoted"] = decision["promoted"]
         if champion_metrics:
             metadata[f"{name}/champion_auc_same_day"] = float(champion_metrics["auc"])
-        if decision["promoted"] and isinstance(model, TwoTowerRanker):
+        if decision["promoted"] and isinstance(model, MonolithRanker):
             published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots).publish(
                 model.embeddings.tables, now_s=now_s, dense=dense_arrays(model), full=True,
                 metadata={"model": name, "version": version, "eval_day": eval_day,
@@ -278,6 +279,7 @@ daily_training_schedule = dg.ScheduleDefinition(
 class ExperimentConfig(dg.Config):
     train_days: int = 5
     closed_loop_days: int = 4
+    seeds: int = 3
 
 
 @dg.asset(
@@ -285,7 +287,8 @@ class ExperimentConfig(dg.Config):
     deps=[training_examples],
     kinds={"torch", "matplotlib"},
     description="Monolith's experiments on the lake's examples: (a) batch-only vs online sync intervals, "
-    "(b) collisionless vs hashing trick at equal memory, (d) the closed loop (the model serves simulated "
+    "(b) collisionless vs hashing trick at equal parameter count, each beside the baselines (item popularity, "
+    "matrix factorisation) over several seeds, (d) the closed loop (the model serves simulated "
     "users for several days, batch-only vs online). Tables and PNG plots in data/experiments; minutes of "
     "CPU, so it runs in its own job (experiments_job), not in build_all.",
 )
@@ -294,11 +297,14 @@ def monolith_experiments(context: dg.AssetExecutionContext, config: ExperimentCo
     from tiktok_pipelines.experiments.report import run_experiments
 
     report = run_experiments(storage.data_dir, train_days=config.train_days, negative_rate=joiner_policy.negative_rate,
-                             dim=training_policy.torch_dim, closed_loop_days=config.closed_loop_days)
+                             dim=training_policy.torch_dim, closed_loop_days=config.closed_loop_days,
+                             seeds=config.seeds)
     r = report.result
     metadata: dict = {"results": dg.MetadataValue.md(report.markdown)}
-    metadata.update({f"auc/{k}": float(v) for k, v in r["auc_online_by_sync"].items()})
-    metadata.update({"auc/collisionless": float(r["auc_collisionless"]), "auc/hashing_trick": float(r["auc_hashing"])})
+    metadata.update({f"auc/online_{k}": round(float(v), 4) for k, v in r["auc_online_by_sync"].items()})
+    metadata.update({f"auc/{k.removeprefix('auc_')}": round(float(r[k]), 4)
+                     for k in ("auc_popularity", "auc_mf", "auc_batch", "auc_collisionless", "auc_hashing")})
+    metadata.update({f"verdict/{k}": str(v) for k, v in r["verdict"].items()})
     metadata.update({f"hashing_collision_rate/{k}": float(v) for k, v in r["hashing_collision_rate"].items()})
     metadata.update({f"closed_loop_engaged/{k}": float(v) for k, v in r.get("closed_loop_engaged_rate", {}).items()})
     metadata.update({f"plot/{p.stem}": dg.MetadataValue.path(str(p)) for p in report.plots})
