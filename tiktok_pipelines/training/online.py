@@ -31,7 +31,7 @@ import pyarrow as pa
 from tiktok_pipelines.ingest.engine import Lake
 from tiktok_pipelines.serving.store import ServingPublisher, ServingState, load_latest, writer_lock
 from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
-from tiktok_pipelines.training.torch_ranker import MonolithRanker
+from tiktok_pipelines.training.torch_ranker import IncompatibleModel, MonolithRanker
 
 
 @dataclass
@@ -102,7 +102,13 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
     if examples.num_rows == 0:
         return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
                             "no new impressions")
-    model = ranker_from_state(state)
+    try:
+        model = ranker_from_state(state)
+    except IncompatibleModel as e:
+        # A serving directory written by an older release: the next batch retrain publishes a
+        # full version of the current format, and online updates continue from it.
+        return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
+                            f"the serving version is of another model format ({e}); waiting for the batch retrain")
     model.partial_fit(examples, batch_size=batch_size)
     publisher = ServingPublisher(serving_root, keep_full=keep_full)
     publisher.resume_from(state.seq)

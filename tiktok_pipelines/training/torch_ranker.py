@@ -47,6 +47,11 @@ TABLES_DIR = "tables"
 DENSE_FILE = "dense.npz"
 META_FILE = "torch_ranker.json"
 BIAS_SUFFIX = "_bias"  # the first-order table of slot s is s + BIAS_SUFFIX (dim 1)
+FORMAT = 2  # 1: the former two-tower model (no bias tables, a "head" MLP); not loadable as this one
+
+
+class IncompatibleModel(ValueError):
+    """A saved or published model of another format (e.g. the former two-tower ranker)."""
 
 
 def bias_slot(slot: str) -> str:
@@ -213,13 +218,15 @@ class MonolithRanker:
     @staticmethod
     def shape_of(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
         """(dim, hidden) of the dense state ``arrays``."""
+        if "dense.field" not in arrays:
+            raise IncompatibleModel(f"dense arrays {sorted(arrays)[:4]}... are not a format-{FORMAT} ranker's")
         return int(arrays["dense.field"].shape[1]), int(arrays["dense.mlp.0.weight"].shape[0])
 
     # --- persistence (no pickle) ----------------------------------------------------------------
     def save(self, directory: Path, *, now_s: int) -> None:
         self.embeddings.export_snapshot(directory / TABLES_DIR, now_s=now_s)
         np.savez(directory / DENSE_FILE, **self.dense_state())
-        meta = {"dim": self.dim, "hidden": self.hidden, "numeric_features": list(NUMERIC_NAMES),
+        meta = {"format": FORMAT, "dim": self.dim, "hidden": self.hidden, "numeric_features": list(NUMERIC_NAMES),
                 "examples_seen": self.examples_seen,
                 "fit": self.fit_report.to_json() if self.fit_report else None}
         (directory / META_FILE).write_text(json.dumps(meta))
@@ -227,6 +234,9 @@ class MonolithRanker:
     @classmethod
     def load(cls, directory: Path) -> MonolithRanker:
         meta = json.loads((directory / META_FILE).read_text())
+        if meta.get("format", 1) != FORMAT:
+            raise IncompatibleModel(f"{directory} holds a format-{meta.get('format', 1)} torch ranker, "
+                                    f"this code reads format {FORMAT}")
         model = cls(dim=meta["dim"], hidden=meta["hidden"])
         model.embeddings.use_tables({slot: load_snapshot(directory / TABLES_DIR / slot)
                                      for slot in model.embeddings.tables})

@@ -108,7 +108,7 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     from tiktok_pipelines.training.lgbm import LGBMRanker
     from tiktok_pipelines.training.online import dense_arrays
     from tiktok_pipelines.training.registry import ModelRegistry
-    from tiktok_pipelines.training.torch_ranker import MonolithRanker
+    from tiktok_pipelines.training.torch_ranker import IncompatibleModel, MonolithRanker
 
     table, days = _examples_by_day(storage)
     if len(days) < 2:
@@ -138,8 +138,13 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
         champion = registry.champion(name)
         champion_metrics = None
         if champion is not None:
-            champion_model = cls.load(registry.path(name, champion["version"]))
-            champion_metrics = evaluate(y, champion_model.predict(test), r, rate)
+            try:
+                champion_model = cls.load(registry.path(name, champion["version"]))
+            except IncompatibleModel as e:  # saved by an older release: nothing to compare with
+                context.log.warning(f"{name}: champion v{champion['version']} cannot be loaded ({e}); "
+                                    "the challenger is judged without it")
+            else:
+                champion_metrics = evaluate(y, champion_model.predict(test), r, rate)
 
         def write(d, model=model):
             if isinstance(model, MonolithRanker):
