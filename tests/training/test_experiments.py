@@ -90,7 +90,7 @@ def test_progressive_evaluation_never_sees_a_label_before_it_exists(examples) ->
     base = last_chunk_scores(waiting, evaluation)
 
     def unknown(t: pa.Table) -> np.ndarray:
-        return t.column("ts_ms").to_numpy() + window * 1000 > last_start_ms
+        return t.column("ts_ms").to_numpy() + window * 1000 >= last_start_ms
 
     same = last_chunk_scores(_flip(waiting, unknown(waiting)), _flip(evaluation, unknown(evaluation)))
     np.testing.assert_array_equal(base, same)

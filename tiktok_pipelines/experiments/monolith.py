@@ -76,9 +76,9 @@ def _y_w(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 
 def labelled_before(train: pa.Table, cut_ms: int, label_window_s: int) -> tuple[pa.Table, pa.Table]:
-    """(examples whose label exists at ``cut_ms``, the rest) of a time-ordered table."""
+    """(examples whose label existed before ``cut_ms``, the rest) of a time-ordered table."""
     ts = train.column("ts_ms").to_numpy()
-    k = int(np.searchsorted(ts + label_window_s * 1000, cut_ms, side="right"))
+    k = int(np.searchsorted(ts + label_window_s * 1000, cut_ms, side="left"))
     return train.slice(0, k), train.slice(k)
 
 
@@ -96,7 +96,9 @@ def progressive(model: MonolithRanker, waiting: pa.Table, evaluation: pa.Table, 
     trained, parts = 0, []
     for a, b in zip(starts, ends):
         sync_ms = int(chunk[a]) * interval_s * 1000
-        ready = int(np.searchsorted(ready_ms, sync_ms, side="right"))
+        # strictly before the sync: with label_window_s = 0, an example at the chunk's very
+        # first millisecond belongs to the chunk and is scored before it is learnt from
+        ready = int(np.searchsorted(ready_ms, sync_ms, side="left"))
         if ready > trained:
             model.partial_fit(stream.slice(trained, ready - trained), batch_size=batch_size)
             trained = ready
