@@ -8,7 +8,6 @@ import duckdb
 
 from tiktok_pipelines.serving.store import ServingPublisher
 from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob
-from tiktok_pipelines.training.online import dense_arrays
 from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
 
@@ -21,6 +20,6 @@ def publish_batch_model(lake: Path, serving: Path, config: JoinerConfig) -> tupl
     model = MonolithRanker(dim=8)
     model.fit(examples)
     through = int(examples.column("ts_ms")[examples.num_rows - 1].as_py())
-    ServingPublisher(serving).publish(model.embeddings.tables, now_s=through // 1000, dense=dense_arrays(model),
+    ServingPublisher(serving).publish(model.embeddings.tables, now_s=through // 1000, dense=model.dense_state(),
                                       full=True, metadata={"trained_through_ms": through})
     return model, through

@@ -19,7 +19,7 @@ from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.serving.store import ServingPublisher, list_versions, load_latest, read_version_manifest
 from tiktok_pipelines.simulator import simulate
 from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
-from tiktok_pipelines.training.online import dense_arrays, online_update, ranker_from_state, watermark_ms
+from tiktok_pipelines.training.online import online_update, ranker_from_state, watermark_ms
 
 CONFIG = JoinerConfig(negative_rate=0.5)
 
@@ -87,4 +87,4 @@ def test_a_delta_on_top_of_a_version_published_meanwhile_is_refused(world) -> No
     assert list_versions(serving) == [1, 2]
     assert not [p for p in serving.iterdir() if p.name.startswith(".tmp-")]
     # A full version needs no base: that one still goes through.
-    assert pb.publish(b.embeddings.tables, now_s=1, dense=dense_arrays(b), full=True)["seq"] == 3
+    assert pb.publish(b.embeddings.tables, now_s=1, dense=b.dense_state(), full=True)["seq"] == 3

@@ -41,7 +41,7 @@ from tiktok_pipelines.serving.server import ModelServer
 from tiktok_pipelines.serving.store import ServingPublisher
 from tiktok_pipelines.simulator import simulate
 from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_path
-from tiktok_pipelines.training.online import dense_arrays, online_update
+from tiktok_pipelines.training.online import online_update
 from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
 ARMS = ("random", "simulator_policy", "batch_only", "online")
@@ -91,7 +91,7 @@ def closed_loop(work: str | Path, *, seed: int = 7, users: int = 3000, videos: i
     model.fit(train)
     last_ms = int(train.column("ts_ms")[train.num_rows - 1].as_py())
     ServingPublisher(base / "serving").publish(
-        model.embeddings.tables, now_s=last_ms // 1000, dense=dense_arrays(model), full=True,
+        model.embeddings.tables, now_s=last_ms // 1000, dense=model.dense_state(), full=True,
         metadata={"model": "torch_ranker", "trained_through_ms": last_ms, "experiment": "closed_loop"})
 
     out: dict = {"warmup_days": warmup_days, "loop_days": loop_days, "train_examples": train.num_rows,

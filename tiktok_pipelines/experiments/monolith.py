@@ -200,9 +200,9 @@ def compare(train: pa.Table, evaluation: pa.Table, cfg: ExperimentConfig) -> dic
 
 
 def _compare(train: pa.Table, evaluation: pa.Table, cfg: ExperimentConfig) -> dict:
-    cut_ms = int(evaluation.column("ts_ms")[0].as_py()) if evaluation.num_rows else 0
     train = train.take(pc.sort_indices(train, [("ts_ms", "ascending")]))
     evaluation = evaluation.take(pc.sort_indices(evaluation, [("ts_ms", "ascending")]))
+    cut_ms = int(evaluation.column("ts_ms")[0].as_py()) if evaluation.num_rows else 0
     labelled, waiting = labelled_before(train, cut_ms, cfg.label_window_s)
     runs = [_one_seed(labelled, waiting, evaluation, cfg, seed) for seed in cfg.seeds]
     result: dict = {"seeds": list(cfg.seeds), "std": {}, "per_seed": runs,
@@ -244,18 +244,16 @@ def verdict(result: dict) -> dict:
 def markdown(result: dict) -> str:
     """The comparison as a table a person reads: mean ± std over the seeds."""
     std = result["std"]
-    rows = [("item popularity (baseline)", "auc_popularity"), ("matrix factorisation (baseline)", "auc_mf"),
-            ("DeepFM ranker, batch only (collisionless)", "auc_batch")]
-    rows += [(f"online, synced {name.replace('_', ' ')}", None) for name in result["auc_online_by_sync"]]
-    rows += [("hashing trick, equal parameter count", "auc_hashing"),
-             ("hashing trick, equal memory", "auc_hashing_equal_memory")]
+    rows = [(label, result[key], std[key]) for label, key in (
+        ("item popularity (baseline)", "auc_popularity"), ("matrix factorisation (baseline)", "auc_mf"),
+        ("DeepFM ranker, batch only (collisionless)", "auc_batch"))]
+    rows += [(f"online, synced {name.replace('_', ' ')}", value, std[f"auc_online_{name}"])
+             for name, value in result["auc_online_by_sync"].items()]
+    rows += [(label, result[key], std[key]) for label, key in (
+        ("hashing trick, equal parameter count", "auc_hashing"),
+        ("hashing trick, equal memory", "auc_hashing_equal_memory"))]
     lines = [f"| arm | AUC (mean ± std over {len(result['seeds'])} seeds) |", "|---|---|"]
-    for label, key in rows:
-        if key is None:
-            name = label.split("synced ")[1].replace(" ", "_")
-            lines.append(f"| {label} | {result['auc_online_by_sync'][name]:.4f} ± {std[f'auc_online_{name}']:.4f} |")
-        else:
-            lines.append(f"| {label} | {result[key]:.4f} ± {std[key]:.4f} |")
+    lines += [f"| {label} | {mean:.4f} ± {spread:.4f} |" for label, mean, spread in rows]
     v = result["verdict"]
     lines.append(f"\nbatch beats the better baseline ({v['best_baseline']}): {v['batch_vs_best_baseline']}; "
                  f"online beats batch: {v['online_vs_batch']}; collisionless beats hashing: "

@@ -7,9 +7,9 @@
 Recommendation: the torch ranker's two towers. A user's vector u is scored against every
 candidate video's v = E_video[video] + E_creator[creator], plus the item's first-order terms
 b_video + b_creator (one matrix product; the catalog gives each video's creator), and the top k
-are returned. These are the FM terms of the ranker that involve the user or the item alone. With a LightGBM champion in the model registry
-(``data/models/lgbm_ranker``) the server re-ranks: the two-tower model retrieves
-``rerank_candidates`` videos, LightGBM scores each with the features the server knows at request
+are returned: the ranker's FM terms that involve the user with the item or the item alone. With
+a LightGBM champion in the model registry (``data/models/lgbm_ranker``) the server re-ranks: the
+two-tower model retrieves ``rerank_candidates`` videos, LightGBM scores each with the features the server knows at request
 time (the catalog's video and user attributes, the hour, the retrieval rank; the history counts it
 does not track read as 0, i.e. "none seen") and the top k by its probability are returned.
 ``rerank=0`` asks for the retrieval order alone. A user the model has no row for gets the
@@ -195,16 +195,16 @@ class ModelServer:
         state = videos.row_state(vrows)
         vids = state["id"]
         vecs = state["embedding"].astype(np.float32)
-        cids = np.array([self.catalog.creator_of.get(int(v), -1) for v in vids], dtype=np.int64)
-        if self.catalog.creator_of:
-            vecs = vecs + creators.embeddings_for(cids)  # unknown creators read zeros
         # The ranker's first-order terms for the item side (its popularity, as the model learnt
         # it) rank candidates too: u . v + b_video + b_creator, as [u, 1] . [v, b].
         bias = np.zeros(len(vids), dtype=np.float32)
         if "video_id_bias" in st.tables:
             bias += st.tables["video_id_bias"].embeddings_for(vids)[:, 0]
-        if "creator_id_bias" in st.tables and self.catalog.creator_of:
-            bias += st.tables["creator_id_bias"].embeddings_for(cids)[:, 0]
+        if self.catalog.creator_of:
+            cids = np.array([self.catalog.creator_of.get(int(v), -1) for v in vids], dtype=np.int64)
+            vecs = vecs + creators.embeddings_for(cids)  # unknown creators read zeros
+            if "creator_id_bias" in st.tables:
+                bias += st.tables["creator_id_bias"].embeddings_for(cids)[:, 0]
         vecs = np.concatenate([vecs, bias[:, None]], axis=1)
         trending = vids[np.argsort(-state["count"].astype(np.int64), kind="stable")][:MAX_K]
         return _Loaded(st.seq, st.full_seq, st.metadata, st.tables["user_id"], vids, vecs, trending, time.time())

@@ -121,11 +121,12 @@ class BiasedMF:
 
         def start(train: pa.Table) -> None:
             state["net"], state["opt"] = self._new(train)
+            state["tensors"] = self._tensors(train)
             self._net = state["net"]
 
         def epoch(train: pa.Table, rng: np.random.Generator) -> None:
             net, opt = state["net"], state["opt"]
-            u, i, y = self._tensors(train)
+            u, i, y = state["tensors"]
             order = torch.from_numpy(rng.permutation(len(y)))
             net.train()
             for start_ in range(0, len(y), self.batch_size):

@@ -54,10 +54,6 @@ def watermark_ms(lake_root: str | os.PathLike) -> int | None:
     return int(pa.compute.max(log.column("flushed_at_ms")).as_py())
 
 
-def dense_arrays(model: MonolithRanker) -> dict:
-    return model.dense_state()
-
-
 def ranker_from_state(state: ServingState) -> MonolithRanker:
     """The torch ranker as published: tables from the store, dense weights and standardisation
     from the dense arrays."""
@@ -120,7 +116,7 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
     rows = sum(len(t.touched_rows()) for t in model.embeddings.tables.values())
     manifest = publisher.publish(
         model.embeddings.tables, now_s=trained_through // 1000,
-        dense=dense_arrays(model) if with_dense else None, include_optimizer_state=True, full=full,
+        dense=model.dense_state() if with_dense else None, include_optimizer_state=True, full=full,
         metadata={**state.metadata, "trained_through_ms": trained_through,
                   "deltas_since_dense": 0 if with_dense else deltas_since_dense,
                   "online_examples": examples.num_rows},

@@ -47,11 +47,17 @@ def validation_split(table: pa.Table, fraction: float) -> tuple[pa.Table, pa.Tab
 
 def fit_epochs(table: pa.Table, *, start: Callable[[pa.Table], None],
                epoch: Callable[[pa.Table, np.random.Generator], None],
-               predict: Callable[[pa.Table], np.ndarray], max_epochs: int = 30, patience: int = 2,
-               validation_fraction: float = 0.1, fallback_epochs: int = 1, seed: int = 0) -> EpochReport:
+               predict: Callable[[pa.Table], np.ndarray], epochs: int | None = None, max_epochs: int = 30,
+               patience: int = 2, validation_fraction: float = 0.1, fallback_epochs: int = 1,
+               seed: int = 0) -> EpochReport:
     """``start(train)`` makes a fresh model for a training table, ``epoch(train, rng)`` runs one
-    pass over it, ``predict(table)`` scores. Returns how the number of epochs was chosen."""
+    pass over it, ``predict(table)`` scores. ``epochs`` given: train that many on the whole table
+    (the same model a selection that chose ``epochs`` ends with). Returns how the epochs were chosen."""
     table = time_ordered(table)
+    if epochs is not None:
+        report = EpochReport(epochs, [], table.num_rows, 0)
+        _final_fit(table, start, epoch, epochs, seed)
+        return report
     fit_part, validation = validation_split(table, validation_fraction)
     y_val = labels(validation)
     report = EpochReport(fallback_epochs, [], fit_part.num_rows, validation.num_rows)
@@ -70,8 +76,13 @@ def fit_epochs(table: pa.Table, *, start: Callable[[pa.Table], None],
                 if since_best >= patience:
                     break
         report.epochs = int(np.argmin(report.validation_log_loss)) + 1
+    _final_fit(table, start, epoch, report.epochs, seed)
+    return report
+
+
+def _final_fit(table: pa.Table, start: Callable[[pa.Table], None],
+               epoch: Callable[[pa.Table, np.random.Generator], None], epochs: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     start(table)
-    for _ in range(report.epochs):
+    for _ in range(epochs):
         epoch(table, rng)
-    return report

@@ -97,19 +97,16 @@ class MonolithRanker:
     def __init__(self, *, dim: int = 16, hidden: int = 64, lr_dense: float = 1e-3, lr_sparse: float = 0.05,
                  seed: int = 0, slots: dict[str, SlotSpec] | None = None, max_epochs: int = 20,
                  ttl_seconds: int | None = 30 * 86400) -> None:
-        torch.manual_seed(seed)
         self.dim, self.hidden, self.lr_dense, self.seed, self.max_epochs = dim, hidden, lr_dense, seed, max_epochs
         self._slot_specs = slots or ranker_slots(dim, ttl_seconds=ttl_seconds, lr=lr_sparse)
-        self.embeddings = MonolithEmbeddings(self._slot_specs)
-        self.dense = _Dense(len(NUMERIC_NAMES), len(ID_SLOTS), dim, hidden)
-        self.optimizer = torch.optim.Adam(self.dense.parameters(), lr=lr_dense)
+        self._reset()
         self.mean: np.ndarray | None = None  # dense standardisation, fitted on the training window
         self.std: np.ndarray | None = None
         self.examples_seen = 0
         self.fit_report: EpochReport | None = None
 
     def _reset(self) -> None:
-        """Fresh parameters (same seed): the start of a fit."""
+        """Fresh parameters from the seed: at construction and at the start of every fit."""
         torch.manual_seed(self.seed)
         self.embeddings = MonolithEmbeddings(self._slot_specs)
         self.dense = _Dense(len(NUMERIC_NAMES), len(ID_SLOTS), self.dim, self.hidden)
@@ -176,16 +173,8 @@ class MonolithRanker:
         def epoch(train: pa.Table, rng: np.random.Generator) -> None:
             self._pass(train, batch_size, rng.permutation(train.num_rows))
 
-        if epochs is not None:
-            table = time_ordered(table)  # the same order fit_epochs refits in: the same model
-            start(table)
-            rng = np.random.default_rng(self.seed)
-            for _ in range(epochs):
-                epoch(table, rng)
-            self.fit_report = EpochReport(epochs, [], table.num_rows, 0)
-        else:
-            self.fit_report = fit_epochs(table, start=start, epoch=epoch, predict=self.predict,
-                                         max_epochs=self.max_epochs, seed=self.seed)
+        self.fit_report = fit_epochs(table, start=start, epoch=epoch, predict=self.predict, epochs=epochs,
+                                     max_epochs=self.max_epochs, seed=self.seed)
         return self.fit_report
 
     @torch.no_grad()

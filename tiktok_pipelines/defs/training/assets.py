@@ -106,7 +106,6 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     from tiktok_pipelines.serving.store import ServingPublisher
     from tiktok_pipelines.training.evaluate import evaluate
     from tiktok_pipelines.training.lgbm import LGBMRanker
-    from tiktok_pipelines.training.online import dense_arrays
     from tiktok_pipelines.training.registry import ModelRegistry
     from tiktok_pipelines.training.torch_ranker import IncompatibleModel, MonolithRanker
 
@@ -165,7 +164,7 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
             metadata[f"{name}/champion_auc_same_day"] = float(champion_metrics["auc"])
         if decision["promoted"] and isinstance(model, MonolithRanker):
             published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots).publish(
-                model.embeddings.tables, now_s=now_s, dense=dense_arrays(model), full=True,
+                model.embeddings.tables, now_s=now_s, dense=model.dense_state(), full=True,
                 metadata={"model": name, "version": version, "eval_day": eval_day,
                           # the online updates continue from the end of the training window
                           "trained_through_ms": int(train.column("ts_ms")[train.num_rows - 1].as_py())})
