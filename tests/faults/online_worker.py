@@ -19,7 +19,7 @@ from tiktok_pipelines.training.joiner import JoinerConfig
 from tiktok_pipelines.training.online import online_update
 
 CONFIG = JoinerConfig(negative_rate=0.5)
-DENSE_EVERY = 2  # dense weights in every second delta
+DENSE_EVERY_S = 3600  # dense weights every hour of event time: every second 30-minute slice
 FULL_EVERY = 4  # and a full version every fourth: the kills hit all three kinds of publication
 KEEP_FULL = 1000  # keep every version, so the test can check each one's training window
 
@@ -30,7 +30,7 @@ def main(data: Path, ends: list[int]) -> None:
         files = [f for f in list_landing_files(landing) if f.flushed_at_ms <= end]
         ingest_files(files, landing_root=landing, lake_root=lake)
         print(f"update {end}", flush=True)
-        report = online_update(lake, serving, CONFIG, dense_every=DENSE_EVERY, full_every=FULL_EVERY,
+        report = online_update(lake, serving, CONFIG, dense_every_s=DENSE_EVERY_S, full_every=FULL_EVERY,
                                keep_full=KEEP_FULL, batch_size=64)
         print(f"done {report.published_seq}", flush=True)
 

@@ -12,7 +12,7 @@ from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
 
 def publish_batch_model(lake: Path, serving: Path, config: JoinerConfig) -> tuple[MonolithRanker, int]:
-    """Join every impression in the lake, train the two-tower model on all of them and publish it
+    """Join every impression in the lake, train the torch ranker on all of them and publish it
     as a full version, as ``batch_rankers`` does; returns the model and ``trained_through_ms``
     (the online updates continue from there)."""
     build_examples(lake, config)

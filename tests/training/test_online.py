@@ -43,7 +43,7 @@ def test_online_updates_catch_up_and_publish_only_touched_rows(world: Path) -> N
     assert online_update(lake, serving, CONFIG).published_seq is None  # nothing new has landed
 
     ingest_day(world, "2026-11-02")
-    report = online_update(lake, serving, CONFIG, dense_every=2)
+    report = online_update(lake, serving, CONFIG, dense_every_s=36 * 3600)
     assert report.published_seq == 2 and report.base_seq == 1 and report.examples > 1000
     assert not report.dense_published  # the first delta since the full: dense waits for the cadence
     until = watermark_ms(lake) - CONFIG.label_window_s * 1000
@@ -60,7 +60,7 @@ def test_online_updates_catch_up_and_publish_only_touched_rows(world: Path) -> N
     assert state.seq == 2 and len(state.tables["user_id"]) >= len(model.embeddings.tables["user_id"])
 
     ingest_day(world, "2026-11-03")
-    second = online_update(lake, serving, CONFIG, dense_every=2, full_every=2)
+    second = online_update(lake, serving, CONFIG, dense_every_s=36 * 3600, full_every=2)
     assert second.base_seq == 2 and second.published_seq == 3 and second.dense_published
     # two versions since the full one: this update compacts the chain into a full version
     assert read_version_manifest(serving, 3)["kind"] == "full"
@@ -71,3 +71,54 @@ def test_online_updates_catch_up_and_publish_only_touched_rows(world: Path) -> N
     state = load_latest(serving)
     assert state.seq == 3
     np.testing.assert_array_equal(state.dense["dense_mean"], model.mean)  # standardisation is kept
+
+
+def test_online_updates_resume_the_trainer_exactly_as_one_process_would(tmp_path: Path) -> None:
+    """N online updates over a stream leave the same parameters (rows, Adagrad state, dense
+    weights, Adam state) as one process training on the same stream in the same batches. Before
+    the trainer had a checkpoint of its own, each update restarted the dense weights from the
+    last *published* ones with a fresh Adam, and this failed."""
+    import torch
+
+    from tiktok_pipelines.training.checkpoint import load_checkpoint
+    from tiktok_pipelines.training.online import default_checkpoint_root, ranker_from_state
+
+    simulate(tmp_path, seed=8, users=200, videos=400, days=2, events_per_day=15_000, start_date="2026-11-01",
+             kuairec_dir=None, write_truth=False, late_rate=0.0)
+    landing, lake, serving = tmp_path / "landing", tmp_path / "lake", tmp_path / "serving"
+    files = list_landing_files(landing)
+    ingest_files([f for f in files if "/dt=2026-11-01/" in f.rel_path], landing_root=landing, lake_root=lake)
+    _, through = publish_batch_model(lake, serving, CONFIG)
+    one_process = ranker_from_state(load_latest(serving))  # the same start as the first update's
+
+    flushes = sorted({f.flushed_at_ms for f in files if "/dt=2026-11-02/" in f.rel_path})
+    windows, resumed = [], []
+    for end in flushes[8:40:8]:  # four updates, two hours of flushes apart
+        ingest_files([f for f in files if f.flushed_at_ms <= end], landing_root=landing, lake_root=lake)
+        # dense weights are never published in between: all their learning lives in the checkpoint
+        report = online_update(lake, serving, CONFIG, dense_every_s=10**9, batch_size=128)
+        assert report.published_seq is not None and not report.dense_published, report
+        windows.append((through, report.trained_through_ms))
+        resumed.append(report.resumed_from)
+        through = report.trained_through_ms
+    assert resumed == ["serving", "checkpoint", "checkpoint", "checkpoint"]
+
+    for start, end in windows:
+        one_process.partial_fit(examples_between(lake, CONFIG, start, end), batch_size=128)
+
+    trainer, meta = load_checkpoint(default_checkpoint_root(serving), serving_seq=load_latest(serving).seq)
+    assert meta["trained_through_ms"] == through
+    for name, value in one_process.dense_state().items():
+        np.testing.assert_array_equal(trainer.dense_state()[name], value, err_msg=name)
+    a, b = one_process.optimizer.state_dict()["state"], trainer.optimizer.state_dict()["state"]
+    assert a.keys() == b.keys() and a
+    for index in a:
+        for name in a[index]:
+            assert torch.equal(a[index][name], b[index][name]), (index, name)
+    for slot, table in one_process.embeddings.tables.items():
+        ids = np.sort(table.row_state(table.live_rows())["id"])
+        mine = trainer.embeddings.tables[slot]
+        assert len(mine) == len(table)
+        for field in ("embedding", "adagrad_accumulator", "count"):
+            np.testing.assert_array_equal(mine.row_state(mine.lookup(ids))[field],
+                                          table.row_state(table.lookup(ids))[field], err_msg=f"{slot}.{field}")

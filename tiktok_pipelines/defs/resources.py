@@ -116,7 +116,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     torch_batch_size: int = 1024
     keep_full_snapshots: int = 3  # serving directory retention
     online_batch_size: int = 512
-    online_dense_every: int = 10  # online deltas between two that carry the dense weights
+    online_dense_every_s: int = 600  # event time between two online versions that carry the dense weights
     online_full_every: int = 200  # versions after a full one before an online update publishes a full
 
 

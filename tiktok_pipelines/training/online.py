@@ -2,9 +2,11 @@
 
 The loop Monolith describes, on files:
 
-1. The model's current state is the newest state of the serving directory (the last full
-   version the batch retrain published, plus every delta since). Deltas written here carry the
-   touched rows' Adagrad state, so a trainer in a fresh process resumes exactly.
+1. The served state is the newest state of the serving directory (the last full version the
+   batch retrain published, plus every delta since). The trainer's state is its own checkpoint
+   (``training/checkpoint.py``: every row with its Adagrad state, the dense weights as trained and
+   Adam's state), taken after each publication; it resumes from it when it matches the newest
+   serving version, and from the serving state otherwise (after a batch retrain).
 2. The examples are the impressions whose label window has closed since the state was trained:
    ``trained_through_ms < ts_ms <= watermark - label_window``, where the watermark is the newest
    flush time in the ingest log (the collectors' high-water mark). An impression is trained on
@@ -12,12 +14,10 @@ The loop Monolith describes, on files:
    path would.
 3. ``MonolithRanker.partial_fit`` runs over them in time order: the same step as the batch retrain.
 4. Only the rows those steps touched are published, as a delta. The dense weights go out on a
-   slower cadence (every ``dense_every`` deltas), as Monolith syncs dense parameters less often.
-   Every ``full_every`` versions a full one is published instead, so that a reader's chain (full
-   version + deltas) stays short between two daily retrains.
-
-The Adam state of the dense head is not persisted: each update starts it afresh (its learning
-rate is small; the sparse tables, which carry the freshness, keep their Adagrad state).
+   slower cadence (when ``dense_every_s`` of event time has passed since they last went out), as
+   Monolith syncs dense parameters less often; between two, the trainer keeps learning them in
+   its checkpoint. Every ``full_every`` versions a full one is published instead, so that a
+   reader's chain (full version + deltas) stays short between two daily retrains.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 
 from tiktok_pipelines.ingest.engine import Lake
 from tiktok_pipelines.serving.store import ServingPublisher, ServingState, load_latest, writer_lock
+from tiktok_pipelines.training.checkpoint import load_checkpoint, save_checkpoint
 from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
 from tiktok_pipelines.training.torch_ranker import IncompatibleModel, MonolithRanker
 
@@ -44,6 +46,7 @@ class OnlineReport:
     trained_through_ms: int | None
     seconds: float
     reason: str = ""
+    resumed_from: str = ""  # "checkpoint" (the trainer's own state) or "serving" (a published version)
 
 
 def watermark_ms(lake_root: str | os.PathLike) -> int | None:
@@ -64,23 +67,37 @@ def ranker_from_state(state: ServingState) -> MonolithRanker:
     return model
 
 
+def default_checkpoint_root(serving_root: str | os.PathLike) -> Path:
+    """Where the trainer of a serving directory keeps its checkpoint: beside it, never in it
+    (a server never reads training state)."""
+    serving = Path(serving_root)
+    return serving.parent / f"{serving.name}_trainer"
+
+
 def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike, config: JoinerConfig,
-                  *, dense_every: int = 10, full_every: int = 200, batch_size: int = 512, keep_full: int = 3,
-                  now_ms: int | None = None) -> OnlineReport:
-    """One online update. Every ``full_every`` versions since the last full one, the update is
-    published as a full version instead of a delta: readers rebuild the state from the newest
-    full version plus its deltas, so the chain must stay short however often updates run.
+                  *, dense_every_s: int = 600, full_every: int = 200, batch_size: int = 512, keep_full: int = 3,
+                  now_ms: int | None = None, checkpoint_root: str | os.PathLike | None = None) -> OnlineReport:
+    """One online update. Sparse rows are published every update; the dense weights when
+    ``dense_every_s`` of event time has passed since they were last published. Every
+    ``full_every`` versions since the last full one, the update is published as a full version
+    instead of a delta: readers rebuild the state from the newest full version plus its deltas,
+    so the chain must stay short however often updates run.
+
+    The trainer resumes from its own checkpoint (``training/checkpoint.py``; default
+    ``default_checkpoint_root(serving_root)``) when it was taken after the newest serving version,
+    else from the serving state; it writes a new checkpoint after each publication.
 
     Holds the serving directory's writer lock throughout: it trains from the newest version and
     publishes the next, so two updates at once (two runs the daemon launched, a CLI run beside a
     sensor's) must take turns; the second then trains only what the first left."""
     with writer_lock(serving_root):
-        return _online_update(lake_root, serving_root, config, dense_every=dense_every, full_every=full_every,
-                              batch_size=batch_size, keep_full=keep_full, now_ms=now_ms)
+        return _online_update(lake_root, serving_root, config, dense_every_s=dense_every_s, full_every=full_every,
+                              batch_size=batch_size, keep_full=keep_full, now_ms=now_ms,
+                              checkpoint_root=Path(checkpoint_root or default_checkpoint_root(serving_root)))
 
 
-def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every: int, full_every: int,
-                   batch_size: int, keep_full: int, now_ms: int | None) -> OnlineReport:
+def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every_s: int, full_every: int,
+                   batch_size: int, keep_full: int, now_ms: int | None, checkpoint_root: Path) -> OnlineReport:
     started = time.perf_counter()
     state = load_latest(serving_root)
     if state is None:
@@ -98,8 +115,12 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
     if examples.num_rows == 0:
         return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
                             "no new impressions")
+    resumed = load_checkpoint(checkpoint_root, serving_seq=state.seq)
     try:
-        model = ranker_from_state(state)
+        # The checkpoint carries what the serving state lacks: dense weights as trained (not as
+        # last published) and the dense optimizer's state. Without it (first update after a
+        # batch retrain, or a crash between a publication and its checkpoint), start from serving.
+        model = resumed[0] if resumed else ranker_from_state(state)
     except IncompatibleModel as e:
         # A serving directory written by an older release: the next batch retrain publishes a
         # full version of the current format, and online updates continue from it.
@@ -108,18 +129,22 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
     model.partial_fit(examples, batch_size=batch_size)
     publisher = ServingPublisher(serving_root, keep_full=keep_full)
     publisher.resume_from(state.seq)
-    deltas_since_dense = int(state.metadata.get("deltas_since_dense", 0)) + 1
     full = state.seq - state.full_seq + 1 >= full_every
-    with_dense = full or deltas_since_dense >= dense_every
     last_ts = int(examples.column("ts_ms")[examples.num_rows - 1].as_py()) if examples.num_rows else through
     trained_through = max(until, last_ts)
+    # The newest published dense weights were trained through dense_through_ms (a full version's
+    # are its own trained_through_ms): the cadence runs on event time, not on a count of updates.
+    dense_through = int(state.metadata.get("dense_through_ms", through))
+    with_dense = full or trained_through - dense_through >= dense_every_s * 1000
     rows = sum(len(t.touched_rows()) for t in model.embeddings.tables.values())
     manifest = publisher.publish(
         model.embeddings.tables, now_s=trained_through // 1000,
         dense=model.dense_state() if with_dense else None, include_optimizer_state=True, full=full,
         metadata={**state.metadata, "trained_through_ms": trained_through,
-                  "deltas_since_dense": 0 if with_dense else deltas_since_dense,
+                  "dense_through_ms": trained_through if with_dense else dense_through,
                   "online_examples": examples.num_rows},
     )
+    save_checkpoint(checkpoint_root, model, serving_seq=manifest["seq"],
+                    metadata={"trained_through_ms": trained_through})
     return OnlineReport(examples.num_rows, state.seq, manifest["seq"], rows, with_dense, trained_through,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, resumed_from="checkpoint" if resumed else "serving")

@@ -190,7 +190,8 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     description="Online micro-batch update (Monolith): the impressions whose label window closed "
     "since the serving model was trained go through the same training step, from the model's "
     "current state; only the embedding rows they touched are published, as a delta. Dense "
-    "weights go out every `online_dense_every` deltas. Driven by `online_update_sensor`.",
+    "weights go out when `online_dense_every_s` of event time has passed; the trainer keeps its whole state "
+    "(rows, dense weights, optimizer state) in its own checkpoint between runs. Driven by `online_update_sensor`.",
     retry_policy=TRANSIENT_RETRY,  # publishing is atomic and restarts from the served state: safe to retry
     freshness_policy=ONLINE_MODEL_FRESHNESS,  # the deltas the model server applies
     # One update at a time: each trains from the version the last one published. The serving
@@ -204,7 +205,7 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     from tiktok_pipelines.training.online import online_update
 
     report = online_update(storage.lake, storage.serving, joiner_policy.config(),
-                           dense_every=training_policy.online_dense_every,
+                           dense_every_s=training_policy.online_dense_every_s,
                            full_every=training_policy.online_full_every,
                            batch_size=training_policy.online_batch_size,
                            keep_full=training_policy.keep_full_snapshots)
@@ -217,6 +218,7 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
         "base_seq": report.base_seq,
         "rows_published": report.rows_published,
         "dense_published": report.dense_published,
+        "resumed_from": report.resumed_from,
         "trained_through_ms": report.trained_through_ms,
         "seconds": round(report.seconds, 3),
     })
