@@ -169,7 +169,7 @@ def test_served_impressions_land_and_ingest_cleanly(running) -> None:
     assert totals["rows_read"] == 12 and totals["rows_lake"] == 12 and totals["rows_quarantine"] == 0
 
 
-def _register_lgbm_champion(models: Path) -> int:
+def _register_lgbm_champion(models: Path, card: dict | None = None) -> int:
     """A LightGBM ranker that learned one thing: dance videos (odd ids here) get engaged with."""
     from tiktok_pipelines.training.features import CATEGORICAL_FEATURES, NUMERIC_NAMES
     from tiktok_pipelines.training.lgbm import LGBMRanker
@@ -184,7 +184,7 @@ def _register_lgbm_champion(models: Path) -> int:
     cols["engaged"] = ((cat == "舞蹈") ^ (r.random(n) < 0.1)).astype(np.int64)
     model = LGBMRanker.fit(pa.table(cols), rounds=20)
     registry = ModelRegistry(models)
-    version = registry.register("lgbm_ranker", model.save, {"metrics": {}})
+    version = registry.register("lgbm_ranker", model.save, {"metrics": {}, **(card or {})})
     registry.decide("lgbm_ranker", version, 0.9, None, margin=0.0)
     return version
 
@@ -203,3 +203,12 @@ def test_lightgbm_champion_reranks_the_two_tower_candidates(running) -> None:
     assert plain["ranked_by"] == "two_tower" and plain["items"][0]["video_id"] == 13  # an even (food) video
     assert client.get("/recommend", params={"user_id": 1, "rerank": "maybe"}).status_code == 400
     assert client.get("/version").json()["reranker"] == f"lgbm_ranker-v{version}"
+    # Served scores are calibrated: the same model, now carded as trained with negatives kept at
+    # 1/4, serves its probability corrected for that rate (the card above has none: rate 1).
+    raw = np.array([i["score"] for i in body["items"]])
+    version = _register_lgbm_champion(server.models_root, {"negative_rate": 0.25})
+    assert server.reload_reranker()
+    again = client.get("/recommend", params={"user_id": 1, "k": 4}).json()
+    assert again["ranked_by"] == f"lgbm_ranker-v{version}"
+    assert [i["video_id"] for i in again["items"]] == [i["video_id"] for i in body["items"]]
+    np.testing.assert_allclose([i["score"] for i in again["items"]], raw / (raw + (1 - raw) / 0.25), rtol=1e-6)

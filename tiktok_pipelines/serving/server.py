@@ -9,9 +9,10 @@ candidate video's v = E_video[video] + E_creator[creator], plus the item's first
 b_video + b_creator (one matrix product; the catalog gives each video's creator), and the top k
 are returned: the ranker's FM terms that involve the user with the item or the item alone. With
 a LightGBM champion in the model registry (``data/models/lgbm_ranker``) the server re-ranks: the
-two-tower model retrieves ``rerank_candidates`` videos, LightGBM scores each with the features the server knows at request
-time (the catalog's video and user attributes, the hour, the retrieval rank; the history counts it
-does not track read as 0, i.e. "none seen") and the top k by its probability are returned.
+two-tower model retrieves ``rerank_candidates`` videos, LightGBM scores each with the features
+the server knows at request time (the catalog's video and user attributes, the hour, the retrieval rank; the history counts it
+does not track read as 0, i.e. "none seen") and the top k by its probability are returned; the
+score served is that probability corrected for the negative rate on the model's card (calibrated).
 ``rerank=0`` asks for the retrieval order alone. A user the model has no row for gets the
 trending fallback: the videos the model saw most often (row counts), a proxy for what is popular
 now. Parameters are validated: a bad request gets a 4xx, never a 5xx.
@@ -50,6 +51,7 @@ from starlette.routing import Route
 
 from tiktok_pipelines.schemas import landing_rel_path
 from tiktok_pipelines.serving.store import load_latest
+from tiktok_pipelines.training.evaluate import corrected
 
 log = logging.getLogger(__name__)
 MAX_K = 100
@@ -165,7 +167,11 @@ class ModelServer:
             champion = registry.champion("lgbm_ranker")
             if champion is None or (self.reranker and self.reranker[0] == champion["version"]):
                 return False
-            self.reranker = (champion["version"], LGBMRanker.load(registry.path("lgbm_ranker", champion["version"])))
+            version = champion["version"]
+            # Its negatives were kept at the card's rate: served scores are corrected with it, so
+            # they are calibrated probabilities (a card without the rate was trained on everything).
+            rate = float(registry.card("lgbm_ranker", version).get("negative_rate", 1.0))
+            self.reranker = (version, LGBMRanker.load(registry.path("lgbm_ranker", version)), rate)
         except Exception:
             self.reload_errors += 1
             log.exception("re-ranker reload failed; keeping %s", self.reranker[0] if self.reranker else None)
@@ -291,7 +297,8 @@ class ModelServer:
         cand, cand_scores = ids[0][keep], scores[0][keep]
         ranked_by = "two_tower" if personal[0] else "trending"
         if reranker is not None and len(cand):
-            p = reranker[1].predict(self.rerank_features(user_id, cand, int(time.time() * 1000)))
+            p = corrected(reranker[1].predict(self.rerank_features(user_id, cand, int(time.time() * 1000))),
+                          reranker[2])
             order = np.argsort(-p, kind="stable")[:k]
             cand, cand_scores = cand[order], p[order]
             ranked_by = f"lgbm_ranker-v{reranker[0]}"
