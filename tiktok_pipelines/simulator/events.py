@@ -20,6 +20,7 @@ import polars as pl
 
 from tiktok_pipelines import schemas
 from tiktok_pipelines.simulator import text
+from tiktok_pipelines.simulator.observed import ENGAGED_WATCH_RATIO, video_counters
 from tiktok_pipelines.simulator.rng import rng_for, sample_weighted, sigmoid
 from tiktok_pipelines.simulator.world import (
     DAY_MS,
@@ -256,10 +257,10 @@ def gen_feed(world: World, day: int, events_per_day: int,
     im = im[np.argsort(imp_ts[im], kind="stable")]  # time order, so the frame needs no sort
     iv = vid[im]
     age_h = (imp_ts[im] - world.video_published_ms[iv]) / HOUR_MS
-    ctr_noise = rng_for(world.seed, "ctr", day).normal(0, 0.25, world.n_videos)
-    ctr_est = sigmoid(-2.2 + 0.8 * world.video_quality[iv] + trend[iv] + ctr_noise[iv])
-    w_age = age_h / (age_h + 24.0)  # young videos: the estimate leans on the prior
-    recent_ctr = np.round(w_age * ctr_est + (1 - w_age) * 0.08, 4)
+    # Counters of today's plays before each impression: what a serving stack has observed, never
+    # the latent quality or trend that drive the reactions (simulator/observed.py).
+    vw = np.flatnonzero(viewed)
+    seen = video_counters(vid[vw], view_ts[vw], watch[vw] >= ENGAGED_WATCH_RATIO * dur[vw], iv, imp_ts[im])
     followers = (world.creator_followers[creator_idx[im]] * (1 + 0.002 * day)).astype(np.int64)
     vcat_known = world.video_cat_known[iv]
     # kept flat (cheap to sort and gather); assembled into the JSON object when serialised
@@ -271,8 +272,8 @@ def gen_feed(world: World, day: int, events_per_day: int,
         "video_duration_ms": dur[im],
         "video_age_h": np.round(age_h, 1),
         "creator_followers": followers,
-        "video_ctr": recent_ctr,
-        "trending_tag": trend[iv] > 0,
+        "video_ctr": np.round(seen.ctr, 4),
+        "trending_tag": seen.trending,
         "follows_creator": src[im] == CS["following"],
     }.items()}
     score = np.round(sigmoid(signal[im] - 1.5 + r.normal(0, 0.8, len(im))), 5)
@@ -293,7 +294,6 @@ def gen_feed(world: World, day: int, events_per_day: int,
     }, imp_ts[im])
 
     # --- views: every play; feed plays carry the impression's request_id
-    vw = np.flatnonzero(viewed)
     vw = vw[np.argsort(view_ts[vw], kind="stable")]
     req = _ids(f"req{tag}-", page_first[vw])
     frames["views"] = _frame("views", {
