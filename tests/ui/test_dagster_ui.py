@@ -155,6 +155,11 @@ def dagster_ui(browser, tmp_path_factory):
         )
     try:
         _wait_for_location(url, proc, log)
+        # The first visit to an instance shows a "Join the Dagster community" dialog, which can
+        # open on top of (or under) another dialog and then cannot be clicked away: mark it seen on
+        # the server, as its Skip button does, before any page opens.
+        _graphql(url, "mutation { setNuxSeen }")
+        assert _graphql(url, "{ shouldShowNux }")["shouldShowNux"] is False
         yield DagsterUI(url=url, ingest=report, shots=shots)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -170,10 +175,6 @@ def page(browser, dagster_ui):
     context = browser.new_context(viewport={"width": 1600, "height": 1000}, base_url=dagster_ui.url)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
-    # The first visit to an instance shows a "Join the Dagster community" popup; dismiss it whenever
-    # it covers the page (it is shown once per instance, so it may come in any test).
-    skip = page.get_by_role("button", name="Skip")
-    page.add_locator_handler(skip, lambda: skip.click())
     yield page
     context.close()
 
