@@ -122,6 +122,8 @@ STREAMS: dict[str, StreamSchema] = {
                 Field("creator_id", INT64, min_value=0),
                 Field("comment_text", STRING, required=False, max_chars=2000),
                 Field("share_channel", STRING, required=False, enum=SHARE_CHANNELS),
+                Field("request_id", STRING, required=False, max_chars=64,
+                      doc="The impression's request when the action was taken on a served feed item."),
             ),
         ),
         StreamSchema(

@@ -28,6 +28,8 @@ columns:
   share_channel:
     description: "Where it was shared, for event_type = share. Optional (NULL when absent)."
     tests: [{accepted_values: {values: [im, copy_link, external]}}]
+  request_id:
+    description: "The impression's request when the action was taken on a served feed item. Optional (NULL when absent)."
   day:
     description: UTC date of ts_ms (the lake's event_date partition).
     tests: [not_null]
@@ -43,6 +45,7 @@ SELECT
     creator_id,
     comment_text,
     share_channel,
+    request_id,
     CAST(event_date AS DATE) AS day,
     epoch_ms(ts_ms) AS ts
 FROM {{ source('raw', 'interactions') }}

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 
 from tests.faults.online_worker import CONFIG
@@ -32,9 +33,14 @@ from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.serving.store import list_versions, load_latest, verify_version
 from tiktok_pipelines.simulator import simulate
 from tiktok_pipelines.training.joiner import examples_between
-from tiktok_pipelines.training.online import watermark_ms
+from tiktok_pipelines.training.stream_join import committed_watermark_ms, stream_examples_after
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _streamed(lake: Path, after_ms: int, until_ms: int):
+    t = stream_examples_after(lake, after_ms)
+    return t.filter(pc.less_equal(t.column("ts_ms"), until_ms))
 TRIALS = 6
 
 
@@ -146,12 +152,18 @@ def test_kill_9_during_online_updates_trains_every_impression_once(tmp_path: Pat
         else:
             assert m["full_seq"] == s
         assert through[s] > through[s - 1]
-        window = examples_between(lake, CONFIG, through[s - 1], through[s])
+        window = _streamed(lake, through[s - 1], through[s])
         assert m["metadata"]["online_examples"] == window.num_rows > 0, s
         trained += window.num_rows
-    # Caught up: everything whose label window had closed when the last slice landed is trained.
-    assert through[final_seq] == watermark_ms(lake) - CONFIG.label_window_s * 1000
-    assert trained == examples_between(lake, CONFIG, first_through, through[final_seq]).num_rows
+    # Caught up: everything whose label window the joiner's watermark had closed is trained, and
+    # the joiner (killed too) emitted each impression once.
+    assert through[final_seq] == committed_watermark_ms(lake) - CONFIG.label_window_s * 1000 - 1
+    emitted = _streamed(lake, first_through, through[final_seq])
+    assert trained == emitted.num_rows == len(set(emitted.column("example_id").to_pylist()))
+    # ... and they are the batch join's examples of that window, but for records delivered late
+    batch = examples_between(lake, CONFIG, first_through, through[final_seq])
+    assert set(emitted.column("example_id").to_pylist()) <= set(batch.column("example_id").to_pylist())
+    assert emitted.num_rows >= 0.99 * batch.num_rows
     kinds = [manifests[s]["kind"] for s in seqs[1:]]
     assert "full" in kinds and "delta" in kinds and any(manifests[s]["dense"] for s in seqs[1:] if manifests[s]["kind"] == "delta")
     assert load_latest(serving).metadata["trained_through_ms"] == through[final_seq]

@@ -44,10 +44,11 @@ def view(eid: str, ts: int, user: int, video: int, creator: int, watch: int, req
             "traffic_source": "foryou"}
 
 
-def interaction(eid: str, ts: int, user: int, kind: str, video: int | None, creator: int) -> dict:
+def interaction(eid: str, ts: int, user: int, kind: str, video: int | None, creator: int,
+                request: str | None) -> dict:
     return {"event_id": eid, "ts_ms": ts, "user_id": user, "event_type": kind, "video_id": video,
             "creator_id": creator, "comment_text": "nice" if kind == "comment" else None,
-            "share_channel": "im" if kind == "share" else None}
+            "share_channel": "im" if kind == "share" else None, "request_id": request}
 
 
 def ingest(landing: Path, lake: Path, events: dict[str, list[dict]], seq: int,
@@ -81,9 +82,14 @@ SCENARIO = {
         view("vF0", T0 + 30 * S, 3, 99, 109, 500, None),  # user 3's history before F
     ],
     "interactions": [
-        interaction("iB", T0 + 50 * S, 1, "like", 11, 101),
-        interaction("iD", T0 + 60 * S, 2, "follow", None, 102),
-        interaction("iA", T0 + 30 * S, 1, "comment", 10, 100),
+        interaction("iB", T0 + 50 * S, 1, "like", 11, 101, "r1"),
+        interaction("iD", T0 + 60 * S, 2, "follow", 12, 102, "r2"),  # followed from the video
+        interaction("iA", T0 + 30 * S, 1, "comment", 10, 100, "r1"),
+        # actions that name no impression of theirs label nothing: a like from a profile page
+        # (no request), a follow of F's creator from the creator's page, a like in another request
+        interaction("iC", T0 + 20 * S, 2, "like", 10, 100, None),
+        interaction("iF", T0 + 70 * S, 3, "follow", None, 104, None),
+        interaction("iE", T0 + 20 * S, 3, "like", 13, 103, "other-request"),
     ],
 }
 
@@ -136,8 +142,8 @@ def test_no_feature_uses_data_from_after_the_impression(world) -> None:
         "views": [view("late1", T0 + 6 * S, 2, 10, 100, 10_000, "r2"),
                   view("late2", T0 + 5 * 3_600 * S, 1, 10, 100, 100, None),
                   view("late3", T0 + 61 * S, 3, 13, 103, 100, None)],
-        "interactions": [interaction("late4", T0 + 90 * S, 3, "share", 14, 104),
-                         interaction("late5", T0 + 3 * 3_600 * S, 1, "like", 10, 100)],
+        "interactions": [interaction("late4", T0 + 90 * S, 3, "share", 14, 104, "r3"),
+                         interaction("late5", T0 + 3 * 3_600 * S, 1, "like", 10, 100, "r1")],
     }
     ingest(landing, lake, later, seq=2)
     report = build_examples(lake, JoinerConfig(negative_rate=1.0))

@@ -15,9 +15,16 @@ from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.serving.store import load_latest, read_version_manifest, version_dir
 from tiktok_pipelines.simulator import simulate
 from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
-from tiktok_pipelines.training.online import online_update, watermark_ms
+from tiktok_pipelines.training.online import online_update
+from tiktok_pipelines.training.stream_join import stream_examples_after
 
 CONFIG = JoinerConfig(negative_rate=0.5)
+
+
+def streamed(lake: Path, after_ms: int, until_ms: int):
+    """What the streaming joiner emitted for impressions in (after_ms, until_ms]."""
+    t = stream_examples_after(lake, after_ms)
+    return t.filter(pc.less_equal(t.column("ts_ms"), until_ms))
 
 
 def ingest_day(world: Path, day: str) -> None:
@@ -46,9 +53,19 @@ def test_online_updates_catch_up_and_publish_only_touched_rows(world: Path) -> N
     report = online_update(lake, serving, CONFIG, dense_every_s=36 * 3600)
     assert report.published_seq == 2 and report.base_seq == 1 and report.examples > 1000
     assert not report.dense_published  # the first delta since the full: dense waits for the cadence
-    until = watermark_ms(lake) - CONFIG.label_window_s * 1000
-    trained = examples_between(lake, CONFIG, through, until)
+    until = report.joined.counts.watermark_ms - CONFIG.label_window_s * 1000 - 1
+    assert report.trained_through_ms == until  # every impression whose window closed
+    trained = streamed(lake, through, until)
     assert trained.num_rows == report.examples
+    # the batch join over the same window: the same impressions, but for what arrived late
+    # (this world delivers some records a window late, as collectors do)
+    batch = examples_between(lake, CONFIG, through, until)
+    ids, batch_ids = set(trained.column("example_id").to_pylist()), set(batch.column("example_id").to_pylist())
+    assert ids <= batch_ids and len(batch_ids - ids) <= report.joined.counts.late_impressions
+    late = report.joined.counts.late_actions
+    engaged = dict(zip(batch.column("example_id").to_pylist(), batch.column("engaged").to_pylist()))
+    assert sum(engaged[i] != e for i, e in zip(trained.column("example_id").to_pylist(),
+                                              trained.column("engaged").to_pylist())) <= late
     # the delta holds exactly the rows the training step touched: every id of the new examples
     manifest = read_version_manifest(serving, 2)
     assert manifest["kind"] == "delta" and manifest["metadata"]["trained_through_ms"] >= until
@@ -65,9 +82,12 @@ def test_online_updates_catch_up_and_publish_only_touched_rows(world: Path) -> N
     # two versions since the full one: this update compacts the chain into a full version
     assert read_version_manifest(serving, 3)["kind"] == "full"
     # no impression is trained twice: the second window starts where the first ended
-    again = examples_between(lake, CONFIG, report.trained_through_ms, second.trained_through_ms)
+    again = streamed(lake, report.trained_through_ms, second.trained_through_ms)
     assert again.num_rows == second.examples
     assert pc.min(again.column("ts_ms")).as_py() > report.trained_through_ms
+    assert not ids & set(again.column("example_id").to_pylist())
+    assert sorted(ids | set(again.column("example_id").to_pylist())) == sorted(
+        streamed(lake, through, second.trained_through_ms).column("example_id").to_pylist())
     state = load_latest(serving)
     assert state.seq == 3
     np.testing.assert_array_equal(state.dense["dense_mean"], model.mean)  # standardisation is kept
@@ -104,7 +124,11 @@ def test_online_updates_resume_the_trainer_exactly_as_one_process_would(tmp_path
     assert resumed == ["serving", "checkpoint", "checkpoint", "checkpoint"]
 
     for start, end in windows:
-        one_process.partial_fit(examples_between(lake, CONFIG, start, end), batch_size=128)
+        window = streamed(lake, start, end)
+        # nothing arrives late in this world: the streaming join is the batch join, window by window
+        assert sorted(window.to_pylist(), key=str) == sorted(examples_between(lake, CONFIG, start, end).to_pylist(),
+                                                             key=str)
+        one_process.partial_fit(window, batch_size=128)
 
     trainer, meta = load_checkpoint(default_checkpoint_root(serving), serving_seq=load_latest(serving).seq)
     assert meta["trained_through_ms"] == through

@@ -18,8 +18,9 @@ from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.serving.store import ServingPublisher, list_versions, load_latest, read_version_manifest
 from tiktok_pipelines.simulator import simulate
-from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
-from tiktok_pipelines.training.online import online_update, ranker_from_state, watermark_ms
+from tiktok_pipelines.training.joiner import JoinerConfig
+from tiktok_pipelines.training.online import online_update, ranker_from_state
+from tiktok_pipelines.training.stream_join import committed_watermark_ms, stream_examples_after
 
 CONFIG = JoinerConfig(negative_rate=0.5)
 
@@ -62,11 +63,13 @@ def test_updates_started_together_train_each_impression_once(world) -> None:
     assert len(reports) == 3 and len(published) == 1, reports
     assert all(r.reason.startswith("no impression has a closed label window") for r in reports if r not in published)
     assert list_versions(serving) == [1, 2]
-    until = watermark_ms(lake) - CONFIG.label_window_s * 1000
+    until = committed_watermark_ms(lake) - CONFIG.label_window_s * 1000 - 1
     manifest = read_version_manifest(serving, 2)
     assert manifest["kind"] == "delta" and manifest["base_seq"] == 1
-    assert manifest["metadata"]["online_examples"] == published[0].examples \
-        == examples_between(lake, CONFIG, first_through, until).num_rows > 0
+    assert manifest["metadata"]["trained_through_ms"] == until
+    emitted = stream_examples_after(lake, first_through)
+    assert manifest["metadata"]["online_examples"] == published[0].examples == emitted.num_rows > 0
+    assert emitted.num_rows == len(set(emitted.column("example_id").to_pylist()))  # each once
     assert load_latest(serving).seq == 2
     assert not [p for p in serving.iterdir() if p.name.startswith((".tmp-", ".trash-"))]
 

@@ -13,6 +13,7 @@ import dagster as dg
 
 from tiktok_pipelines.ingest.engine import IngestSettings
 from tiktok_pipelines.training.joiner import JoinerConfig
+from tiktok_pipelines.training.stream_join import StreamConfig
 
 
 def _env(name: str, default: str) -> str:
@@ -96,6 +97,12 @@ class JoinerPolicy(dg.ConfigurableResource):
     negative_rate: float = 0.5
     history_window_s: int = 86_400
     seed: int = 0
+    # The streaming joiner's watermark trails the newest event time by this much: events up to
+    # this far behind still label on time; later ones are counted as late (training/stream_join.py).
+    allowed_lateness_s: int = 120
+
+    def stream(self) -> StreamConfig:
+        return StreamConfig(allowed_lateness_s=self.allowed_lateness_s)
 
     def config(self) -> JoinerConfig:
         return JoinerConfig(

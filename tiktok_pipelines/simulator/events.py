@@ -335,6 +335,8 @@ def gen_feed(world: World, day: int, events_per_day: int,
         "creator_id": creator_idx[rows] + 1,
         "comment_text": comments.set(pl.Series(~is_comment), None),
         "share_channel": channels.set(pl.Series(~is_share), None),
+        # an action on a served feed item carries the impression's request, as clients log it
+        "request_id": _ids(f"req{tag}-", page_first[rows]).set(pl.Series(sk[rows] == 4), None),
     }, its)
 
     # --- orders through a creator's video (shop creators) and through showcases

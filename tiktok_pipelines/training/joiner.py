@@ -6,14 +6,17 @@ counts computed strictly before the impression; its labels come from the user's 
 video in the ``label_window_s`` after it.
 
 Labels (all per impression, from actions with ``impression.ts_ms <= action.ts_ms <=
-impression.ts_ms + label_window_s``):
+impression.ts_ms + label_window_s``). An action names the impression it follows as real clients
+log it: the impression's ``request_id`` and the ``video_id``, so one action labels one impression
+(the model server never repeats a video in a response; the simulator's feed can, in a small
+catalog, and then both displays get the actions on that video in that request). Actions without a ``request_id`` (a play from a shared link,
+a like on a profile page) label nothing; they still count in the history features.
 
-- ``played``: a view of the same video by the same user (with the impression's ``request_id``
-  when the view carries one).
+- ``played``: a view of the impression's video in its request.
 - ``watch_time_ms``: the longest such view (0 if none); ``watch_ratio`` = watch time / duration.
 - ``finished``: ``watch_ratio >= 1`` (watched to the end at least once).
 - ``liked``, ``shared``, ``commented``: that interaction on the video; ``followed``: a follow of
-  the video's creator.
+  the video's creator from the video.
 - ``engaged`` (the training target): liked or shared or commented or followed, or
   ``watch_ratio >= engaged_watch_ratio``.
 
@@ -143,7 +146,8 @@ def _relation(con: duckdb.DuckDBPyConnection, name: str, files: list[str], colum
     cols = ", ".join(columns)
     if files:
         listed = ", ".join(sql_path(f) for f in files)  # a view cannot take a parameter
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} FROM read_parquet([{listed}])")
+        # union_by_name: files written before a column was added read it as NULL
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} FROM read_parquet([{listed}], union_by_name=true)")
     else:
         typed = ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items())
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {typed} WHERE false")
@@ -167,20 +171,19 @@ WITH imp_x AS (
     FROM imp
 ), watched AS (
     SELECT i.example_id, max(v.watch_time_ms) AS watch_time_ms
+    -- the action names its impression: (request_id, video_id), as clients log it
     FROM imp_x i JOIN views v
-      ON v.user_id = i.user_id AND v.video_id = i.video_id
+      ON v.request_id = i.request_id AND v.video_id = i.video_id AND v.user_id = i.user_id
      AND v.ts_ms BETWEEN i.ts_ms AND i.ts_ms + {w_ms}
-     AND (v.request_id IS NULL OR v.request_id = i.request_id)
     GROUP BY i.example_id
 ), acted AS (
     SELECT i.example_id,
-           bool_or(x.event_type = 'like' AND x.video_id = i.video_id) AS liked,
-           bool_or(x.event_type = 'share' AND x.video_id = i.video_id) AS shared,
-           bool_or(x.event_type = 'comment' AND x.video_id = i.video_id) AS commented,
-           bool_or(x.event_type = 'follow' AND x.creator_id = i.creator_id) AS followed
+           bool_or(x.event_type = 'like') AS liked,
+           bool_or(x.event_type = 'share') AS shared,
+           bool_or(x.event_type = 'comment') AS commented,
+           bool_or(x.event_type = 'follow') AS followed
     FROM imp_x i JOIN inter x
-      ON x.user_id = i.user_id
-     AND (x.video_id = i.video_id OR (x.event_type = 'follow' AND x.creator_id = i.creator_id))
+      ON x.request_id = i.request_id AND x.video_id = i.video_id AND x.user_id = i.user_id
      AND x.ts_ms BETWEEN i.ts_ms AND i.ts_ms + {w_ms}
     GROUP BY i.example_id
 ), user_hist AS (
@@ -240,7 +243,7 @@ _IMP_COLUMNS = {
 _VIEW_COLUMNS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "request_id": "VARCHAR",
                  "watch_time_ms": "BIGINT"}
 _INTER_COLUMNS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "creator_id": "BIGINT",
-                  "event_type": "VARCHAR"}
+                  "event_type": "VARCHAR", "request_id": "VARCHAR"}
 
 
 def build_examples(

@@ -7,11 +7,13 @@ The loop Monolith describes, on files:
    (``training/checkpoint.py``: every row with its Adagrad state, the dense weights as trained and
    Adam's state), taken after each publication; it resumes from it when it matches the newest
    serving version, and from the serving state otherwise (after a batch retrain).
-2. The examples are the impressions whose label window has closed since the state was trained:
-   ``trained_through_ms < ts_ms <= watermark - label_window``, where the watermark is the newest
-   flush time in the ingest log (the collectors' high-water mark). An impression is trained on
-   once, after its labels are final; the joiner's SQL labels and samples it exactly as the batch
-   path would.
+2. The examples come from the streaming joiner (``training/stream_join.py``), run first: the
+   impressions whose label window its event-time watermark closed, labelled and sampled exactly as
+   the batch join would. The update trains on those with ``ts_ms > trained_through_ms`` that it has
+   not trained on (``stream_seq`` in the serving metadata: the joiner's committed step), and
+   publishes ``trained_through_ms = watermark - label_window - 1``: the joiner's parts tile event
+   time, so every impression up to that instant has been trained on once (or arrived after its
+   window closed and was counted late).
 3. ``MonolithRanker.partial_fit`` runs over them in time order: the same step as the batch retrain.
 4. Only the rows those steps touched are published, as a delta. The dense weights go out on a
    slower cadence (when ``dense_every_s`` of event time has passed since they last went out), as
@@ -32,7 +34,13 @@ import pyarrow as pa
 from tiktok_pipelines.ingest.engine import Lake
 from tiktok_pipelines.serving.store import ServingPublisher, ServingState, load_latest, writer_lock
 from tiktok_pipelines.training.checkpoint import load_checkpoint, save_checkpoint
-from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
+from tiktok_pipelines.training.joiner import JoinerConfig
+from tiktok_pipelines.training.stream_join import (
+    StreamConfig,
+    StreamReport,
+    run_stream_join,
+    stream_examples_after,
+)
 from tiktok_pipelines.training.torch_ranker import IncompatibleModel, MonolithRanker
 
 
@@ -47,6 +55,7 @@ class OnlineReport:
     seconds: float
     reason: str = ""
     resumed_from: str = ""  # "checkpoint" (the trainer's own state) or "serving" (a published version)
+    joined: StreamReport | None = None  # what the streaming joiner did first (late counts, watermark)
 
 
 def watermark_ms(lake_root: str | os.PathLike) -> int | None:
@@ -76,7 +85,8 @@ def default_checkpoint_root(serving_root: str | os.PathLike) -> Path:
 
 def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike, config: JoinerConfig,
                   *, dense_every_s: int = 600, full_every: int = 200, batch_size: int = 512, keep_full: int = 3,
-                  now_ms: int | None = None, checkpoint_root: str | os.PathLike | None = None) -> OnlineReport:
+                  checkpoint_root: str | os.PathLike | None = None,
+                  stream: StreamConfig | None = None) -> OnlineReport:
     """One online update. Sparse rows are published every update; the dense weights when
     ``dense_every_s`` of event time has passed since they were last published. Every
     ``full_every`` versions since the last full one, the update is published as a full version
@@ -92,29 +102,31 @@ def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike,
     sensor's) must take turns; the second then trains only what the first left."""
     with writer_lock(serving_root):
         return _online_update(lake_root, serving_root, config, dense_every_s=dense_every_s, full_every=full_every,
-                              batch_size=batch_size, keep_full=keep_full, now_ms=now_ms,
+                              batch_size=batch_size, keep_full=keep_full, stream=stream,
                               checkpoint_root=Path(checkpoint_root or default_checkpoint_root(serving_root)))
 
 
 def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every_s: int, full_every: int,
-                   batch_size: int, keep_full: int, now_ms: int | None, checkpoint_root: Path) -> OnlineReport:
+                   batch_size: int, keep_full: int, checkpoint_root: Path, stream: StreamConfig | None) -> OnlineReport:
     started = time.perf_counter()
     state = load_latest(serving_root)
     if state is None:
         return OnlineReport(0, None, None, 0, False, None, time.perf_counter() - started,
                             "no model in the serving directory yet (the batch retrain publishes the first)")
+    # The streaming joiner first: it takes the batches committed since it last ran and emits the
+    # impressions whose windows its watermark closed. Its parts tile event time, so "trained
+    # through" stays one instant: every impression up to it was trained on, or arrived late.
+    joined = run_stream_join(lake_root, config, stream)
     through = int(state.metadata.get("trained_through_ms", 0))
-    mark = watermark_ms(lake_root)
-    until = (mark or 0) - config.label_window_s * 1000
-    if now_ms is not None:
-        until = min(until, now_ms - config.label_window_s * 1000)
-    if until <= through:
+    mark = joined.counts.watermark_ms
+    closed = None if mark is None else mark - config.label_window_s * 1000 - 1
+    if closed is None or closed <= through:
         return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
-                            "no impression has a closed label window since the last update")
-    examples = examples_between(lake_root, config, through, until)
-    if examples.num_rows == 0:
+                            "no impression has a closed label window since the last update", joined=joined)
+    examples = stream_examples_after(lake_root, through, after_seq=state.metadata.get("stream_seq"))
+    if examples is None or examples.num_rows == 0:
         return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
-                            "no new impressions")
+                            "no new impressions", joined=joined)
     resumed = load_checkpoint(checkpoint_root, serving_seq=state.seq)
     try:
         # The checkpoint carries what the serving state lacks: dense weights as trained (not as
@@ -125,13 +137,13 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
         # A serving directory written by an older release: the next batch retrain publishes a
         # full version of the current format, and online updates continue from it.
         return OnlineReport(0, state.seq, None, 0, False, through, time.perf_counter() - started,
-                            f"the serving version is of another model format ({e}); waiting for the batch retrain")
+                            f"the serving version is of another model format ({e}); waiting for the batch retrain",
+                            joined=joined)
     model.partial_fit(examples, batch_size=batch_size)
     publisher = ServingPublisher(serving_root, keep_full=keep_full)
     publisher.resume_from(state.seq)
     full = state.seq - state.full_seq + 1 >= full_every
-    last_ts = int(examples.column("ts_ms")[examples.num_rows - 1].as_py()) if examples.num_rows else through
-    trained_through = max(until, last_ts)
+    trained_through = closed
     # The newest published dense weights were trained through dense_through_ms (a full version's
     # are its own trained_through_ms): the cadence runs on event time, not on a count of updates.
     dense_through = int(state.metadata.get("dense_through_ms", through))
@@ -142,9 +154,10 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
         dense=model.dense_state() if with_dense else None, include_optimizer_state=True, full=full,
         metadata={**state.metadata, "trained_through_ms": trained_through,
                   "dense_through_ms": trained_through if with_dense else dense_through,
-                  "online_examples": examples.num_rows},
+                  "stream_seq": joined.seq, "online_examples": examples.num_rows},
     )
     save_checkpoint(checkpoint_root, model, serving_seq=manifest["seq"],
                     metadata={"trained_through_ms": trained_through})
     return OnlineReport(examples.num_rows, state.seq, manifest["seq"], rows, with_dense, trained_through,
-                        time.perf_counter() - started, resumed_from="checkpoint" if resumed else "serving")
+                        time.perf_counter() - started, resumed_from="checkpoint" if resumed else "serving",
+                        joined=joined)

@@ -187,8 +187,9 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     kinds={"pytorch"},
     output_required=False,
     deps=[batch_rankers, raw_key("impressions"), raw_key("views"), raw_key("interactions")],
-    description="Online micro-batch update (Monolith): the impressions whose label window closed "
-    "since the serving model was trained go through the same training step, from the model's "
+    description="Online micro-batch update (Monolith): the streaming joiner joins the newly ingested "
+    "batches (impressions wait in keyed state until an event-time watermark closes their label window; "
+    "late arrivals are counted), and the impressions it emits go through the same training step, from the model's "
     "current state; only the embedding rows they touched are published, as a delta. Dense "
     "weights go out when `online_dense_every_s` of event time has passed; the trainer keeps its whole state "
     "(rows, dense weights, optimizer state) in its own checkpoint between runs. Driven by `online_update_sensor`.",
@@ -208,11 +209,23 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
                            dense_every_s=training_policy.online_dense_every_s,
                            full_every=training_policy.online_full_every,
                            batch_size=training_policy.online_batch_size,
-                           keep_full=training_policy.keep_full_snapshots)
+                           keep_full=training_policy.keep_full_snapshots, stream=joiner_policy.stream())
+    joined = report.joined
+    if joined is not None:
+        # the streaming joiner ran first: what it joined, and what arrived too late to label
+        context.log.info(f"streaming join: step {joined.seq}, {joined.batches} batches, "
+                         f"{joined.counts.emitted_impressions} impressions closed, {joined.counts.pending} waiting, "
+                         f"{joined.counts.late_actions} late actions, {joined.counts.late_impressions} late impressions")
     if report.published_seq is None:
         context.log.info(f"nothing published: {report.reason}")
         return
     yield dg.MaterializeResult(metadata={
+        "stream/step": joined.seq,
+        "stream/impressions_closed": joined.counts.emitted_impressions,
+        "stream/impressions_waiting": joined.counts.pending,
+        "stream/late_actions": joined.counts.late_actions,
+        "stream/late_impressions": joined.counts.late_impressions,
+        "stream/watermark": dg.MetadataValue.timestamp(joined.counts.watermark_ms / 1000),
         "examples": report.examples,
         "serving_seq": report.published_seq,
         "base_seq": report.base_seq,
