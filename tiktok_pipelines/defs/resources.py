@@ -125,6 +125,10 @@ class TrainingPolicy(dg.ConfigurableResource):
     online_batch_size: int = 512
     online_dense_every_s: int = 600  # event time between two online versions that carry the dense weights
     online_full_every: int = 200  # versions after a full one before an online update publishes a full
+    # Monolith's count filter on the torch ranker's id tables: an id gets rows at its Nth training
+    # occurrence (before, it reads the prior). Its counts live in the checkpoint and the serving
+    # versions, so an online update continues them. None: every id is admitted at once.
+    torch_admit_min_count: int | None = 2
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

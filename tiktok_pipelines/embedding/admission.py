@@ -152,3 +152,42 @@ class ProbabilisticFilter:
 
     def config(self) -> dict[str, Any]:
         return {"kind": "probabilistic", "q": self.q, "expected_count": self.expected_count}
+
+
+# --- state: a filter's counts travel with the table (checkpoints, serving versions) ------------
+
+def filter_state(f: AdmissionFilter) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(config, arrays) that rebuild ``f`` exactly, counts and random state included: an online
+    update that restarts from a checkpoint or a serving version must not forget which ids it
+    has already seen (a reset filter would make every tail id wait ``min_count`` sightings
+    again after each restart)."""
+    if isinstance(f, CountFilter):
+        return {**f.config(), "seed": f.seed}, {"counters": f.counters}
+    if isinstance(f, ProbabilisticFilter):
+        return {**f.config(), "rng": f._rng.bit_generator.state}, {}
+    if isinstance(f, AdmitAll):
+        return f.config(), {}
+    raise TypeError(f"no state format for admission filter {type(f).__name__}")
+
+
+def filter_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray]) -> AdmissionFilter:
+    kind = config["kind"]
+    if kind == "count":
+        counters = np.asarray(arrays["counters"], dtype=np.uint16)
+        f = CountFilter(config["min_count"], num_counters=int(counters.size), seed=int(config["seed"]))
+        if f.counters.shape != counters.shape:
+            raise ValueError(f"count filter state of shape {counters.shape}, expected {f.counters.shape}")
+        f.counters = counters.copy()
+        return f
+    if kind == "probabilistic":
+        f = ProbabilisticFilter(config["q"])
+        f.expected_count = config.get("expected_count")
+        f._rng.bit_generator.state = config["rng"]
+        return f
+    if kind == "all":
+        return AdmitAll()
+    raise ValueError(f"unknown admission filter kind {kind!r}")
+
+
+def is_stateful(f: AdmissionFilter | None) -> bool:
+    return f is not None and not isinstance(f, AdmitAll)

@@ -55,11 +55,15 @@ class SlotSpec:
     pooling: Pooling = "none"
     admission: AdmissionFilter | None = None
     hashing_trick_rows: int | None = None
+    # A fresh filter per table built (preferred to ``admission``, one instance): a model that
+    # rebuilds its tables (a refit) must not inherit the counts of the tables it threw away.
+    admission_factory: Callable[[], AdmissionFilter] | None = None
 
     def build(self, name: str) -> RowTable:
         if self.hashing_trick_rows is not None:
             return HashingTrickEmbeddingTable(self.table, self.hashing_trick_rows, name=name)
-        return CollisionlessEmbeddingTable(self.table, name=name, admission=self.admission)
+        admission = self.admission_factory() if self.admission_factory is not None else self.admission
+        return CollisionlessEmbeddingTable(self.table, name=name, admission=admission)
 
 
 def default_slots(dim: int = 16, *, ttl_seconds: int | None = 30 * 86400, lr: float = 0.05) -> dict[str, SlotSpec]:

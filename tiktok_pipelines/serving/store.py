@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from tiktok_pipelines.embedding.admission import filter_from_state, filter_state, is_stateful
 from tiktok_pipelines.embedding.export import apply_delta, export_delta, export_snapshot, load_snapshot
 from tiktok_pipelines.embedding.table import CollisionlessEmbeddingTable
 from tiktok_pipelines.lake import exclusive_lock, fsync_path, sha256_file
@@ -55,6 +56,7 @@ from tiktok_pipelines.lake import exclusive_lock, fsync_path, sha256_file
 FORMAT = "tiktok_pipelines.serving/v1"
 MANIFEST = "manifest.json"
 DENSE_FILE = "dense.npz"
+ADMISSION_FILE = "admission.npz"
 _VERSION_RE = re.compile(r"^v(\d{8})$")
 WRITER_LOCK = ".writer.lock"
 _held = threading.local()  # the serving roots this thread holds the writer lock of
@@ -200,6 +202,7 @@ class ServingPublisher:
                 else:
                     export_delta(table, target, now_s=now_s, include_optimizer_state=include_optimizer_state)
                 table_dirs[slot] = f"tables/{slot}"
+            admission = _write_admission(tables, tmp / ADMISSION_FILE)
             if dense is not None:
                 with open(tmp / DENSE_FILE, "wb") as f:
                     np.savez(f, **{k: np.asarray(v) for k, v in dense.items()})
@@ -219,6 +222,9 @@ class ServingPublisher:
                 "published_at": time.time(),
                 "tables": table_dirs,
                 "dense": DENSE_FILE if dense is not None else None,
+                # the admission filters' state as of this version (servers ignore it; a trainer
+                # that restarts from serving state continues counting where the last one stopped)
+                "admission": admission,
                 "metadata": metadata or {},
                 "files": files,
             }
@@ -253,6 +259,37 @@ class ServingPublisher:
             os.rename(version_dir(self.root, s), trash)
             shutil.rmtree(trash, ignore_errors=True)
         fsync_path(self.root)
+
+
+def _write_admission(tables: dict[str, CollisionlessEmbeddingTable], path: Path) -> dict[str, Any] | None:
+    """The tables' stateful admission filters into one compressed npz (no pickle); their configs
+    for the manifest. None when every table admits every id."""
+    configs, arrays = {}, {}
+    for slot, table in sorted(tables.items()):
+        f = getattr(table, "admission", None)
+        if not is_stateful(f):
+            continue
+        configs[slot], state = filter_state(f)
+        arrays.update({f"{slot}/{k}": v for k, v in state.items()})
+    if not configs:
+        return None
+    with open(path, "wb") as out:
+        np.savez_compressed(out, **arrays)  # count sketches are mostly zeros
+        out.flush()
+        os.fsync(out.fileno())
+    return {"file": path.name, "filters": configs}
+
+
+def _attach_admission(tables: dict[str, CollisionlessEmbeddingTable], directory: Path,
+                      admission: dict[str, Any] | None) -> None:
+    if not admission:
+        return
+    with np.load(directory / admission["file"], allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for slot, config in admission["filters"].items():
+        if slot in tables:
+            own = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.split("/", 1)[0] == slot}
+            tables[slot].admission = filter_from_state(config, own)
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -307,6 +344,7 @@ def _load_latest(root: Path, after: int) -> ServingState | None:
         tables = {slot: load_snapshot(d / rel) for slot, rel in m["tables"].items()}
         dense = _load_dense(d / m["dense"])
         seq, metadata = full_seq, m["metadata"]
+        admission = (d, m.get("admission"))
         for s in seqs:
             if s <= seq:
                 continue
@@ -319,8 +357,10 @@ def _load_latest(root: Path, after: int) -> ServingState | None:
             if dm["dense"]:
                 dense = _load_dense(dd / dm["dense"])
             seq, metadata = s, dm["metadata"]
+            admission = (dd, dm.get("admission"))
         if seq <= after:
             return None
+        _attach_admission(tables, *admission)
         return ServingState(seq=seq, full_seq=full_seq, tables=tables, dense=dense,
                             metadata=metadata, skipped=skipped)
     return None

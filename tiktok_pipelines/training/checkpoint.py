@@ -17,7 +17,7 @@ newest serving version is that one. After a batch retrain (a new full version) o
 between a publication and the checkpoint, it is stale, and the trainer starts from the serving
 state instead, as it would on its first run.
 
-Not in it yet: admission-filter state (the production tables admit every id; see issue 14).
+The admission filters' state (count sketches) is in it too, so restarts never reset the counts.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tiktok_pipelines.embedding.admission import filter_from_state, filter_state, is_stateful
 from tiktok_pipelines.embedding.table import CollisionlessEmbeddingTable, TableConfig
 from tiktok_pipelines.lake import atomic_write_bytes
 from tiktok_pipelines.training.torch_ranker import MonolithRanker
@@ -55,6 +56,9 @@ def save_checkpoint(root: str | os.PathLike, model: MonolithRanker, *, serving_s
         for name, values in table.row_state(table.live_rows()).items():
             arrays[f"table.{slot}.{name}"] = values
         tables[slot] = {"config": table.config.to_dict(), "export_seq": table.export_seq}
+        if is_stateful(table.admission):
+            tables[slot]["admission"], state = filter_state(table.admission)
+            arrays.update({f"admission.{slot}.{k}": v for k, v in state.items()})
     opt = model.optimizer.state_dict()
     for index, state in opt["state"].items():
         for name, value in state.items():
@@ -90,6 +94,10 @@ def load_checkpoint(root: str | os.PathLike, *, serving_seq: int) -> tuple[Monol
         table.upsert_rows(rows["id"], rows["embedding"], 0, accumulators=rows["adagrad_accumulator"],
                           last_update_s=rows["last_update_s"], counts=rows["count"])
         table.mark_exported(info["export_seq"])  # nothing touched since the serving version
+        if info.get("admission"):
+            prefix = f"admission.{slot}."
+            table.admission = filter_from_state(info["admission"], {k[len(prefix):]: v for k, v in arrays.items()
+                                                                     if k.startswith(prefix)})
         tables[slot] = table
     model.embeddings.use_tables(tables)
     model.load_dense_state(arrays)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tiktok_pipelines.embedding.admission import CountFilter
 from tiktok_pipelines.embedding.export import load_snapshot
 from tiktok_pipelines.embedding.table import AdagradConfig, TableConfig
 from tiktok_pipelines.embedding.torch_module import MonolithEmbeddings, SlotSpec, train_step
@@ -59,17 +60,29 @@ def bias_slot(slot: str) -> str:
 
 
 def ranker_slots(dim: int = 16, *, ttl_seconds: int | None = 30 * 86400, lr: float = 0.05,
-                 init_scale: float = 0.05) -> dict[str, SlotSpec]:
+                 init_scale: float = 0.05, admit_min_count: int | None = None,
+                 admission_counters: int = 1 << 18) -> dict[str, SlotSpec]:
     """A vector table and a bias table per id slot, each collisionless with sparse Adagrad.
     Biases start at zero (an unseen id adds nothing); vectors start small and random (an FM of
-    all-zero vectors has zero gradient)."""
+    all-zero vectors has zero gradient).
+
+    ``admit_min_count``: Monolith's count filter; an id earns its rows at its ``admit_min_count``-th
+    training occurrence (until then it reads zeros: the model's prior). The vector and the bias
+    table of a slot each get a filter with the same seed and size, so they see the same ids in
+    the same batches and admit them together. ``admission_counters`` sizes each filter's sketch
+    (2 bytes a counter; ~4x the distinct ids waiting for admission keeps early admissions < 1%)."""
+    def factory(k: int):
+        if admit_min_count is None:
+            return None
+        return lambda: CountFilter(admit_min_count, num_counters=admission_counters, seed=0xC0FFEE + k)
+
     slots = {}
     for k, slot in enumerate(ID_SLOTS):
         ada = AdagradConfig(lr=lr)
         slots[slot] = SlotSpec(TableConfig(dim=dim, ttl_seconds=ttl_seconds, seed=k + 1, init_scale=init_scale,
-                                           adagrad=ada))
+                                           adagrad=ada), admission_factory=factory(k))
         slots[bias_slot(slot)] = SlotSpec(TableConfig(dim=1, ttl_seconds=ttl_seconds, seed=k + 11, init_scale=0.0,
-                                                      adagrad=ada))
+                                                      adagrad=ada), admission_factory=factory(k))
     return slots
 
 
@@ -96,9 +109,10 @@ class _Dense(nn.Module):
 class MonolithRanker:
     def __init__(self, *, dim: int = 16, hidden: int = 64, lr_dense: float = 1e-3, lr_sparse: float = 0.05,
                  seed: int = 0, slots: dict[str, SlotSpec] | None = None, max_epochs: int = 20,
-                 ttl_seconds: int | None = 30 * 86400) -> None:
+                 ttl_seconds: int | None = 30 * 86400, admit_min_count: int | None = None) -> None:
         self.dim, self.hidden, self.lr_dense, self.seed, self.max_epochs = dim, hidden, lr_dense, seed, max_epochs
-        self._slot_specs = slots or ranker_slots(dim, ttl_seconds=ttl_seconds, lr=lr_sparse)
+        self._slot_specs = slots or ranker_slots(dim, ttl_seconds=ttl_seconds, lr=lr_sparse,
+                                                 admit_min_count=admit_min_count)
         self._reset()
         self.mean: np.ndarray | None = None  # dense standardisation, fitted on the training window
         self.std: np.ndarray | None = None

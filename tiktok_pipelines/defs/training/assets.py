@@ -127,7 +127,8 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
 
     trained = {
         "lgbm_ranker": (LGBMRanker.fit(train, rounds=training_policy.lgbm_rounds), LGBMRanker),
-        "torch_ranker": (MonolithRanker(dim=training_policy.torch_dim), MonolithRanker),
+        "torch_ranker": (MonolithRanker(dim=training_policy.torch_dim,
+                                        admit_min_count=training_policy.torch_admit_min_count), MonolithRanker),
     }
     torch_fit = trained["torch_ranker"][0].fit(train, batch_size=training_policy.torch_batch_size)
     metadata: dict = {"eval_day": eval_day, "train_days": len(days) - 1,
