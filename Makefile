@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-analytics soak fuzz faults clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-freshness-daemon bench-analytics soak fuzz faults clean
 
 setup: $(VENV)/.installed
 
@@ -97,6 +97,10 @@ bench-analytics: setup
 ## bench-freshness: landing -> sensors -> ingest -> online update -> delta served (p50/p95 seconds)
 bench-freshness: setup
 	$(BIN)/python benchmarks/freshness.py --rounds $(or $(ROUNDS),12)
+
+## bench-freshness-daemon: the same, driven end to end by a real dagster-daemon (sensors, run queue, run processes)
+bench-freshness-daemon: setup
+	$(BIN)/python benchmarks/freshness.py --daemon --rounds $(or $(ROUNDS),12)
 
 ## soak: MINUTES (default 5) of everything at once (simulator streaming, dagster-daemon's sensors
 ## ingesting and training online, analysts querying, a client calling the server), then an exactly-once
