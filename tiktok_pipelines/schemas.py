@@ -236,6 +236,7 @@ CATALOG: dict[str, CatalogTable] = {
             "creator_id": "int64", "user_id": "int64", "creator_type": "string",
             "guild_id": "int64", "guild_share": "float64", "is_live_streamer": "bool",
             "country": "string", "joined_at_ms": "int64",
+            "followers": "int64",  # the platform's follower count when the catalog was exported
         }),
         CatalogTable("videos", "Videos with caption, hashtags, category and duration.", {
             "video_id": "int64", "creator_id": "int64", "caption": "string",

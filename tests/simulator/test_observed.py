@@ -43,13 +43,37 @@ def day(tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         return pl.concat([pl.read_ndjson(p) for p in sorted((out / "landing" / stream).rglob("*.ndjson"))],
                          how="diagonal_relaxed")
 
-    return read("impressions"), read("views"), pl.read_parquet(Path(out) / "truth" / "videos.parquet")
+    return read("impressions"), read("views"), pl.read_parquet(Path(out) / "truth" / "videos.parquet"), out
+
+
+def _landed(out: Path, stream: str) -> pl.DataFrame:
+    return pl.concat([pl.read_ndjson(p) for p in sorted((out / "landing" / stream).rglob("*.ndjson"))],
+                     how="diagonal_relaxed")
+
+
+def test_served_followers_are_the_catalog_count_plus_the_follows_before(day) -> None:
+    """creator_followers = the catalog's count (observed: the platform's creator table) plus the
+    follow events of that day that landed before the impression; it used to grow with the day
+    number from a latent value."""
+    impressions, _, _, out = day
+    catalog = dict(pl.read_parquet(out / "catalog" / "creators.parquet").select("creator_id", "followers").iter_rows())
+    follows: dict[int, list[int]] = defaultdict(list)
+    for creator, ts in _landed(out, "interactions").filter(pl.col("event_type") == "follow").select(
+            "creator_id", "ts_ms").iter_rows():
+        follows[creator].append(ts)
+    grew = 0
+    for creator, ts, served in impressions.select(
+            "creator_id", "ts_ms", pl.col("served_features").struct.field("creator_followers")).iter_rows():
+        counted = sum(t < ts for t in follows[creator])
+        assert served == catalog[creator] + counted
+        grew += counted > 0
+    assert grew > 0  # some impressions saw follows of the day
 
 
 def test_served_ctr_and_trending_are_recounted_from_the_plays_before_each_impression(day) -> None:
     """Every impression's video_ctr and trending_tag are what a counter of the day's plays (as
     they landed) gives at the impression's time: nothing else goes into them."""
-    impressions, views, _ = day
+    impressions, views, _, _ = day
     plays: dict[int, list[tuple[int, bool]]] = defaultdict(list)
     for vid, ts, watch, dur in views.select("video_id", "ts_ms", "watch_time_ms", "video_duration_ms").iter_rows():
         plays[vid].append((ts, watch >= ENGAGED_WATCH_RATIO * dur))
@@ -70,7 +94,7 @@ def test_no_served_feature_follows_latent_quality_when_nothing_was_observed(day)
     """Impressions of videos nobody has played yet today are served the same prior, whatever the
     video's latent quality: the feature cannot be a function of it. (The former served CTR was
     sigmoid(0.8 * quality + trend + noise) and failed this.)"""
-    impressions, views, truth = day
+    impressions, views, truth, _ = day
     first_play = dict(views.group_by("video_id").agg(pl.col("ts_ms").min()).iter_rows())
     fresh = impressions.filter(pl.col("ts_ms") <= pl.col("video_id").replace_strict(
         first_play, default=2**62, return_dtype=pl.Int64))

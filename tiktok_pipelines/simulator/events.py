@@ -261,7 +261,6 @@ def gen_feed(world: World, day: int, events_per_day: int,
     # the latent quality or trend that drive the reactions (simulator/observed.py).
     vw = np.flatnonzero(viewed)
     seen = video_counters(vid[vw], view_ts[vw], watch[vw] >= ENGAGED_WATCH_RATIO * dur[vw], iv, imp_ts[im])
-    followers = (world.creator_followers[creator_idx[im]] * (1 + 0.002 * day)).astype(np.int64)
     vcat_known = world.video_cat_known[iv]
     # kept flat (cheap to sort and gather); assembled into the JSON object when serialised
     served = {f"served_features.{k}": v for k, v in {
@@ -271,13 +270,13 @@ def gen_feed(world: World, day: int, events_per_day: int,
         "category": _strs(world.categories, vcat[im]).set(pl.Series(~vcat_known), None),
         "video_duration_ms": dur[im],
         "video_age_h": np.round(age_h, 1),
-        "creator_followers": followers,
+        "creator_followers": None,  # counted below, once today's follows are drawn
         "video_ctr": np.round(seen.ctr, 4),
         "trending_tag": seen.trending,
         "follows_creator": src[im] == CS["following"],
     }.items()}
     score = np.round(sigmoid(signal[im] - 1.5 + r.normal(0, 0.8, len(im))), 5)
-    frames["impressions"] = _frame("impressions", {
+    imp_cols = {
         "event_id": _ids(f"imp{tag}-", im),
         "ts_ms": imp_ts[im],
         "user_id": u[im] + 1,
@@ -291,7 +290,7 @@ def gen_feed(world: World, day: int, events_per_day: int,
         "model_version": pl.Series(model_version).gather(sess[im]),
         "score": score,
         **served,
-    }, imp_ts[im])
+    }
 
     # --- views: every play; feed plays carry the impression's request_id
     vw = vw[np.argsort(view_ts[vw], kind="stable")]
@@ -338,6 +337,13 @@ def gen_feed(world: World, day: int, events_per_day: int,
         # an action on a served feed item carries the impression's request, as clients log it
         "request_id": _ids(f"req{tag}-", page_first[rows]).set(pl.Series(sk[rows] == 4), None),
     }, its)
+    # followers as counted: the catalog's count (the platform's creator table when it was
+    # exported) plus today's follows of the creator before the impression, never a latent value
+    fol = etype == schemas.INTERACTION_TYPES.index("follow")
+    follows_before = video_counters(creator_idx[rows[fol]], its[fol], np.zeros(int(fol.sum()), bool),
+                                    creator_idx[im], imp_ts[im]).plays_before
+    imp_cols["served_features.creator_followers"] = world.creator_followers[creator_idx[im]] + follows_before
+    frames["impressions"] = _frame("impressions", imp_cols, imp_ts[im])
 
     # --- orders through a creator's video (shop creators) and through showcases
     om = np.flatnonzero(base & world.creator_shop[creator_idx] & (r.random(n) < 0.008 * sigmoid(e)))

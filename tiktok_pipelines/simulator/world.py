@@ -187,6 +187,7 @@ class World:
             "is_live_streamer": self.creator_live,
             "country": _gather([c[0] for c in text.COUNTRIES], self.creator_country),
             "joined_at_ms": self.creator_joined_ms,
+            "followers": self.creator_followers,
         })
 
     def catalog_videos(self) -> pl.DataFrame:
