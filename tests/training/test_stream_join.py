@@ -128,11 +128,12 @@ def test_late_actions_and_impressions_are_counted_not_lost():
 
 def test_state_is_pruned_to_the_windows():
     joiner = StreamJoiner(CONFIG, LATENESS)
-    rows = [view(f"v{i}", T0 + i * 60 * S, 1, 1, 1, 100, None) for i in range(60)]  # an hour of plays
+    rows = [view(f"v{i}", T0 + i * 3600 * S, 1, 1, 1, 100, None) for i in range(40)]  # 40 hours of plays
     joiner.step(views=_table("views", rows))
-    horizon = joiner.watermark_ms - (CONFIG.label_window_s + CONFIG.history_window_s) * 1000
+    # the join's windows are shorter than the day the serving counters count: a day is kept
+    horizon = joiner.state.max_ts_ms - 86_400 * S
     kept = joiner.state.views.column("ts_ms").to_pylist()
-    assert kept and min(kept) >= horizon and len(kept) < 60
+    assert kept and min(kept) >= horizon and len(kept) == 25  # hours 15..39 of 0..39
 
 
 # --- on the lake: ingest batches in, committed parts out ---------------------------------------
@@ -155,6 +156,14 @@ def test_on_the_lake_each_batch_is_joined_once_and_matches_the_batch_join(tmp_pa
         assert report.batches == 1 and report.seq == i + 1
     again = run_stream_join(lake, CONFIG, LATENESS)  # nothing new: nothing joined twice
     assert again.batches == 0 and again.seq == len(batches)
+    # the serving counters were written from the state, as of the newest event time seen
+    from tiktok_pipelines.features.online import OnlineCounters, counters_path
+
+    counters = OnlineCounters.read(counters_path(lake))
+    newest = max(e["ts_ms"] for _, e in events)
+    assert counters.as_of_ms == newest
+    assert sum(counters.values[("user", "views_24h")].values()) == sum(
+        k == "views" and e["ts_ms"] > newest - 86_400_000 for k, e in events)
     streamed = read_stream_examples(lake)
     assert _rows(streamed) == _rows(_batch_join(events, again.counts.watermark_ms))
     with pytest.raises(ValueError, match="state was built with"):

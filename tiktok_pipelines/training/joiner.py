@@ -241,7 +241,7 @@ _IMP_COLUMNS = {
     "served_features": "JSON",
 }
 _VIEW_COLUMNS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "request_id": "VARCHAR",
-                 "watch_time_ms": "BIGINT"}
+                 "watch_time_ms": "BIGINT", "video_duration_ms": "BIGINT"}
 _INTER_COLUMNS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "creator_id": "BIGINT",
                   "event_type": "VARCHAR", "request_id": "VARCHAR"}
 

@@ -14,8 +14,10 @@ State (all keyed by event time, pruned as the watermark passes):
 - ``pending``: impressions whose window is open, the impression row as logged (its served
   features included);
 - ``views`` / ``inter``: the plays and interactions of the last ``label_window +
-  history_window`` before the watermark: what labels and history features of impressions still
-  to be emitted can read. Actions that come before their impression wait here too;
+  history_window`` before the watermark (at least a day): what labels and history features of
+  impressions still to be emitted can read, and what the serving counters count
+  (``features/online.py``, written after each step). Actions that come before their impression
+  wait here too;
 - ``closed``: the keys (request_id, video_id, user_id, time) of impressions already emitted, over
   the same horizon, so that an action arriving after its impression's window closed is counted
   as ``late_actions`` instead of vanishing. An impression arriving after its own window closed is
@@ -43,6 +45,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tiktok_pipelines.features.online import compute_counters, write_counters
 from tiktok_pipelines.ingest.engine import Lake
 from tiktok_pipelines.lake import atomic_replace, atomic_write_json, exclusive_lock, fsync_path, sql_path
 from tiktok_pipelines.training.joiner import (
@@ -57,6 +60,7 @@ STATE_DIR = "_stream_join"
 EXAMPLES_DIR = "stream_examples"
 CURRENT = "CURRENT"
 PART_KEY = b"tiktok_pipelines.stream_examples"
+COUNTER_HORIZON_MS = 86_400_000  # the online counters count a day back
 
 # The state's tables: the join's input columns, as the lake types them.
 _ARROW = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "JSON": pa.string()}
@@ -181,7 +185,8 @@ class StreamJoiner:
             closed = pa.concat_tables([st.closed, ready.select(CLOSED_SCHEMA.names).cast(CLOSED_SCHEMA)])
             # What an impression still to be emitted can read: events from (its time - history)
             # on; every such impression has t + window >= W, so t - history >= W - window - history.
-            horizon = mark - w_ms - h_ms
+            # And the serving counters' day (features/online.py): the last 24 h of event time.
+            horizon = min(mark - w_ms - h_ms, st.max_ts_ms - COUNTER_HORIZON_MS)
             con.register("views_keep", views_all)
             con.register("inter_keep", inter_all)
             con.register("closed_keep", closed)
@@ -344,6 +349,11 @@ def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: 
         old = stream_root(lake_root) / f"state-{seq:08d}"
         if seq and old.exists():
             shutil.rmtree(old)
+        if joiner.state.max_ts_ms is not None:
+            # The serving stack's counters, from the day of events the state keeps (written after
+            # the commit: a crash here leaves them one step behind, never ahead of the state)
+            write_counters(lake_root, compute_counters(joiner.state.views, joiner.state.inter,
+                                                       joiner.state.max_ts_ms), joiner.state.max_ts_ms)
         return StreamReport(nxt, len(new), counts, time.perf_counter() - started, recovered)
 
 
