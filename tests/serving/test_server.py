@@ -212,3 +212,65 @@ def test_lightgbm_champion_reranks_the_two_tower_candidates(running) -> None:
     assert again["ranked_by"] == f"lgbm_ranker-v{version}"
     assert [i["video_id"] for i in again["items"]] == [i["video_id"] for i in body["items"]]
     np.testing.assert_allclose([i["score"] for i in again["items"]], raw / (raw + (1 - raw) / 0.25), rtol=1e-6)
+
+
+def test_the_full_torch_ranker_ranks_with_what_it_logs(tmp_path: Path) -> None:
+    """Without a LightGBM champion the served version's full DeepFM ranks the retrieved
+    candidates, on features from the catalog and the online counters; every impression logs
+    the features it was scored with, and scoring them again gives the served (calibrated) score."""
+    import json
+
+    from tiktok_pipelines.features.online import compute_counters, counters_path, write_counters
+    from tiktok_pipelines.training.features import NUMERIC_NAMES
+    from tiktok_pipelines.training.torch_ranker import MonolithRanker
+
+    catalog, landing, lake, root = tmp_path / "catalog", tmp_path / "landing", tmp_path / "lake", tmp_path / "serving"
+    write_catalog(catalog)
+    pq.write_table(pa.table({"creator_id": [100, 101, 102], "followers": [5, 50, 500]}), catalog / "creators.parquet")
+    model = MonolithRanker(dim=DIM, hidden=8, seed=3)
+    ids = {"user_id": [1], "video_id": VIDEOS, "creator_id": [100, 101, 102]}
+    for slot, table in model.embeddings.tables.items():
+        table.lookup_or_insert(np.array(ids[slot.removesuffix("_bias")]), now_s=0)
+        if slot.endswith("_bias"):  # distinct first-order terms, so that the ranking means something
+            rows = table.lookup(np.array(ids[slot.removesuffix("_bias")]))
+            table.storage.embeddings[rows, 0] = np.linspace(-1, 1, len(rows))
+    model.mean, model.std = np.zeros(len(NUMERIC_NAMES), np.float32), np.ones(len(NUMERIC_NAMES), np.float32)
+    import torch
+
+    with torch.no_grad():  # a ranker that likes videos played a lot today: a dense feature only it reads
+        model.dense.linear.weight[0, NUMERIC_NAMES.index("video_views_24h")] = 5.0
+    ServingPublisher(root).publish(model.embeddings.tables, now_s=1, dense=model.dense_state(), full=True,
+                                   metadata={"negative_rate": 0.5})
+    now = int(time.time() * 1000)
+    views = pa.table({"ts_ms": [now - 1000 * i for i in range(12)], "user_id": [1] * 5 + [2] * 7,
+                      "video_id": [13] * 6 + [15] * 6, "request_id": [None] * 12,
+                      "watch_time_ms": [15_000] * 12, "video_duration_ms": [15_000] * 12})
+    inter = pa.table({"ts_ms": [now - 500], "user_id": [2], "video_id": [13], "creator_id": [101],
+                      "event_type": ["follow"], "request_id": [None]})
+    write_counters(lake, compute_counters(views, inter, now), now)
+
+    server = ModelServer(root, catalog_dir=catalog, landing=landing, counters_path=counters_path(lake))
+    body = server.recommend(1, len(VIDEOS))
+    assert body["ranked_by"] == "torch_ranker-seq1" and len(body["items"]) == len(VIDEOS)
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert {i["video_id"] for i in body["items"][:2]} == {13, 15}  # the two played today
+    server.impressions.flush()
+    (logged,) = list(landing.rglob("*.ndjson"))
+    records = [json.loads(line) for line in logged.read_text().splitlines()]
+    assert [r["video_id"] for r in records] == [i["video_id"] for i in body["items"]]
+    served = [r["served_features"] for r in records]
+    assert all(s["user_views_24h"] == 5 and s["user_engagements_24h"] == 0 for s in served)
+    by_video = {r["video_id"]: s for r, s in zip(records, served)}
+    assert by_video[13]["video_views_24h"] == 6 and by_video[13]["video_ctr"] > 0.08
+    assert by_video[13]["creator_followers"] == 50 + 1  # the catalog's count and today's follow
+    assert by_video[12]["video_views_24h"] == 0 and by_video[12]["creator_followers"] == 5  # creator 100
+    # scored again from what was logged: the same calibrated scores
+    table = pa.Table.from_pylist([{**s, "user_id": r["user_id"], "video_id": r["video_id"],
+                                   "creator_id": r["creator_id"], "position": 0,
+                                   "hour_of_day": (r["ts_ms"] // 3_600_000) % 24} for r, s in zip(records, served)])
+    np.testing.assert_allclose(model.predict_served(table, 0.5), scores, rtol=1e-5)
+    # the retrieval order alone is still there, and differs
+    plain = server.recommend(1, len(VIDEOS), rerank=False)
+    assert plain["ranked_by"] == "two_tower"
+    assert [i["video_id"] for i in plain["items"]] != [i["video_id"] for i in body["items"]]

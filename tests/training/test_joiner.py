@@ -205,3 +205,19 @@ def test_config_is_validated() -> None:
         JoinerConfig(label_window_s=2 * 86_400)
     with pytest.raises(ValueError):
         JoinerConfig(negative_rate=0)
+
+
+def test_history_logged_by_the_server_is_what_the_example_trains_on(tmp_path: Path) -> None:
+    """The model server logs the history counts it scored with; the example keeps those (what
+    was served), while an impression without them gets them counted from the lake."""
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    logged = impression("L", T0, 1, 10, 100, "r1", 0)
+    logged["served_features"] = {**served(0), "user_views_24h": 7, "user_engagements_24h": 2, "video_views_24h": 40}
+    counted = impression("K", T0 + S, 1, 11, 101, "r1", 1)
+    ingest(landing, lake, {"impressions": [logged, counted],
+                           "views": [view("h1", T0 - 60 * S, 1, 12, 102, 500, None)], "interactions": []}, seq=1)
+    build_examples(lake, JoinerConfig(negative_rate=1.0))
+    ex = examples(lake)
+    assert (ex["L"]["user_views_24h"], ex["L"]["user_engagements_24h"], ex["L"]["video_views_24h"]) == (7, 2, 40)
+    assert (ex["K"]["user_views_24h"], ex["K"]["user_engagements_24h"], ex["K"]["video_views_24h"]) == (1, 0, 0)

@@ -9,11 +9,15 @@ candidate video's v = E_video[video] + E_creator[creator], plus the item's first
 b_video + b_creator (one matrix product; the catalog gives each video's creator), and the top k
 are returned: the ranker's FM terms that involve the user with the item or the item alone. With
 a LightGBM champion in the model registry (``data/models/lgbm_ranker``) the server re-ranks: the
-two-tower model retrieves ``rerank_candidates`` videos, LightGBM scores each with the features
-the server knows at request time (the catalog's video and user attributes, the hour, the retrieval rank; the history counts it
-does not track read as 0, i.e. "none seen") and the top k by its probability are returned; the
-score served is that probability corrected for the negative rate on the model's card (calibrated).
-``rerank=0`` asks for the retrieval order alone. A user the model has no row for gets the
+two-tower model retrieves ``rerank_candidates`` videos, LightGBM scores each and the top k by its
+probability are returned; the score served is that probability corrected for the negative rate
+on the model's card (calibrated). Without a LightGBM champion the full torch ranker of the served
+version scores them (its DeepFM: per-id biases, FM interactions, MLP), corrected for the
+negative rate in the version's metadata. Both score the features the server knows at request
+time (``candidate_features``): the catalog's video, user and creator attributes, the hour, and
+the online counters the streaming joiner writes (``features/online.py``: the user's plays and
+engagements in 24 h, the video's plays in 24 h, its engaged share today, plays in the last hour,
+the creator's follows today). ``rerank=0`` asks for the retrieval order alone. A user the model has no row for gets the
 trending fallback: the videos the model saw most often (row counts), a proxy for what is popular
 now. Parameters are validated: a bad request gets a 4xx, never a 5xx.
 
@@ -23,8 +27,8 @@ reference. A request uses whichever state it picked up; no request waits for or 
 half-applied version. A version that fails verification is skipped and the last good one keeps
 serving.
 
-Closing the loop: every recommendation is logged as impressions (one per item, with the features
-served) into the landing zone, in micro-batch files named and published like a collector's
+Closing the loop: every recommendation is logged as impressions (one per item, with every feature
+it was scored with in ``served_features``, so the joiner trains on what was served) into the landing zone, in micro-batch files named and published like a collector's
 (written under a temp name, then renamed), so the ingest sensor picks them up and the training
 path learns from what this server served.
 """
@@ -43,18 +47,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tiktok_pipelines.features.online import OnlineCounters
+from tiktok_pipelines.features.online import counters_path as lake_counters_path
 from tiktok_pipelines.schemas import landing_rel_path
 from tiktok_pipelines.serving.store import load_latest
 from tiktok_pipelines.training.evaluate import corrected
 
 log = logging.getLogger(__name__)
 MAX_K = 100
+# What an impression logs in served_features: every feature either ranker reads that is not an
+# impression column of its own (ids, position, surface, source are) or derived from its time.
+LOGGED_FEATURES = ("age_band", "country", "language", "category", "video_duration_ms", "video_age_h",
+                   "creator_followers", "video_ctr", "trending_tag", "follows_creator", "user_views_24h",
+                   "user_engagements_24h", "video_views_24h")
 
 
 @dataclass
@@ -67,6 +79,9 @@ class _Loaded:
     video_vectors: np.ndarray  # float32[m, dim]
     trending: np.ndarray  # video ids, most seen first
     loaded_at: float
+    ranker: Any = None  # the full torch ranker (MonolithRanker) of this state; None: retrieval only
+    negative_rate: float = 1.0  # its training sample's, for calibrated scores
+    ranker_lock: Any = None  # the ranker's torch modules are not safe for concurrent forwards
 
 
 class Catalog:
@@ -76,6 +91,7 @@ class Catalog:
         self.creator_of: dict[int, int] = {}
         self.video_info: dict[int, dict] = {}
         self.user_info: dict[int, dict] = {}
+        self.creator_followers: dict[int, int] = {}  # the platform's count when the catalog was exported
         if catalog_dir is None:
             return
         videos, users = catalog_dir / "videos.parquet", catalog_dir / "users.parquet"
@@ -88,6 +104,10 @@ class Catalog:
         if users.exists():
             t = pq.read_table(users, columns=["user_id", "age_band", "country", "language"]).to_pylist()
             self.user_info = {r["user_id"]: r for r in t}
+        creators = catalog_dir / "creators.parquet"
+        if creators.exists() and "followers" in pq.read_schema(creators).names:
+            t = pq.read_table(creators, columns=["creator_id", "followers"])
+            self.creator_followers = dict(zip(t.column("creator_id").to_pylist(), t.column("followers").to_pylist()))
 
 
 class ImpressionLog:
@@ -138,13 +158,17 @@ class ImpressionLog:
 class ModelServer:
     def __init__(self, serving_root: Path, *, catalog_dir: Path | None = None, landing: Path | None = None,
                  reload_interval_s: float = 1.0, model_version_tag: str = "two-tower",
-                 models_root: Path | None = None, rerank_candidates: int = 100) -> None:
+                 models_root: Path | None = None, rerank_candidates: int = 100,
+                 counters_path: Path | None = None) -> None:
         self.serving_root = Path(serving_root)
         self.models_root = Path(models_root) if models_root else None
         self.rerank_candidates = rerank_candidates
         self.reranker = None  # (registry version, LGBMRanker) of the LightGBM champion
 
         self.catalog = Catalog(catalog_dir)
+        self.counters_path = Path(counters_path) if counters_path else None
+        self.counters = OnlineCounters()
+        self._counters_mtime: int | None = None
         self.impressions = ImpressionLog(landing)
         self.reload_interval_s = reload_interval_s
         self.model_version_tag = model_version_tag
@@ -179,9 +203,29 @@ class ModelServer:
         log.info("re-ranking with lgbm_ranker v%s", champion["version"])
         return True
 
+    def reload_counters(self) -> bool:
+        """Re-read the online counters when their file changed; True if it did."""
+        if self.counters_path is None:
+            return False
+        try:
+            mtime = self.counters_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._counters_mtime:
+            return False
+        try:
+            self.counters = OnlineCounters.read(self.counters_path)  # replaced whole, never mutated
+        except Exception:
+            self.reload_errors += 1
+            log.exception("online counters reload failed; keeping those as of %s", self.counters.as_of_ms)
+            return False
+        self._counters_mtime = mtime
+        return True
+
     def reload(self) -> bool:
         """Swap in a newer consistent state if there is one; True if it did."""
         self.reload_reranker()
+        self.reload_counters()
         current = self.state.seq if self.state else 0
         try:
             st = load_latest(self.serving_root, after=current)
@@ -213,7 +257,16 @@ class ModelServer:
                 bias += st.tables["creator_id_bias"].embeddings_for(cids)[:, 0]
         vecs = np.concatenate([vecs, bias[:, None]], axis=1)
         trending = vids[np.argsort(-state["count"].astype(np.int64), kind="stable")][:MAX_K]
-        return _Loaded(st.seq, st.full_seq, st.metadata, st.tables["user_id"], vids, vecs, trending, time.time())
+        ranker = None
+        try:
+            from tiktok_pipelines.training.online import ranker_from_state
+
+            ranker = ranker_from_state(st)  # shares the loaded tables: no copy
+        except Exception as e:  # a state without the full model's dense weights: retrieval ranks
+            log.warning("seq %s: no full ranker in this version (%s); ranking by retrieval", st.seq, e)
+        return _Loaded(st.seq, st.full_seq, st.metadata, st.tables["user_id"], vids, vecs, trending, time.time(),
+                       ranker=ranker, negative_rate=float(st.metadata.get("negative_rate", 1.0)),
+                       ranker_lock=threading.Lock())
 
     def start(self) -> None:
         def loop() -> None:
@@ -262,68 +315,94 @@ class ModelServer:
             scores[r, :kk] = top_s
         return ids, scores, known
 
-    def rerank_features(self, user_id: int, video_ids: np.ndarray, now_ms: int):
-        """The LightGBM ranker's input columns for (user, candidates), as the server knows them."""
-        import pyarrow as pa
-
+    def candidate_features(self, user_id: int, video_ids: np.ndarray, now_ms: int) -> pa.Table:
+        """Every feature a ranker uses for (user, candidates), as the server knows them now: the
+        catalog's attributes, and counters of what users did (``features/online.py``, written by
+        the streaming joiner). The same columns the joiner gives a training example, so what is
+        logged with an impression is what was scored. Candidates are scored at position 0 (the
+        position a training example records is where it was shown: a bias, not a merit);
+        ``follows_creator`` is unknown here (the server holds no follow graph) and logged as null."""
         user = self.catalog.user_info.get(user_id, {})
         info = [self.catalog.video_info.get(int(v), {}) for v in video_ids]
+        creators = [int(self.catalog.creator_of.get(int(v), 0)) for v in video_ids]
+        c = self.counters
         n = len(video_ids)
         published = np.array([i.get("published_at_ms") or now_ms for i in info], dtype=np.float64)
-        zeros = np.zeros(n)
         return pa.table({
-            "video_duration_ms": np.array([i.get("duration_ms") or 0 for i in info], dtype=np.float64),
-            "video_age_h": np.maximum(0, (now_ms - published) / 3_600_000),
-            "creator_followers": zeros, "user_views_24h": zeros, "user_engagements_24h": zeros,
-            "video_views_24h": zeros, "video_ctr": zeros,
-            "position": np.arange(n, dtype=np.float64),
-            "hour_of_day": np.full(n, (now_ms // 3_600_000) % 24, dtype=np.float64),
-            "trending_tag": zeros, "follows_creator": zeros,
+            "user_id": np.full(n, user_id, dtype=np.int64),
+            "video_id": np.asarray(video_ids, dtype=np.int64),
+            "creator_id": np.array(creators, dtype=np.int64),
+            "video_duration_ms": np.array([i.get("duration_ms") or 0 for i in info], dtype=np.int64),
+            "video_age_h": np.round(np.maximum(0, (now_ms - published) / 3_600_000), 1),
+            "creator_followers": np.array([self.catalog.creator_followers.get(cr, 0)
+                                           + c.get("creator", "follows_today", cr) for cr in creators], dtype=np.int64),
+            "user_views_24h": np.full(n, c.get("user", "views_24h", user_id), dtype=np.int64),
+            "user_engagements_24h": np.full(n, c.get("user", "engagements_24h", user_id), dtype=np.int64),
+            "video_views_24h": np.array([c.get("video", "views_24h", v) for v in video_ids], dtype=np.int64),
+            "video_ctr": np.round([c.video_ctr(v) for v in video_ids], 4),
+            "position": np.zeros(n, dtype=np.int64),
+            "hour_of_day": np.full(n, (now_ms // 3_600_000) % 24, dtype=np.int64),
+            "trending_tag": np.array([c.trending(v) for v in video_ids], dtype=bool),
+            "follows_creator": pa.nulls(n, pa.bool_()),
             "category": [i.get("category") for i in info],
             "country": [user.get("country")] * n, "language": [user.get("language")] * n,
             "age_band": [user.get("age_band")] * n, "surface": ["foryou"] * n, "candidate_source": ["personal"] * n,
         })
 
+    def rerank_features(self, user_id: int, video_ids: np.ndarray, now_ms: int) -> pa.Table:
+        return self.candidate_features(user_id, video_ids, now_ms)
+
     def recommend(self, user_id: int, k: int, rerank: bool | None = None) -> dict[str, Any]:
+        """Top k for a user. Retrieval: the two towers (or trending for an unknown user). Ranking
+        of the retrieved candidates: the LightGBM champion when there is one (``rerank`` None or
+        True), else the full torch ranker of the served version (its DeepFM score: biases, FM,
+        MLP), else the retrieval order; ``rerank=False`` asks for the retrieval order."""
         st = self.state  # one reference for the whole request: reloads swap, never mutate
         if st is None:
             raise LookupError("no model loaded yet")
         reranker = self.reranker if rerank is not False else None
         if rerank and reranker is None:
             raise LookupError("no LightGBM champion to re-rank with")
-        depth = max(k, self.rerank_candidates) if reranker else k
+        use_torch = rerank is None and reranker is None and st.ranker is not None
+        depth = max(k, self.rerank_candidates) if (reranker or use_torch) else k
         ids, scores, personal = self.rank(np.array([user_id], dtype=np.int64), depth, st)
         keep = ids[0] >= 0
         cand, cand_scores = ids[0][keep], scores[0][keep]
         ranked_by = "two_tower" if personal[0] else "trending"
-        if reranker is not None and len(cand):
-            p = corrected(reranker[1].predict(self.rerank_features(user_id, cand, int(time.time() * 1000))),
-                          reranker[2])
+        now_ms = int(time.time() * 1000)
+        features = self.candidate_features(user_id, cand, now_ms)
+        if len(cand) and (reranker is not None or use_torch):
+            if reranker is not None:
+                p = corrected(reranker[1].predict(features), reranker[2])
+                ranked_by = f"lgbm_ranker-v{reranker[0]}"
+            else:
+                with st.ranker_lock:
+                    p = st.ranker.predict_served(features, st.negative_rate)
+                ranked_by = f"torch_ranker-seq{st.seq}"
             order = np.argsort(-p, kind="stable")[:k]
-            cand, cand_scores = cand[order], p[order]
-            ranked_by = f"lgbm_ranker-v{reranker[0]}"
-        items = [(int(v), float(sc)) for v, sc in zip(cand[:k], cand_scores[:k])]
+        else:
+            p, order = cand_scores, np.arange(min(k, len(cand)))
         source = "personal" if personal[0] else "trending"
         request_id = f"srv-{uuid.uuid4().hex[:16]}"
-        self._log(user_id, request_id, items, source, st.seq)
+        items = [(int(cand[i]), float(p[i])) for i in order]
+        self._log(user_id, request_id, items, features.take(pa.array(order, pa.int64())), source, st.seq, now_ms)
         return {"user_id": user_id, "request_id": request_id, "model_seq": st.seq, "source": source,
-                "ranked_by": ranked_by, "items": [{"video_id": v, "score": s} for v, s in items]}
+                "ranked_by": ranked_by, "items": [{"video_id": v, "score": sc} for v, sc in items]}
 
-    def _log(self, user_id: int, request_id: str, items: list[tuple[int, float]], source: str, seq: int) -> None:
-        now_ms = int(time.time() * 1000)
-        user = self.catalog.user_info.get(user_id, {})
+    def _log(self, user_id: int, request_id: str, items: list[tuple[int, float]], features: pa.Table,
+             source: str, seq: int, now_ms: int) -> None:
+        """One impression per item, with every feature it was scored with (``served_features``),
+        so the joiner trains on exactly what was served."""
+        rows = features.select([c for c in LOGGED_FEATURES if c in features.column_names]).to_pylist()
         records = []
-        for pos, (vid, score) in enumerate(items):
-            video = self.catalog.video_info.get(vid, {})
+        for pos, ((vid, score), served) in enumerate(zip(items, rows)):
             records.append({
                 "event_id": f"{request_id}-{pos}", "ts_ms": now_ms, "user_id": user_id,
                 "request_id": request_id, "session_id": request_id, "video_id": vid,
                 "creator_id": int(self.catalog.creator_of.get(vid, 0)), "position": pos,
                 "surface": "foryou", "candidate_source": "personal" if source == "personal" else "trending",
                 "model_version": f"{self.model_version_tag}-seq{seq}", "score": score,
-                "served_features": {"age_band": user.get("age_band"), "country": user.get("country"),
-                                    "language": user.get("language"), "category": video.get("category"),
-                                    "video_duration_ms": video.get("duration_ms")},
+                "served_features": served,
             })
         self.impressions.add(records)
 
@@ -380,7 +459,8 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
     import uvicorn
 
     server = ModelServer(data_dir / "serving", catalog_dir=data_dir / "catalog", landing=data_dir / "landing",
-                         reload_interval_s=reload_interval_s, models_root=data_dir / "models")
+                         reload_interval_s=reload_interval_s, models_root=data_dir / "models",
+                         counters_path=lake_counters_path(data_dir / "lake"))
     server.start()
 
     @contextlib.asynccontextmanager

@@ -25,8 +25,9 @@ with probability ``negative_rate`` (r), decided by a hash of its impression id a
 rebuild keeps the same rows. ``sample_rate`` records r (1 for positives). A model trained on the
 sample predicts p; the calibrated probability is p' = p / (p + (1 - p) / r).
 
-Point in time: history features (``user_views_24h`` ...) count events with
-``impression.ts_ms - history_window_s <= ts_ms < impression.ts_ms``, by event time. Nothing
+Point in time: history features (``user_views_24h`` ...) are the values the server logged with the
+impression when it logged them (the model server does: its online counters), else they count
+events with ``impression.ts_ms - history_window_s <= ts_ms < impression.ts_ms``, by event time. Nothing
 after the impression enters a feature; the tests append later events and check every feature of
 every existing example is unchanged. (A late *delivery* of an earlier event can still change a
 history count on rebuild; the served features are immune, being logged at serve time.)
@@ -163,11 +164,16 @@ def examples_sql(config: JoinerConfig) -> str:
         else f"json_extract(served_features, '$.{k}')::{t} AS {k}"
         for k, t in SERVED_FEATURES.items()
     )
+    # A server that logs the history counts it scored with (serving/server.py) is trained on
+    # those; impressions that do not carry them (the simulator's) get them counted from the lake.
+    served_history = ",\n           ".join(
+        f"json_extract(served_features, '$.{k}')::BIGINT AS served_{k}" for k in HISTORY_FEATURES)
     return f"""
 WITH imp_x AS (
     SELECT event_id AS example_id, ts_ms, user_id, video_id, creator_id, request_id, position,
            surface, candidate_source, model_version, score AS served_score,
-           {served}
+           {served},
+           {served_history}
     FROM imp
 ), watched AS (
     SELECT i.example_id, max(v.watch_time_ms) AS watch_time_ms
@@ -203,11 +209,11 @@ WITH imp_x AS (
       ON v.video_id = i.video_id AND v.ts_ms >= i.ts_ms - {h_ms} AND v.ts_ms < i.ts_ms
     GROUP BY i.example_id
 ), labelled AS (
-    SELECT i.*,
+    SELECT i.* EXCLUDE ({", ".join(f"served_{k}" for k in HISTORY_FEATURES)}),
            hour(epoch_ms(i.ts_ms)) AS hour_of_day,
-           coalesce(uh.user_views_24h, 0) AS user_views_24h,
-           coalesce(ue.user_engagements_24h, 0) AS user_engagements_24h,
-           coalesce(vh.video_views_24h, 0) AS video_views_24h,
+           coalesce(i.served_user_views_24h, uh.user_views_24h, 0) AS user_views_24h,
+           coalesce(i.served_user_engagements_24h, ue.user_engagements_24h, 0) AS user_engagements_24h,
+           coalesce(i.served_video_views_24h, vh.video_views_24h, 0) AS video_views_24h,
            w.example_id IS NOT NULL AS played,
            coalesce(w.watch_time_ms, 0) AS watch_time_ms,
            coalesce(w.watch_time_ms, 0) / greatest(i.video_duration_ms, 1)::DOUBLE AS watch_ratio,

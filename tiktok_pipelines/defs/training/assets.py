@@ -167,6 +167,8 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
             published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots).publish(
                 model.embeddings.tables, now_s=now_s, dense=model.dense_state(), full=True,
                 metadata={"model": name, "version": version, "eval_day": eval_day,
+                          # the server corrects the ranker's scores for the negatives it dropped
+                          "negative_rate": r,
                           # the online updates continue from the end of the training window
                           "trained_through_ms": int(train.column("ts_ms")[train.num_rows - 1].as_py())})
             metadata["serving_seq"] = published["seq"]
