@@ -270,6 +270,10 @@ def test_the_full_torch_ranker_ranks_with_what_it_logs(tmp_path: Path) -> None:
                                    "creator_id": r["creator_id"], "position": 0,
                                    "hour_of_day": (r["ts_ms"] // 3_600_000) % 24} for r, s in zip(records, served)])
     np.testing.assert_allclose(model.predict_served(table, 0.5), scores, rtol=1e-5)
+    # the batch path (a day's users at once, the closed loop's) ranks the same as /recommend
+    ids, scores, _ = server.rank_full(np.array([1]), len(VIDEOS), now_ms=records[0]["ts_ms"])
+    assert ids[0].tolist() == [i["video_id"] for i in body["items"]]
+    np.testing.assert_allclose(scores[0], [i["score"] for i in body["items"]], rtol=1e-5)
     # the retrieval order alone is still there, and differs
     plain = server.recommend(1, len(VIDEOS), rerank=False)
     assert plain["ranked_by"] == "two_tower"

@@ -6,12 +6,14 @@ of logged data (experiment (a)) can only score a model on what some *other* poli
 model itself chooses what users see, and users react to it.
 
 Setup, shared by every arm: a world's first ``warmup_days`` are simulated with the simulator's own
-feed, ingested, labelled by the joiner, and a two-tower model is trained on them and published to
+feed, ingested, labelled by the joiner, and the DeepFM ranker is trained on them and published to
 a serving directory as a full version (as the daily batch retrain does).
 
 Then each arm copies that state and lives ``loop_days`` more days of the same world. Every day the
 For-You "personal" slots are filled from the arm's serving directory by the model server's own
-ranking code (``ModelServer.rank``, what ``/recommend`` answers), the day is ingested and joined,
+ranking code (``ModelServer.rank_full``: what ``/recommend`` answers without a LightGBM champion,
+two-tower retrieval then the full ranker on the features the server knows, its online counters as
+of the day's start), the day is ingested and joined,
 and the engagement of those served slots is measured with the joiner's labels (weighted by
 1/sample_rate, so downsampled negatives count fully). The arms differ only in what was served: the
 simulator draws the same sessions, timings and reaction noise in all of them.
@@ -34,6 +36,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from tiktok_pipelines.features.online import counters_path
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.lake import sql_path
@@ -42,6 +45,7 @@ from tiktok_pipelines.serving.store import ServingPublisher
 from tiktok_pipelines.simulator import simulate
 from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_path
 from tiktok_pipelines.training.online import online_update
+from tiktok_pipelines.training.stream_join import run_stream_join
 from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
 ARMS = ("random", "simulator_policy", "batch_only", "online")
@@ -51,6 +55,10 @@ def _ingest_and_join(data: Path, config: JoinerConfig) -> None:
     landing, lake = data / "landing", data / "lake"
     ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
     build_examples(lake, config)
+    # The streaming joiner runs in every arm, as it does in production whatever the training:
+    # it writes the online counters the server ranks with (the online arm's updates train on
+    # its examples too).
+    run_stream_join(lake, config)
 
 
 def _examples(lake: Path, where: str = "true"):
@@ -103,10 +111,13 @@ def closed_loop(work: str | Path, *, seed: int = 7, users: int = 3000, videos: i
         shutil.copytree(base, d)
         server = None
         if arm in ("batch_only", "online"):
-            server = ModelServer(d / "serving", catalog_dir=d / "catalog")
+            server = ModelServer(d / "serving", catalog_dir=d / "catalog", counters_path=counters_path(d / "lake"))
 
             def recommender(user_ids: np.ndarray, day: int, server=server) -> np.ndarray:
-                return server.rank(user_ids, k)[0]
+                # what /recommend answers: retrieval, then the full ranker on the features the
+                # server knows (counters as of the newest event it has seen: the day's start)
+                server.reload_counters()
+                return server.rank_full(user_ids, k, now_ms=server.counters.as_of_ms)[0]
         elif arm == "random":
             def recommender(user_ids: np.ndarray, day: int) -> np.ndarray:
                 r = np.random.default_rng([seed, day, 99])

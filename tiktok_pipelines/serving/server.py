@@ -322,35 +322,82 @@ class ModelServer:
         logged with an impression is what was scored. Candidates are scored at position 0 (the
         position a training example records is where it was shown: a bias, not a merit);
         ``follows_creator`` is unknown here (the server holds no follow graph) and logged as null."""
-        user = self.catalog.user_info.get(user_id, {})
-        info = [self.catalog.video_info.get(int(v), {}) for v in video_ids]
-        creators = [int(self.catalog.creator_of.get(int(v), 0)) for v in video_ids]
-        c = self.counters
-        n = len(video_ids)
+        video_ids = np.asarray(video_ids, dtype=np.int64)
+        return self.batch_features(np.full(len(video_ids), user_id, dtype=np.int64), video_ids, now_ms)
+
+    def batch_features(self, user_ids: np.ndarray, video_ids: np.ndarray, now_ms: int) -> pa.Table:
+        """``candidate_features`` for pairs (user_ids[i], video_ids[i]): each distinct user and
+        video is looked up once, so a whole day's users cost one pass (the closed loop)."""
+        user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
+        c, cat = self.counters, self.catalog
+        us, u_at = np.unique(user_ids, return_inverse=True)
+        vs, v_at = np.unique(video_ids, return_inverse=True)
+        users = [cat.user_info.get(int(u), {}) for u in us]
+        info = [cat.video_info.get(int(v), {}) for v in vs]
+        creators = np.array([int(cat.creator_of.get(int(v), 0)) for v in vs], dtype=np.int64)
         published = np.array([i.get("published_at_ms") or now_ms for i in info], dtype=np.float64)
+
+        def per_user(f):
+            return np.asarray([f(int(u), d) for u, d in zip(us, users)], dtype=object)[u_at]
+
+        def per_video(values, dtype):
+            return np.asarray(values, dtype=dtype)[v_at]
+
+        n = len(user_ids)
         return pa.table({
-            "user_id": np.full(n, user_id, dtype=np.int64),
-            "video_id": np.asarray(video_ids, dtype=np.int64),
-            "creator_id": np.array(creators, dtype=np.int64),
-            "video_duration_ms": np.array([i.get("duration_ms") or 0 for i in info], dtype=np.int64),
-            "video_age_h": np.round(np.maximum(0, (now_ms - published) / 3_600_000), 1),
-            "creator_followers": np.array([self.catalog.creator_followers.get(cr, 0)
-                                           + c.get("creator", "follows_today", cr) for cr in creators], dtype=np.int64),
-            "user_views_24h": np.full(n, c.get("user", "views_24h", user_id), dtype=np.int64),
-            "user_engagements_24h": np.full(n, c.get("user", "engagements_24h", user_id), dtype=np.int64),
-            "video_views_24h": np.array([c.get("video", "views_24h", v) for v in video_ids], dtype=np.int64),
-            "video_ctr": np.round([c.video_ctr(v) for v in video_ids], 4),
+            "user_id": user_ids,
+            "video_id": video_ids,
+            "creator_id": per_video(creators, np.int64),
+            "video_duration_ms": per_video([i.get("duration_ms") or 0 for i in info], np.int64),
+            "video_age_h": per_video(np.round(np.maximum(0, (now_ms - published) / 3_600_000), 1), np.float64),
+            "creator_followers": per_video([cat.creator_followers.get(int(cr), 0) + c.get("creator", "follows_today", cr)
+                                            for cr in creators], np.int64),
+            "user_views_24h": per_user(lambda u, d: c.get("user", "views_24h", u)).astype(np.int64),
+            "user_engagements_24h": per_user(lambda u, d: c.get("user", "engagements_24h", u)).astype(np.int64),
+            "video_views_24h": per_video([c.get("video", "views_24h", v) for v in vs], np.int64),
+            "video_ctr": per_video(np.round([c.video_ctr(v) for v in vs], 4), np.float64),
             "position": np.zeros(n, dtype=np.int64),
             "hour_of_day": np.full(n, (now_ms // 3_600_000) % 24, dtype=np.int64),
-            "trending_tag": np.array([c.trending(v) for v in video_ids], dtype=bool),
+            "trending_tag": per_video([c.trending(v) for v in vs], bool),
             "follows_creator": pa.nulls(n, pa.bool_()),
-            "category": [i.get("category") for i in info],
-            "country": [user.get("country")] * n, "language": [user.get("language")] * n,
-            "age_band": [user.get("age_band")] * n, "surface": ["foryou"] * n, "candidate_source": ["personal"] * n,
+            "category": per_video([i.get("category") for i in info], object).tolist(),
+            "country": per_user(lambda u, d: d.get("country")).tolist(),
+            "language": per_user(lambda u, d: d.get("language")).tolist(),
+            "age_band": per_user(lambda u, d: d.get("age_band")).tolist(),
+            "surface": ["foryou"] * n, "candidate_source": ["personal"] * n,
         })
 
-    def rerank_features(self, user_id: int, video_ids: np.ndarray, now_ms: int) -> pa.Table:
-        return self.candidate_features(user_id, video_ids, now_ms)
+    def rank_full(self, user_ids: np.ndarray, k: int, now_ms: int | None = None,
+                  st: _Loaded | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``rank`` followed by the full torch ranker, for many users at once (what ``/recommend``
+        does per user without a LightGBM champion): the two towers retrieve ``rerank_candidates``,
+        the DeepFM scores them on ``batch_features``, the top k are returned. Without a full
+        ranker in the served version, the retrieval order."""
+        st = st or self.state
+        if st is None:
+            raise LookupError("no model loaded yet")
+        if st.ranker is None:
+            return self.rank(user_ids, k, st)
+        depth = max(k, self.rerank_candidates)
+        ids, _, personal = self.rank(user_ids, depth, st)
+        n = len(ids)
+        out_ids = np.full((n, k), -1, dtype=np.int64)
+        out_scores = np.zeros((n, k), dtype=np.float32)
+        valid = ids >= 0
+        rows, cols = np.nonzero(valid)
+        if len(rows):
+            features = self.batch_features(np.asarray(user_ids, np.int64)[rows], ids[rows, cols],
+                                           int(time.time() * 1000) if now_ms is None else now_ms)
+            with st.ranker_lock:
+                p = st.ranker.predict_served(features, st.negative_rate)
+            scores = np.full(ids.shape, -np.inf)
+            scores[rows, cols] = p
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            top = np.take_along_axis(scores, order, axis=1)
+            keep = np.isfinite(top)
+            out_ids[keep] = np.take_along_axis(ids, order, axis=1)[keep]
+            out_scores[keep] = top[keep]
+        return out_ids, out_scores, personal
 
     def recommend(self, user_id: int, k: int, rerank: bool | None = None) -> dict[str, Any]:
         """Top k for a user. Retrieval: the two towers (or trending for an unknown user). Ranking
