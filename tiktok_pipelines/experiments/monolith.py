@@ -40,6 +40,8 @@ from tiktok_pipelines.embedding.hashing_trick import HashingTrickEmbeddingTable,
 from tiktok_pipelines.embedding.torch_module import SlotSpec
 from tiktok_pipelines.training.baselines import BiasedMF, PopularityBaseline
 from tiktok_pipelines.training.evaluate import auc, calibration, corrected
+from tiktok_pipelines.training.features import CATEGORICAL_FEATURES, NUMERIC_NAMES
+from tiktok_pipelines.training.lgbm import LGBMRanker
 from tiktok_pipelines.training.torch_ranker import MonolithRanker, ranker_slots
 
 SYNC_INTERVALS = {"daily": 86_400, "hourly": 3_600, "every_15_min": 900}
@@ -56,6 +58,7 @@ class ExperimentConfig:
     batch_size: int = 512
     intervals: tuple[tuple[str, int], ...] = tuple(SYNC_INTERVALS.items())
     seeds: tuple[int, ...] = DEFAULT_SEEDS
+    lgbm_rounds: int = 100  # as the daily retrain's (TrainingPolicy.lgbm_rounds)
 
 
 def split_days(examples: pa.Table, train_days: int) -> tuple[pa.Table, pa.Table, list[str]]:
@@ -106,6 +109,10 @@ def progressive(model: MonolithRanker, waiting: pa.Table, evaluation: pa.Table, 
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def has_lgbm_features(table: pa.Table) -> bool:
+    return set(NUMERIC_NAMES + CATEGORICAL_FEATURES) <= set(table.column_names)
+
+
 def hashing_slots(model: MonolithRanker, dim: int, *, equal: str) -> tuple[dict[str, SlotSpec], dict[str, int]]:
     """Hashing-trick slots for the trained collisionless ``model``: ``equal="parameters"`` gives
     each slot as many rows as its table holds ids, ``equal="memory"`` as many as its bytes buy."""
@@ -139,6 +146,14 @@ def _one_seed(train: pa.Table, waiting: pa.Table, evaluation: pa.Table, cfg: Exp
     out["auc_mf"], out["ece_mf"] = scored(mf.predict(evaluation))
     out["epochs_mf"] = mf.report.epochs
     out["seconds"]["mf"] = time.perf_counter() - t
+
+    if has_lgbm_features(train):
+        # LightGBM on the same split, where the examples carry its features (the simulator's
+        # served features; MovieLens ratings have ids and a few attributes only)
+        t = time.perf_counter()
+        lgbm = LGBMRanker.fit(train, rounds=cfg.lgbm_rounds, params={"seed": seed})
+        out["auc_lgbm"], out["ece_lgbm"] = scored(lgbm.predict(evaluation))
+        out["seconds"]["lgbm"] = time.perf_counter() - t
 
     t = time.perf_counter()
     batch = MonolithRanker(dim=cfg.dim, seed=seed)
@@ -211,6 +226,9 @@ def _compare(train: pa.Table, evaluation: pa.Table, cfg: ExperimentConfig) -> di
                     "sync_intervals_s": dict(cfg.intervals)}
     for key in AUC_KEYS + ("ece_popularity", "ece_mf", "ece_batch"):
         result[key], result["std"][key] = _mean_std([run[key] for run in runs])
+    if all("auc_lgbm" in run for run in runs):
+        for key in ("auc_lgbm", "ece_lgbm"):
+            result[key], result["std"][key] = _mean_std([run[key] for run in runs])
     result["auc_online_by_sync"] = {}
     for name, _ in cfg.intervals:
         m, s = _mean_std([run["auc_by_sync"][name] for run in runs])
@@ -247,6 +265,8 @@ def markdown(result: dict) -> str:
     rows = [(label, result[key], std[key]) for label, key in (
         ("item popularity (baseline)", "auc_popularity"), ("matrix factorisation (baseline)", "auc_mf"),
         ("DeepFM ranker, batch only (collisionless)", "auc_batch"))]
+    if "auc_lgbm" in result:
+        rows.append(("LightGBM on the served features, batch", result["auc_lgbm"], std["auc_lgbm"]))
     rows += [(f"online, synced {name.replace('_', ' ')}", value, std[f"auc_online_{name}"])
              for name, value in result["auc_online_by_sync"].items()]
     rows += [(label, result[key], std[key]) for label, key in (
