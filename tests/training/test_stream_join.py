@@ -233,3 +233,13 @@ def test_kill_9_between_the_part_and_the_commit(tmp_path):
     assert last.seq == 1 and last.batches == 2
     assert last.recovered == ["stream_examples/part-00000001.parquet"]
     assert _rows(read_stream_examples(lake)) == _rows(_batch_join(events, last.counts.watermark_ms))
+
+
+def test_the_consumed_batches_stay_bounded(tmp_path):
+    """Batch ids are kept for the slack before the newest one read, then only as a floor."""
+    from tiktok_pipelines.training.stream_join import CONSUMED_SLACK_MS, _prune_consumed
+
+    consumed = {f"b{i}": i * 3_600_000 for i in range(48)}  # two days of hourly batches
+    kept = _prune_consumed(consumed)
+    assert set(kept) == {f"b{i}" for i in range(48) if i * 3_600_000 >= 47 * 3_600_000 - CONSUMED_SLACK_MS}
+    assert len(kept) == CONSUMED_SLACK_MS // 3_600_000 + 1

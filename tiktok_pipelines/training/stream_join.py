@@ -23,7 +23,11 @@ State (all keyed by event time, pruned as the watermark passes):
   as ``late_actions`` instead of vanishing. An impression arriving after its own window closed is
   counted as ``late_impressions`` and not emitted (the daily batch join still labels it: the lake
   holds every event);
-- ``consumed``: the ingest batches already read: each committed batch is joined once.
+- ``consumed``: the ingest batches already read (each committed batch is joined once), by id for
+  those ingested in the last ``CONSUMED_SLACK_MS`` before the newest one read, and as a floor on
+  ``ingested_at_ms`` below which every batch has been read: the set stays bounded however long the
+  joiner runs. (A batch's ``ingested_at_ms`` is when it started; one that took longer than the
+  slack to commit would be missed here, and only here: the daily batch join reads the lake.)
 
 Durability: a step writes its examples as ``stream_examples/part-<seq>.parquet``, then the new
 state as ``_stream_join/state-<seq>/``, then points ``_stream_join/CURRENT`` at it (one atomic
@@ -61,6 +65,7 @@ EXAMPLES_DIR = "stream_examples"
 CURRENT = "CURRENT"
 PART_KEY = b"tiktok_pipelines.stream_examples"
 COUNTER_HORIZON_MS = 86_400_000  # the online counters count a day back
+CONSUMED_SLACK_MS = 6 * 3_600_000  # batches ingested this long before the newest read are kept by id
 
 # The state's tables: the join's input columns, as the lake types them.
 _ARROW = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "JSON": pa.string()}
@@ -256,9 +261,9 @@ def _recover(lake_root: Path, seq: int) -> list[str]:
     return removed
 
 
-def _load_state(lake_root: Path, seq: int) -> tuple[JoinState, list[str], dict]:
+def _load_state(lake_root: Path, seq: int) -> tuple[JoinState, dict[str, int], dict]:
     if seq == 0:
-        return JoinState(), [], {}
+        return JoinState(), {}, {}
     d = stream_root(lake_root) / f"state-{seq:08d}"
     meta = json.loads((d / "meta.json").read_text())
     state = JoinState(
@@ -269,10 +274,17 @@ def _load_state(lake_root: Path, seq: int) -> tuple[JoinState, list[str], dict]:
         max_ts_ms=meta["max_ts_ms"],
         totals=StepCounts(**meta["totals"]),
     )
-    return state, list(meta["consumed"]), meta["config"]
+    return state, dict(meta["consumed"]), meta["config"]
 
 
-def _save_state(lake_root: Path, seq: int, state: JoinState, consumed: list[str], config: dict) -> None:
+def _prune_consumed(consumed: dict[str, int]) -> dict[str, int]:
+    if not consumed:
+        return consumed
+    floor = max(consumed.values()) - CONSUMED_SLACK_MS
+    return {b: ts for b, ts in consumed.items() if ts >= floor}
+
+
+def _save_state(lake_root: Path, seq: int, state: JoinState, consumed: dict[str, int], config: dict) -> None:
     root = stream_root(lake_root)
     d = root / f"state-{seq:08d}"
     if d.exists():
@@ -319,10 +331,11 @@ def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: 
                              f"remove {stream_root(lake_root)} and {lake_root / EXAMPLES_DIR} to start over")
         lake = Lake(lake_root)
         log = lake.read_ingest_log()
-        done = set(consumed)
+        floor = max(consumed.values()) - CONSUMED_SLACK_MS if consumed else None
         order = sorted({(ts, b) for b, ts in zip(log.column("batch_id").to_pylist(),
-                                                 log.column("ingested_at_ms").to_pylist()) if b not in done})
-        new = [b for _, b in order][:max_batches]
+                                                 log.column("ingested_at_ms").to_pylist())
+                        if b not in consumed and (floor is None or ts >= floor)})[:max_batches]
+        new = [b for _, b in order]
         if not new:
             return StreamReport(seq, 0, StepCounts(pending=state.pending.num_rows,
                                                    watermark_ms=StreamJoiner(config, stream, state).watermark_ms),
@@ -345,7 +358,8 @@ def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: 
         atomic_replace(tmp, out)
         if _after_part is not None:  # tests: a crash between the part and the commit
             _after_part()
-        _save_state(lake_root, nxt, joiner.state, consumed + new, now_config)
+        _save_state(lake_root, nxt, joiner.state, _prune_consumed({**consumed, **{b: ts for ts, b in order}}),
+                    now_config)
         old = stream_root(lake_root) / f"state-{seq:08d}"
         if seq and old.exists():
             shutil.rmtree(old)
