@@ -23,24 +23,16 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow.compute as pc
 import pytest
 
 from tests.faults.online_worker import CONFIG
-from tests.training.batch_model import publish_batch_model
-from tiktok_pipelines.ingest.engine import ingest_files
-from tiktok_pipelines.ingest.landing import list_landing_files
+from tests.training.batch_model import day_one_published, streamed
 from tiktok_pipelines.serving.store import list_versions, load_latest, verify_version
-from tiktok_pipelines.simulator import simulate
 from tiktok_pipelines.training.joiner import examples_between
-from tiktok_pipelines.training.stream_join import committed_watermark_ms, stream_examples_after
+from tiktok_pipelines.training.stream_join import committed_watermark_ms
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _streamed(lake: Path, after_ms: int, until_ms: int):
-    t = stream_examples_after(lake, after_ms)
-    return t.filter(pc.less_equal(t.column("ts_ms"), until_ms))
 TRIALS = 6
 
 
@@ -91,15 +83,10 @@ def _assert_consistent(serving: Path) -> int:
 @pytest.mark.slow
 def test_kill_9_during_online_updates_trains_every_impression_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    # No late deliveries: an impression's labels are final once its label window has closed, so
-    # the audit at the end can recompute each window's examples from the final lake.
-    simulate(data, seed=5, users=300, videos=600, days=2, events_per_day=20_000, start_date="2026-11-01",
-             kuairec_dir=None, write_truth=False, late_rate=0.0)
-    landing, lake, serving = data / "landing", data / "lake", data / "serving"
-    files = list_landing_files(landing)
-    ingest_files([f for f in files if "/dt=2026-11-01/" in f.rel_path], landing_root=landing, lake_root=lake)
-    # The batch model of day 1, published as the first full version (as the daily retrain does).
-    _, first_through = publish_batch_model(lake, serving, CONFIG)
+    # No late deliveries, so the audit at the end can recompute each window's examples from the
+    # final lake; the batch model of day 1 is the first full version (as the daily retrain's).
+    _, lake, serving, files, first_through = day_one_published(data, CONFIG, seed=5, users=300, videos=600,
+                                                               events_per_day=20_000)
     # Day 2 arrives in 30-minute slices (two 15-minute flushes), 8 hours of them.
     flushes = sorted({f.flushed_at_ms for f in files if "/dt=2026-11-02/" in f.rel_path})
     ends = [str(t) for t in flushes[1:33:2]]
@@ -152,13 +139,13 @@ def test_kill_9_during_online_updates_trains_every_impression_once(tmp_path: Pat
         else:
             assert m["full_seq"] == s
         assert through[s] > through[s - 1]
-        window = _streamed(lake, through[s - 1], through[s])
+        window = streamed(lake, through[s - 1], through[s])
         assert m["metadata"]["online_examples"] == window.num_rows > 0, s
         trained += window.num_rows
     # Caught up: everything whose label window the joiner's watermark had closed is trained, and
     # the joiner (killed too) emitted each impression once.
     assert through[final_seq] == committed_watermark_ms(lake) - CONFIG.label_window_s * 1000 - 1
-    emitted = _streamed(lake, first_through, through[final_seq])
+    emitted = streamed(lake, first_through, through[final_seq])
     assert trained == emitted.num_rows == len(set(emitted.column("example_id").to_pylist()))
     # ... and they are the batch join's examples of that window, but for records delivered late
     batch = examples_between(lake, CONFIG, first_through, through[final_seq])

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from tests.training.batch_model import publish_batch_model
+from tests.training.batch_model import day_one_published, publish_batch_model, streamed
 from tiktok_pipelines.embedding.export import read_export
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
@@ -16,15 +16,8 @@ from tiktok_pipelines.serving.store import load_latest, read_version_manifest, v
 from tiktok_pipelines.simulator import simulate
 from tiktok_pipelines.training.joiner import JoinerConfig, examples_between
 from tiktok_pipelines.training.online import online_update
-from tiktok_pipelines.training.stream_join import stream_examples_after
 
 CONFIG = JoinerConfig(negative_rate=0.5)
-
-
-def streamed(lake: Path, after_ms: int, until_ms: int):
-    """What the streaming joiner emitted for impressions in (after_ms, until_ms]."""
-    t = stream_examples_after(lake, after_ms)
-    return t.filter(pc.less_equal(t.column("ts_ms"), until_ms))
 
 
 def ingest_day(world: Path, day: str) -> None:
@@ -109,12 +102,8 @@ def test_online_updates_resume_the_trainer_exactly_as_one_process_would(tmp_path
     from tiktok_pipelines.training.checkpoint import load_checkpoint
     from tiktok_pipelines.training.online import default_checkpoint_root, ranker_from_state
 
-    simulate(tmp_path, seed=8, users=200, videos=400, days=2, events_per_day=15_000, start_date="2026-11-01",
-             kuairec_dir=None, write_truth=False, late_rate=0.0)
-    landing, lake, serving = tmp_path / "landing", tmp_path / "lake", tmp_path / "serving"
-    files = list_landing_files(landing)
-    ingest_files([f for f in files if "/dt=2026-11-01/" in f.rel_path], landing_root=landing, lake_root=lake)
-    _, through = publish_batch_model(lake, serving, CONFIG)
+    landing, lake, serving, files, through = day_one_published(tmp_path, CONFIG, seed=8, users=200, videos=400,
+                                                               events_per_day=15_000)
     one_process = ranker_from_state(load_latest(serving))  # the same start as the first update's
 
     flushes = sorted({f.flushed_at_ms for f in files if "/dt=2026-11-02/" in f.rel_path})

@@ -142,7 +142,8 @@ class StreamJoiner:
 
     def step(self, impressions: pa.Table | None = None, views: pa.Table | None = None,
              interactions: pa.Table | None = None) -> tuple[pa.Table, StepCounts]:
-        imp, vw, it = _cast(impressions, IMP_SCHEMA), _cast(views, VIEW_SCHEMA), _cast(interactions, INTER_SCHEMA)
+        arrived, vw, it = _cast(impressions, IMP_SCHEMA), _cast(views, VIEW_SCHEMA), _cast(interactions, INTER_SCHEMA)
+        imp = arrived
         w_ms = self.config.label_window_s * 1000
         h_ms = self.config.history_window_s * 1000
         st = self.state
@@ -167,8 +168,8 @@ class StreamJoiner:
                 JOIN st_closed c USING (request_id, video_id, user_id)
                 WHERE a.ts_ms BETWEEN c.ts_ms AND c.ts_ms + {w_ms}""").fetchall()[0][0]
             # every arrival moves event time, a late impression's too
-            raw_max = max((pa.compute.max(t.column("ts_ms")).as_py() for t in
-                           (_cast(impressions, IMP_SCHEMA), vw, it) if t.num_rows), default=None)
+            raw_max = max((pa.compute.max(t.column("ts_ms")).as_py() for t in (arrived, vw, it) if t.num_rows),
+                          default=None)
             if raw_max is not None:
                 st.max_ts_ms = raw_max if st.max_ts_ms is None else max(st.max_ts_ms, raw_max)
             mark = self.watermark_ms
