@@ -58,6 +58,22 @@ def _ids(prefix: str, idx: np.ndarray) -> pl.Series:
     return pl.select(pl.concat_str([pl.lit(prefix), pl.Series(np.asarray(idx, dtype=np.int64)).cast(pl.String)])).to_series()
 
 
+def _ids_on_day(start_date: dt.date, prefix: str, ts: np.ndarray, middle: str, idx: np.ndarray) -> pl.Series:
+    """``<prefix><YYYYMMDD of ts><middle><idx>``: ids named by the day each event happens.
+
+    For events that happen days after the day whose generator made them (the conversions of
+    that day's ads): every run regenerates the ads of the days before it, and the regenerated
+    frame depends on the run's own arguments (``events_per_day``), so an index into it alone
+    could name another event than the one an earlier run wrote under that id. Only the run that simulates a day writes the events that happen on it (runs never
+    overlap), so a day in the id keeps it unique across the runs of a world.
+    """
+    day = (np.asarray(ts, dtype=np.int64) - day_start_ms(start_date, 0)) // DAY_MS
+    days, inv = np.unique(day, return_inverse=True)
+    tags = _strs([date_tag(start_date, int(d)) for d in days], inv)
+    return pl.select(pl.concat_str([pl.lit(prefix), tags, pl.lit(middle),
+                                    pl.Series(np.asarray(idx, dtype=np.int64)).cast(pl.String)])).to_series()
+
+
 def _strs(values, idx: np.ndarray) -> pl.Series:
     return pl.Series(list(values), dtype=pl.String).gather(np.asarray(idx, dtype=np.int64))
 
@@ -364,7 +380,8 @@ def gen_feed(world: World, day: int, events_per_day: int,
 
 
 def _orders(r, tag: str, part: str, ts, user_idx, creator_idx, *, source, video_id=None, stream_id=None,
-            campaign_id=None, amount_cents=None, quantity=None) -> pl.DataFrame:
+            campaign_id=None, amount_cents=None, quantity=None, keys: pl.Series | None = None) -> pl.DataFrame:
+    """Orders; ``keys`` (default ``<tag>-<part><i>``) name them: event ``ord<key>``, order ``o<key>``."""
     n = len(ts)
     product = (creator_idx + 1) * 1000 + r.integers(0, 20, n)
     if quantity is None:
@@ -372,10 +389,10 @@ def _orders(r, tag: str, part: str, ts, user_idx, creator_idx, *, source, video_
     if amount_cents is None:
         amount_cents = _product_price_cents(product) * quantity
     return _frame("orders", {
-        "event_id": _ids(f"ord{tag}-{part}", np.arange(n)),
+        "event_id": _ids(f"ord{tag}-{part}", np.arange(n)) if keys is None else "ord" + keys,
         "ts_ms": ts,
         "user_id": np.asarray(user_idx) + 1,
-        "order_id": _ids(f"o{tag}{part}", np.arange(n)),
+        "order_id": _ids(f"o{tag}{part}", np.arange(n)) if keys is None else "o" + keys,
         "creator_id": np.asarray(creator_idx) + 1,
         "video_id": video_id if video_id is not None else pl.Series([None] * n, dtype=pl.Int64),
         "stream_id": stream_id if stream_id is not None else pl.Series([None] * n, dtype=pl.String),
@@ -485,7 +502,9 @@ def gen_ads(world: World, day: int, events_per_day: int) -> dict[str, pl.DataFra
     watch_all = pl.Series(np.concatenate([watch, np.zeros(n_c + n_v, np.int64)]))
     conv_mask = pl.Series(et == 2)
     ad_events = _frame("ad_events", {
-        "event_id": _ids(f"ad{tag}-", np.arange(len(et))),
+        # impressions and clicks happen on the ads' day; conversions are named by their own day
+        "event_id": pl.concat([_ids(f"ad{tag}-", np.arange(n_imp + n_c)),
+                               _ids_on_day(world.start_date, "cv", conv_ts, f"-{tag}-", np.arange(n_v))]),
         "ts_ms": all_ts,
         "user_id": np.concatenate([user, user[ci], pair_user[conv]]) + 1,
         "event_type": _strs(schemas.AD_EVENT_TYPES, et),
@@ -505,7 +524,8 @@ def gen_ads(world: World, day: int, events_per_day: int) -> dict[str, pl.DataFra
     pi = np.flatnonzero(purchase)
     orders = _orders(r, tag, "a", conv_ts[pi], pair_user[conv[pi]], world.adv_creator[conv_adv[pi]],
                      source=["ad"] * len(pi), campaign_id=pl.Series(conv_camp[pi] + 1, dtype=pl.Int64),
-                     amount_cents=value[pi], quantity=np.ones(len(pi), np.int64))
+                     amount_cents=value[pi], quantity=np.ones(len(pi), np.int64),
+                     keys=_ids_on_day(world.start_date, "", conv_ts[pi], f"-a{tag}-", pi))
     return {"ad_events": ad_events, "orders": orders}
 
 
