@@ -4,7 +4,9 @@ The server (uvicorn in a thread, the fixture of tests/serving/test_server.py) ha
 LightGBM champion loaded, so every parameter combination is servable: a 5xx could only come from
 a parameter the validation let through. Query strings are raw: percent-escapes of arbitrary bytes
 (invalid UTF-8 and broken escapes included), repeated and unknown keys, numbers in every spelling.
-A 200 must be a well-formed answer for the user and k asked for; a 4xx must say why. At the end,
+A 200 must be a well-formed answer for the user and k asked for, and is only given when both are
+ASCII digits (``int()`` also reads '٤٢', '４２', '4_2', '+42' and ' 42' as 42: issue 15); a 4xx
+must say why. At the end,
 the impressions the server logged for those answers are ingested: all of them are valid records.
 """
 
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 from urllib.parse import quote, quote_plus
 
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.datastructures import QueryParams
 
 from tests.fuzz.conftest import fuzz_settings
 from tests.serving.test_server import _register_lgbm_champion, running  # noqa: F401  (running: fixture)
@@ -25,7 +29,8 @@ from tiktok_pipelines.ingest.landing import list_landing_files
 KEYS = ["user_id", "k", "rerank", "user_id", "k", "USER_ID", "", "x", "user_id[]", "k;"]
 VALUES = ["1", "2", "999", "0", "-1", "-0", "+5", " 5", "5 ", "05", "1_0", "1e3", "0x10", "1.0", "٣", "१",
           "100", "101", str(2**63 - 1), str(2**63), str(-(2**63)), str(2**64), "9" * 5000, "nan", "inf", "",
-          "true", "false", "True", "maybe", "1,2", "\x00", "\udc80", "💥"]
+          "true", "false", "True", "maybe", "1,2", "\x00", "\udc80", "💥",
+          "٤٢", "４２", "4_2", "+42", "42\n", "\t42", "42\u3000", "٠", "𝟒𝟐", "42" + "0" * 20]
 
 encoders = st.sampled_from([
     lambda s: quote(s.encode("utf-8", "surrogatepass"), safe=""),
@@ -69,6 +74,11 @@ def test_fuzz_recommend_parameters_never_5xx(running, tally) -> None:  # noqa: F
         seen[resp.status] = seen.get(resp.status, 0) + 1
         assert 200 <= resp.status < 500, (qs, resp.status, body)
         if resp.status == 200:
+            # what the server read (Starlette's parsing): a 200 only for ASCII digits
+            params = QueryParams(qs.encode())  # qs is ASCII: every part is percent-escaped
+            user, k = params["user_id"], params.get("k", "10")
+            assert re.fullmatch(r"[0-9]+", user) and re.fullmatch(r"[0-9]+", k), (qs, user, k)
+            assert body["user_id"] == int(user) and len(body["items"]) <= int(k)
             assert isinstance(body["user_id"], int) and 0 <= body["user_id"] < 2**63
             assert 1 <= len(body["items"]) <= 100 and body["model_seq"] == 1
             served_items += len(body["items"])

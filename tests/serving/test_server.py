@@ -108,6 +108,19 @@ def test_bad_parameters_get_a_4xx(running, params) -> None:
     assert r.status_code == 400 and "error" in r.json()
 
 
+# Python's int() reads all of these as 42 (Unicode decimal digits, underscores, a sign, blanks):
+# the parameters are ASCII digits or a 400 (issue 15, finding 7).
+@pytest.mark.parametrize("value", ["٤٢", "４２", "4_2", "+42", " 42", "42 ", "42\n", "-0", "४२", "0x2a", "1" * 30])
+@pytest.mark.parametrize("name", ["user_id", "k"])
+def test_parameters_are_ascii_digits_only(running, name, value) -> None:
+    client, *_ = running
+    params = {"user_id": 1, "k": 5, name: value}
+    r = client.get("/recommend", params=params)
+    assert r.status_code == 400 and "error" in r.json(), (params, r.status_code, r.text)
+    ok = client.get("/recommend", params={"user_id": 42 if name == "user_id" else 1, "k": 42 if name == "k" else 5})
+    assert ok.status_code == 200  # the same number in ASCII digits is served
+
+
 def test_hot_reload_under_load_without_failed_requests(running) -> None:
     client, server, publisher, tables, _ = running
     statuses: list[int] = []

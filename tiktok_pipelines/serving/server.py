@@ -44,6 +44,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+import re
 from typing import Any
 
 import numpy as np
@@ -461,20 +462,19 @@ def _bad(message: str, status: int = 400) -> JSONResponse:
 def create_app(server: ModelServer) -> Starlette:
     async def recommend(request: Request) -> JSONResponse:
         q = request.query_params
-        try:
-            user_id = int(q["user_id"])
-        except KeyError:
+        if "user_id" not in q:
             return _bad("user_id is required")
-        except ValueError:
-            return _bad("user_id must be an integer")
+        # ASCII digits only: int() also reads '٤٢', '４２', '4_2', '+42' and ' 42' as 42 (issue 15).
+        if not _DIGITS.fullmatch(q["user_id"]):
+            return _bad("user_id must be an integer (ASCII digits)")
+        user_id = int(q["user_id"])
         if not 0 <= user_id < 2**63:
             # The event contract (schemas.py) has user_id >= 0: a negative id was served, and the
             # impressions logged for it were quarantined at ingest (found by tests/fuzz).
             return _bad("user_id must be a non-negative int64")
-        try:
-            k = int(q.get("k", "10"))
-        except ValueError:
-            return _bad("k must be an integer")
+        if not _DIGITS.fullmatch(q.get("k", "10")):
+            return _bad("k must be an integer (ASCII digits)")
+        k = int(q.get("k", "10"))
         if not 1 <= k <= MAX_K:
             return _bad(f"k must be between 1 and {MAX_K}")
         rerank = {None: None, "1": True, "true": True, "0": False, "false": False}.get(q.get("rerank"), "bad")
@@ -515,6 +515,10 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
         yield
         # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the `finally` below
         # never runs on a normal stop: flush the buffered impressions here (found by the soak).
+# A query parameter that is a number: ASCII digits, at most 20 of them (more is out of range anyway).
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
         server.stop()
 
     app = create_app(server)
