@@ -20,7 +20,7 @@ import duckdb
 
 from tiktok_pipelines.ingest.engine import INGEST_LOG_SCHEMA, QUARANTINE_SCHEMA, Lake
 from tiktok_pipelines.ingest.validate import sql_type
-from tiktok_pipelines.lake import atomic_replace, sql_path
+from tiktok_pipelines.lake import atomic_replace, fsync_path, sql_path
 from tiktok_pipelines.schemas import CATALOG, STREAMS
 
 _ARROW_TO_SQL = {"string": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN"}
@@ -73,17 +73,82 @@ def connect_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(path))
 
 
+class PublishError(RuntimeError):
+    """analytics.duckdb was not published (the previous file, if any, is left as it was)."""
+
+
+def wal_path(db: Path) -> Path:
+    """DuckDB's write-ahead log for ``db``: beside it, found by name."""
+    return db.with_name(db.name + ".wal")
+
+
+def check_analytics(path: Path) -> int:
+    """Open ``path`` read-only, as analysts do, and read a row from every view (a view whose
+    Parquet files or relations are gone fails here). Returns the number of views; raises what
+    DuckDB raises."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        views = con.execute(
+            "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal ORDER BY ALL"
+        ).fetchall()
+        for schema, view in views:
+            ident = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, view))
+            con.execute(f"SELECT * FROM {ident} LIMIT 1").fetchall()
+        return len(views)
+    finally:
+        con.close()
+
+
 def publish_analytics(warehouse: Path, analytics: Path) -> int:
-    """Copy the (closed, checkpointed) warehouse to a temp file, verify it, rename it over the
-    analysts' file. Returns the published size in bytes."""
+    """Publish the (closed) warehouse as the analysts' file: a new file, swapped in by rename.
+    Returns the published size in bytes.
+
+    1. Copy the warehouse to a temp file beside ``analytics`` (with its WAL, if a writer died
+       before checkpointing), open the copy read-write and CHECKPOINT it: the new file holds
+       everything and has no WAL of its own.
+    2. Make it read-only on disk (0444) and check it as an analyst opens it: read-only, a row from
+       every view. Any failure up to here raises ``PublishError`` and leaves the previous file
+       (and everything beside it) as it was; the temp files are removed.
+    3. Remove ``analytics.duckdb.wal``, rename the new file over ``analytics``, remove the WAL
+       again, and check the published path read-only. A WAL there belongs to the old file (an
+       analyst's read-write session, perhaps killed with kill -9); DuckDB refuses to open a file
+       whose WAL does not match it, read-only or not, so one left there broke every open after.
+       A session still holding the old file keeps the old inode (and its lock) to itself.
+    """
     analytics.parent.mkdir(parents=True, exist_ok=True)
     tmp = analytics.with_name(f".{analytics.name}.tmp-{os.getpid()}")
-    shutil.copyfile(warehouse, tmp)
-    check = duckdb.connect(str(tmp), read_only=True)
     try:
-        check.execute("SELECT count(*) FROM duckdb_tables()").fetchall()[0]
-    finally:
-        check.close()
-    os.chmod(tmp, 0o444)  # published read-only: analysts query it, nobody writes it in place
+        for p in (tmp, wal_path(tmp)):
+            if p.exists():
+                p.chmod(0o644)
+                p.unlink()
+        shutil.copyfile(warehouse, tmp)
+        if wal_path(warehouse).exists():
+            shutil.copyfile(wal_path(warehouse), wal_path(tmp))
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        if wal_path(tmp).exists():
+            raise PublishError(f"{analytics} not published, the previous file stays: {tmp} kept a WAL after its checkpoint")
+        os.chmod(tmp, 0o444)  # published read-only: analysts query it, nobody writes it in place
+        check_analytics(tmp)
+    except BaseException as e:
+        for p in (tmp, wal_path(tmp)):
+            p.unlink(missing_ok=True)
+        if isinstance(e, PublishError) or not isinstance(e, Exception):
+            raise
+        raise PublishError(
+            f"{analytics} not published, the previous file stays: the new file does not open "
+            f"read-only with working views ({type(e).__name__}: {e})"
+        ) from e
+    wal_path(analytics).unlink(missing_ok=True)
     atomic_replace(tmp, analytics)
+    wal_path(analytics).unlink(missing_ok=True)  # in case a session on the old file wrote one meanwhile
+    fsync_path(analytics.parent)
+    try:
+        check_analytics(analytics)
+    except Exception as e:
+        raise PublishError(f"{analytics} was swapped in but does not open read-only: {e}") from e
     return analytics.stat().st_size
