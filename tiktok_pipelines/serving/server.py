@@ -39,12 +39,12 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-import re
 from typing import Any
 
 import numpy as np
@@ -455,6 +455,10 @@ class ModelServer:
         self.impressions.add(records)
 
 
+# A query parameter that is a number: ASCII digits, at most 20 of them (more is out of range anyway).
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
 def _bad(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -515,10 +519,6 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
         yield
         # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the `finally` below
         # never runs on a normal stop: flush the buffered impressions here (found by the soak).
-# A query parameter that is a number: ASCII digits, at most 20 of them (more is out of range anyway).
-_DIGITS = re.compile(r"[0-9]{1,20}")
-
-
         server.stop()
 
     app = create_app(server)
