@@ -36,6 +36,7 @@ from tiktok_pipelines.defs.training.assets import (
 from tiktok_pipelines.defs.warehouse.assets import analytics_db, warehouse_lake_tables
 
 STOP_PUBLISHING = "stop_publishing"  # a file in the work dir: the drain has begun
+REPLAY_SKEW_S = 400 * 86_400  # the replay's year ahead plus its days
 
 analytics_publish_job = dg.define_asset_job(
     "analytics_publish_job", selection=[warehouse_lake_tables, analytics_db])
@@ -58,7 +59,11 @@ def build_defs(work: Path, publish_every: float = 30.0, sweep_s: float = 30.0) -
                 warehouse_lake_tables, analytics_db],
         jobs=[ingest_job, online_update_job, daily_training_job, analytics_publish_job, catalog_job],
         sensors=[landing_sensor, online_update_sensor, analytics_republish_sensor],
-        resources={"storage": PlatformStorage(data_dir=str(work)), "ingest_policy": IngestPolicy(sensor_sweep_s=sweep_s),
+        resources={"storage": PlatformStorage(data_dir=str(work)),
+                   # The soak replays a world dated a year ahead of the wall clock (soak.py says
+                   # why): its clock bound (names, events, the online watermark) is widened to
+                   # cover it, as a replay must; what lies beyond it is still quarantined.
+                   "ingest_policy": IngestPolicy(sensor_sweep_s=sweep_s, future_skew_seconds=REPLAY_SKEW_S),
                    "joiner_policy": JoinerPolicy(), "training_policy": TrainingPolicy(lgbm_rounds=30)},
     )
 

@@ -17,6 +17,7 @@ from tests.training.test_joiner import impression, ingest, interaction, view
 from tiktok_pipelines.training.joiner import JoinerConfig, examples_sql
 from tiktok_pipelines.training.stream_join import (
     IMP_SCHEMA,
+    MAX_CLOCK_SKEW_MS,
     INTER_SCHEMA,
     VIEW_SCHEMA,
     StreamConfig,
@@ -243,3 +244,23 @@ def test_the_consumed_batches_stay_bounded(tmp_path):
     kept = _prune_consumed(consumed)
     assert set(kept) == {f"b{i}" for i in range(48) if i * 3_600_000 >= 47 * 3_600_000 - CONSUMED_SLACK_MS}
     assert len(kept) == CONSUMED_SLACK_MS // 3_600_000 + 1
+
+
+def test_the_watermark_never_passes_the_wall_clock_plus_skew():
+    """One event from 2099 (issue 15: a landing file named and dated 2099) must not close every
+    window: before the bound it moved the watermark, then trained_through and expiry, to 2099.
+    Failed on the code before the fix (the watermark was 2099 minus the lateness)."""
+    joiner = StreamJoiner(CONFIG, LATENESS)
+    now = T0 + 100 * S
+    # a collector 250 s ahead (inside the skew): its window closes after now + skew - lateness
+    early = impression("i1", now + 250 * S, 1, 5, 5, "r1")
+    year_2099 = 4_102_444_800_000
+    examples, counts = joiner.step(_table("impressions", [early]),
+                                   views=_table("views", [view("future", year_2099, 2, 9, 9, 100, None)]),
+                                   now_ms=now)
+    assert counts.watermark_ms <= now + MAX_CLOCK_SKEW_MS - LATENESS.allowed_lateness_s * S
+    assert examples.num_rows == 0 and joiner.state.pending.num_rows == 1  # still waiting for its labels
+    # a state saved with a mark in the future (before the bound) is pulled back at the next step
+    joiner.state.max_ts_ms = year_2099
+    _, counts = joiner.step(now_ms=now)
+    assert counts.watermark_ms <= now + MAX_CLOCK_SKEW_MS

@@ -222,6 +222,14 @@ class CollisionlessEmbeddingTable(RowTable):
             self.generation += 1
         return removed_ids
 
+    def expiring(self, now_s: int) -> int:
+        """How many rows ``expire(now_s)`` would evict (nothing changes)."""
+        ttl = self.config.ttl_seconds
+        if ttl is None:
+            return 0
+        return int(expired_rows(self.storage.last_update_s[: self.storage.next_row],
+                                self.storage.flags[: self.storage.next_row], now_s, ttl).size)
+
     def expire(self, now_s: int) -> np.ndarray:
         """Evict rows idle for more than ttl_seconds; returns their ids (recorded for the delta
         and in ``eviction_log``)."""

@@ -32,10 +32,17 @@ from pathlib import Path
 import pyarrow as pa
 
 from tiktok_pipelines.ingest.engine import Lake
-from tiktok_pipelines.serving.store import ServingPublisher, ServingState, load_latest, writer_lock
+from tiktok_pipelines.serving.store import (
+    DEFAULT_MAX_EXPIRE_FRACTION,
+    ServingPublisher,
+    ServingState,
+    load_latest,
+    writer_lock,
+)
 from tiktok_pipelines.training.checkpoint import load_checkpoint, save_checkpoint
 from tiktok_pipelines.training.joiner import JoinerConfig
 from tiktok_pipelines.training.stream_join import (
+    MAX_CLOCK_SKEW_MS,
     StreamConfig,
     StreamReport,
     run_stream_join,
@@ -86,7 +93,8 @@ def default_checkpoint_root(serving_root: str | os.PathLike) -> Path:
 def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike, config: JoinerConfig,
                   *, dense_every_s: int = 600, full_every: int = 200, batch_size: int = 512, keep_full: int = 3,
                   checkpoint_root: str | os.PathLike | None = None,
-                  stream: StreamConfig | None = None) -> OnlineReport:
+                  stream: StreamConfig | None = None, max_expire_fraction: float = DEFAULT_MAX_EXPIRE_FRACTION,
+                  allow_mass_expiry: bool = False, clock_skew_s: int = MAX_CLOCK_SKEW_MS // 1000) -> OnlineReport:
     """One online update. Sparse rows are published every update; the dense weights when
     ``dense_every_s`` of event time has passed since they were last published. Every
     ``full_every`` versions since the last full one, the update is published as a full version
@@ -99,15 +107,23 @@ def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike,
 
     Holds the serving directory's writer lock throughout: it trains from the newest version and
     publishes the next, so two updates at once (two runs the daemon launched, a CLI run beside a
-    sensor's) must take turns; the second then trains only what the first left."""
+    sensor's) must take turns; the second then trains only what the first left.
+
+    Expiry runs at each publication against event time: one that would evict more than
+    ``max_expire_fraction`` of a table raises ``MassExpiry`` and publishes nothing, unless
+    ``allow_mass_expiry`` (see ``ServingPublisher.check_expiry``). The streaming joiner's
+    watermark never passes the wall clock + ``clock_skew_s`` (the ingest's future skew)."""
     with writer_lock(serving_root):
         return _online_update(lake_root, serving_root, config, dense_every_s=dense_every_s, full_every=full_every,
                               batch_size=batch_size, keep_full=keep_full, stream=stream,
+                              max_expire_fraction=max_expire_fraction, allow_mass_expiry=allow_mass_expiry,
+                              clock_skew_s=clock_skew_s,
                               checkpoint_root=Path(checkpoint_root or default_checkpoint_root(serving_root)))
 
 
 def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every_s: int, full_every: int,
-                   batch_size: int, keep_full: int, checkpoint_root: Path, stream: StreamConfig | None) -> OnlineReport:
+                   batch_size: int, keep_full: int, checkpoint_root: Path, stream: StreamConfig | None,
+                   max_expire_fraction: float, allow_mass_expiry: bool, clock_skew_s: int) -> OnlineReport:
     started = time.perf_counter()
     state = load_latest(serving_root)
     if state is None:
@@ -116,7 +132,7 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
     # The streaming joiner first: it takes the batches committed since it last ran and emits the
     # impressions whose windows its watermark closed. Its parts tile event time, so "trained
     # through" stays one instant: every impression up to it was trained on, or arrived late.
-    joined = run_stream_join(lake_root, config, stream)
+    joined = run_stream_join(lake_root, config, stream, clock_skew_ms=clock_skew_s * 1000)
     through = int(state.metadata.get("trained_through_ms", 0))
     mark = joined.counts.watermark_ms
     closed = None if mark is None else mark - config.label_window_s * 1000 - 1
@@ -140,7 +156,7 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
                             f"the serving version is of another model format ({e}); waiting for the batch retrain",
                             joined=joined)
     model.partial_fit(examples, batch_size=batch_size)
-    publisher = ServingPublisher(serving_root, keep_full=keep_full)
+    publisher = ServingPublisher(serving_root, keep_full=keep_full, max_expire_fraction=max_expire_fraction)
     publisher.resume_from(state.seq)
     full = state.seq - state.full_seq + 1 >= full_every
     trained_through = closed
@@ -152,6 +168,7 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
     manifest = publisher.publish(
         model.embeddings.tables, now_s=trained_through // 1000,
         dense=model.dense_state() if with_dense else None, include_optimizer_state=True, full=full,
+        allow_mass_expiry=allow_mass_expiry,
         metadata={**state.metadata, "trained_through_ms": trained_through,
                   "dense_through_ms": trained_through if with_dense else dense_through,
                   "stream_seq": joined.seq, "online_examples": examples.num_rows},

@@ -65,6 +65,11 @@ EXAMPLES_DIR = "stream_examples"
 CURRENT = "CURRENT"
 PART_KEY = b"tiktok_pipelines.stream_examples"
 COUNTER_HORIZON_MS = 86_400_000  # the online counters count a day back
+# Event time may run this far ahead of the wall clock by default (collectors' clocks; the ingest's
+# ``future_skew_seconds``, which deployments pass as ``clock_skew_ms``): the watermark is never moved past now + this. One event dated
+# 2099 in the lake (a name-dated landing file, before the ingest bounded names by the clock) once
+# closed every window, moved trained_through to 2099 and expired every embedding row.
+MAX_CLOCK_SKEW_MS = 300_000
 CONSUMED_SLACK_MS = 6 * 3_600_000  # batches ingested this long before the newest read are kept by id
 
 # The state's tables: the join's input columns, as the lake types them.
@@ -141,7 +146,11 @@ class StreamJoiner:
         return None if m is None else m - self.stream.allowed_lateness_s * 1000
 
     def step(self, impressions: pa.Table | None = None, views: pa.Table | None = None,
-             interactions: pa.Table | None = None) -> tuple[pa.Table, StepCounts]:
+             interactions: pa.Table | None = None, *, now_ms: int | None = None,
+             clock_skew_ms: int = MAX_CLOCK_SKEW_MS) -> tuple[pa.Table, StepCounts]:
+        """Event time is bounded by ``now_ms`` (default: the wall clock) + ``clock_skew_ms``: see
+        ``MAX_CLOCK_SKEW_MS``."""
+        ceiling = (int(time.time() * 1000) if now_ms is None else now_ms) + clock_skew_ms
         arrived, vw, it = _cast(impressions, IMP_SCHEMA), _cast(views, VIEW_SCHEMA), _cast(interactions, INTER_SCHEMA)
         imp = arrived
         w_ms = self.config.label_window_s * 1000
@@ -172,6 +181,10 @@ class StreamJoiner:
                           default=None)
             if raw_max is not None:
                 st.max_ts_ms = raw_max if st.max_ts_ms is None else max(st.max_ts_ms, raw_max)
+            if st.max_ts_ms is not None and st.max_ts_ms > ceiling:
+                # Events from the future wait in the state until the clock reaches them; a state
+                # saved with such a mark (before this bound) is pulled back here too.
+                st.max_ts_ms = ceiling
             mark = self.watermark_ms
             pending = pa.concat_tables([st.pending, _cast(imp, IMP_SCHEMA)])
             views_all = pa.concat_tables([st.views, vw])
@@ -315,7 +328,8 @@ def _read(files: list[str], columns: dict[str, str]) -> pa.Table | None:
 
 
 def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: StreamConfig | None = None,
-                    *, max_batches: int | None = None, _after_part=None) -> StreamReport:
+                    *, max_batches: int | None = None, now_ms: int | None = None,
+                    clock_skew_ms: int = MAX_CLOCK_SKEW_MS, _after_part=None) -> StreamReport:
     """Join the ingest batches committed since the last run as one micro-batch; commit its
     examples and the new state. Safe to run concurrently (a lock) and after a kill -9 (recovery)."""
     started = time.perf_counter()
@@ -346,6 +360,7 @@ def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: 
             _read(_batch_files(lake, "impressions", new), _IMP_COLUMNS),
             _read(_batch_files(lake, "views", new), _VIEW_COLUMNS),
             _read(_batch_files(lake, "interactions", new), _INTER_COLUMNS),
+            now_ms=now_ms, clock_skew_ms=clock_skew_ms,
         )
         nxt = seq + 1
         out = part_path(lake_root, nxt)

@@ -18,6 +18,7 @@ from tiktok_pipelines.defs.ops.policies import (
     retry_only_transient,
 )
 from tiktok_pipelines.defs.resources import (
+    IngestPolicy,
     JoinerPolicy,
     PlatformStorage,
     TrainingPolicy,
@@ -164,8 +165,10 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
         if champion_metrics:
             metadata[f"{name}/champion_auc_same_day"] = float(champion_metrics["auc"])
         if decision["promoted"] and isinstance(model, MonolithRanker):
-            published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots).publish(
+            published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots,
+                                         max_expire_fraction=training_policy.max_expire_fraction).publish(
                 model.embeddings.tables, now_s=now_s, dense=model.dense_state(), full=True,
+                allow_mass_expiry=training_policy.allow_mass_expiry,
                 metadata={"model": name, "version": version, "eval_day": eval_day,
                           # the server corrects the ranker's scores for the negatives it dropped
                           "negative_rate": r,
@@ -205,14 +208,18 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
 )
 @retry_only_transient
 def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, joiner_policy: JoinerPolicy,
-                  training_policy: TrainingPolicy):
+                  training_policy: TrainingPolicy, ingest_policy: IngestPolicy):
     from tiktok_pipelines.training.online import online_update
 
     report = online_update(storage.lake, storage.serving, joiner_policy.config(),
                            dense_every_s=training_policy.online_dense_every_s,
                            full_every=training_policy.online_full_every,
                            batch_size=training_policy.online_batch_size,
-                           keep_full=training_policy.keep_full_snapshots, stream=joiner_policy.stream())
+                           keep_full=training_policy.keep_full_snapshots, stream=joiner_policy.stream(),
+                           max_expire_fraction=training_policy.max_expire_fraction,
+                           allow_mass_expiry=training_policy.allow_mass_expiry,
+                           # the same bound on event time as the ingest's (names, events)
+                           clock_skew_s=ingest_policy.future_skew_seconds)
     joined = report.joined
     if joined is not None:
         # the streaming joiner ran first: what it joined, and what arrived too late to label
