@@ -3,6 +3,7 @@ load, corrupt versions, and impressions logged back into the landing zone."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -18,7 +19,7 @@ import uvicorn
 from tiktok_pipelines.embedding import CollisionlessEmbeddingTable, TableConfig
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
-from tiktok_pipelines.serving.server import ModelServer, create_app
+from tiktok_pipelines.serving.server import ModelServer, create_app, uvicorn_settings
 from tiktok_pipelines.serving.store import ServingPublisher, version_dir
 
 DIM = 4
@@ -70,7 +71,8 @@ def running(tmp_path: Path):
     server = ModelServer(root, catalog_dir=tmp_path / "catalog", landing=landing, reload_interval_s=0.1)
     server.start()
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
+    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning",
+                                       **uvicorn_settings()))  # the limits `serve` runs with
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -167,6 +169,99 @@ def test_a_corrupt_version_is_not_served(running) -> None:
     time.sleep(0.5)
     assert client.get("/version").json()["seq"] == 2
     assert client.get("/recommend", params={"user_id": 1, "k": 1}).status_code == 200
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _raw_exchange(port: int, head: bytes, body_chunks=(), *, timeout: float = 30.0) -> tuple[bytes, float]:
+    """One request over a raw socket, the body in chunks (stopping if the server hangs up):
+    (everything the server answered until it closed or went quiet, seconds that took)."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(head)
+            for chunk in body_chunks:
+                s.sendall(chunk)
+        except OSError:
+            pass  # the server stopped reading: what did it say?
+        answer = b""
+        try:
+            while data := s.recv(65536):
+                answer += data
+        except OSError:  # reset, or quiet until the timeout
+            pass
+    return answer, time.monotonic() - t0
+
+
+def test_oversized_request_heads_get_a_431_at_once(running) -> None:
+    """Issue 15, finding 7: a 150 MB header was read whole (a 200 after 55 s, every other request
+    stalled) and four of 200 MB grew the server by a gigabyte. Four concurrent 32 MB headers now
+    get a 431 as soon as the limit is passed, memory stays flat, and normal requests are served
+    meanwhile; a header of 8 KB is still fine."""
+    client, *_ = running
+    port = client.base_url.port
+    ok = client.get("/recommend", params={"user_id": 1, "k": 3}, headers={"x-fine": "a" * 8192})
+    assert ok.status_code == 200
+    mb = b"a" * (1 << 20)
+    head = b"GET /recommend?user_id=1&k=3 HTTP/1.1\r\nHost: x\r\nX-Big: "
+    rss0, peak, answers = _rss_bytes(), [0], []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.01)
+
+    def attack() -> None:
+        answers.append(_raw_exchange(port, head, [*([mb] * 32), b"\r\n\r\n"]))
+
+    sampler = threading.Thread(target=sample)
+    attackers = [threading.Thread(target=attack) for _ in range(4)]
+    sampler.start()
+    for t in attackers:
+        t.start()
+    latencies = []
+    while any(t.is_alive() for t in attackers):
+        t0 = time.monotonic()
+        assert client.get("/recommend", params={"user_id": 1, "k": 3}).status_code == 200
+        latencies.append(time.monotonic() - t0)
+    for t in attackers:
+        t.join()
+    done.set()
+    sampler.join()
+    assert len(answers) == 4
+    for answer, seconds in answers:
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert seconds < 10, seconds
+    assert max(latencies, default=0) < 2, latencies
+    assert peak[0] - rss0 < 64 << 20, f"RSS grew by {(peak[0] - rss0) >> 20} MB"
+    assert client.get("/recommend", params={"user_id": 1, "k": 3}).status_code == 200
+
+
+def test_request_bodies_are_bounded_and_slow_heads_time_out(running, monkeypatch) -> None:
+    """No endpoint reads a body: one over the limit gets a 413 (declared or chunked) instead of
+    being streamed in; a head that never ends gets a 408 instead of holding a connection."""
+    import tiktok_pipelines.serving.server as server_module
+
+    client, *_ = running
+    port = client.base_url.port
+    mb = b"b" * (1 << 20)
+    declared = b"GET /recommend?user_id=1&k=3 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (10 << 20)
+    answer, seconds = _raw_exchange(port, declared, [mb] * 10)
+    assert answer.startswith(b"HTTP/1.1 413 ") and seconds < 10, (answer[:200], seconds)
+    chunked = b"GET /recommend?user_id=1&k=3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer, seconds = _raw_exchange(port, chunked, [b"100000\r\n" + mb + b"\r\n"] * 10 + [b"0\r\n\r\n"])
+    # answered (a 413, or the 200 /recommend gives without reading a body) and hung up at the
+    # limit: not kept open while the rest streams in
+    assert answer.startswith((b"HTTP/1.1 413 ", b"HTTP/1.1 200 ")) and answer.count(b"HTTP/1.1 ") == 1, answer[:300]
+    assert seconds < 4, seconds
+    monkeypatch.setattr(server_module, "HEAD_TIMEOUT_S", 0.5, raising=False)
+    answer, seconds = _raw_exchange(port, b"GET /recommend?user_id=1 HTTP/1.1\r\nHost: x\r\nX-Slow: 1", timeout=5)
+    assert answer.startswith(b"HTTP/1.1 408 ") and seconds < 4, (answer[:200], seconds)
+    assert client.get("/recommend", params={"user_id": 1, "k": 3}).status_code == 200
 
 
 def test_served_impressions_land_and_ingest_cleanly(running) -> None:
