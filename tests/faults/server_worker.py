@@ -2,8 +2,8 @@
 
     python -m tests.faults.server_worker SERVING_DIR PORT
 
-It polls the serving directory every 10 ms. It logs ``loading seq N`` to stderr when a reload of a
-newer version starts and ``serving seq N`` when it completes, so the test can aim its kill -9 inside
+It polls the serving directory every 10 ms. The server logs ``loading seq N`` to stderr when a reload
+of a newer version starts and ``serving seq N`` when it completes, so the test can aim its kill -9 inside
 the reload and tell afterwards whether it landed before the reload finished.
 """
 
@@ -15,27 +15,11 @@ from pathlib import Path
 
 import uvicorn
 
-from tiktok_pipelines.serving import server as server_module
 from tiktok_pipelines.serving.server import ModelServer, create_app
-from tiktok_pipelines.serving.store import list_versions
-
-
-def _announce_loads() -> None:
-    """Wrap the server's ``load_latest`` so a reload says when it starts (the server logs only its end)."""
-    real = server_module.load_latest
-
-    def load_latest(root, *, after=0, **kwargs):
-        versions = list_versions(root)
-        if versions and versions[-1] > after:
-            print(f"loading seq {versions[-1]}", file=sys.stderr, flush=True)
-        return real(root, after=after, **kwargs)
-
-    server_module.load_latest = load_latest
 
 
 def main(serving: Path, port: int) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
-    _announce_loads()
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     server = ModelServer(serving, reload_interval_s=0.01)
     server.start()

@@ -1,7 +1,10 @@
 """The model server: recommendations from the newest published model, hot-reloaded while serving.
 
     GET /recommend?user_id=<int>&k=<1..100>[&rerank=0|1]   top-k videos for the user
-    GET /healthz                              liveness, and whether a model is loaded
+    GET /healthz                              200 "ok", or 503 "degraded" with the reasons: no model,
+                                              one that serves nothing, or an older version than the
+                                              newest published (rejected versions are listed)
+    GET /readyz                               200 while it can answer /recommend (for load balancers)
     GET /version                              the serving version in use (seq, full_seq, metadata)
 
 Recommendation: the torch ranker's two towers. A user's vector u is scored against every
@@ -21,11 +24,13 @@ the creator's follows today). ``rerank=0`` asks for the retrieval order alone. A
 trending fallback: the videos the model saw most often (row counts), a proxy for what is popular
 now. Parameters are validated: a bad request gets a 4xx, never a 5xx.
 
-Hot reload: a background thread polls the serving directory (``load_latest(after=seq)``) and, when
-a newer consistent state exists, builds the new candidate matrix off to the side and swaps one
-reference. A request uses whichever state it picked up; no request waits for or sees a
-half-applied version. A version that fails verification is skipped and the last good one keeps
-serving.
+Hot reload: a background thread polls the serving directory (``ServingReader.head``) and, when
+the newest consistent state is not the one served (by identity: the manifests' checksums, not the
+seq), builds the new candidate matrix off to the side and swaps one reference. A request uses
+whichever state it picked up; no request waits for or sees a half-applied version. A version that
+fails verification (or resolves outside the serving directory) is skipped, logged once and never
+hashed again while unchanged; the newest good state serves, and ``/healthz`` says it is falling
+back. A state that would serve nothing (no live video rows) is never swapped in.
 
 Closing the loop: every recommendation is logged as impressions (one per item, with every feature
 it was scored with in ``served_features``, so the joiner trains on what was served) into the landing zone, in micro-batch files named and published like a collector's
@@ -58,7 +63,7 @@ from starlette.routing import Route
 from tiktok_pipelines.features.online import OnlineCounters
 from tiktok_pipelines.features.online import counters_path as lake_counters_path
 from tiktok_pipelines.schemas import landing_rel_path
-from tiktok_pipelines.serving.store import load_latest
+from tiktok_pipelines.serving.store import ServingReader
 from tiktok_pipelines.training.evaluate import corrected
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,7 @@ class _Loaded:
     ranker: Any = None  # the full torch ranker (MonolithRanker) of this state; None: retrieval only
     negative_rate: float = 1.0  # its training sample's, for calibrated scores
     ranker_lock: Any = None  # the ranker's torch modules are not safe for concurrent forwards
+    identity: tuple = ()  # (seq, manifest sha256) of each version loaded: a seq can be republished
 
 
 class Catalog:
@@ -174,7 +180,12 @@ class ModelServer:
         self.reload_interval_s = reload_interval_s
         self.model_version_tag = model_version_tag
         self.state: _Loaded | None = None
+        self.reader = ServingReader(self.serving_root)
         self.reload_errors = 0
+        # A state that loaded but was not swapped in (it would serve nothing, or failed to build),
+        # by identity, with the reason: not rebuilt every poll, reported by /healthz.
+        self.refused: tuple[tuple, str] | None = None
+        self.falling_back = ""  # why the newest version is not the one served ("" when it is)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.reload()
@@ -224,21 +235,71 @@ class ModelServer:
         return True
 
     def reload(self) -> bool:
-        """Swap in a newer consistent state if there is one; True if it did."""
+        """Swap in the newest loadable state if it is not the one served; True if it did.
+
+        The newest loadable state is the newest full version and the deltas chaining from it
+        whose files verify (``ServingReader``: each version hashed once; a rejected one logged
+        once and skipped, so the server falls back to the newest good state, at start as while
+        running). It is swapped in when its identity (the manifests' checksums) differs from the
+        served one's, so a seq deleted and published again is loaded too. A state that would
+        serve nothing (no live video rows: every row deleted or expired) is never swapped in."""
         self.reload_reranker()
         self.reload_counters()
         current = self.state.seq if self.state else 0
+        chain = None
         try:
-            st = load_latest(self.serving_root, after=current)
-        except Exception:  # a bad version must never take the server down: keep the last good one
+            chain = self.reader.head()
+            identity = chain.identity if chain else None
+            if chain is None or (self.state is not None and identity == self.state.identity):
+                return False
+            if self.refused is not None and identity == self.refused[0]:
+                return False
+            log.info("loading seq %s", chain.seq)
+            loaded = self._prepare(self.reader.load(chain))
+        except FileNotFoundError:
+            return False  # retention removed part of it meanwhile: the next poll lists again
+        except Exception as e:  # a bad version must never take the server down: keep the last good one
             self.reload_errors += 1
+            if chain is not None:
+                self.refused = (chain.identity, f"seq {chain.seq} failed to load: {e}")
             log.exception("reload failed; still serving seq %s", current)
             return False
-        if st is None:
+        finally:
+            self._note_fallback()
+        if len(loaded.video_ids) == 0:
+            self.refused = (identity, f"seq {chain.seq} would serve nothing: it has no live video rows")
+            log.error("%s; still serving seq %s", self.refused[1], current)
+            self._note_fallback()
             return False
-        self.state = self._prepare(st)
-        log.info("serving seq %s (full %s)", st.seq, st.full_seq)
+        self.state = loaded
+        self._note_fallback()
+        log.info("serving seq %s (full %s)", loaded.seq, loaded.full_seq)
         return True
+
+    def _note_fallback(self) -> None:
+        st, newest = self.state, self.reader.newest_seq
+        if st is not None and newest > st.seq and (self.reader.rejected or self.refused):
+            why = [f"v{s:08d}: {r}" for s, r in self.reader.rejected.items() if s > st.seq]
+            if self.refused is not None:
+                why.append(self.refused[1])
+            self.falling_back = f"serving seq {st.seq}, not the newest (v{newest:08d}): " + "; ".join(why)
+        else:
+            self.falling_back = ""
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz answers: ``ok`` only when a model that serves recommendations is loaded
+        and it is the newest one published; ``degraded`` with the reasons otherwise."""
+        st, reasons = self.state, []
+        if st is None:
+            reasons.append("no model loaded" + (f" ({self.refused[1]})" if self.refused else ""))
+        elif len(st.video_ids) == 0:
+            reasons.append(f"seq {st.seq} serves nothing: no candidate videos")
+        if self.falling_back:
+            reasons.append(self.falling_back)
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons, "model_loaded": st is not None,
+                "seq": st.seq if st else None, "newest_published_seq": self.reader.newest_seq,
+                "rejected_versions": {f"v{s:08d}": r for s, r in self.reader.rejected.items()},
+                "reload_errors": self.reload_errors}
 
     def _prepare(self, st) -> _Loaded:
         videos, creators = st.tables["video_id"], st.tables["creator_id"]
@@ -267,7 +328,7 @@ class ModelServer:
             log.warning("seq %s: no full ranker in this version (%s); ranking by retrieval", st.seq, e)
         return _Loaded(st.seq, st.full_seq, st.metadata, st.tables["user_id"], vids, vecs, trending, time.time(),
                        ranker=ranker, negative_rate=float(st.metadata.get("negative_rate", 1.0)),
-                       ranker_lock=threading.Lock())
+                       ranker_lock=threading.Lock(), identity=st.identity)
 
     def start(self) -> None:
         def loop() -> None:
@@ -490,9 +551,15 @@ def create_app(server: ModelServer) -> Starlette:
             return _bad(str(e), 503)
 
     async def healthz(request: Request) -> JSONResponse:
+        # 503 when degraded (nothing served, or an older version than the newest published): a
+        # monitor sees it; a load balancer that only needs "can it answer" routes on /readyz.
+        h = server.health()
+        return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
+
+    async def readyz(request: Request) -> JSONResponse:
         st = server.state
-        return JSONResponse({"status": "ok", "model_loaded": st is not None,
-                             "seq": st.seq if st else None, "reload_errors": server.reload_errors})
+        ready = st is not None and len(st.video_ids) > 0
+        return JSONResponse({"ready": ready, "seq": st.seq if st else None}, status_code=200 if ready else 503)
 
     async def version(request: Request) -> JSONResponse:
         st = server.state
@@ -502,126 +569,8 @@ def create_app(server: ModelServer) -> Starlette:
                              "loaded_at": st.loaded_at, "videos": int(len(st.video_ids)),
                              "reranker": f"lgbm_ranker-v{server.reranker[0]}" if server.reranker else None})
 
-    return Starlette(routes=[Route("/recommend", recommend), Route("/healthz", healthz),
+    return Starlette(routes=[Route("/recommend", recommend), Route("/healthz", healthz), Route("/readyz", readyz),
                              Route("/version", version)])
-
-
-# What one request may send (issue 15, finding 7: a 150 MB header was read whole, for 55 s, while
-# every other request waited; four of 200 MB grew the server by a gigabyte). uvicorn's httptools
-# protocol has no limit of its own: ``_bounded_protocol`` adds these.
-MAX_HEAD_BYTES = 16 * 1024  # request line and headers (h11's default): beyond, a 431 and the connection closes
-MAX_BODY_BYTES = 64 * 1024  # no endpoint reads a body: beyond, a 413
-HEAD_TIMEOUT_S = 10.0  # from a head's first byte to its end: beyond, a 408 (a head sent a byte at a time)
-LINGER_S = 5.0  # after a refusal, what the client still sends is read and dropped this long, so it reads the answer
-LIMIT_CONCURRENCY = 512  # connections or requests in flight: beyond, uvicorn answers 503
-
-
-def _bounded_protocol():
-    """uvicorn's httptools protocol with the limits above, or None without httptools."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-    except ImportError:
-        return None
-
-    class BoundedHttpToolsProtocol(HttpToolsProtocol):
-        """Counts the bytes of a request's head as they arrive, before the parser buffers them
-        (at most one read past the limit is ever held), and of its body; refuses a request over
-        a limit with its status and ``connection: close``, then half-closes and drops whatever
-        else arrives for ``LINGER_S`` (closing at once would reset the connection and lose the
-        answer while the client is still sending)."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._in_head, self._head_bytes, self._body_bytes = True, 0, 0
-            self._head_timer: Any = None
-            self._refusal: tuple[int, str] | None = None
-            self._refused = False
-            self._current: Any = None  # the cycle of the request whose body is arriving
-
-        def data_received(self, data: bytes) -> None:
-            if self._refused:
-                return  # lingering: dropped
-            if self._in_head:
-                end = data.find(b"\r\n\r\n")
-                self._head_bytes += len(data) if end < 0 else end + 4
-                if self._head_bytes > MAX_HEAD_BYTES:
-                    return self._refuse(431, f"request head over {MAX_HEAD_BYTES} bytes")
-                if self._head_timer is None:
-                    self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
-            super().data_received(data)
-            if self._refusal is not None and not self._refused:
-                self._refuse(*self._refusal)
-
-        def _head_timeout(self) -> None:
-            self._head_timer = None
-            if self._in_head and not self._refused and not self.transport.is_closing():
-                self._refuse(408, f"request head not received within {HEAD_TIMEOUT_S:g} s")
-
-        def on_headers_complete(self) -> None:
-            self._in_head, self._head_bytes, self._body_bytes, self._current = False, 0, 0, None
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-            length = dict(self.headers).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-                self._refusal = (413, f"request body over {MAX_BODY_BYTES} bytes")
-                return  # not started
-            super().on_headers_complete()
-            self._current = self.cycle
-
-        def on_body(self, body: bytes) -> None:
-            if self._refusal is not None:
-                return
-            self._body_bytes += len(body)
-            if self._body_bytes > MAX_BODY_BYTES:
-                self._refusal = (413, f"request body over {MAX_BODY_BYTES} bytes")
-                return
-            super().on_body(body)
-
-        def on_message_complete(self) -> None:
-            self._in_head = True
-            if self._refusal is None:
-                super().on_message_complete()
-
-        def _refuse(self, status: int, message: str) -> None:
-            self._refused = True
-            log.warning("refused a request from %s: %s", self.client, message)
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-            self._unset_keepalive_if_required()
-            self.pipeline.clear()
-            current = None if self._in_head else self._current  # a body over the limit: its request runs
-            if current is not None:
-                current.disconnected = True  # what it answers from now on is dropped
-                if current.response_started:  # it answered already (or is answering): just hang up
-                    self.transport.close()
-                    return
-            body = message.encode("ascii")
-            self.transport.write(b"".join([
-                STATUS_LINE[status], b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
-            self.flow.resume_reading()
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            self.loop.call_later(LINGER_S, self.transport.close)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-            super().connection_lost(exc)
-
-    return BoundedHttpToolsProtocol
-
-
-def uvicorn_settings() -> dict[str, Any]:
-    """uvicorn's settings for the model server (``serve``, and the tests' servers): the request
-    limits above (without httptools, h11's limit on a head: a 400 instead of a 431)."""
-    protocol = _bounded_protocol()
-    http: dict[str, Any] = ({"http": protocol} if protocol is not None
-                            else {"http": "h11", "h11_max_incomplete_event_size": MAX_HEAD_BYTES})
-    return {**http, "limit_concurrency": LIMIT_CONCURRENCY, "timeout_keep_alive": 5}
 
 
 def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_interval_s: float = 1.0) -> None:
@@ -642,6 +591,6 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
     app = create_app(server)
     app.router.lifespan_context = lifespan
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_settings())
+        uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         server.stop()
