@@ -573,6 +573,124 @@ def create_app(server: ModelServer) -> Starlette:
                              Route("/version", version)])
 
 
+# What one request may send (issue 15, finding 7: a 150 MB header was read whole, for 55 s, while
+# every other request waited; four of 200 MB grew the server by a gigabyte). uvicorn's httptools
+# protocol has no limit of its own: ``_bounded_protocol`` adds these.
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers (h11's default): beyond, a 431 and the connection closes
+MAX_BODY_BYTES = 64 * 1024  # no endpoint reads a body: beyond, a 413
+HEAD_TIMEOUT_S = 10.0  # from a head's first byte to its end: beyond, a 408 (a head sent a byte at a time)
+LINGER_S = 5.0  # after a refusal, what the client still sends is read and dropped this long, so it reads the answer
+LIMIT_CONCURRENCY = 512  # connections or requests in flight: beyond, uvicorn answers 503
+
+
+def _bounded_protocol():
+    """uvicorn's httptools protocol with the limits above, or None without httptools."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        """Counts the bytes of a request's head as they arrive, before the parser buffers them
+        (at most one read past the limit is ever held), and of its body; refuses a request over
+        a limit with its status and ``connection: close``, then half-closes and drops whatever
+        else arrives for ``LINGER_S`` (closing at once would reset the connection and lose the
+        answer while the client is still sending)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._in_head, self._head_bytes, self._body_bytes = True, 0, 0
+            self._head_timer: Any = None
+            self._refusal: tuple[int, str] | None = None
+            self._refused = False
+            self._current: Any = None  # the cycle of the request whose body is arriving
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # lingering: dropped
+            if self._in_head:
+                end = data.find(b"\r\n\r\n")
+                self._head_bytes += len(data) if end < 0 else end + 4
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    return self._refuse(431, f"request head over {MAX_HEAD_BYTES} bytes")
+                if self._head_timer is None:
+                    self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
+            super().data_received(data)
+            if self._refusal is not None and not self._refused:
+                self._refuse(*self._refusal)
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self._refused and not self.transport.is_closing():
+                self._refuse(408, f"request head not received within {HEAD_TIMEOUT_S:g} s")
+
+        def on_headers_complete(self) -> None:
+            self._in_head, self._head_bytes, self._body_bytes, self._current = False, 0, 0, None
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            length = dict(self.headers).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                self._refusal = (413, f"request body over {MAX_BODY_BYTES} bytes")
+                return  # not started
+            super().on_headers_complete()
+            self._current = self.cycle
+
+        def on_body(self, body: bytes) -> None:
+            if self._refusal is not None:
+                return
+            self._body_bytes += len(body)
+            if self._body_bytes > MAX_BODY_BYTES:
+                self._refusal = (413, f"request body over {MAX_BODY_BYTES} bytes")
+                return
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._in_head = True
+            if self._refusal is None:
+                super().on_message_complete()
+
+        def _refuse(self, status: int, message: str) -> None:
+            self._refused = True
+            log.warning("refused a request from %s: %s", self.client, message)
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            self._unset_keepalive_if_required()
+            self.pipeline.clear()
+            current = None if self._in_head else self._current  # a body over the limit: its request runs
+            if current is not None:
+                current.disconnected = True  # what it answers from now on is dropped
+                if current.response_started:  # it answered already (or is answering): just hang up
+                    self.transport.close()
+                    return
+            body = message.encode("ascii")
+            self.transport.write(b"".join([
+                STATUS_LINE[status], b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
+            self.flow.resume_reading()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+    return BoundedHttpToolsProtocol
+
+
+def uvicorn_settings() -> dict[str, Any]:
+    """uvicorn's settings for the model server (``serve``, and the tests' servers): the request
+    limits above (without httptools, h11's limit on a head: a 400 instead of a 431)."""
+    protocol = _bounded_protocol()
+    http: dict[str, Any] = ({"http": protocol} if protocol is not None
+                            else {"http": "h11", "h11_max_incomplete_event_size": MAX_HEAD_BYTES})
+    return {**http, "limit_concurrency": LIMIT_CONCURRENCY, "timeout_keep_alive": 5}
+
+
 def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_interval_s: float = 1.0) -> None:
     import uvicorn
 
@@ -591,6 +709,6 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
     app = create_app(server)
     app.router.lifespan_context = lifespan
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_settings())
     finally:
         server.stop()
