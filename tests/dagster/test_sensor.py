@@ -250,3 +250,37 @@ def test_a_file_whose_run_failed_is_ingested_by_the_sweep_exactly_once(tmp_path,
     assert len(Lake(data / "lake").read_ingest_log()) == 1
     requests, _, skip = _tick(defs, instance, cursor)
     assert requests == [] and "no new landing files" in skip
+
+
+def test_a_tick_with_hostile_names_succeeds_and_their_run_quarantines_them(tmp_path, instance):
+    """Review issue 15: an impossible date in a name made ``list_landing_files`` raise inside the
+    tick, so the sensor failed on every tick and requested nothing. Hostile names (that date, a
+    ``..`` that counts once ``\\`` is a separator, a flush time in 9999, bytes that are not UTF-8)
+    and an empty file must neither fail the tick nor the run it requests: the run commits the
+    valid file and quarantines each hostile one as a file."""
+    from tiktok_pipelines.ingest.engine import Lake, lake_row_count
+
+    data = tmp_path / "data"
+    landing = data / "landing"
+    good = _write(landing, 1)
+    dt_dir = landing / "views" / "dt=2026-11-02"
+    line = (dumps(valid_record(STREAMS["views"], 2, event_id="h2")) + "\n").encode()
+    hostile = ["views-20261399T120000Z-000002.ndjson", "x\\..\\y.ndjson", "views-99991231T235959Z-000003.ndjson"]
+    for name in hostile:
+        (dt_dir / name).write_bytes(line)
+    os.close(os.open(os.path.join(os.fsencode(dt_dir), b"views-\xff.ndjson"), os.O_CREAT | os.O_WRONLY))
+    (dt_dir / "views-20261102T120000Z-000009.ndjson").write_bytes(b"")  # empty
+    defs = _defs(data, files_per_run=10)
+
+    requests, cursor, _ = _tick(defs, instance, None)
+    assert len(requests) == 1 and len(_files(requests[0])) == 6
+    job = defs.resolve_job_def("ingest_job")
+    assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
+    assert lake_row_count(data / "lake", "views") == 1
+    reasons = {r["rel_path"].rsplit("/", 1)[1]: r["file_reason"] for r in Lake(data / "lake").read_ingest_log().to_pylist()}
+    assert reasons == {good.rsplit("/", 1)[1]: None, hostile[0]: "invalid_flush_time", hostile[1]: "unsafe_name",
+                       hostile[2]: "future_flush_time", "views-\\xff.ndjson": "undecodable_name",
+                       "views-20261102T120000Z-000009.ndjson": None}
+    # Never again: a first tick on a new instance (and any sweep) finds nothing pending.
+    requests, _, skip = _tick(defs, instance, None)
+    assert requests == [] and "no new landing files" in skip

@@ -13,6 +13,12 @@ Each example writes one to three landing files (any streams) of fuzzed lines, in
 The lines mix raw bytes, arbitrary JSON values, valid records with fields replaced by arbitrary
 JSON, removed or added, valid records sharing event ids (duplicates and conflicts), and a list of
 known-nasty inputs (huge numbers, lone surrogates, NUL, BOM, nesting, NaN).
+
+Hostile files (``test_fuzz_ingest_hostile_files``): the same fuzzed lines under names the engine
+must quarantine whole (an impossible flush date, a ``..`` once ``\\`` is a separator, a flush time
+in 2099 or 9999, an mtime in 2099 with no time in the name, bytes that are not UTF-8), and empty
+files. The batch must commit; every line of a hostile file is in quarantine with the file's reason,
+none in the lake.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from hypothesis import strategies as st
 from tests.fuzz.conftest import fuzz_settings
 from tests.ingest.conftest import FLUSHED_AT_MS, valid_record, write_landing
 from tiktok_pipelines.ingest.engine import (
+    Lake,
     audit_batch,
     duplicate_event_ids,
     ingest_files,
@@ -122,14 +129,48 @@ def _read(pattern_root: Path, glob: str, columns: list[str]) -> list[dict]:
     return rows
 
 
-def _check_one(files: list[tuple[str, list[bytes], bool]]) -> dict[str, int]:
+# Names the engine must quarantine whole: (file name under dt=2026-11-02/ as bytes, reason, mtime ms).
+Y2099_MS = 4_102_358_400_000
+HOSTILE_NAMES = {
+    "impossible_date": (b"%s-20261399T120000Z-%06d.ndjson", "invalid_flush_time", None),
+    "dotdot": (b"x\\..\\%s-%06d.ndjson", "unsafe_name", None),
+    "year_2099": (b"%s-20991231T000000Z-%06d.ndjson", "future_flush_time", None),
+    "year_9999": (b"%s-99991231T235959Z-%06d.ndjson", "future_flush_time", None),
+    "mtime_2099": (b"dump-%s-%06d.ndjson", "future_flush_time", Y2099_MS),
+    "not_utf8": (b"%s-\xff\xfe-%06d.ndjson", "undecodable_name", None),
+}
+
+
+def _write_hostile(landing: Path, stream: str, lines: list[bytes], seq: int, kind: str) -> tuple[str, bytes]:
+    pattern, _, mtime_ms = HOSTILE_NAMES[kind]
+    folder = os.path.join(os.fsencode(landing), stream.encode(), b"dt=2026-11-02")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, pattern % (stream.encode(), seq))
+    with open(path, "wb") as fh:
+        fh.write(b"".join(line + b"\n" for line in lines))
+    if mtime_ms is not None:
+        os.utime(path, ns=(mtime_ms * 1_000_000,) * 2)
+    # As the lake records it: the path relative to the landing root, \xNN for bytes not UTF-8.
+    return os.path.relpath(path, os.fsencode(landing)).decode("utf-8", "backslashreplace"), path
+
+
+def _check_one(files: list[tuple[str, list[bytes], bool]], kinds: list[str] | None = None) -> dict[str, int]:
+    """``kinds``: per file, "normal", "empty" or a key of HOSTILE_NAMES (default: all normal)."""
+    kinds = kinds or ["normal"] * len(files)
     with tempfile.TemporaryDirectory(prefix="fuzz-ingest-") as tmp:
         landing, lake = Path(tmp) / "landing", Path(tmp) / "lake"
         expected_lines: dict[str, set[int]] = {}
-        for seq, (stream, lines, crlf) in enumerate(files, start=1):
+        file_reason: dict[str, str] = {}
+        for seq, ((stream, lines, crlf), kind) in enumerate(zip(files, kinds), start=1):
             lines = [line + b"\r" if crlf else line for line in lines]
-            rel = write_landing(landing, stream, lines, seq=seq)
-            data = (landing / rel).read_bytes()
+            if kind in HOSTILE_NAMES:
+                rel, path = _write_hostile(landing, stream, lines, seq, kind)
+                file_reason[rel] = HOSTILE_NAMES[kind][1]
+            else:
+                rel = write_landing(landing, stream, [] if kind == "empty" else lines, seq=seq)
+                path = os.fsencode(landing / rel)
+            with open(path, "rb") as fh:
+                data = fh.read()
             # Independent of the engine: a record is a non-empty segment between '\n's.
             expected_lines[rel] = {n for n, seg in enumerate(data.split(b"\n"), start=1) if seg}
 
@@ -152,6 +193,14 @@ def _check_one(files: list[tuple[str, list[bytes], bool]]) -> dict[str, int]:
         assert len(in_lake) == totals["rows_lake"] and len(in_quarantine) == totals["rows_quarantine"]
         assert len(everywhere) - len(in_lake) - len(in_quarantine) == totals["rows_duplicate"]
         assert all(r["reason"] for r in quarantined)
+        # A hostile file: every line in quarantine with the file's reason, none in the lake, and
+        # the reason in the ingest log; every other file is logged without one.
+        logged = {r["rel_path"]: r["file_reason"] for r in Lake(lake).read_ingest_log().to_pylist()}
+        assert logged == {rel: file_reason.get(rel) for rel in expected_lines}
+        for rel, reason in file_reason.items():
+            assert not any(src == rel for src, _ in in_lake)
+            assert {(r["src_line"], r["reason"]) for r in quarantined if r["src_file"] == rel} == {
+                (n, reason) for n in expected_lines[rel]}
         for stream in STREAMS:
             assert duplicate_event_ids(lake, stream, report.dates_by_stream.get(stream, ())) == 0
         assert audit_batch(lake, landing, report.batch_id) == []
@@ -167,11 +216,13 @@ def _check_one(files: list[tuple[str, list[bytes], bool]]) -> dict[str, int]:
                 "quarantine": totals["rows_quarantine"], "duplicates": totals["rows_duplicate"]}
 
 
-def _run(tally, name: str, raw_bytes: bool, ci_examples: int) -> None:
+def _run(tally, name: str, raw_bytes: bool, ci_examples: int, hostile: bool = False) -> None:
+    kinds = st.sampled_from(["normal", "normal", "empty", *HOSTILE_NAMES])
+
     @fuzz_settings(ci_examples)
-    @given(landing_files(raw_bytes=raw_bytes))
-    def prop(files):
-        tally.add(name, **_check_one(files))
+    @given(landing_files(raw_bytes=raw_bytes), st.lists(kinds, min_size=3, max_size=3) if hostile else st.none())
+    def prop(files, file_kinds):
+        tally.add(name, **_check_one(files, file_kinds[: len(files)] if file_kinds else None))
 
     fds = _open_fds()
     prop()
@@ -188,3 +239,10 @@ def test_fuzz_ingest_arbitrary_bytes(tally):
 @pytest.mark.slow
 def test_fuzz_ingest_arbitrary_json(tally):
     _run(tally, "ingest_arbitrary_json", raw_bytes=False, ci_examples=60)
+
+
+@pytest.mark.slow
+def test_fuzz_ingest_hostile_files(tally):
+    """Fuzzed lines in files with hostile names or no bytes at all, beside ordinary ones: the
+    batch commits and each hostile file is quarantined as a file (review issue 15)."""
+    _run(tally, "ingest_hostile_files", raw_bytes=True, ci_examples=40, hostile=True)

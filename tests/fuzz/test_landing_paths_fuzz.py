@@ -9,7 +9,9 @@ Three ways a path reaches the engine, each fuzzed or tried:
   that is accepted resolves inside the zone without crossing a symlink; nothing else is raised;
 - the listing the sensor uses (``list_landing_files``) over random trees of files, directories and
   symlinks: it never lists a path through a symlink or out of the zone, and ingesting what it
-  lists never brings in the record that lives outside;
+  lists never brings in the record that lives outside. A name that the strict rule refuses but that
+  is an ordinary file here (``x\\..\\y.ndjson``: on POSIX ``\\`` is a character) is listed and
+  then quarantined whole by the ingest as ``unsafe_name``, never read into the lake;
 - the ingest job itself, on a real Dagster instance, with unsafe ``files`` in its run config: the
   run fails on the path and the lake stays empty.
 """
@@ -68,6 +70,9 @@ def _fixed_zone(base: Path) -> Path:
     os.symlink(outside, landing / "impressions")  # a whole stream directory
     os.symlink(landing / "views" / "dt=2026-11-02", views / "inside_link")  # stays inside: still refused
     os.mkfifo(views / "dt=2026-11-02" / "pipe.ndjson")  # not a file: reading it would block the ingest
+    # An ordinary file here whose name escapes where "\\" is a separator: refused by the strict
+    # rule, accepted by stat (the sensor names it in run configs) and quarantined by the ingest.
+    (views / "dt=2026-11-02" / "x\\..\\y.ndjson").write_text(dumps(valid_record(STREAMS["views"], 2)) + "\n")
     return landing
 
 
@@ -145,6 +150,10 @@ def test_fuzz_given_paths_never_leave_the_landing_zone(tmp_path, tally):
         with pytest.raises(UnsafeLandingPath):
             stat_landing_file(landing, rel)
     assert stat_landing_file(landing, GOOD).stream == "views"
+    backslashed = "views/dt=2026-11-02/x\\..\\y.ndjson"
+    with pytest.raises(UnsafeLandingPath):
+        safe_landing_path(landing, backslashed)
+    assert stat_landing_file(landing, backslashed).stream == "views"
     assert outcomes["refused"] and outcomes["accepted"] and outcomes["existing_escapes_refused"]
     tally.add("landing_given_paths", **outcomes)
 
@@ -152,9 +161,10 @@ def test_fuzz_given_paths_never_leave_the_landing_zone(tmp_path, tally):
 # --- the listing the sensor uses, over random trees --------------------------------------------
 
 STREAM_DIRS = ["views", "impressions", "orders", "not_a_stream", ".hidden"]
-MIDDLE = ["dt=2026-11-02", "dt=2026-11-03", "a", ".hidden"]
+MIDDLE = ["dt=2026-11-02", "dt=2026-11-03", "a", ".hidden", "dt=a\\..", "..."]
 LEAVES = ["x.ndjson", "views-20261102T120000Z-000003.ndjson", "views-20261102T120000Z-000009.ndjson",
-          ".in-flight.ndjson", "notes.txt", "dt=2026-11-02"]
+          ".in-flight.ndjson", "notes.txt", "dt=2026-11-02", "x\\..\\y.ndjson", "..x.ndjson", "a..ndjson",
+          "views-20261399T120000Z-000004.ndjson"]
 TARGETS = ["outside_dir", "outside_file", "..", "../..", "/etc", "landing_root", "sibling"]
 # Entries shaped like the zone (stream/[folders/]leaf), the leaf a file, folder, symlink or FIFO;
 # a symlinked folder exposes the outside record under a name the listing would otherwise take.
@@ -198,17 +208,26 @@ def test_fuzz_listing_never_follows_a_symlink_or_leaves_the_zone(tally):
             landing = base / "landing"
             _build_tree(landing, outside, entries)
             root = landing.resolve()
-            files = list_landing_files(landing)
+            files = list_landing_files(landing)  # never raises on a name
+            strict_refused = set()
             for f in files:
-                p = safe_landing_path(landing, f.rel_path)  # everything listed is safe by the same rule
+                # Everything listed is inside by the POSIX rule the ingest reads with ...
+                p = safe_landing_path(landing, f.rel_path, posix=True)
                 assert root in p.parents and not _through_symlink(root, p)
                 assert f.stream in STREAMS and not any(part.startswith(".") for part in Path(f.rel_path).parts)
                 assert p.is_file()  # a regular file: never a FIFO the ingest would block on
+                try:  # ... and what the strict rule refuses is quarantined whole, below
+                    safe_landing_path(landing, f.rel_path)
+                except UnsafeLandingPath:
+                    strict_refused.add(f.rel_path)
             if files:
                 report = ingest_files(files, landing_root=landing, lake_root=base / "lake")
                 ids = duckdb.sql(f"SELECT event_id FROM read_parquet('{base}/lake/events/*/*/*.parquet')").fetchall() \
                     if report.totals()["rows_lake"] else []
                 assert (OUTSIDE_ID,) not in ids
+                quarantined = dict((f.file.rel_path, r) for f, r in report.quarantined_files())
+                assert {rel for rel, r in quarantined.items() if r == "unsafe_name"} == strict_refused
+                assert all(f.rows_lake == 0 for f in report.files if f.file.rel_path in quarantined)
             tally.add("landing_listing_trees", inputs=1, files_listed=len(files),
                       symlinks=sum(1 for _, kind, _ in entries if kind == "symlink"))
 

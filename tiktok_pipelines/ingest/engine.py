@@ -11,6 +11,13 @@ Guarantees (each tested):
 - Crash safety: a batch stages its Parquet files, writes a pending manifest, renames them into the
   lake and then writes its ingest-log file, which is the commit record. A batch found pending at
   the next start (the writer died) is rolled back before anything else happens.
+- One bad file never blocks the others: a file the engine cannot take as it is (see
+  ``FILE_REASONS``) is quarantined as a file, every line of it with the file's reason, and logged
+  with that reason in ``file_reason``; the rest of the batch commits, and the file, being in the
+  log, is never tried again. An empty file is an ordinary file with no rows.
+- No flush time beyond the ingest's clock: a file's flush time (from its name, else its mtime)
+  later than ``now_ms`` + ``future_skew_seconds`` quarantines the file (``future_flush_time``), and
+  an event later than that is ``future_timestamp`` whatever its file's name says.
 
 Layout under ``lake_root``::
 
@@ -39,7 +46,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tiktok_pipelines.ingest.landing import LandingFile, safe_landing_path
+from tiktok_pipelines.ingest.landing import (
+    LandingFile,
+    list_landing_files,
+    name_problem,
+    safe_landing_path,
+    shown_path,
+)
 from tiktok_pipelines.ingest.validate import validation_sql
 from tiktok_pipelines.lake import (
     atomic_replace,
@@ -77,8 +90,22 @@ INGEST_LOG_SCHEMA = pa.schema(
         ("rows_quarantine", pa.int64()),
         ("rows_duplicate", pa.int64()),
         ("ingested_at_ms", pa.int64()),
+        # NULL: the file was validated line by line. Otherwise the reason the whole file was
+        # quarantined (FILE_REASONS); its rows are all in quarantine with that reason. Added in
+        # Dec 2026: logs written before read with NULL here (read_ingest_log, union_by_name).
+        ("file_reason", pa.string()),
     ]
 )
+
+# Why a whole file is quarantined, as ``file_reason`` in the ingest log and ``reason`` of each of
+# its lines in quarantine. Its lines are kept: the file may be fixed and re-delivered under a good
+# name (a new identity, so a new ingest).
+FILE_REASONS = {
+    "future_flush_time": "flush time (name, else mtime) later than the ingest's clock + future_skew",
+    "invalid_flush_time": "a landing name whose flush date is impossible (month 13, day 99)",
+    "unsafe_name": "a name safe_landing_path refuses (a '..' or '.' component with '\\' as separator)",
+    "undecodable_name": "a name that is not UTF-8; recorded with \\xNN escapes",
+}
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -106,6 +133,15 @@ class IngestSettings:
     duckdb_threads: int | None = None
     # snappy: partitioned COPY with zstd ran at under half the speed here, and every engine reads snappy.
     compression: str = "snappy"
+    # How far a file's flush time may be ahead of the ingest's clock; None: future_skew_seconds.
+    # Only a replay of a simulated world dated ahead of the wall clock (benchmarks/soak.py) needs
+    # more; events stay bounded by their file's flush time + future_skew_seconds.
+    max_flush_ahead_seconds: int | None = None
+
+    def flush_limit_ms(self, now_ms: int) -> int:
+        """The latest flush time (and event time) an ingest at ``now_ms`` accepts."""
+        ahead = self.future_skew_seconds if self.max_flush_ahead_seconds is None else self.max_flush_ahead_seconds
+        return now_ms + ahead * 1000
 
 
 @dataclass
@@ -115,6 +151,7 @@ class FileCounts:
     rows_lake: int = 0
     rows_quarantine: int = 0
     rows_duplicate: int = 0
+    file_reason: str | None = None  # set: the whole file was quarantined (FILE_REASONS)
 
     @property
     def balanced(self) -> bool:
@@ -141,6 +178,10 @@ class IngestReport:
             "rows_duplicate": sum(f.rows_duplicate for f in rows),
         }
 
+    def quarantined_files(self) -> list[tuple[FileCounts, str]]:
+        """The files quarantined whole, with the reason."""
+        return [(f, f.file_reason) for f in self.files if f.file_reason]
+
 
 # --------------------------------------------------------------------------------------- reading
 
@@ -148,6 +189,8 @@ class IngestReport:
 def _split_lines(buf: pa.Buffer) -> tuple[pa.Array, np.ndarray]:
     """Split a file's bytes on '\\n' without copying: (lines as a LargeString array, 1-based line
     numbers). Empty lines are not records and are dropped here."""
+    if buf.size == 0:  # an empty file: no records (from_buffers refuses a null data buffer)
+        return pa.array([], pa.large_string()), np.zeros(0, dtype=np.int64)
     a = np.frombuffer(buf, dtype=np.uint8)
     newlines = np.flatnonzero(a == 10)
     starts = np.concatenate(([0], newlines + 1)).astype(np.int64)
@@ -164,6 +207,14 @@ def _split_lines(buf: pa.Buffer) -> tuple[pa.Array, np.ndarray]:
         lines = lines.slice(0, len(lines) - 1)
         line_no = line_no[:-1]
     return lines, line_no
+
+
+def _map_file(path: Path) -> pa.Buffer:
+    """A file's bytes, memory-mapped. Arrow takes only UTF-8 paths: the rare name that is not
+    (quarantined as ``undecodable_name``) is read through Python instead."""
+    if shown_path(str(path)) != str(path):
+        return pa.py_buffer(path.read_bytes())
+    return pa.memory_map(str(path)).read_buffer()
 
 
 def _utf8_bad_mask(lines: pa.Array) -> np.ndarray | None:
@@ -220,6 +271,7 @@ class Lake:
         return str(self.root / INGEST_LOG_DIR / "*.parquet")
 
     def read_ingest_log(self) -> pa.Table:
+        """Every commit record, in INGEST_LOG_SCHEMA (columns added since a file was written read as NULL)."""
         d = self.root / INGEST_LOG_DIR
         files = sorted(d.glob("*.parquet")) if d.is_dir() else []
         if not files:
@@ -328,6 +380,12 @@ def _run_batch(
         con.execute(f"SET threads = {int(settings.duckdb_threads)}")
     moves: list[tuple[Path, Path]] = []
     counts: dict[str, FileCounts] = {f.key: FileCounts(f) for f in todo}
+    limit_ms = settings.flush_limit_ms(now_ms)
+    for f in todo:
+        reason = name_problem(landing_root, f.rel_path)
+        if reason is None and f.flushed_at_ms > limit_ms:
+            reason = "future_flush_time"
+        counts[f.key].file_reason = reason
 
     by_stream: dict[str, list[LandingFile]] = defaultdict(list)
     for f in todo:
@@ -356,15 +414,19 @@ def _run_batch(
             "batch_id": [batch_id] * len(counts),
             "file_key": [c.file.key for c in counts.values()],
             "stream": [c.file.stream for c in counts.values()],
-            "rel_path": [c.file.rel_path for c in counts.values()],
+            "rel_path": [c.file.shown_path for c in counts.values()],
             "size_bytes": [c.file.size for c in counts.values()],
             "mtime_ns": [c.file.mtime_ns for c in counts.values()],
-            "flushed_at_ms": [c.file.flushed_at_ms for c in counts.values()],
+            # Never a flush time past the ingest's clock: readers take the newest one as the
+            # stream's watermark (training/online.py), and a 2099 name would move it to 2099.
+            "flushed_at_ms": [c.file.flushed_at_ms if c.file.flushed_at_ms <= limit_ms else None
+                              for c in counts.values()],
             "rows_read": [c.rows_read for c in counts.values()],
             "rows_lake": [c.rows_lake for c in counts.values()],
             "rows_quarantine": [c.rows_quarantine for c in counts.values()],
             "rows_duplicate": [c.rows_duplicate for c in counts.values()],
             "ingested_at_ms": [now_ms] * len(counts),
+            "file_reason": [c.file_reason for c in counts.values()],
         },
         schema=INGEST_LOG_SCHEMA,
     )
@@ -413,11 +475,14 @@ def _ingest_chunk(
     line_nos: list[np.ndarray] = []
     file_idx: list[np.ndarray] = []
     bad_utf8_rows: list[dict] = []
+    file_reasons = [counts[f.key].file_reason for f in chunk]
     for idx, f in enumerate(chunk):
-        path = safe_landing_path(landing_root, f.rel_path)
+        # The POSIX rule: a name the strict rule refuses is inside the zone all the same (the
+        # listing found it without following a symlink), and its lines go to quarantine.
+        path = safe_landing_path(landing_root, f.rel_path, posix=True)
         # Memory-mapped, not read: no copy, and the page cache serves it. Landing files are
         # immutable once renamed into place (the collector contract), so the mapping is stable.
-        buf = pa.memory_map(str(path)).read_buffer()
+        buf = _map_file(path)
         lines, nos = _split_lines(buf)
         counts[f.key].rows_read = len(lines)
         bad = _utf8_bad_mask(lines)
@@ -449,7 +514,7 @@ def _ingest_chunk(
     files_tbl = pa.table(
         {
             "src_file_idx": pa.array(range(len(chunk)), pa.int32()),
-            "rel_path": [f.rel_path for f in chunk],
+            "rel_path": [f.shown_path for f in chunk],
             "flushed_at_ms": [f.flushed_at_ms for f in chunk],
         }
     )
@@ -459,9 +524,13 @@ def _ingest_chunk(
         schema,
         future_skew_ms=settings.future_skew_seconds * 1000,
         max_lateness_ms=settings.max_lateness_days * 86_400_000,
+        max_ts_ms=settings.flush_limit_ms(now_ms),
     )
     con.execute("DROP TABLE IF EXISTS v")
     con.execute(f"CREATE TEMP TABLE v AS {sql}")
+    for idx, reason in enumerate(file_reasons):
+        if reason:  # rare: every line of the file takes the file's reason, whatever it was
+            con.execute("UPDATE v SET reason = ? WHERE src_file_idx = ?", [reason, idx])
 
     # Load what the lake already holds for the dates this chunk touches, so a re-sent event from
     # an earlier batch is recognised. Exact duplicates share their timestamp, hence their date.
@@ -529,7 +598,7 @@ def _ingest_chunk(
 
     names = ", ".join(f"c.{n}" for n in schema.field_names)
     # The source path per row from a constant list rather than a join: same result, less work.
-    src_paths = "[" + ", ".join(sql_path(f.rel_path) for f in chunk) + "]"
+    src_paths = "[" + ", ".join(sql_path(f.shown_path) for f in chunk) + "]"
     lake_dates = [r[0] for r in con.execute(
         "SELECT DISTINCT strftime(event_date, '%Y-%m-%d') FROM c WHERE outcome = 'lake' ORDER BY 1"
     ).fetchall()]
@@ -570,9 +639,10 @@ def _ingest_chunk(
                 pa.table(
                     {
                         "stream": [stream] * len(bad_utf8_rows),
-                        "src_file": [chunk[r["src_file_idx"]].rel_path for r in bad_utf8_rows],
+                        "src_file": [chunk[r["src_file_idx"]].shown_path for r in bad_utf8_rows],
                         "src_line": [r["src_line"] for r in bad_utf8_rows],
-                        "reason": ["malformed_json:invalid_utf8"] * len(bad_utf8_rows),
+                        "reason": [file_reasons[r["src_file_idx"]] or "malformed_json:invalid_utf8"
+                                   for r in bad_utf8_rows],
                         "event_id": [None] * len(bad_utf8_rows),
                         # Kept readable; the exact bytes stay in the landing file at src_file:src_line.
                         "raw_line": [r["raw"].rstrip(b"\n").decode("utf-8", "backslashreplace") for r in bad_utf8_rows],
@@ -614,8 +684,11 @@ def _ingest_chunk(
 
 def count_records(path: Path) -> int:
     """Non-empty lines in a landing file, counted from the bytes alone (no parsing)."""
-    with pa.OSFile(str(path)) as fh:
-        buf = fh.read_buffer()
+    if shown_path(str(path)) != str(path):  # Arrow takes only UTF-8 paths
+        buf = pa.py_buffer(path.read_bytes())
+    else:
+        with pa.OSFile(str(path)) as fh:
+            buf = fh.read_buffer()
     if buf.size == 0:
         return 0
     a = np.frombuffer(buf, dtype=np.uint8)
@@ -654,9 +727,21 @@ def audit_batch(lake_root: Path | str, landing_root: Path | str, batch_id: str) 
             q_rows[src] += n
     con.close()
     problems = []
+    undecodable: dict[str, Path] | None = None
     for r in log:
         rel = r["rel_path"]
-        lines = count_records(safe_landing_path(Path(landing_root), rel))
+        if r.get("file_reason") == "undecodable_name":
+            # The log holds the name with \xNN escapes, which name no file: find it by identity.
+            if undecodable is None:
+                undecodable = {f.key: Path(landing_root) / f.rel_path for f in list_landing_files(Path(landing_root))
+                               if shown_path(f.rel_path) != f.rel_path}
+            if r["file_key"] not in undecodable:
+                problems.append(f"{rel}: no landing file has this identity any more")
+                continue
+            path = undecodable[r["file_key"]]
+        else:
+            path = safe_landing_path(Path(landing_root), rel, posix=True)
+        lines = count_records(path)
         if lines != r["rows_read"]:
             problems.append(f"{rel}: {lines} lines on disk, {r['rows_read']} logged as read")
         if lake_rows[rel] != r["rows_lake"] or q_rows[rel] != r["rows_quarantine"]:

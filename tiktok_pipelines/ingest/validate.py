@@ -43,6 +43,7 @@ def validation_sql(
     *,
     future_skew_ms: int,
     max_lateness_ms: int,
+    max_ts_ms: int | None = None,
 ) -> str:
     """A SELECT over ``lines``/``files`` that types every line and names the first failed rule.
 
@@ -50,6 +51,9 @@ def validation_sql(
     would turn "12" or 1.5 into an integer), and ``json_type`` of every field (the strict JSON
     types, as short inlined strings). A value is kept only where its JSON type is accepted, so the
     laxness never leaks through. A field is *present* when its key exists and is not JSON null.
+
+    ``max_ts_ms``: the ingest's clock + skew. An event later than it is a ``future_timestamp``
+    whatever its file's flush time says (a file's name is the collector's word, not a fact).
     """
     structure = json.dumps({f.name: sql_type(f) for f in schema.fields})
     names = schema.field_names
@@ -75,8 +79,13 @@ def validation_sql(
                 f"WHEN length({f.name}::VARCHAR) > {f.max_chars} THEN 'oversized_string:{f.name}'"
             )
     ts = schema.partition_field
-    checks.append(f"WHEN {ts} > fl.flushed_at_ms + {future_skew_ms} THEN 'future_timestamp'")
+    future_limit = f"fl.flushed_at_ms + {future_skew_ms}"
+    if max_ts_ms is not None:
+        future_limit = f"least({future_limit}, {int(max_ts_ms)})"
+    checks.append(f"WHEN {ts} > {future_limit} THEN 'future_timestamp'")
     checks.append(f"WHEN {ts} < fl.flushed_at_ms - {max_lateness_ms} THEN 'stale_timestamp'")
+    # A date the lake can name (year 1970-9999); only a flush time past 9999 could let one through.
+    checks.append(f"WHEN {ts} NOT BETWEEN 0 AND 253402300799999 THEN 'out_of_range:{ts}'")
     check_sql = "\n            ".join(checks)
     hash_args = ", ".join(names)
     return f"""

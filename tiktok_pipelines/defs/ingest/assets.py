@@ -58,14 +58,17 @@ def _specs() -> list[dg.AssetSpec]:
         dg.AssetSpec(
             QUARANTINE_KEY,
             group_name=GROUP,
-            description="Every landing line that failed validation, with its reason, file and line.",
+            description="Every landing line that failed validation, with its reason, file and line; "
+            "every line of a file quarantined whole carries the file's reason (see ingest_log.file_reason).",
             kinds={"parquet"},
         ),
         dg.AssetSpec(
             INGEST_LOG_KEY,
             group_name=GROUP,
             description="One row per ingested landing file: identity and the read/lake/quarantine/"
-            "duplicate counts. Its files are the commit records of ingest batches.",
+            "duplicate counts, and file_reason when the whole file was quarantined (future_flush_time, "
+            "invalid_flush_time, unsafe_name, undecodable_name). Its files are the commit records of "
+            "ingest batches.",
             kinds={"parquet"},
         ),
     ]
@@ -91,6 +94,13 @@ def _checks() -> list[dg.AssetCheckSpec]:
 class IngestConfig(dg.Config):
     files: list[str] = []
     """Landing paths relative to the landing root. Empty: every file not ingested yet."""
+
+
+def _quarantined_files_md(report: IngestReport) -> str:
+    rows = report.quarantined_files()
+    if not rows:
+        return "none"
+    return "\n".join(f"- `{f.file.shown_path}`: {reason} ({f.rows_read} lines)" for f, reason in rows)
 
 
 def _reason_table(report: IngestReport) -> str:
@@ -128,6 +138,9 @@ def ingest_landing(
         f"batch {report.batch_id}: {report.totals()} in {report.seconds:.1f}s; "
         f"{len(report.skipped_files)} files already ingested"
     )
+    if report.quarantined_files():
+        context.log.warning(f"landing files quarantined whole (lines in quarantine, reason in "
+                            f"ingest_log.file_reason):\n{_quarantined_files_md(report)}")
 
     for stream in STREAMS:
         t = report.totals(stream)
@@ -166,6 +179,8 @@ def ingest_landing(
             "batch_id": report.batch_id or "none (nothing new)",
             "files_ingested": totals["files"],
             "files_skipped_already_ingested": len(report.skipped_files),
+            "files_quarantined": len(report.quarantined_files()),
+            "quarantined_files": dg.MetadataValue.md(_quarantined_files_md(report)),
             "rows_read": totals["rows_read"],
             "rows_lake": totals["rows_lake"],
             "rows_quarantine": totals["rows_quarantine"],
