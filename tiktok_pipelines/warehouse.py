@@ -2,23 +2,34 @@
 
 DuckDB allows one writer per file, and while a process holds it for writing nobody else can open
 it, not even read-only (DESIGN.md, decision 1). So: only assets in the ``duckdb_warehouse`` pool
-(limit 1) open ``warehouse.duckdb``; analysts open ``analytics.duckdb``, a copy that is rebuilt
-beside the old one and renamed over it. An analyst's open connection keeps reading the file it
-opened; the next connection sees the new one. Neither side ever waits on or breaks the other.
+(limit 1) open ``warehouse.duckdb``; analysts open ``analytics.duckdb`` read-only, a copy that is
+rebuilt beside the old one and renamed over it (``publish_analytics``). An analyst's open
+connection keeps reading the file it opened; the next connection (in a process with no other
+connection to the path: DuckDB shares one open database per path within a process) sees the new
+one. Neither side ever waits on or breaks the other.
 
-Event tables are views over the Parquet lake (absolute paths), so both files stay small and a
-query always sees every committed ingest batch, without a republish per micro-batch.
+Event tables are views over the Parquet lake (absolute paths), so both files stay small. Each
+view names the files of the committed ingest batches explicitly (``refresh_lake_views``), never a
+glob: a query sees the batches committed when the warehouse was last refreshed, and never the
+files of a batch that died before its commit record.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import duckdb
 
-from tiktok_pipelines.ingest.engine import INGEST_LOG_SCHEMA, QUARANTINE_SCHEMA, Lake
+from tiktok_pipelines.ingest.engine import (
+    INGEST_LOG_DIR,
+    INGEST_LOG_SCHEMA,
+    QUARANTINE_DIR,
+    QUARANTINE_SCHEMA,
+    Lake,
+)
 from tiktok_pipelines.ingest.validate import sql_type
 from tiktok_pipelines.lake import atomic_replace, fsync_path, sql_path
 from tiktok_pipelines.schemas import CATALOG, STREAMS
@@ -31,16 +42,59 @@ def _empty_select(columns: dict[str, str]) -> str:
     return f"SELECT {cols} WHERE false"
 
 
+# The engine names every file a batch publishes ``part-<batch id>-...parquet`` (events and
+# quarantine alike), and commits the batch by renaming ``ingest_log/batch-<batch id>.parquet`` into
+# place after all of them (tiktok_pipelines/ingest/engine.py).
+_BATCH_IN_NAME = re.compile(r"^part-(?P<batch>[0-9a-f]+)-")
+
+
+def committed_batch_ids(lake: Lake) -> set[str]:
+    """Ids of the batches that have a commit record: the rule ``Lake.recover`` applies (a batch
+    without one is rolled back by the next ingest)."""
+    d = lake.root / INGEST_LOG_DIR
+    if not d.is_dir():
+        return set()
+    return {p.name[len("batch-"):-len(".parquet")] for p in d.glob("batch-*.parquet")}
+
+
+def committed_files(directory: Path, pattern: str, batches: set[str]) -> list[Path]:
+    """The Parquet files under ``directory`` matching ``pattern`` that a committed batch wrote,
+    sorted. Files of a batch that died before its commit record, and files no batch named, are
+    left out."""
+    if not directory.is_dir():
+        return []
+    out = []
+    for p in directory.glob(pattern):
+        m = _BATCH_IN_NAME.match(p.name)
+        if m and m["batch"] in batches:
+            out.append(p)
+    return sorted(out)
+
+
+def _file_list(paths: list[Path]) -> str:
+    return "[" + ", ".join(sql_path(p) for p in paths) + "]"
+
+
 def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path) -> dict[str, int]:
-    """(Re)create ``raw.*`` views over the lake and ``dims.*`` tables; returns row counts."""
+    """(Re)create ``raw.*`` views over the lake's committed files and ``dims.*`` tables; returns
+    row counts.
+
+    Each view names its files explicitly, never a glob: the Parquet files of the batches whose
+    commit record exists when the refresh lists them (one list for every view, so raw.ingest_log
+    and the event views agree). A batch that moved its files in but died before committing
+    is invisible, and one committing later shows up at the next refresh. A view with no
+    committed file is a typed empty one.
+    """
     lake = Lake(lake_root.absolute())
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     con.execute("CREATE SCHEMA IF NOT EXISTS dims")
     counts: dict[str, int] = {}
+    batches = committed_batch_ids(lake)  # listed first: a batch's files are in place before its record
     for stream, schema in STREAMS.items():
-        if any(lake.events_dir(stream).glob("*/*.parquet")):
+        files = committed_files(lake.events_dir(stream), "event_date=*/*.parquet", batches)
+        if files:
             body = (
-                f"SELECT * FROM read_parquet({sql_path(lake.events_glob(stream))}, "
+                f"SELECT * FROM read_parquet({_file_list(files)}, "
                 "hive_partitioning = true, union_by_name = true)"
             )
         else:
@@ -50,12 +104,13 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path) -> dict[
             body = _empty_select(cols)
         con.execute(f"CREATE OR REPLACE VIEW raw.{stream} AS {body}")
         counts[f"raw.{stream}"] = con.execute(f"SELECT count(*) FROM raw.{stream}").fetchall()[0][0]
-    for name, glob, arrow_schema in (
-        ("quarantine", lake.quarantine_glob, QUARANTINE_SCHEMA),
-        ("ingest_log", lake.ingest_log_glob, INGEST_LOG_SCHEMA),
+    ingest_log = lake.root / INGEST_LOG_DIR
+    for name, files, arrow_schema in (
+        ("quarantine", committed_files(lake.root / QUARANTINE_DIR, "*.parquet", batches), QUARANTINE_SCHEMA),
+        ("ingest_log", sorted(ingest_log / f"batch-{b}.parquet" for b in batches), INGEST_LOG_SCHEMA),
     ):
-        if any(Path(glob).parent.glob("*.parquet")):
-            body = f"SELECT * FROM read_parquet({sql_path(glob)}, union_by_name = true)"
+        if files:
+            body = f"SELECT * FROM read_parquet({_file_list(files)}, union_by_name = true)"
         else:
             body = _empty_select({f.name: "VARCHAR" if str(f.type) == "string" else "BIGINT" for f in arrow_schema})
         con.execute(f"CREATE OR REPLACE VIEW raw.{name} AS {body}")
