@@ -174,9 +174,7 @@ def publish_analytics(warehouse: Path, analytics: Path) -> int:
     tmp = analytics.with_name(f".{analytics.name}.tmp-{os.getpid()}")
     try:
         for p in (tmp, wal_path(tmp)):
-            if p.exists():
-                p.chmod(0o644)
-                p.unlink()
+            p.unlink(missing_ok=True)  # left by a publication of this pid that died
         shutil.copyfile(warehouse, tmp)
         if wal_path(warehouse).exists():
             shutil.copyfile(wal_path(warehouse), wal_path(tmp))
@@ -186,7 +184,8 @@ def publish_analytics(warehouse: Path, analytics: Path) -> int:
         finally:
             con.close()
         if wal_path(tmp).exists():
-            raise PublishError(f"{analytics} not published, the previous file stays: {tmp} kept a WAL after its checkpoint")
+            raise PublishError(f"{analytics} not published, the previous file stays: the new file "
+                               f"{tmp} kept a WAL after its checkpoint")
         os.chmod(tmp, 0o444)  # published read-only: analysts query it, nobody writes it in place
         check_analytics(tmp)
     except BaseException as e:
@@ -195,8 +194,8 @@ def publish_analytics(warehouse: Path, analytics: Path) -> int:
         if isinstance(e, PublishError) or not isinstance(e, Exception):
             raise
         raise PublishError(
-            f"{analytics} not published, the previous file stays: the new file does not open "
-            f"read-only with working views ({type(e).__name__}: {e})"
+            f"{analytics} not published, the previous file stays: building the new file or opening it "
+            f"read-only and reading its views failed ({type(e).__name__}: {e})"
         ) from e
     wal_path(analytics).unlink(missing_ok=True)
     atomic_replace(tmp, analytics)
