@@ -17,6 +17,7 @@ from tiktok_pipelines.defs.attribution.assets import (
     attribution_marts,
 )
 from tiktok_pipelines.defs.warehouse.assets import warehouse_lake_tables
+from tiktok_pipelines.ingest.engine import INGEST_LOG_SCHEMA
 from tiktok_pipelines.schemas import STREAMS
 
 H = 3_600_000
@@ -27,9 +28,13 @@ _ARROW = {"string": pa.string(), "int64": pa.int64()}
 def _write_ad_events(lake, day: str, rows: list[dict]) -> None:
     schema = STREAMS["ad_events"]
     cols = {f.name: pa.array([r.get(f.name) for r in rows], _ARROW[f.type]) for f in schema.fields}
+    # Named and committed as an ingest batch would be: the warehouse's views read committed files only.
+    batch = day.replace("-", "")
     out = lake / "events" / "ad_events" / f"event_date={day}"
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(cols), out / "part-0.parquet")
+    pq.write_table(pa.table(cols), out / f"part-{batch}-c0.parquet")
+    (lake / "ingest_log").mkdir(parents=True, exist_ok=True)
+    pq.write_table(INGEST_LOG_SCHEMA.empty_table(), lake / "ingest_log" / f"batch-{batch}.parquet")
 
 
 def _ev(eid, ts, user, event_type, campaign=1, placement=None, value=None, adv=1):
