@@ -102,3 +102,50 @@ def test_crash_mid_publish_rolls_back_then_reingests_exactly_once(fail_after_mov
     assert report.totals()["rows_quarantine"] == 1
     assert audit_batch(lake, landing, report.batch_id) == []
     assert not list((lake / "_pending").glob("*.json"))
+
+
+@pytest.mark.parametrize("fail_after_moves", [0, 1, 2])
+def test_crash_mid_publish_with_hostile_files_then_reingest_quarantines_each_once(fail_after_moves, dirs,
+                                                                                   monkeypatch):
+    """Issue 15 in the fault suite: a batch holding files quarantined whole (an impossible date, a
+    flush time in 2099) and a re-send re-stamped to another date dies while publishing. The retry
+    rolls it back and commits once: the hostile files' lines in quarantine once each, and the
+    re-send judged against the first copy (a conflict), not against the dead batch's own copy."""
+    landing, lake = dirs
+    schema = STREAMS["views"]
+    a = valid_record(schema, 0, event_id="A")
+    write_landing(landing, "views", [dumps(a)], seq=1)
+    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
+    # The next batch: new events on two dates, A re-stamped a day later, and two hostile files.
+    recs = [valid_record(schema, i, event_id=f"n{i}") for i in range(1, 6)]
+    recs[0]["ts_ms"] -= 86_400_000
+    write_landing(landing, "views", [dumps(r) for r in recs] + [dumps(dict(a, ts_ms=a["ts_ms"] + 86_400_000))],
+                  seq=2, flushed_at_ms=a["ts_ms"] + 86_400_000 + 60_000)
+    dt_dir = landing / "views" / "dt=2026-11-02"
+    (dt_dir / "views-20261399T120000Z-000003.ndjson").write_text(dumps(valid_record(schema, 7)) + "\nbad\n")
+    (dt_dir / "views-20991231T000000Z-000004.ndjson").write_text(dumps(valid_record(schema, 8)) + "\n")
+
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def dying_replace(src, dst):
+        if "/_staging/" in str(src) and "ingest_log" not in str(src):
+            if calls["n"] >= fail_after_moves:
+                raise OSError("simulated crash while publishing")
+            calls["n"] += 1
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(engine.os, "replace", dying_replace)
+    with pytest.raises(OSError):
+        ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
+    monkeypatch.setattr(engine.os, "replace", real_replace)
+
+    report = ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
+    assert report.rolled_back_batches
+    assert _lake_ids(lake) == sorted(["A"] + [r["event_id"] for r in recs])
+    reasons = sorted(duckdb.sql(f"SELECT reason FROM read_parquet('{lake}/quarantine/*.parquet')").fetchall())
+    assert reasons == [("conflicting_duplicate",), ("future_flush_time",), ("invalid_flush_time",),
+                       ("invalid_flush_time",)]
+    assert sorted(r for _, r in report.quarantined_files()) == ["future_flush_time", "invalid_flush_time"]
+    assert audit_batch(lake, landing, report.batch_id) == []
+    assert not list((lake / "_pending").glob("*.json"))
