@@ -63,7 +63,7 @@ def build_defs(work: Path, publish_every: float = 30.0, sweep_s: float = 30.0) -
                    # The soak replays a world dated a year ahead of the wall clock (soak.py says
                    # why): its clock bound (names, events, the online watermark) is widened to
                    # cover it, as a replay must; what lies beyond it is still quarantined.
-                   "ingest_policy": IngestPolicy(sensor_sweep_s=sweep_s, future_skew_seconds=REPLAY_SKEW_S),
+                   "ingest_policy": IngestPolicy(sensor_sweep_s=sweep_s, max_flush_ahead_seconds=REPLAY_SKEW_S),
                    "joiner_policy": JoinerPolicy(), "training_policy": TrainingPolicy(lgbm_rounds=30)},
     )
 

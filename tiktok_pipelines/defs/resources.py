@@ -71,6 +71,10 @@ class IngestPolicy(dg.ConfigurableResource):
     """How strict ingestion is and how much one run takes on."""
 
     future_skew_seconds: int = 300
+    # How far a file's flush time (and so any event) may be ahead of the wall clock; None: the
+    # future skew. The online watermark has the same bound. Only a replay of a world dated ahead
+    # of the clock (benchmarks/soak.py) widens it.
+    max_flush_ahead_seconds: int | None = None
     max_lateness_days: int = 30
     files_per_run: int = 200  # the sensor groups new files into runs of at most this many
     sensor_grace_s: float = 120.0  # the sensor re-examines files that arrived this long before its mark
@@ -80,9 +84,15 @@ class IngestPolicy(dg.ConfigurableResource):
     chunk_mb: int = 256  # landing bytes validated per pass (bounds a run's memory)
     duckdb_threads: int = 0  # 0: one per core
 
+    @property
+    def clock_ahead_seconds(self) -> int:
+        """How far event time may run ahead of the wall clock (ingest and online watermark)."""
+        return self.future_skew_seconds if self.max_flush_ahead_seconds is None else self.max_flush_ahead_seconds
+
     def settings(self) -> IngestSettings:
         return IngestSettings(
             future_skew_seconds=self.future_skew_seconds,
+            max_flush_ahead_seconds=self.max_flush_ahead_seconds,
             max_lateness_days=self.max_lateness_days,
             chunk_bytes=self.chunk_mb * 1024 * 1024,
             duckdb_threads=self.duckdb_threads or None,

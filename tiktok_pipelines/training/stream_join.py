@@ -66,7 +66,7 @@ CURRENT = "CURRENT"
 PART_KEY = b"tiktok_pipelines.stream_examples"
 COUNTER_HORIZON_MS = 86_400_000  # the online counters count a day back
 # Event time may run this far ahead of the wall clock by default (collectors' clocks; the ingest's
-# ``future_skew_seconds``, which deployments pass as ``clock_skew_ms``): the watermark is never moved past now + this. One event dated
+# bound on flush times, ``IngestPolicy.clock_ahead_seconds``, which deployments pass as ``clock_skew_ms``): the watermark is never moved past now + this. One event dated
 # 2099 in the lake (a name-dated landing file, before the ingest bounded names by the clock) once
 # closed every window, moved trained_through to 2099 and expired every embedding row.
 MAX_CLOCK_SKEW_MS = 300_000

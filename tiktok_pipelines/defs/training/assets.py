@@ -219,7 +219,7 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
                            max_expire_fraction=training_policy.max_expire_fraction,
                            allow_mass_expiry=training_policy.allow_mass_expiry,
                            # the same bound on event time as the ingest's (names, events)
-                           clock_skew_s=ingest_policy.future_skew_seconds)
+                           clock_skew_s=ingest_policy.clock_ahead_seconds)
     joined = report.joined
     if joined is not None:
         # the streaming joiner ran first: what it joined, and what arrived too late to label
