@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-freshness-daemon bench-analytics soak fuzz faults clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-freshness-daemon bench-analytics bench-serving soak fuzz faults clean
 
 setup: $(VENV)/.installed
 
@@ -101,6 +101,11 @@ bench-freshness: setup
 ## bench-freshness-daemon: the same, driven end to end by a real dagster-daemon (sensors, run queue, run processes)
 bench-freshness-daemon: setup
 	$(BIN)/python benchmarks/freshness.py --daemon --rounds $(or $(ROUNDS),12)
+
+## bench-serving: /recommend over real HTTP (the CLI's server), 8 clients, LightGBM re-rank of 100 of
+## 20k videos: rps, p50/p99 ms. Builds a small model unless SERVING_DATA names a data dir (make quickstart's)
+bench-serving: setup
+	$(BIN)/python benchmarks/serving.py $(if $(SERVING_DATA),--data-dir "$(SERVING_DATA)",) $(if $(REQUESTS),--requests $(REQUESTS),)
 
 ## soak: MINUTES (default 5) of everything at once (simulator streaming, dagster-daemon's sensors
 ## ingesting and training online, analysts querying, a client calling the server), then an exactly-once
