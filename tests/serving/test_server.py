@@ -322,6 +322,91 @@ def test_lightgbm_champion_reranks_the_two_tower_candidates(running) -> None:
     np.testing.assert_allclose([i["score"] for i in again["items"]], raw / (raw + (1 - raw) / 0.25), rtol=1e-6)
 
 
+def test_lightgbm_scores_what_it_logs(running) -> None:
+    """The re-rank builds LightGBM's matrix from the feature columns, without a table
+    (``_lgbm_matrix``), and logs the served items' features from the same columns: scoring the
+    logged features again with the model's own ``predict`` gives the served (calibrated) scores."""
+    import json
+
+    from tiktok_pipelines.training.evaluate import corrected
+    from tiktok_pipelines.training.lgbm import LGBMRanker
+    from tiktok_pipelines.training.registry import ModelRegistry
+
+    client, server, _, _, tmp_path = running
+    server.models_root = tmp_path / "models"
+    version = _register_lgbm_champion(server.models_root, {"negative_rate": 0.25})
+    assert server.reload_reranker()
+    body = client.get("/recommend", params={"user_id": 1, "k": 6}).json()
+    assert body["ranked_by"] == f"lgbm_ranker-v{version}" and len(body["items"]) == 6
+    server.impressions.flush()
+    records = [r for f in sorted((tmp_path / "landing").rglob("*.ndjson"))
+               for r in map(json.loads, f.read_text().splitlines()) if r["request_id"] == body["request_id"]]
+    assert [r["video_id"] for r in records] == [i["video_id"] for i in body["items"]]
+    table = pa.Table.from_pylist([{**r["served_features"], "user_id": r["user_id"], "video_id": r["video_id"],
+                                   "creator_id": r["creator_id"], "position": 0,
+                                   "hour_of_day": (r["ts_ms"] // 3_600_000) % 24, "surface": "foryou",
+                                   "candidate_source": "personal"} for r in records])
+    model = LGBMRanker.load(ModelRegistry(server.models_root).path("lgbm_ranker", version))
+    np.testing.assert_allclose(corrected(model.predict(table), 0.25), [i["score"] for i in body["items"]],
+                               rtol=1e-12)
+
+
+def test_the_request_path_shortcuts_are_the_plain_code(tmp_path: Path) -> None:
+    """What the request path does faster gives what the plain code gives: per-video features
+    gathered from the arrays built once per counters (a video neither the catalog nor the
+    counters know is looked up alone) equal looking every video up; ``_lgbm_matrix`` is
+    ``LGBMRanker.matrix`` bit for bit, on values with nan, infinities, negatives and nulls."""
+    from tiktok_pipelines.features.online import compute_counters, counters_path, write_counters
+    from tiktok_pipelines.serving.server import _Columns, _lgbm_matrix
+    from tiktok_pipelines.training.features import CATEGORICAL_FEATURES, NUMERIC_NAMES, Vocabulary
+    from tiktok_pipelines.training.lgbm import LGBMRanker
+
+    catalog, lake, root = tmp_path / "catalog", tmp_path / "lake", tmp_path / "serving"
+    write_catalog(catalog)
+    pq.write_table(pa.table({"creator_id": [100, 101, 102], "followers": [5, 50, 500]}), catalog / "creators.parquet")
+    ServingPublisher(root).publish(build_tables(), now_s=1, dense={"w": np.zeros(1)}, full=True)
+    now = int(time.time() * 1000)
+    views = pa.table({"ts_ms": [now - 1000 * i for i in range(12)], "user_id": [1] * 5 + [2] * 7,
+                      "video_id": [13] * 6 + [77] * 6, "request_id": [None] * 12,  # 77: only the counters know it
+                      "watch_time_ms": [15_000] * 12, "video_duration_ms": [15_000] * 12})
+    inter = pa.table({"ts_ms": [now - 500], "user_id": [2], "video_id": [13], "creator_id": [101],
+                      "event_type": ["follow"], "request_id": [None]})
+    write_counters(lake, compute_counters(views, inter, now), now)
+    server = ModelServer(root, catalog_dir=catalog, counters_path=counters_path(lake))
+    users = np.repeat([1, 2, 999], len(VIDEOS) + 3)
+    videos = np.tile(VIDEOS + [77, 999_999, 0], 3)
+    server._video_features = lambda counters: None  # every video looked up alone
+    plain = server.batch_features(users, videos, now)
+    del server._video_features
+    server.warm_up()
+    assert server._video_features(server.counters) is not None
+    fast = server.batch_features(users, videos, now)
+    assert fast.schema == plain.schema and fast.to_pylist() == plain.to_pylist()
+    rows = {(x["user_id"], x["video_id"]): x for x in plain.to_pylist()}
+    assert server.candidate_features(2, np.array([77, 13]), now).to_pylist() == [rows[2, 77], rows[2, 13]]
+    assert rows[2, 77]["video_views_24h"] == 6 and rows[2, 13]["creator_followers"] == 50 + 1
+
+    r = np.random.default_rng(5)
+    n = 500
+    special = np.array([np.nan, np.inf, -np.inf, -1.5, 0.0, 1e300, 2.0**62])
+    columns = _Columns({"user_id": np.arange(n)})
+    for name in NUMERIC_NAMES:
+        if name == "follows_creator":
+            columns[name] = np.full(n, None, dtype=object)
+        elif r.random() < 0.5:
+            columns[name] = np.where(r.random(n) < 0.2, r.choice(special, n), r.normal(0, 1e4, n))
+        else:
+            columns[name] = r.integers(-(2**62), 2**62, n)
+    for name in CATEGORICAL_FEATURES:
+        columns[name] = [None if x < 0.1 else f"v{int(x * 10)}" for x in r.random(n)]
+    vocabulary = Vocabulary.fit(pa.table({name: [f"v{i}" for i in range(1, 8)] for name in CATEGORICAL_FEATURES}))
+    with np.errstate(over="ignore"):  # 1e300 and the largest float64 (an infinity's) read inf in float32
+        expected = LGBMRanker.matrix(columns.table(), vocabulary)
+        got = _lgbm_matrix(columns, vocabulary)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
 def test_the_full_torch_ranker_ranks_with_what_it_logs(tmp_path: Path) -> None:
     """Without a LightGBM champion the served version's full DeepFM ranks the retrieved
     candidates, on features from the catalog and the online counters; every impression logs

@@ -22,7 +22,9 @@ the online counters the streaming joiner writes (``features/online.py``: the use
 engagements in 24 h, the video's plays in 24 h, its engaged share today, plays in the last hour,
 the creator's follows today). ``rerank=0`` asks for the retrieval order alone. A user the model has no row for gets the
 trending fallback: the videos the model saw most often (row counts), a proxy for what is popular
-now. Parameters are validated: a bad request gets a 4xx, never a 5xx.
+now. Parameters are validated (numbers in ASCII digits): a bad request gets a 4xx, never a 5xx.
+What a request may send is bounded (``uvicorn_settings``): a head over 16 KiB gets a 431, a body
+over 64 KiB a 413, a head not sent within 10 s a 408.
 
 Hot reload: a background thread polls the serving directory (``ServingReader.head``) and, when
 the newest consistent state is not the one served (by identity: the manifests' checksums, not the
@@ -65,6 +67,7 @@ from tiktok_pipelines.features.online import counters_path as lake_counters_path
 from tiktok_pipelines.schemas import landing_rel_path
 from tiktok_pipelines.serving.store import ServingReader
 from tiktok_pipelines.training.evaluate import corrected
+from tiktok_pipelines.training.features import LOG_FEATURES, NUMERIC_NAMES
 
 log = logging.getLogger(__name__)
 MAX_K = 100
@@ -117,6 +120,79 @@ class Catalog:
             self.creator_followers = dict(zip(t.column("creator_id").to_pylist(), t.column("followers").to_pylist()))
 
 
+# json.dumps(r, separators=(",", ":"), ensure_ascii=False), without building an encoder per call
+_encode_line = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class _VideoFeatures:
+    """The per-video features ``batch_features`` reads that depend on neither the user nor the
+    time, for every video the catalog or the counters know, as arrays by sorted video id: a
+    request gathers its candidates' rows instead of looking each up in a few dicts. Built from
+    one (catalog, counters) pair by the same per-video lookups (``ModelServer._video_columns``)."""
+
+    def __init__(self, catalog: Catalog, counters: OnlineCounters, ids: np.ndarray, columns: dict) -> None:
+        self.catalog, self.counters, self.ids, self.columns = catalog, counters, ids, columns
+
+    def lookup(self, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row of each of ``vs``, whether it has one)."""
+        pos = np.searchsorted(self.ids, vs)
+        pos[pos == len(self.ids)] = 0
+        return pos, (self.ids[pos] == vs) if len(self.ids) else np.zeros(len(vs), bool)
+
+
+class _Columns(dict):
+    """Feature columns by name (numpy arrays; lists of strings), before they become a table:
+    read the way the feature code reads a ``pa.Table`` (``training/features.py``: ``num_rows``,
+    ``column(name).to_numpy()``, ``.to_pylist()``), so a ranker's matrix is built from them as
+    from the table, without building one for the hundred candidates of a request."""
+
+    @property
+    def num_rows(self) -> int:
+        return len(self["user_id"])
+
+    def column(self, name: str) -> _Column:
+        return _Column(self[name])
+
+    def table(self) -> pa.Table:
+        n = self.num_rows
+        return pa.table({name: pa.nulls(n, pa.bool_()) if name == "follows_creator" else values
+                         for name, values in self.items()})
+
+    def rows(self, at: np.ndarray, names: tuple[str, ...]) -> list[dict]:
+        """Rows ``at`` of columns ``names`` as dicts of Python values (``pa.Table.to_pylist``'s)."""
+        picked = [v[at].tolist() if isinstance(v, np.ndarray) else [v[i] for i in at]
+                  for v in (self[name] for name in names)]
+        return [dict(zip(names, row)) for row in zip(*picked)]
+
+
+def _lgbm_matrix(columns: _Columns, vocabulary: Any) -> np.ndarray:
+    """= ``LGBMRanker.matrix(columns.table(), vocabulary)``: ``training/features.py``'s
+    ``numeric_matrix`` with each of its transforms applied to every column at once instead of
+    column by column (the same elementwise operations, each on a contiguous block: the same
+    bits; ``test_server`` checks), then the vocabulary's codes. A request's hundred candidates
+    cost a few numpy calls instead of forty."""
+    m = np.empty((len(NUMERIC_NAMES), columns.num_rows), np.float64)
+    for j, name in enumerate(NUMERIC_NAMES):
+        m[j] = np.asarray(columns[name]).astype(np.float64)  # a null reads nan, then 0
+    np.nan_to_num(m, copy=False)
+    logs = m[: len(LOG_FEATURES)]  # NUMERIC_NAMES starts with them
+    logs[:] = np.log1p(np.clip(logs, 0, None))
+    return np.hstack([m.T.astype(np.float32), vocabulary.encode(columns).astype(np.float32)])
+
+
+class _Column:
+    __slots__ = ("values",)
+
+    def __init__(self, values: Any) -> None:
+        self.values = values
+
+    def to_numpy(self, zero_copy_only: bool = True) -> np.ndarray:
+        return np.asarray(self.values)
+
+    def to_pylist(self) -> list:
+        return self.values.tolist() if isinstance(self.values, np.ndarray) else list(self.values)
+
+
 class ImpressionLog:
     """Buffers served impressions and publishes them to the landing zone in micro-batch files."""
 
@@ -132,7 +208,7 @@ class ImpressionLog:
     def add(self, records: list[dict]) -> None:
         if self.landing is None:
             return
-        lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records]
+        lines = [_encode_line(r) for r in records]
         with self._lock:
             self._buf.extend(lines)
             due = len(self._buf) >= self.max_records or time.monotonic() - self._last_flush >= self.flush_every_s
@@ -345,6 +421,11 @@ class ModelServer:
         self.impressions.flush()
 
     # --- serving ------------------------------------------------------------------------------
+    # The per-video features for the current counters (``_video_features``); class defaults.
+    _video_memo: _VideoFeatures | None = None
+    _video_memo_for: tuple | None = None  # the (counters, catalog) a build was started for
+    _video_memo_lock = threading.Lock()  # guards _video_memo_for (one per process: held for an assignment)
+
     def rank(self, user_ids: np.ndarray, k: int, st: _Loaded | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k for many users at once: (video ids int64[n, k], scores float32[n, k], personal bool[n]).
 
@@ -361,12 +442,15 @@ class ModelServer:
         scores = np.zeros((n, k), dtype=np.float32)
         trend = st.trending[:k]
         ids[:, : len(trend)] = trend
-        known = (st.user_table.lookup(user_ids) >= 0) & (m > 0)
+        user_rows = st.user_table.lookup(user_ids)
+        known = (user_rows >= 0) & (m > 0)
         rows = np.flatnonzero(known)
         kk = min(k, m)
         for start in range(0, len(rows), 1024):
             r = rows[start:start + 1024]
-            u = st.user_table.embeddings_for(user_ids[r]).astype(np.float32)
+            # = embeddings_for(user_ids[r]) (every one has a row), read with numpy: the table's
+            # gather is a parallel kernel whose start costs more than a user's row
+            u = st.user_table.storage.embeddings[user_rows[r]].astype(np.float32)
             s = np.concatenate([u, np.ones((len(r), 1), np.float32)], axis=1) @ st.video_vectors.T
             top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (len(r), 1))
             top_s = np.take_along_axis(s, top, axis=1)
@@ -384,50 +468,116 @@ class ModelServer:
         logged with an impression is what was scored. Candidates are scored at position 0 (the
         position a training example records is where it was shown: a bias, not a merit);
         ``follows_creator`` is unknown here (the server holds no follow graph) and logged as null."""
+        return self._candidate_columns(user_id, video_ids, now_ms).table()
+
+    def _candidate_columns(self, user_id: int, video_ids: np.ndarray, now_ms: int) -> _Columns:
         video_ids = np.asarray(video_ids, dtype=np.int64)
-        return self.batch_features(np.full(len(video_ids), user_id, dtype=np.int64), video_ids, now_ms)
+        return self._batch_columns(np.full(len(video_ids), user_id, dtype=np.int64), video_ids, now_ms)
 
     def batch_features(self, user_ids: np.ndarray, video_ids: np.ndarray, now_ms: int) -> pa.Table:
         """``candidate_features`` for pairs (user_ids[i], video_ids[i]): each distinct user and
         video is looked up once, so a whole day's users cost one pass (the closed loop)."""
+        return self._batch_columns(user_ids, video_ids, now_ms).table()
+
+    def _batch_columns(self, user_ids: np.ndarray, video_ids: np.ndarray, now_ms: int) -> _Columns:
         user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
         c, cat = self.counters, self.catalog
         us, u_at = np.unique(user_ids, return_inverse=True)
-        vs, v_at = np.unique(video_ids, return_inverse=True)
         users = [cat.user_info.get(int(u), {}) for u in us]
-        info = [cat.video_info.get(int(v), {}) for v in vs]
-        creators = np.array([int(cat.creator_of.get(int(v), 0)) for v in vs], dtype=np.int64)
-        published = np.array([i.get("published_at_ms") or now_ms for i in info], dtype=np.float64)
+        vs, v_at = np.unique(video_ids, return_inverse=True)
+        memo = self._video_features(c)
+        if memo is None:
+            video = self._video_columns(vs, c)
+        else:
+            at, found = memo.lookup(vs)
+            video = {name: col[at] for name, col in memo.columns.items()}
+            if not found.all():  # not in the catalog nor the counters: looked up one by one
+                for name, col in self._video_columns(vs[~found], c).items():
+                    video[name][~found] = col
+        published = video.pop("published_at_ms")
+        published = np.where(published == 0, now_ms, published)  # unknown: now
 
         def per_user(f):
             return np.asarray([f(int(u), d) for u, d in zip(us, users)], dtype=object)[u_at]
 
-        def per_video(values, dtype):
-            return np.asarray(values, dtype=dtype)[v_at]
+        def per_video(name):
+            return video[name][v_at]
 
         n = len(user_ids)
-        return pa.table({
+        return _Columns({
             "user_id": user_ids,
             "video_id": video_ids,
-            "creator_id": per_video(creators, np.int64),
-            "video_duration_ms": per_video([i.get("duration_ms") or 0 for i in info], np.int64),
-            "video_age_h": per_video(np.round(np.maximum(0, (now_ms - published) / 3_600_000), 1), np.float64),
-            "creator_followers": per_video([cat.creator_followers.get(int(cr), 0) + c.get("creator", "follows_today", cr)
-                                            for cr in creators], np.int64),
+            "creator_id": per_video("creator_id"),
+            "video_duration_ms": per_video("video_duration_ms"),
+            "video_age_h": np.round(np.maximum(0, (now_ms - published) / 3_600_000), 1)[v_at],
+            "creator_followers": per_video("creator_followers"),
             "user_views_24h": per_user(lambda u, d: c.get("user", "views_24h", u)).astype(np.int64),
             "user_engagements_24h": per_user(lambda u, d: c.get("user", "engagements_24h", u)).astype(np.int64),
-            "video_views_24h": per_video([c.get("video", "views_24h", v) for v in vs], np.int64),
-            "video_ctr": per_video(np.round([c.video_ctr(v) for v in vs], 4), np.float64),
+            "video_views_24h": per_video("video_views_24h"),
+            "video_ctr": per_video("video_ctr"),
             "position": np.zeros(n, dtype=np.int64),
             "hour_of_day": np.full(n, (now_ms // 3_600_000) % 24, dtype=np.int64),
-            "trending_tag": per_video([c.trending(v) for v in vs], bool),
-            "follows_creator": pa.nulls(n, pa.bool_()),
-            "category": per_video([i.get("category") for i in info], object).tolist(),
+            "trending_tag": per_video("trending_tag"),
+            "follows_creator": np.full(n, None, dtype=object),  # a table's is pa.nulls(n, pa.bool_())
+            "category": per_video("category").tolist(),
             "country": per_user(lambda u, d: d.get("country")).tolist(),
             "language": per_user(lambda u, d: d.get("language")).tolist(),
             "age_band": per_user(lambda u, d: d.get("age_band")).tolist(),
             "surface": ["foryou"] * n, "candidate_source": ["personal"] * n,
         })
+
+    def _video_columns(self, vs: np.ndarray, counters: OnlineCounters) -> dict[str, np.ndarray]:
+        """The per-video columns of ``batch_features`` for distinct videos ``vs``, looked up one by
+        one in the catalog and ``counters`` (``published_at_ms`` 0: unknown)."""
+        c, cat = counters, self.catalog
+        info = [cat.video_info.get(int(v), {}) for v in vs]
+        creators = np.array([int(cat.creator_of.get(int(v), 0)) for v in vs], dtype=np.int64)
+        return {
+            "creator_id": creators,
+            "video_duration_ms": np.asarray([i.get("duration_ms") or 0 for i in info], np.int64),
+            "published_at_ms": np.asarray([i.get("published_at_ms") or 0 for i in info], np.float64),
+            "creator_followers": np.asarray([cat.creator_followers.get(int(cr), 0)
+                                             + c.get("creator", "follows_today", cr) for cr in creators], np.int64),
+            "video_views_24h": np.asarray([c.get("video", "views_24h", v) for v in vs], np.int64),
+            "video_ctr": np.asarray(np.round([c.video_ctr(v) for v in vs], 4), np.float64),
+            "trending_tag": np.asarray([c.trending(v) for v in vs], bool),
+            "category": np.asarray([i.get("category") for i in info], object),
+        }
+
+    def _video_features(self, counters: OnlineCounters) -> _VideoFeatures | None:
+        """The per-video columns of every known video for ``counters`` and the catalog, or None
+        until they are built: the first request after the counters changed starts a thread that
+        builds them (tens of ms for 20k videos), and requests look their candidates up one by one
+        until it is done, so none waits for it (nor retries a build that failed)."""
+        memo, catalog = self._video_memo, self.catalog
+        if memo is not None and memo.counters is counters and memo.catalog is catalog:
+            return memo
+        with self._video_memo_lock:
+            started = self._video_memo_for
+            if started is not None and started[0] is counters and started[1] is catalog:
+                return None  # being built, or it failed
+            self._video_memo_for = (counters, catalog)
+        threading.Thread(target=self._build_video_features, args=(counters, catalog), name="video-features",
+                         daemon=True).start()
+        return None
+
+    def _build_video_features(self, counters: OnlineCounters, catalog: Catalog) -> None:
+        try:
+            known = [np.fromiter(catalog.video_info, np.int64, len(catalog.video_info)),
+                     np.fromiter(catalog.creator_of, np.int64, len(catalog.creator_of))]
+            known += [np.fromiter(values, np.int64, len(values))
+                      for (entity, _), values in counters.values.items() if entity == "video"]
+            ids = np.unique(np.concatenate(known))
+            self._video_memo = _VideoFeatures(catalog, counters, ids, self._video_columns(ids, counters))
+        except Exception:
+            log.exception("building the per-video features failed; looking videos up one by one")
+
+    def warm_up(self) -> None:
+        """Build the per-video features for the current counters now (``serve``, before it listens)."""
+        counters, catalog = self.counters, self.catalog
+        with self._video_memo_lock:
+            self._video_memo_for = (counters, catalog)
+        self._build_video_features(counters, catalog)
 
     def rank_full(self, user_ids: np.ndarray, k: int, now_ms: int | None = None,
                   st: _Loaded | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -479,14 +629,18 @@ class ModelServer:
         cand, cand_scores = ids[0][keep], scores[0][keep]
         ranked_by = "two_tower" if personal[0] else "trending"
         now_ms = int(time.time() * 1000)
-        features = self.candidate_features(user_id, cand, now_ms)
+        features = self._candidate_columns(user_id, cand, now_ms)  # candidate_features, as columns
         if len(cand) and (reranker is not None or use_torch):
             if reranker is not None:
-                p = corrected(reranker[1].predict(features), reranker[2])
+                # = reranker[1].predict(features.table()), on one thread: starting OpenMP's costs
+                # more than a hundred rows (2 ms against 0.4 on two busy cores)
+                model = reranker[1]
+                p = corrected(model.booster.predict(_lgbm_matrix(features, model.vocabulary), num_threads=1),
+                              reranker[2])
                 ranked_by = f"lgbm_ranker-v{reranker[0]}"
             else:
                 with st.ranker_lock:
-                    p = st.ranker.predict_served(features, st.negative_rate)
+                    p = st.ranker.predict_served(features.table(), st.negative_rate)
                 ranked_by = f"torch_ranker-seq{st.seq}"
             order = np.argsort(-p, kind="stable")[:k]
         else:
@@ -494,15 +648,14 @@ class ModelServer:
         source = "personal" if personal[0] else "trending"
         request_id = f"srv-{uuid.uuid4().hex[:16]}"
         items = [(int(cand[i]), float(p[i])) for i in order]
-        self._log(user_id, request_id, items, features.take(pa.array(order, pa.int64())), source, st.seq, now_ms)
+        self._log(user_id, request_id, items, features.rows(order, LOGGED_FEATURES), source, st.seq, now_ms)
         return {"user_id": user_id, "request_id": request_id, "model_seq": st.seq, "source": source,
                 "ranked_by": ranked_by, "items": [{"video_id": v, "score": sc} for v, sc in items]}
 
-    def _log(self, user_id: int, request_id: str, items: list[tuple[int, float]], features: pa.Table,
+    def _log(self, user_id: int, request_id: str, items: list[tuple[int, float]], rows: list[dict],
              source: str, seq: int, now_ms: int) -> None:
-        """One impression per item, with every feature it was scored with (``served_features``),
-        so the joiner trains on exactly what was served."""
-        rows = features.select([c for c in LOGGED_FEATURES if c in features.column_names]).to_pylist()
+        """One impression per item, with every feature it was scored with (``served_features``:
+        ``rows``, the items' ``LOGGED_FEATURES``), so the joiner trains on exactly what was served."""
         records = []
         for pos, ((vid, score), served) in enumerate(zip(items, rows)):
             records.append({
@@ -698,6 +851,7 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
                          reload_interval_s=reload_interval_s, models_root=data_dir / "models",
                          counters_path=lake_counters_path(data_dir / "lake"))
     server.start()
+    server.warm_up()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
