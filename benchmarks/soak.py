@@ -27,6 +27,13 @@ Everything runs at once, as in production, each part in its own OS process:
   had been swapped under it between two rounds (its inode changed; a freed inode number can be
   reused by a later publish, so distinct inodes would undercount).
 
+- **hostile inputs** (``--hostile-every``, default 60 s): the driver plants one of issue 15's
+  hostile inputs in turn (``HOSTILE_KINDS``): landing files dated 2099 or 9999, empty, with an
+  impossible date or ``..`` in the name, which the ingest must quarantine as files while the rest
+  of their batch commits; a bogus newest serving version and one symlinked from outside, which the
+  server must refuse (serving the newest good version, /healthz saying "degraded") and the next
+  publication set aside. The client counts answers without items: there must be none.
+
 Warm-up (before the timed part, in this process on the same instance): the first two simulated
 days are released at once and ingested by the sensor's runs, the catalog is loaded, the daily batch retrain (``daily_training_job``)
 publishes the first full model, one online update catches up, analytics.duckdb is published;
@@ -135,6 +142,61 @@ def release_flush(staging: Path, landing: Path, files, log) -> int:
     return sum(n for _, n in out)
 
 
+# ------------------------------------------------------------------------------------ hostile
+
+# What the outside review threw at the platform (issue 15), one kind per planting, in turn: landing
+# files the ingest must quarantine as files (the rest of their batch committing), and serving
+# versions the server must refuse (serving the newest good one) and the writer set aside.
+HOSTILE_KINDS = ("future_2099", "empty", "impossible_date", "dotdot_name", "year_9999",
+                 "bogus_version", "symlinked_version")
+
+
+def plant_hostile(kind: str, n: int, work: Path, world_start: str) -> dict:
+    """Plant one hostile input; returns what was planted (landing lines count as produced events)."""
+    from tiktok_pipelines.serving.store import list_versions, version_dir, writer_lock
+
+    landing, serving = work / "landing", work / "serving"
+    day = world_start.replace("-", "")
+    ts = int(dt.datetime.fromisoformat(world_start).replace(tzinfo=dt.timezone.utc).timestamp() * 1000) + 43_200_000
+
+    def event(i: int, ts_ms: int) -> str:
+        return json.dumps({"event_id": f"hostile-{n}-{i}", "ts_ms": ts_ms, "user_id": 1, "video_id": 1,
+                           "creator_id": 1, "watch_time_ms": 1000, "video_duration_ms": 10_000})
+
+    landing_kinds = {
+        "future_2099": (f"views/dt=2099-12-31/views-20991231T000000Z-{900000 + n}.ndjson", [event(0, 4_102_358_400_000)]),
+        "empty": (f"views/dt={world_start}/views-{day}T120000Z-{900000 + n}.ndjson", []),
+        "impossible_date": (f"views/dt={world_start}/views-{day[:4]}1399T120000Z-{900000 + n}.ndjson", [event(0, ts)]),
+        "dotdot_name": (f"views/dt={world_start}/x\\..\\hostile-{n}.ndjson", [event(0, ts), "garbage"]),
+        "year_9999": (f"views/dt={world_start}/views-99991231T235959Z-{900000 + n}.ndjson",
+                      [event(0, 253_402_300_000_000)]),
+    }
+    if kind in landing_kinds:
+        rel, lines = landing_kinds[kind]
+        dst = landing / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.parent / f".hostile-{n}.tmp"
+        tmp.write_text("".join(line + "\n" for line in lines))
+        os.rename(tmp, dst)  # published as a collector publishes
+        return {"kind": kind, "landing": rel, "lines": len(lines)}
+    # Serving versions, planted under the writer lock: what is tested is how readers and the next
+    # publication treat a bad newest version, not a race with a rename of the same name.
+    with writer_lock(serving):
+        seq = (list_versions(serving) or [0])[-1] + 1
+        d = version_dir(serving, seq)
+        if kind == "bogus_version":
+            d.mkdir()
+            (d / "manifest.json").write_text(json.dumps({"format": "tiktok_pipelines.serving/v1", "seq": seq}) + "\n")
+        else:  # a valid version of this very directory, copied outside and linked back in
+            outside = work / "elsewhere" / f"v{seq:08d}"
+            shutil.copytree(version_dir(serving, seq - 1), outside, symlinks=False)
+            manifest = json.loads((outside / "manifest.json").read_text())
+            manifest["seq"] = seq
+            (outside / "manifest.json").write_text(json.dumps(manifest))
+            d.symlink_to(outside, target_is_directory=True)
+    return {"kind": kind, "serving": d.name, "lines": 0}
+
+
 # --------------------------------------------------------------------------------------- roles
 
 
@@ -179,7 +241,7 @@ def role_client(a) -> int:
     rng = random.Random(7)
     status: Counter = Counter()
     by_kind: Counter = Counter()
-    items, errors, err_samples, seqs = 0, 0, [], set()
+    items, errors, err_samples, seqs, empty, degraded = 0, 0, [], set(), 0, 0
     conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=30)
     while not stop.set:
         r = rng.random()
@@ -202,17 +264,26 @@ def role_client(a) -> int:
             conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=30)
             stop.sleep(0.2)
             continue
+        if kind == "healthz" and resp.status == 503 and json.loads(body).get("status") == "degraded":
+            # A hostile version makes the server fall back to the last good one: it says so on
+            # /healthz (a 503 for monitors) while /recommend keeps answering. Not a failure.
+            degraded += 1
+            by_kind["healthz:degraded"] += 1
+            stop.sleep(a.interval)
+            continue
         status[resp.status] += 1
         by_kind[f"{kind}:{resp.status}"] += 1
         if kind in ("known", "unknown") and resp.status == 200:
             doc = json.loads(body)
             items += len(doc["items"])
+            empty += not doc["items"]
             seqs.add(doc["model_seq"])
         stop.sleep(a.interval)
     conn.close()
     _write_json(Path(a.out), {"requests": sum(status.values()), "status": {str(k): v for k, v in status.items()},
                               "by_kind": dict(by_kind), "items": items, "errors": errors,
-                              "error_samples": err_samples, "model_seqs_seen": len(seqs)})
+                              "error_samples": err_samples, "model_seqs_seen": len(seqs),
+                              "empty_answers": empty, "healthz_degraded": degraded})
     return 0
 
 
@@ -519,7 +590,16 @@ def drive(a, work: Path) -> dict:
                 f"({'dagster-daemon' if daemon else 'sensors ticked in process'})")
             deadline = t_loop + a.minutes * 60
             last_publish = time.time()
+            hostile_log = open(work / "hostile.jsonl", "w")
+            next_hostile, planted = (t_loop + a.hostile_every if a.hostile_every > 0 else float("inf")), 0
             while time.time() < deadline:
+                if time.time() >= next_hostile:
+                    kind = HOSTILE_KINDS[planted % len(HOSTILE_KINDS)]
+                    hostile_log.write(json.dumps({"t": time.time(), **plant_hostile(kind, planted, work, start)}) + "\n")
+                    hostile_log.flush()
+                    say(f"planted a hostile input: {kind}")
+                    planted += 1
+                    next_hostile += a.hostile_every
                 for name, proc in procs.items():
                     if proc.poll() is not None:
                         raise RuntimeError(f"{name} exited early with {proc.returncode}; see {name}.log")
@@ -534,6 +614,7 @@ def drive(a, work: Path) -> dict:
                 if not n_ingest and not n_online:
                     time.sleep(0.2)
             timed_s = time.time() - t_loop
+            hostile_log.close()
 
             # ---- stop the producers and readers; the server flushes its impression log on exit
             rc = {name: _stop_proc(procs[name]) for name in ("stream", "client", "analyst", "server")}
@@ -575,7 +656,9 @@ def drive(a, work: Path) -> dict:
         with open(work / name) as f:
             released += [(name, json.loads(line)) for line in f if line.strip()]
     sim_lines = sum(n for _, r in released for _, n in r["files"])
-    produced = sim_lines + client["items"]
+    hostile = [json.loads(line) for line in (work / "hostile.jsonl").read_text().splitlines() if line.strip()]
+    hostile_lines = sum(h["lines"] for h in hostile)
+    produced = sim_lines + client["items"] + hostile_lines
 
     landing_files = list_landing_files(landing)
     disk_lines = {f.rel_path: count_records(landing / f.rel_path) for f in landing_files}
@@ -640,6 +723,9 @@ def drive(a, work: Path) -> dict:
         and not any(s >= 500 for s in status),
         "malformed requests got a 4xx": all(k.split(":")[1].startswith("4") for k in client["by_kind"] if k.startswith("bad:")),
         "deltas published > 0": deltas > 0,
+        "every recommendation had items (hostile inputs included)": client["empty_answers"] == 0,
+        "every hostile landing file is logged once": all(logged.get(h["landing"], 0) == 1
+                                                        for h in hostile if "landing" in h),
         "freshness measured": bool(fresh),
         # uvicorn re-raises the SIGTERM after its graceful shutdown: -15 is the server's clean exit
         "processes exited cleanly": all(v == 0 for k, v in rc.items() if k != "server")
@@ -661,7 +747,10 @@ def drive(a, work: Path) -> dict:
         "analytics_publishes": act["by_job"].get("analytics_publish_job", 0),
         "freshness_p50_s": _percentile(fresh, 50), "freshness_p95_s": _percentile(fresh, 95),
         "freshness_samples": len(fresh), "flushes_not_served_before_stop": unserved,
-        "analyst": analyst, "client": {k: client[k] for k in ("requests", "status", "errors", "items", "model_seqs_seen")},
+        "hostile_planted": Counter(h["kind"] for h in hostile), "hostile_lines": hostile_lines,
+        "serving_versions_set_aside": len(list((work / "serving").glob(".rejected-*"))),
+        "analyst": analyst, "client": {k: client[k] for k in ("requests", "status", "errors", "items", "model_seqs_seen",
+                                                              "empty_answers", "healthz_degraded")},
         "client_errors": client["error_samples"], "exit_codes": rc,
         "checks": checks,
     }
@@ -681,6 +770,8 @@ def main() -> int:
     p.add_argument("--client-interval", type=float, default=0.05, help="client pause between requests (s)")
     p.add_argument("--analyst-interval", type=float, default=0.5, help="analyst pause between query rounds (s)")
     p.add_argument("--seed", type=int, default=21)
+    p.add_argument("--hostile-every", type=float, default=60.0,
+                   help="seconds between two hostile inputs (%s, in turn); 0: none" % ", ".join(HOSTILE_KINDS))
     p.add_argument("--in-process", action="store_true",
                    help="tick the sensors and execute their runs in this process instead of under "
                    "dagster-daemon (no run worker processes: faster to start, what CI's short soak runs)")

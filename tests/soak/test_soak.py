@@ -1,6 +1,6 @@
 """The soak test, short: benchmarks/soak.py for a minute of streaming on a small world.
 
-Everything is real: a real ``dagster-daemon`` whose sensors request the runs and whose run
+Everything is real, hostile inputs included: a real ``dagster-daemon`` whose sensors request the runs and whose run
 workers execute them, the simulator streaming files into the landing zone from its own process,
 the model server (uvicorn) over HTTP with a client process, an analyst process on
 analytics.duckdb while it is republished. `make soak` is the long version (minutes); this one
@@ -25,7 +25,7 @@ def test_short_soak_loses_nothing_and_fails_nothing(tmp_path):
         # the first deltas land to see a hot reload.
         [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "1", "--users", "500",
          "--videos", "1000", "--events-per-day", "8000", "--day-seconds", "60", "--publish-every", "12",
-         "--sweep-s", "15", "--workdir", str(tmp_path / "soak")],
+         "--sweep-s", "15", "--hostile-every", "7", "--workdir", str(tmp_path / "soak")],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
     assert proc.stdout.strip(), proc.stderr[-5000:]
@@ -52,4 +52,11 @@ def test_short_soak_loses_nothing_and_fails_nothing(tmp_path):
     assert report["client"]["requests"] > 0 and report["client"]["errors"] == 0
     assert not any(int(s) >= 500 for s in report["client"]["status"])
     assert report["deltas_published"] > 0 and report["client"]["model_seqs_seen"] >= 2  # hot reloads seen
+    # One hostile input every 7 s, each kind of issue 15 in turn (a landing file dated 2099, an
+    # empty one, an impossible date, '..' in a name, year 9999, a bogus newest serving version, a
+    # version symlinked from outside): every recommendation still had items, and every hostile
+    # landing file was logged once (its lines quarantined, counted in the balance above).
+    assert set(report["hostile_planted"]) == {"future_2099", "empty", "impossible_date", "dotdot_name",
+                                              "year_9999", "bogus_version", "symlinked_version"}
+    assert report["client"]["empty_answers"] == 0 and report["hostile_lines"] > 0
     assert report["freshness_p50_s"] is not None and report["freshness_p95_s"] >= report["freshness_p50_s"]
