@@ -77,7 +77,7 @@ fuzz: setup
 ## lake disk (a tmpfs: needs root); corrupted versions. Each ends in an exactly-once / last-good audit.
 faults: setup
 	$(BIN)/pytest -q -s -p no:xdist tests/faults tests/ingest/test_kill9.py tests/ingest/test_landing_and_recovery.py \
-		tests/serving/test_store.py tests/serving/test_server.py::test_a_corrupt_version_is_not_served
+		tests/serving/test_store.py tests/serving/test_hostile_versions.py tests/serving/test_server.py::test_a_corrupt_version_is_not_served
 
 bench: bench-simulator bench-ingest bench-embedding bench-analytics
 
