@@ -266,3 +266,14 @@ def test_expiry_may_not_empty_a_table_in_one_publication(tmp_path: Path) -> None
     # and a mass expiry that is meant goes through when asked for
     m = p.publish(tables, now_s=year_2099, allow_mass_expiry=True)
     assert m["seq"] == 3 and len(tables["video_id"]) == 0
+
+
+def test_a_server_without_catalog_or_counters_answers(tmp_path: Path) -> None:
+    """The per-video feature arrays of a server with no catalog and no counters are empty: a
+    request gathered its candidates from them and failed with an IndexError (a 503) once they
+    were built (found by tests/faults/test_kill_server.py, whose server has neither)."""
+    root = tmp_path / "serving"
+    ServingPublisher(root).publish(build_tables(), now_s=1, dense={"w": np.zeros(1)}, full=True)
+    server = ModelServer(root)
+    server.warm_up()
+    assert [i["video_id"] for i in server.recommend(1, 2)["items"]][0] == 13

@@ -56,7 +56,9 @@ def ingest(landing: Path, lake: Path, events: dict[str, list[dict]], seq: int,
     for stream, rows in events.items():
         if rows:
             write_landing(landing, stream, [dumps(r) for r in rows], seq=seq, flushed_at_ms=flushed_at_ms)
-    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake, now_ms=FLUSHED_AT_MS)
+    # the ingest runs after the flush (a flush time ahead of the ingest's clock is quarantined)
+    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake,
+                 now_ms=max(FLUSHED_AT_MS, flushed_at_ms))
 
 
 def examples(lake: Path) -> dict[str, dict]:

@@ -486,7 +486,7 @@ class ModelServer:
         users = [cat.user_info.get(int(u), {}) for u in us]
         vs, v_at = np.unique(video_ids, return_inverse=True)
         memo = self._video_features(c)
-        if memo is None:
+        if memo is None or len(memo.ids) == 0:  # none built yet, or no catalog and no counters
             video = self._video_columns(vs, c)
         else:
             at, found = memo.lookup(vs)
