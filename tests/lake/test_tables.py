@@ -1,0 +1,102 @@
+"""The lake's Delta tables (tiktok_pipelines/tables.py) on local disk and on a real S3 endpoint:
+a batch commits once however often it is retried and however many writers race; readers see
+committed versions only; an engine that knows only Delta reads the tables without project code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from tests.lake.commit_worker import rows
+from tests.lake.conftest import worker_env
+from tiktok_pipelines.tables import TableStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _event_ids(store: TableStore, name: str, version: int | None = None) -> Counter:
+    return Counter(store.dataset(name, version).to_table(columns=["event_id"]).column("event_id").to_pylist())
+
+
+def test_a_batch_commits_once_however_often_it_is_retried(store: TableStore) -> None:
+    assert store.table("views") is None and store.dataset("views") is None
+    v0 = store.commit("views", rows("b1", "w"), txn="ingest:b1", partition_by=["event_date"])
+    assert v0 == 0 and store.committed("views", "ingest:b1")
+    assert store.commit("views", rows("b1", "w"), txn="ingest:b1") is None  # a retry: nothing
+    v1 = store.commit("views", rows("b2", "w"), txn="ingest:b2")
+    assert v1 == 1 and store.version("views") == 1
+    ids = _event_ids(store, "views")
+    assert len(ids) == 20 and set(ids.values()) == {1}
+    # time travel: version 0 holds the first batch only
+    assert set(_event_ids(store, "views", 0)) == {f"b1-{i}" for i in range(10)}
+    assert not store.committed("views", "ingest:b3")
+
+
+def test_racing_writers_commit_every_batch_exactly_once(store: TableStore) -> None:
+    """Four processes commit 24 batches; every batch is offered by two of them at once."""
+    batches = [f"r{i}" for i in range(24)]
+    plan = {f"w{k}": [b for i, b in enumerate(batches) if i % 4 in (k, (k + 1) % 4)] for k in range(4)}
+    endpoint = store.storage_options.get("AWS_ENDPOINT_URL", "")
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.lake.commit_worker", store.root, endpoint, "views", w, *bs],
+                              cwd=REPO, env=worker_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for w, bs in plan.items()]
+    outcomes: Counter = Counter()
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+        outcomes.update(line.split()[0] for line in out.splitlines())
+    assert outcomes == {"committed": 24, "skipped": 24}
+    ids = _event_ids(store, "views")
+    assert len(ids) == 240 and set(ids.values()) == {1}
+    assert all(store.committed("views", f"ingest:{b}") for b in batches)
+
+
+def test_an_engine_that_knows_only_delta_reads_the_table(store: TableStore) -> None:
+    for b in ("x1", "x2", "x3"):
+        store.commit("views", rows(b, "w"), txn=f"ingest:{b}", partition_by=["event_date"])
+    options = store.storage_options or None
+    uri = store.uri("views")
+    # polars' own Delta reader, and DuckDB over delta-rs's Arrow dataset: no project code
+    lf = pl.scan_delta(uri, storage_options=options)
+    assert lf.select(pl.len()).collect().item() == 30
+    assert lf.filter(pl.col("event_id") == "x2-3").collect().height == 1
+    dataset = DeltaTable(uri, storage_options=options).to_pyarrow_dataset()
+    con = duckdb.connect()
+    con.register("views", dataset)
+    assert con.sql("SELECT count(DISTINCT event_id), count(DISTINCT event_date) FROM views").fetchall()[0][0] == 30
+
+
+def test_configuration_names_the_store(tmp_path: Path, monkeypatch) -> None:
+    local = TableStore.from_config(tmp_path / "lake")
+    assert local.is_local and local.root == str((tmp_path / "lake").absolute()) and local.storage_options == {}
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    s3 = TableStore.from_config("s3://bucket/prefix/")
+    assert s3.root == "s3://bucket/prefix" and s3.uri("views") == "s3://bucket/prefix/views"
+    assert s3.storage_options == {"aws_conditional_put": "etag", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+                                  "AWS_REGION": "eu-west-1", "AWS_ALLOW_HTTP": "true"}
+    https = TableStore.from_config("s3://bucket", endpoint_url="https://s3.example.com", region="us-east-1")
+    assert "AWS_ALLOW_HTTP" not in https.storage_options  # plain http only for an http endpoint
+    with pytest.raises(ValueError, match="s3://"):
+        TableStore.from_config("gs://bucket/lake")
+    assert "SECRET" not in str(s3.describe())
+
+
+def test_an_empty_batch_still_records_its_commit(store: TableStore) -> None:
+    """A batch whose rows all went elsewhere (quarantine) still commits its id to the table, so a
+    retry knows it is done."""
+    schema = rows("e", "w").schema
+    store.commit("views", rows("e0", "w"), txn="ingest:e0", partition_by=["event_date"])
+    assert store.commit("views", schema.empty_table(), txn="ingest:e1") is not None
+    assert store.committed("views", "ingest:e1") and store.commit("views", schema.empty_table(), txn="ingest:e1") is None
+    assert sum(_event_ids(store, "views").values()) == 10
+    assert isinstance(store.dataset("views").schema, pa.Schema)

@@ -1,0 +1,134 @@
+"""The lake's tables as Delta Lake tables (delta-rs), on local disk or any S3-compatible store.
+
+DESIGN.md decision 8: the lake is an open table format, not a protocol of our own. This module is
+the one place that knows where the tables live and how a batch commits to one:
+
+- **Where.** ``TableStore.from_config("data/lake")`` keeps them under a local directory (the
+  default); ``TableStore.from_config("s3://bucket/prefix", endpoint_url=..., region=...)`` puts
+  them in a bucket. Credentials come from the standard AWS environment variables
+  (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``), never from the repo.
+  Concurrent writers on S3 use the store's conditional writes (``aws_conditional_put=etag``), so
+  no lock service is needed.
+- **Committing.** ``commit(name, data, txn=...)`` appends ``data`` to a table as one Delta
+  transaction carrying an application transaction id, and skips it when that id is already in
+  the table's log: a retried or concurrent commit of the same batch lands exactly once. The id is
+  one per batch (``txn = "ingest:<batch id>"``), not one app id with a batch counter: batch ids
+  are content hashes and several writers run at once, and Delta's transaction version is a
+  per-app high-water mark, so a concurrent lower number would read as already committed.
+- **Reading.** ``dataset(name, version=None)`` is the table at a committed version as an Arrow
+  dataset (DuckDB scans it; polars reads the same table with ``scan_delta``): never a glob of
+  files, so a reader sees only what a commit names.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+TXN_VERSION = 1  # every batch's transaction id is its own app id, at this version
+
+
+@dataclass(frozen=True)
+class TableStore:
+    """Where the lake's Delta tables live: ``root`` is a local directory or ``s3://bucket/prefix``."""
+
+    root: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, root: str | os.PathLike, *, endpoint_url: str | None = None, region: str | None = None,
+                    allow_http: bool | None = None) -> TableStore:
+        """A store from configuration. For ``s3://`` roots, unset values fall back to the AWS
+        environment (``AWS_ENDPOINT_URL``, ``AWS_REGION``); plain http is allowed only for an
+        http endpoint (a local test server) unless said otherwise."""
+        root = str(root)
+        if not root.startswith("s3://"):
+            if "://" in root:
+                raise ValueError(f"unsupported lake location {root!r}: a local path or s3://bucket/prefix")
+            return cls(str(Path(root).absolute()))
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        options = {"aws_conditional_put": "etag"}
+        if endpoint:
+            options["AWS_ENDPOINT_URL"] = endpoint
+        if region or os.environ.get("AWS_REGION"):
+            options["AWS_REGION"] = region or os.environ["AWS_REGION"]
+        if allow_http if allow_http is not None else bool(endpoint and endpoint.startswith("http://")):
+            options["AWS_ALLOW_HTTP"] = "true"
+        return cls(root.rstrip("/"), options)
+
+    @property
+    def is_local(self) -> bool:
+        return not self.root.startswith("s3://")
+
+    def uri(self, name: str) -> str:
+        return f"{self.root}/{name}" if not self.is_local else str(Path(self.root) / name)
+
+    def table(self, name: str, version: int | None = None) -> DeltaTable | None:
+        """The table at ``version`` (default: the newest committed one); None if it does not exist."""
+        try:
+            return DeltaTable(self.uri(name), version=version, storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            return None
+
+    def version(self, name: str) -> int | None:
+        t = self.table(name)
+        return None if t is None else t.version()
+
+    def committed(self, name: str, txn: str) -> bool:
+        """Whether a commit with this transaction id is in the table's log."""
+        t = self.table(name)
+        return t is not None and t.transaction_version(txn) is not None
+
+    def commit(self, name: str, data: pa.Table, *, txn: str, partition_by: list[str] | None = None,
+               retries: int = 20) -> int | None:
+        """Append ``data`` as one transaction with id ``txn``. Returns the table's version just after
+        it (its own commit's, unless another writer committed in between), or None when a commit
+        with that id is already in the log (a retry, or a concurrent writer of the same batch won).
+
+        Optimistic: the writer checks the id on the snapshot it commits against; a concurrent
+        commit makes its own fail (Delta's conflict check, conditional puts on S3), and it looks
+        again: the id is there (nothing to do) or another batch won the race (commit again)."""
+        props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION)])
+        for attempt in range(retries):
+            t = self.table(name)
+            if t is not None and t.transaction_version(txn) is not None:
+                return None
+            try:
+                write_deltalake(t if t is not None else self.uri(name), data, mode="append",
+                                partition_by=partition_by if t is None else None,
+                                storage_options=self.storage_options or None, commit_properties=props)
+            except CommitFailedError:
+                if attempt == retries - 1:
+                    raise
+                time.sleep(min(0.5, 0.01 * 2 ** attempt))
+                continue
+            except Exception:
+                # Two writers creating the same table: one wins the first commit and the other's
+                # create fails with another error; it is then an existing table, so look again.
+                if t is None and self.table(name) is not None and attempt < retries - 1:
+                    continue
+                raise
+            return self.table(name).version()
+        return None  # not reached: the loop returns or raises
+
+    def dataset(self, name: str, version: int | None = None) -> pads.Dataset | None:
+        """The table at a committed version as an Arrow dataset (None if the table does not exist)."""
+        t = self.table(name, version)
+        return None if t is None else t.to_pyarrow_dataset()
+
+    def files(self, name: str, version: int | None = None) -> list[str]:
+        """The data files a committed version names (for audits; readers use ``dataset``)."""
+        t = self.table(name, version)
+        return [] if t is None else list(t.file_uris())
+
+    def describe(self) -> dict[str, Any]:
+        return {"root": self.root, "local": self.is_local,
+                "options": {k: v for k, v in self.storage_options.items() if "SECRET" not in k.upper()}}
