@@ -139,9 +139,10 @@ class TrainingPolicy(dg.ConfigurableResource):
     # occurrence (before, it reads the prior). Its counts live in the checkpoint and the serving
     # versions, so an online update continues them. None: every id is admitted at once.
     torch_admit_min_count: int | None = 2
-    # A serving version may expire at most this share of a table's rows; more fails the run
+    # An online update may expire at most this share of a served table's rows; more fails the run
     # (MassExpiry: a clock gone wrong would otherwise empty every server). A run that means it
-    # sets allow_mass_expiry (run config), once.
+    # sets allow_mass_expiry (run config), once. (The daily retrain publishes a fresh model, whose
+    # export is not an update of the served rows: not guarded.)
     max_expire_fraction: float = 0.2
     allow_mass_expiry: bool = False
 

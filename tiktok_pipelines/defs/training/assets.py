@@ -165,10 +165,14 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
         if champion_metrics:
             metadata[f"{name}/champion_auc_same_day"] = float(champion_metrics["auc"])
         if decision["promoted"] and isinstance(model, MonolithRanker):
-            published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots,
-                                         max_expire_fraction=training_policy.max_expire_fraction).publish(
+            published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots).publish(
                 model.embeddings.tables, now_s=now_s, dense=model.dense_state(), full=True,
-                allow_mass_expiry=training_policy.allow_mass_expiry,
+                # A fresh model: its export drops the ids not seen within the TTL before the end of
+                # its training window, which is what expiry is for (a window longer than the TTL
+                # drops many). The mass-expiry guard is for updates of served tables (online);
+                # here the clock is the training data's last event, validated and bounded by the
+                # wall clock at ingest.
+                allow_mass_expiry=True,
                 metadata={"model": name, "version": version, "eval_day": eval_day,
                           # the server corrects the ranker's scores for the negatives it dropped
                           "negative_rate": r,
