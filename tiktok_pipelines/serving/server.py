@@ -332,6 +332,13 @@ class ModelServer:
                 return False
             log.info("loading seq %s", chain.seq)
             loaded = self._prepare(self.reader.load(chain))
+            if len(loaded.video_ids) == 0:
+                self.refused = (identity, f"seq {chain.seq} would serve nothing: it has no live video rows")
+                log.error("%s; still serving seq %s", self.refused[1], current)
+                return False
+            self.state = loaded
+            log.info("serving seq %s (full %s)", loaded.seq, loaded.full_seq)
+            return True
         except FileNotFoundError:
             return False  # retention removed part of it meanwhile: the next poll lists again
         except Exception as e:  # a bad version must never take the server down: keep the last good one
@@ -341,16 +348,7 @@ class ModelServer:
             log.exception("reload failed; still serving seq %s", current)
             return False
         finally:
-            self._note_fallback()
-        if len(loaded.video_ids) == 0:
-            self.refused = (identity, f"seq {chain.seq} would serve nothing: it has no live video rows")
-            log.error("%s; still serving seq %s", self.refused[1], current)
-            self._note_fallback()
-            return False
-        self.state = loaded
-        self._note_fallback()
-        log.info("serving seq %s (full %s)", loaded.seq, loaded.full_seq)
-        return True
+            self._note_fallback()  # on every path: what /healthz reports follows each poll
 
     def _note_fallback(self) -> None:
         st, newest = self.state, self.reader.newest_seq
