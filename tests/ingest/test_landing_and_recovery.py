@@ -68,17 +68,9 @@ def _lake_ids(lake):
         f"SELECT event_id FROM read_parquet('{lake}/events/*/*/*.parquet')").fetchall())
 
 
-@pytest.mark.parametrize("fail_after_moves", [0, 1, 2])
-def test_crash_mid_publish_rolls_back_then_reingests_exactly_once(fail_after_moves, dirs, monkeypatch):
-    landing, lake = dirs
-    schema = STREAMS["views"]
-    # Two dates and a quarantined line: three files to move into the lake, so the crash can fall
-    # between any two of them.
-    recs = [valid_record(schema, i) for i in range(20)]
-    for r in recs[:5]:
-        r["ts_ms"] -= 86_400_000
-    write_landing(landing, "views", [dumps(r) for r in recs] + ["{broken"])
-
+def _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_moves: int) -> None:
+    """An ingest of every landing file that dies after moving ``fail_after_moves`` of its staged
+    Parquet files into the lake (before its commit record)."""
     real_replace = os.replace
     calls = {"n": 0}
 
@@ -93,6 +85,20 @@ def test_crash_mid_publish_rolls_back_then_reingests_exactly_once(fail_after_mov
     with pytest.raises(OSError):
         ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
     monkeypatch.setattr(engine.os, "replace", real_replace)
+
+
+@pytest.mark.parametrize("fail_after_moves", [0, 1, 2])
+def test_crash_mid_publish_rolls_back_then_reingests_exactly_once(fail_after_moves, dirs, monkeypatch):
+    landing, lake = dirs
+    schema = STREAMS["views"]
+    # Two dates and a quarantined line: three files to move into the lake, so the crash can fall
+    # between any two of them.
+    recs = [valid_record(schema, i) for i in range(20)]
+    for r in recs[:5]:
+        r["ts_ms"] -= 86_400_000
+    write_landing(landing, "views", [dumps(r) for r in recs] + ["{broken"])
+
+    _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_moves)
 
     # The dead batch left a pending manifest; nothing it published counts as committed.
     assert list((lake / "_pending").glob("*.json"))
@@ -125,20 +131,7 @@ def test_crash_mid_publish_with_hostile_files_then_reingest_quarantines_each_onc
     (dt_dir / "views-20261399T120000Z-000003.ndjson").write_text(dumps(valid_record(schema, 7)) + "\nbad\n")
     (dt_dir / "views-20991231T000000Z-000004.ndjson").write_text(dumps(valid_record(schema, 8)) + "\n")
 
-    real_replace = os.replace
-    calls = {"n": 0}
-
-    def dying_replace(src, dst):
-        if "/_staging/" in str(src) and "ingest_log" not in str(src):
-            if calls["n"] >= fail_after_moves:
-                raise OSError("simulated crash while publishing")
-            calls["n"] += 1
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(engine.os, "replace", dying_replace)
-    with pytest.raises(OSError):
-        ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
-    monkeypatch.setattr(engine.os, "replace", real_replace)
+    _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_moves)
 
     report = ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
     assert report.rolled_back_batches

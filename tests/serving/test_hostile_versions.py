@@ -13,19 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-import uvicorn
 
-from tests.serving.test_server import VIDEOS, build_tables, free_port, unit, write_catalog
+from tests.serving.test_server import VIDEOS, build_tables, served_over_http, unit, write_catalog
 from tiktok_pipelines.embedding import CollisionlessEmbeddingTable, TableConfig
 from tiktok_pipelines.serving import store
-from tiktok_pipelines.serving.server import ModelServer, create_app
+from tiktok_pipelines.serving.server import ModelServer
 from tiktok_pipelines.serving.store import (
     MassExpiry,
     ServingPublisher,
@@ -206,30 +203,17 @@ def test_healthz_is_503_when_degraded_and_readyz_while_it_can_answer(tmp_path: P
     write_catalog(tmp_path / "catalog")
     two_versions(root)
     server = ModelServer(root, catalog_dir=tmp_path / "catalog", reload_interval_s=0.05)
-    server.start()
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 20
-        while not uv.started and time.time() < deadline:
+    with served_over_http(server) as c:
+        assert c.get("/healthz").status_code == 200
+        bogus_newest(root)
+        deadline = time.time() + 10
+        while c.get("/healthz").status_code == 200 and time.time() < deadline:
             time.sleep(0.05)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-            assert c.get("/healthz").status_code == 200
-            bogus_newest(root)
-            deadline = time.time() + 10
-            while c.get("/healthz").status_code == 200 and time.time() < deadline:
-                time.sleep(0.05)
-            r = c.get("/healthz")
-            assert r.status_code == 503 and r.json()["status"] == "degraded"
-            assert "v00000003" in r.json()["rejected_versions"]
-            assert c.get("/readyz").status_code == 200
-            assert c.get("/recommend", params={"user_id": 1, "k": 3}).json()["items"]
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
-        server.stop()
+        r = c.get("/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "degraded"
+        assert "v00000003" in r.json()["rejected_versions"]
+        assert c.get("/readyz").status_code == 200
+        assert c.get("/recommend", params={"user_id": 1, "k": 3}).json()["items"]
 
 
 def test_a_server_with_nothing_loadable_is_not_ready(tmp_path: Path) -> None:

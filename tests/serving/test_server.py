@@ -3,6 +3,7 @@ load, corrupt versions, and impressions logged back into the landing zone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -69,21 +70,31 @@ def running(tmp_path: Path):
     publisher = ServingPublisher(root)
     publisher.publish(tables, now_s=1, dense={"w": np.zeros(1)}, full=True)
     server = ModelServer(root, catalog_dir=tmp_path / "catalog", landing=landing, reload_interval_s=0.1)
+    with served_over_http(server) as client:
+        yield client, server, publisher, tables, tmp_path
+
+
+@contextlib.contextmanager
+def served_over_http(server: ModelServer):
+    """``server`` hot-reloading and answering real HTTP (uvicorn in a thread, with the limits
+    ``serve`` runs with); yields a client. Stops both on exit."""
     server.start()
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning",
-                                       **uvicorn_settings()))  # the limits `serve` runs with
+                                       **uvicorn_settings()))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
-    deadline = time.time() + 20
-    while not uv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert uv.started
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        yield client, server, publisher, tables, tmp_path
-    uv.should_exit = True
-    thread.join(timeout=10)
-    server.stop()
+    try:
+        deadline = time.time() + 20
+        while not uv.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert uv.started
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        server.stop()
 
 
 def test_recommend_scores_by_the_two_towers(running) -> None:
