@@ -99,23 +99,29 @@ class TableStore:
         props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION)])
         for attempt in range(retries):
             t = self.table(name)
-            if t is not None and t.transaction_version(txn) is not None:
+            if t is None:
+                # Create the table first, empty and without the id, then commit against a
+                # snapshot like any other commit. A commit that creates the table has no snapshot
+                # whose transaction ids the conflict check could compare: two writers racing to
+                # create it with the same batch both landed (seen on S3 in CI). Two racing empty
+                # creates are harmless.
+                try:
+                    write_deltalake(self.uri(name), data.schema.empty_table(), mode="append",
+                                    partition_by=partition_by, storage_options=self.storage_options or None)
+                except Exception:
+                    if self.table(name) is None:  # not a lost race: a real failure
+                        raise
+                continue
+            if t.transaction_version(txn) is not None:
                 return None
             try:
-                write_deltalake(t if t is not None else self.uri(name), data, mode="append",
-                                partition_by=partition_by if t is None else None,
-                                storage_options=self.storage_options or None, commit_properties=props)
+                write_deltalake(t, data, mode="append", storage_options=self.storage_options or None,
+                                commit_properties=props)
             except CommitFailedError:
                 if attempt == retries - 1:
                     raise
                 time.sleep(min(0.5, 0.01 * 2 ** attempt))
                 continue
-            except Exception:
-                # Two writers creating the same table: one wins the first commit and the other's
-                # create fails with another error; it is then an existing table, so look again.
-                if t is None and self.table(name) is not None and attempt < retries - 1:
-                    continue
-                raise
             return self.table(name).version()
         return None  # not reached: the loop returns or raises
 

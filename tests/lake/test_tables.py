@@ -28,15 +28,16 @@ def _event_ids(store: TableStore, name: str, version: int | None = None) -> Coun
 
 def test_a_batch_commits_once_however_often_it_is_retried(store: TableStore) -> None:
     assert store.table("views") is None and store.dataset("views") is None
-    v0 = store.commit("views", rows("b1", "w"), txn="ingest:b1", partition_by=["event_date"])
-    assert v0 == 0 and store.committed("views", "ingest:b1")
+    v1 = store.commit("views", rows("b1", "w"), txn="ingest:b1", partition_by=["event_date"])
+    # version 0 creates the (empty) table; the batch is version 1
+    assert v1 == 1 and store.committed("views", "ingest:b1") and sum(_event_ids(store, "views", 0).values()) == 0
     assert store.commit("views", rows("b1", "w"), txn="ingest:b1") is None  # a retry: nothing
-    v1 = store.commit("views", rows("b2", "w"), txn="ingest:b2")
-    assert v1 == 1 and store.version("views") == 1
+    v2 = store.commit("views", rows("b2", "w"), txn="ingest:b2")
+    assert v2 == 2 and store.version("views") == 2
     ids = _event_ids(store, "views")
     assert len(ids) == 20 and set(ids.values()) == {1}
-    # time travel: version 0 holds the first batch only
-    assert set(_event_ids(store, "views", 0)) == {f"b1-{i}" for i in range(10)}
+    # time travel: version 1 holds the first batch only
+    assert set(_event_ids(store, "views", 1)) == {f"b1-{i}" for i in range(10)}
     assert not store.committed("views", "ingest:b3")
 
 
