@@ -22,18 +22,38 @@ the one place that knows where the tables live and how a batch commits to one:
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction
 
 TXN_VERSION = 1  # every batch's transaction id is its own app id, at this version
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A finished Parquet file on local disk, to be added to a table by ``commit_files``."""
+
+    local_path: Path
+    name: str  # the file's name in the table: unique per batch (it carries the batch id)
+    num_records: int
+    partition: dict[str, str] = field(default_factory=dict)  # {"event_date": "2026-01-01"}
+
+    @property
+    def rel_path(self) -> str:
+        """Where it lies under the table: hive-style folders, as every Delta writer lays them out."""
+        return "".join(f"{k}={urllib.parse.quote(v, safe='')}/" for k, v in self.partition.items()) + self.name
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,115 @@ class TableStore:
     def uri(self, name: str) -> str:
         return f"{self.root}/{name}" if not self.is_local else str(Path(self.root) / name)
 
+    def filesystem(self) -> pafs.FileSystem:
+        """An Arrow file system over the store (paths below are ``<bucket>/<key>`` on S3)."""
+        if self.is_local:
+            return pafs.LocalFileSystem()
+        o = self.storage_options
+        endpoint = o.get("AWS_ENDPOINT_URL")
+        parsed = urllib.parse.urlparse(endpoint) if endpoint else None
+        return pafs.S3FileSystem(
+            region=o.get("AWS_REGION"),
+            endpoint_override=parsed.netloc if parsed else None,
+            scheme=parsed.scheme if parsed else "https",
+        )
+
+    def fs_path(self, name: str, rel: str = "") -> str:
+        """A table's (or a file's in it) path for ``filesystem()``."""
+        base = self.uri(name)
+        if not self.is_local:
+            base = base[len("s3://"):]
+        return f"{base}/{rel}" if rel else base
+
+    def ensure(self, name: str, schema: pa.Schema, partition_by: list[str] | None = None) -> DeltaTable:
+        """The table, created empty with ``schema`` if it does not exist (two racing creates are
+        harmless: both write version 0's identical metadata, one wins, the other finds the table)."""
+        t = self.table(name)
+        if t is not None:
+            return t
+        try:
+            write_deltalake(self.uri(name), schema.empty_table(), mode="append", partition_by=partition_by,
+                            storage_options=self.storage_options or None)
+        except Exception:
+            if self.table(name) is None:  # not a lost race: a real failure
+                raise
+        return self.table(name)
+
+    def commit_files(self, name: str, files: list[StagedFile], *, schema: pa.Schema, txn: str,
+                     partition_by: list[str] | None = None, retries: int = 20) -> int | None:
+        """Put already written Parquet files into a table and add them as one transaction with id
+        ``txn``; None when that id is already in the log (nothing is added twice).
+
+        The files are moved (local) or uploaded (S3) under their final names first. Until the
+        commit names them they are invisible to every Delta reader; a writer that dies here
+        leaves orphans that ``vacuum`` removes, never rows."""
+        t = self.ensure(name, schema, partition_by)
+        if t.transaction_version(txn) is not None:
+            return None
+        fs = self.filesystem()
+        for f in files:
+            dst = self.fs_path(name, f.rel_path)
+            if self.is_local:
+                Path(dst).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f.local_path, dst)
+            else:
+                pafs.copy_files(str(f.local_path), dst, source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=fs)
+        if self.is_local:
+            from tiktok_pipelines.lake import fsync_path
+
+            for d in {Path(self.fs_path(name, f.rel_path)).parent for f in files}:
+                fsync_path(d)
+        now_ms = int(time.time() * 1000)
+        actions = [
+            AddAction(f.rel_path, fs.get_file_info(self.fs_path(name, f.rel_path)).size, f.partition,
+                      now_ms, True, json.dumps({"numRecords": f.num_records}))
+            for f in files
+        ]
+        props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION)])
+        for attempt in range(retries):
+            if attempt:
+                t = self.table(name)
+                if t.transaction_version(txn) is not None:
+                    return None
+            try:
+                t.create_write_transaction(actions, "append", schema, partition_by=partition_by,
+                                           commit_properties=props)
+            except CommitFailedError:
+                if attempt == retries - 1:
+                    raise
+                time.sleep(min(0.5, 0.01 * 2 ** attempt))
+                continue
+            return self.table(name).version()
+        return None  # not reached
+
+    def swap(self, name: str, data: pa.Table, *, app: str, expected: int) -> bool:
+        """Replace a small table's contents with ``data`` if the app transaction ``app`` is at
+        version ``expected`` (0: never committed), committing ``expected + 1``; False when another
+        writer moved it first. Delta refuses a commit whose app id a concurrent commit also
+        carries, so of two writers swapping from the same version exactly one lands: a
+        compare-and-swap on the store's conditional writes, with no lock service."""
+        t = self.ensure(name, data.schema)
+        if (t.transaction_version(app) or 0) != expected:
+            return False
+        try:
+            write_deltalake(t, data, mode="overwrite", storage_options=self.storage_options or None,
+                            commit_properties=CommitProperties(app_transactions=[Transaction(app, expected + 1)]))
+        except CommitFailedError:
+            return False
+        return True
+
+    def add_actions(self, name: str, version: int | None = None) -> pa.Table | None:
+        """The files a committed version names, one row each: path, size_bytes, num_records,
+        partition.<column> (the Delta log's view, no data read)."""
+        t = self.table(name, version)
+        return None if t is None else pa.table(t.get_add_actions(flatten=True))
+
+    def row_count(self, name: str, version: int | None = None) -> int:
+        """Rows in a committed version, from the log's per-file record counts."""
+        a = self.add_actions(name, version)
+        return 0 if a is None or a.num_rows == 0 else int(pa.compute.sum(a.column("num_records")).as_py() or 0)
+
     def table(self, name: str, version: int | None = None) -> DeltaTable | None:
         """The table at ``version`` (default: the newest committed one); None if it does not exist."""
         try:
@@ -103,14 +232,8 @@ class TableStore:
                 # Create the table first, empty and without the id, then commit against a
                 # snapshot like any other commit. A commit that creates the table has no snapshot
                 # whose transaction ids the conflict check could compare: two writers racing to
-                # create it with the same batch both landed (seen on S3 in CI). Two racing empty
-                # creates are harmless.
-                try:
-                    write_deltalake(self.uri(name), data.schema.empty_table(), mode="append",
-                                    partition_by=partition_by, storage_options=self.storage_options or None)
-                except Exception:
-                    if self.table(name) is None:  # not a lost race: a real failure
-                        raise
+                # create it with the same batch both landed (seen on S3 in CI).
+                self.ensure(name, data.schema, partition_by)
                 continue
             if t.transaction_version(txn) is not None:
                 return None
@@ -125,10 +248,11 @@ class TableStore:
             return self.table(name).version()
         return None  # not reached: the loop returns or raises
 
-    def dataset(self, name: str, version: int | None = None) -> pads.Dataset | None:
-        """The table at a committed version as an Arrow dataset (None if the table does not exist)."""
+    def dataset(self, name: str, version: int | None = None, partitions: list | None = None) -> pads.Dataset | None:
+        """The table at a committed version as an Arrow dataset (None if the table does not exist);
+        ``partitions`` prunes files by partition value, e.g. ``[("event_date", "in", days)]``."""
         t = self.table(name, version)
-        return None if t is None else t.to_pyarrow_dataset()
+        return None if t is None else t.to_pyarrow_dataset(partitions=partitions)
 
     def files(self, name: str, version: int | None = None) -> list[str]:
         """The data files a committed version names (for audits; readers use ``dataset``)."""

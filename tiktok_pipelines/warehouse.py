@@ -100,7 +100,7 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path) -> dict[
         else:
             cols = {f.name: sql_type(f) for f in schema.fields}
             cols.update({"_src_file": "VARCHAR", "_src_line": "BIGINT", "_batch_id": "VARCHAR",
-                         "_payload_hash": "UBIGINT", "event_date": "DATE"})
+                         "_payload_hash": "BIGINT", "event_date": "DATE"})
             body = _empty_select(cols)
         con.execute(f"CREATE OR REPLACE VIEW raw.{stream} AS {body}")
         counts[f"raw.{stream}"] = con.execute(f"SELECT count(*) FROM raw.{stream}").fetchall()[0][0]

@@ -10,10 +10,12 @@ timestamp included) is the same, and a conflicting duplicate otherwise, whatever
 
 from __future__ import annotations
 
-import shutil
+import datetime as dt
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
 
 from tests.dagster.conftest import resources_for
 from tests.ingest.conftest import FLUSHED_AT_MS, TS_MS, dumps, valid_record, write_landing
@@ -32,14 +34,14 @@ def _ingest(landing, lake, now_ms, **settings):
 
 
 def _rows(lake, event_id):
-    return duckdb.sql(
-        f"SELECT event_date::VARCHAR, _src_file FROM read_parquet('{lake}/events/views/*/*.parquet', "
-        f"hive_partitioning=true) WHERE event_id = '{event_id}' ORDER BY 1").fetchall()
+    views = DeltaTable(str(lake / "events" / "views")).to_pyarrow_dataset()  # noqa: F841 (read by DuckDB)
+    return duckdb.sql(f"SELECT event_date::VARCHAR, _src_file FROM views WHERE event_id = '{event_id}' "
+                      "ORDER BY 1").fetchall()
 
 
 def _quarantined(lake):
-    return sorted(duckdb.sql(
-        f"SELECT event_id, reason FROM read_parquet('{lake}/quarantine/*.parquet')").fetchall())
+    quarantine = DeltaTable(str(lake / "quarantine")).to_pyarrow_dataset()  # noqa: F841 (read by DuckDB)
+    return sorted(duckdb.sql("SELECT event_id, reason FROM quarantine").fetchall())
 
 
 def test_a_resend_on_another_date_in_a_later_batch_is_not_stored_twice(dirs):
@@ -109,11 +111,12 @@ def test_the_event_id_unique_check_covers_the_lateness_window(tmp_path):
     write_landing(landing, "views", [dumps(valid_record(VIEWS, 0, event_id="A"))], seq=1)
     with dg.instance_for_test() as instance:
         assert dg.materialize([ingest_landing], resources=resources_for(data), instance=instance).success
-        # Someone copies a partition's file into the day before (a bad manual backfill).
-        (src,) = (lake / "events" / "views" / "event_date=2026-11-02").glob("*.parquet")
-        dst = lake / "events" / "views" / "event_date=2026-11-01" / "part-manual-c0.parquet"
-        dst.parent.mkdir(parents=True)
-        shutil.copy(src, dst)
+        # Someone commits a copy of a partition's rows into the day before (a bad manual backfill).
+        table = str(lake / "events" / "views")
+        rows = DeltaTable(table).to_pyarrow_table()
+        rows = rows.set_column(rows.schema.get_field_index("event_date"), "event_date",
+                               pa.array([dt.date(2026, 11, 1)] * rows.num_rows, pa.date32()))
+        write_deltalake(table, rows, mode="append")
         # The next run touches only 2026-11-02 (and adds no duplicate itself).
         write_landing(landing, "views", [dumps(valid_record(VIEWS, 1, event_id="B"))], seq=2,
                       flushed_at_ms=FLUSHED_AT_MS + 60_000)

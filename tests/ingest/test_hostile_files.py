@@ -196,21 +196,6 @@ def test_the_flush_bound_can_be_widened_for_a_world_dated_ahead(dirs):
     assert [(r["src_line"], r["reason"]) for r in _quarantine(lake)] == [(2, "future_timestamp")]
 
 
-def test_old_ingest_logs_stay_readable(dirs):
-    """An ingest log written before ``file_reason`` existed reads with the column null."""
-    landing, lake = dirs
-    write_landing(landing, "views", [_event(1, ts_ms=TS_MS)], seq=1)
-    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake, now_ms=NOW_MS)
-    (log_file,) = (lake / "ingest_log").glob("*.parquet")
-    old = pq.read_table(log_file)
-    pq.write_table(old.drop_columns(["file_reason"]), log_file)
-    log = Lake(lake).read_ingest_log()
-    assert log.schema == INGEST_LOG_SCHEMA and log.column("file_reason").to_pylist() == [None]
-    write_landing(landing, "views", [_event(2, ts_ms=TS_MS)], seq=2)
-    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake, now_ms=NOW_MS)
-    assert len(Lake(lake).read_ingest_log()) == 2
-
-
 def test_cli_ingest_exits_0_with_hostile_files_present(tmp_path, capsys):
     """The review's reproduction: each of these made ``tiktok-pipelines ingest`` exit 1."""
     from tiktok_pipelines.cli import main

@@ -1,17 +1,17 @@
-"""Landing-path safety, idempotent re-ingest, and recovery from a writer that died mid-publish."""
+"""Landing-path safety, idempotent re-ingest, and a batch whose writer died mid-commit finished exactly once."""
 
 from __future__ import annotations
 
 import os
 
-import duckdb
 import pytest
+from deltalake import DeltaTable
 
 from tests.ingest.conftest import dumps, valid_record, write_landing
-from tiktok_pipelines.ingest import engine
-from tiktok_pipelines.ingest.engine import audit_batch, ingest_files
+from tiktok_pipelines.ingest.engine import Lake, audit_batch, ingest_files
 from tiktok_pipelines.ingest.landing import UnsafeLandingPath, list_landing_files, safe_landing_path, stat_landing_file
 from tiktok_pipelines.schemas import STREAMS
+from tiktok_pipelines.tables import TableStore
 
 
 @pytest.mark.parametrize(
@@ -64,58 +64,70 @@ def test_reingest_changes_nothing(dirs):
 
 
 def _lake_ids(lake):
-    return sorted(r[0] for r in duckdb.sql(
-        f"SELECT event_id FROM read_parquet('{lake}/events/*/*/*.parquet')").fetchall())
+    """The committed event ids, read through the Delta log (an orphan file a dead writer left
+    in a table's folder is not in it)."""
+    return sorted(DeltaTable(str(lake / "events" / "views")).to_pyarrow_table(columns=["event_id"])
+                  .column("event_id").to_pylist())
 
 
-def _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_moves: int) -> None:
-    """An ingest of every landing file that dies after moving ``fail_after_moves`` of its staged
-    Parquet files into the lake (before its commit record)."""
-    real_replace = os.replace
+def _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_commits: int) -> str:
+    """An ingest of every landing file that dies after ``fail_after_commits`` of its table
+    commits (events, quarantine, ingest log, in that order); returns the dead batch's id."""
     calls = {"n": 0}
 
-    def dying_replace(src, dst):
-        if "/_staging/" in str(src) and "ingest_log" not in str(src):
-            if calls["n"] >= fail_after_moves:
-                raise OSError("simulated crash while publishing")
+    def dying(real):
+        def commit(self, *args, **kwargs):
+            if calls["n"] >= fail_after_commits:
+                raise OSError("simulated crash while committing")
             calls["n"] += 1
-        return real_replace(src, dst)
+            return real(self, *args, **kwargs)
+        return commit
 
-    monkeypatch.setattr(engine.os, "replace", dying_replace)
-    with pytest.raises(OSError):
-        ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
-    monkeypatch.setattr(engine.os, "replace", real_replace)
+    with monkeypatch.context() as m:
+        m.setattr(TableStore, "commit_files", dying(TableStore.commit_files))
+        m.setattr(TableStore, "commit", dying(TableStore.commit))
+        with pytest.raises(OSError):
+            ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
+    _, plan = Lake(lake).state()
+    assert plan is not None, "the dead batch should still be in flight"
+    return plan["batch_id"]
 
 
-@pytest.mark.parametrize("fail_after_moves", [0, 1, 2])
-def test_crash_mid_publish_rolls_back_then_reingests_exactly_once(fail_after_moves, dirs, monkeypatch):
+@pytest.mark.parametrize("fail_after_commits", [0, 1, 2])
+def test_crash_mid_commit_is_finished_exactly_once_before_new_files(fail_after_commits, dirs, monkeypatch):
     landing, lake = dirs
     schema = STREAMS["views"]
-    # Two dates and a quarantined line: three files to move into the lake, so the crash can fall
-    # between any two of them.
+    # Two dates and a quarantined line: three table commits (events, quarantine, ingest log), so
+    # the crash can fall before any of them.
     recs = [valid_record(schema, i) for i in range(20)]
     for r in recs[:5]:
         r["ts_ms"] -= 86_400_000
-    write_landing(landing, "views", [dumps(r) for r in recs] + ["{broken"])
+    write_landing(landing, "views", [dumps(r) for r in recs] + ["{broken"], seq=1)
 
-    _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_moves)
-
-    # The dead batch left a pending manifest; nothing it published counts as committed.
-    assert list((lake / "_pending").glob("*.json"))
+    dead = _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_commits)
+    # A file arrives before the next run, repeating one event of the dead batch: the next writer
+    # finishes the dead batch from its plan first, then judges the new file against it.
+    write_landing(landing, "views", [dumps(recs[0]), dumps(valid_record(schema, 99))], seq=2)
     report = ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
-    assert report.rolled_back_batches
-    assert _lake_ids(lake) == sorted(r["event_id"] for r in recs)
-    assert report.totals()["rows_quarantine"] == 1
-    assert audit_batch(lake, landing, report.batch_id) == []
-    assert not list((lake / "_pending").glob("*.json"))
+    assert report.resumed_batches == [dead]
+    assert report.batch_id != dead and report.totals()["rows_duplicate"] == 1
+    assert _lake_ids(lake) == sorted([r["event_id"] for r in recs] + [valid_record(schema, 99)["event_id"]])
+    assert audit_batch(lake, landing, dead) == [] and audit_batch(lake, landing, report.batch_id) == []
+    log = Lake(lake).read_ingest_log()
+    assert sorted(log.column("batch_id").to_pylist()) == sorted([dead, report.batch_id])
+    assert sum(log.column("rows_quarantine").to_pylist()) == 1
+    assert Lake(lake).state()[1] is None
+    # Each table holds each batch's transaction once.
+    for table in ("events/views", "quarantine", "ingest_log"):
+        assert DeltaTable(str(lake / table)).transaction_version(f"ingest:{dead}") == 1
 
 
-@pytest.mark.parametrize("fail_after_moves", [0, 1, 2])
-def test_crash_mid_publish_with_hostile_files_then_reingest_quarantines_each_once(fail_after_moves, dirs,
+@pytest.mark.parametrize("fail_after_commits", [0, 1, 2])
+def test_crash_mid_publish_with_hostile_files_then_reingest_quarantines_each_once(fail_after_commits, dirs,
                                                                                    monkeypatch):
     """Issue 15 in the fault suite: a batch holding files quarantined whole (an impossible date, a
     flush time in 2099) and a re-send re-stamped to another date dies while publishing. The retry
-    rolls it back and commits once: the hostile files' lines in quarantine once each, and the
+    finishes it and commits once: the hostile files' lines in quarantine once each, and the
     re-send judged against the first copy (a conflict), not against the dead batch's own copy."""
     landing, lake = dirs
     schema = STREAMS["views"]
@@ -131,14 +143,15 @@ def test_crash_mid_publish_with_hostile_files_then_reingest_quarantines_each_onc
     (dt_dir / "views-20261399T120000Z-000003.ndjson").write_text(dumps(valid_record(schema, 7)) + "\nbad\n")
     (dt_dir / "views-20991231T000000Z-000004.ndjson").write_text(dumps(valid_record(schema, 8)) + "\n")
 
-    _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_moves)
+    dead = _ingest_dying_mid_publish(landing, lake, monkeypatch, fail_after_commits)
 
     report = ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
-    assert report.rolled_back_batches
+    assert report.resumed_batches == [dead] and report.batch_id is None
     assert _lake_ids(lake) == sorted(["A"] + [r["event_id"] for r in recs])
-    reasons = sorted(duckdb.sql(f"SELECT reason FROM read_parquet('{lake}/quarantine/*.parquet')").fetchall())
-    assert reasons == [("conflicting_duplicate",), ("future_flush_time",), ("invalid_flush_time",),
-                       ("invalid_flush_time",)]
-    assert sorted(r for _, r in report.quarantined_files()) == ["future_flush_time", "invalid_flush_time"]
-    assert audit_batch(lake, landing, report.batch_id) == []
-    assert not list((lake / "_pending").glob("*.json"))
+    reasons = sorted(DeltaTable(str(lake / "quarantine")).to_pyarrow_table(columns=["reason"])
+                     .column("reason").to_pylist())
+    assert reasons == ["conflicting_duplicate", "future_flush_time", "invalid_flush_time", "invalid_flush_time"]
+    log = Lake(lake).read_ingest_log().to_pylist()
+    assert sorted(r["file_reason"] for r in log if r["file_reason"]) == ["future_flush_time", "invalid_flush_time"]
+    assert audit_batch(lake, landing, dead) == []
+    assert Lake(lake).state()[1] is None

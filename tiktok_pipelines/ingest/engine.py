@@ -32,21 +32,25 @@ Layout under ``lake_root``::
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import datetime as dt
 import glob
 import hashlib
 import json
-import os
 import shutil
+import tempfile
 import time
+import urllib.parse
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from tiktok_pipelines.ingest.landing import (
@@ -57,20 +61,17 @@ from tiktok_pipelines.ingest.landing import (
     shown_path,
 )
 from tiktok_pipelines.ingest.validate import validation_sql
-from tiktok_pipelines.lake import (
-    atomic_replace,
-    atomic_write_json,
-    exclusive_lock,
-    fsync_path,
-    sql_path,
-)
-from tiktok_pipelines.schemas import STREAMS
+from tiktok_pipelines.lake import exclusive_lock, sql_path
+from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING
+from tiktok_pipelines.tables import StagedFile, TableStore
 
 EVENTS_DIR = "events"
 QUARANTINE_DIR = "quarantine"
 INGEST_LOG_DIR = "ingest_log"
-STAGING_DIR = "_staging"
-PENDING_DIR = "_pending"
+STAGING_DIR = "_staging"  # local lakes: a batch's files before they are committed
+STATE_TABLE = "_ingest_state"
+STATE_APP = "ingest-state"  # the app transaction id whose version is the state's generation
+STATE_SCHEMA = pa.schema([("generation", pa.int64()), ("batch_id", pa.string()), ("plan", pa.string())])
 
 # DuckDB writes Parquet row groups in parallel: 500k-row groups left one of the two cores idle
 # and wrote at half the speed of this size, which is still big enough for fast scans.
@@ -168,7 +169,7 @@ class IngestReport:
     skipped_files: list[str] = field(default_factory=list)
     reasons: Counter = field(default_factory=Counter)
     dates_by_stream: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    rolled_back_batches: list[str] = field(default_factory=list)
+    resumed_batches: list[str] = field(default_factory=list)  # batches in flight, finished first
     seconds: float = 0.0
 
     def totals(self, stream: str | None = None) -> dict[str, int]:
@@ -254,55 +255,98 @@ def _utf8_bad_mask(lines: pa.Array) -> np.ndarray | None:
 
 
 class Lake:
-    """The Parquet lake on a local (or mounted shared) file system."""
+    """The lake's Delta tables (``tables.TableStore``: a local directory or ``s3://bucket/prefix``).
 
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
+    Tables: ``events/<stream>`` (partitioned by ``event_date``), ``quarantine``, ``ingest_log``
+    (one row per ingested landing file: the files a batch committed) and ``_ingest_state`` (the
+    batch in flight, if any: see ``ingest_files``).
+    """
+
+    def __init__(self, root: Path | str, store: TableStore | None = None):
+        self.store = store or TableStore.from_config(root)
+        # A local directory for the lock and the staging area; None for a lake on object storage.
+        self.root: Path | None = Path(self.store.root) if self.store.is_local else None
 
     def events_dir(self, stream: str) -> Path:
+        """A local events table's folder (for links in metadata; readers use the Delta table)."""
+        assert self.root is not None, "an object-storage lake has no local folder"
         return self.root / EVENTS_DIR / stream
 
     def events_glob(self, stream: str) -> str:
-        return str(self.events_dir(stream) / "*" / "*.parquet")
+        # Transitional: the Parquet files under a local table, committed or not. Readers move to
+        # the Delta snapshot (``events_dataset``).
+        return str(self.events_dir(stream) / "event_date=*" / "*.parquet")
 
     @property
     def quarantine_glob(self) -> str:
+        assert self.root is not None
         return str(self.root / QUARANTINE_DIR / "*.parquet")
 
     @property
     def ingest_log_glob(self) -> str:
+        assert self.root is not None
         return str(self.root / INGEST_LOG_DIR / "*.parquet")
 
+    def events_dataset(self, stream: str, version: int | None = None) -> pads.Dataset | None:
+        return self.store.dataset(events_table(stream), version)
+
     def read_ingest_log(self) -> pa.Table:
-        """Every commit record, in INGEST_LOG_SCHEMA (columns added since a file was written read as NULL)."""
-        d = self.root / INGEST_LOG_DIR
-        files = sorted(d.glob("*.parquet")) if d.is_dir() else []
-        if not files:
+        """Every commit record, in INGEST_LOG_SCHEMA."""
+        ds = self.store.dataset(INGEST_LOG_DIR)
+        if ds is None:
             return INGEST_LOG_SCHEMA.empty_table()
-        return pa.concat_tables([pq.read_table(f, schema=INGEST_LOG_SCHEMA) for f in files])
+        return ds.to_table().select(INGEST_LOG_SCHEMA.names).cast(INGEST_LOG_SCHEMA)
 
     def ingested_keys(self) -> set[str]:
-        return set(self.read_ingest_log().column("file_key").to_pylist())
+        ds = self.store.dataset(INGEST_LOG_DIR)
+        return set() if ds is None else set(ds.to_table(columns=["file_key"]).column("file_key").to_pylist())
 
-    def recover(self) -> list[str]:
-        """Roll back batches that staged or moved files but never wrote their commit record."""
-        rolled_back: list[str] = []
-        pending_dir = self.root / PENDING_DIR
-        staging_root = self.root / STAGING_DIR
-        for manifest_path in sorted(pending_dir.glob("*.json")) if pending_dir.is_dir() else []:
-            manifest = json.loads(manifest_path.read_text())
-            batch_id = manifest["batch_id"]
-            committed = (self.root / INGEST_LOG_DIR / f"batch-{batch_id}.parquet").exists()
-            if not committed:
-                for rel in manifest["final_paths"]:
-                    (self.root / rel).unlink(missing_ok=True)
-                rolled_back.append(batch_id)
-            manifest_path.unlink()
-        # Staging without a manifest: the writer died before publishing anything.
-        if staging_root.is_dir():
-            for d in staging_root.iterdir():
-                shutil.rmtree(d, ignore_errors=True)
-        return rolled_back
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """On local disk, writers on this machine take turns (cheaper than losing the lease race);
+        on object storage the lease in ``_ingest_state`` alone keeps batches one at a time."""
+        if self.root is None:
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.root / "_ingest.lock"):
+            yield
+
+    def state(self) -> tuple[int, dict | None]:
+        """(generation, plan of the batch in flight or None). The generation is the app
+        transaction version of ``_ingest_state``'s last commit: every change of state commits the
+        next one, so of two writers changing it from the same generation only one lands."""
+        t = self.store.table(STATE_TABLE)
+        gen = (t.transaction_version(STATE_APP) or 0) if t is not None else 0
+        if gen == 0:
+            return 0, None
+        rows = t.to_pyarrow_dataset().to_table().to_pylist()
+        row = next(r for r in rows if r["generation"] == gen)  # an overwrite leaves only this row
+        return gen, (json.loads(row["plan"]) if row["plan"] else None)
+
+    def set_state(self, gen: int, plan: dict | None) -> bool:
+        """Move the state from generation ``gen`` to ``plan`` (None: idle). False: another writer
+        changed it first (read it again)."""
+        row = pa.table({"generation": [gen + 1], "batch_id": [plan["batch_id"] if plan else None],
+                        "plan": [json.dumps(plan) if plan else None]}, schema=STATE_SCHEMA)
+        return self.store.swap(STATE_TABLE, row, app=STATE_APP, expected=gen)
+
+
+def events_table(stream: str) -> str:
+    return f"{EVENTS_DIR}/{stream}"
+
+
+_ARROW_TYPES = {STRING: pa.string(), INT64: pa.int64(), FLOAT64: pa.float64(), BOOL: pa.bool_(),
+                JSON_OBJECT: pa.string()}
+
+
+def events_schema(stream: str) -> pa.Schema:
+    """An events table's schema: the stream's fields, the lineage columns, the partition column."""
+    return pa.schema(
+        [(f.name, _ARROW_TYPES[f.type]) for f in STREAMS[stream].fields]
+        + [("_src_file", pa.string()), ("_src_line", pa.int64()), ("_batch_id", pa.string()),
+           ("_payload_hash", pa.int64()), ("event_date", pa.date32())]
+    )
 
 
 # ----------------------------------------------------------------------------------- the engine
@@ -337,30 +381,66 @@ def ingest_files(
     lake_root: Path | str,
     settings: IngestSettings | None = None,
     now_ms: int | None = None,
+    store: TableStore | None = None,
 ) -> IngestReport:
-    """Ingest ``files`` into the lake as one atomic batch (files already ingested are skipped)."""
+    """Ingest ``files`` into the lake as one batch (files already ingested are skipped).
+
+    One batch at a time, through a lease in ``_ingest_state``: a writer first records its plan
+    (the files, the clock it judges them by, its settings) as the batch in flight, then commits
+    the batch (one Delta transaction per table, each with the batch's transaction id), then sets
+    the state back to idle. A writer that finds a batch in flight finishes it first, from its plan:
+    the same files judged the same way produce the same rows, and a table that already holds the
+    batch's transaction is skipped, so a batch whose writer died (or is merely slow) lands exactly
+    once, and a half-committed batch never stays half-committed.
+    """
     settings = settings or IngestSettings()
-    lake = Lake(lake_root)
+    lake = Lake(lake_root, store)
     landing_root = Path(landing_root)
     started = time.perf_counter()
-    lake.root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lake.root / "_ingest.lock"):
-        rolled_back = lake.recover()
-        done = lake.ingested_keys()
-        todo = [f for f in sorted(set(files)) if f.key not in done]
-        report = IngestReport(batch_id=batch_id_for(todo) if todo else None, rolled_back_batches=rolled_back)
-        report.skipped_files = sorted(f.rel_path for f in files if f.key in done)
-        if todo:
-            try:
-                _run_batch(todo, report, lake, landing_root, settings, now_ms or int(time.time() * 1000))
-            except BaseException:
-                # Free the staged bytes now (on a full disk they would keep it full until the next
-                # run); whatever was already moved into the lake is in the pending manifest, which
-                # the next run rolls back.
-                shutil.rmtree(lake.root / STAGING_DIR / report.batch_id, ignore_errors=True)
-                raise
+    resumed: list[str] = []
+    with lake.writer_lock():
+        while True:
+            gen, plan = lake.state()
+            if plan is not None:
+                _run_plan(plan, IngestReport(batch_id=plan["batch_id"]), lake, landing_root)
+                resumed.append(plan["batch_id"])
+                lake.set_state(gen, None)  # False: its writer (or another) got there first
+                continue
+            done = lake.ingested_keys()
+            todo = [f for f in sorted(set(files)) if f.key not in done]
+            report = IngestReport(batch_id=batch_id_for(todo) if todo else None, resumed_batches=resumed)
+            report.skipped_files = sorted(f.rel_path for f in files if f.key in done)
+            if not todo:
+                break
+            plan = {
+                "batch_id": report.batch_id,
+                "now_ms": now_ms or int(time.time() * 1000),
+                "settings": dataclasses.asdict(settings),
+                "files": [dataclasses.asdict(f) for f in todo],
+            }
+            if not lake.set_state(gen, plan):
+                continue  # another writer planned a batch first: finish it, then look again
+            _run_plan(plan, report, lake, landing_root)
+            lake.set_state(gen + 1, None)
+            break
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _run_plan(plan: dict, report: IngestReport, lake: Lake, landing_root: Path) -> None:
+    todo = [LandingFile(**f) for f in plan["files"]]
+    settings = IngestSettings(**plan["settings"])
+    if lake.root is not None:
+        staging = lake.root / STAGING_DIR / plan["batch_id"]
+        shutil.rmtree(staging, ignore_errors=True)  # a dead writer's files: its plan is redone
+        staging.mkdir(parents=True)
+    else:
+        staging = Path(tempfile.mkdtemp(prefix=f"ingest-{plan['batch_id']}-"))
+    try:
+        _run_batch(todo, report, lake, landing_root, settings, plan["now_ms"], staging)
+    finally:
+        # Free the staged bytes now (on a full disk they would keep it full until the next run).
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _run_batch(
@@ -370,18 +450,16 @@ def _run_batch(
     landing_root: Path,
     settings: IngestSettings,
     now_ms: int,
+    staging: Path,
 ) -> None:
     batch_id = report.batch_id
     assert batch_id is not None
-    staging = lake.root / STAGING_DIR / batch_id
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
 
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
     if settings.duckdb_threads:
         con.execute(f"SET threads = {int(settings.duckdb_threads)}")
-    moves: list[tuple[Path, Path]] = []
+    moves: list[tuple[str, StagedFile]] = []  # (table, file) to commit
     counts: dict[str, FileCounts] = {f.key: FileCounts(f) for f in todo}
     limit_ms = settings.flush_limit_ms(now_ms)
     for f in todo:
@@ -396,7 +474,7 @@ def _run_batch(
     for stream, stream_files in sorted(by_stream.items()):
         # The ids this batch has put in the lake so far (the lake's own are probed per chunk).
         con.execute("DROP TABLE IF EXISTS seen")
-        con.execute("CREATE TEMP TABLE seen (event_id VARCHAR, payload_hash UBIGINT)")
+        con.execute("CREATE TEMP TABLE seen (event_id VARCHAR, payload_hash BIGINT)")
         for chunk_no, chunk in enumerate(_chunks(stream_files, settings.chunk_bytes)):
             _ingest_chunk(
                 con, stream, chunk, chunk_no, counts, report, lake, landing_root,
@@ -406,7 +484,6 @@ def _run_batch(
 
     for c in counts.values():
         if not c.balanced:
-            shutil.rmtree(staging, ignore_errors=True)
             raise AccountingError(
                 f"{c.file.rel_path}: read {c.rows_read} != lake {c.rows_lake} + quarantine "
                 f"{c.rows_quarantine} + duplicates {c.rows_duplicate}; batch {batch_id} not committed"
@@ -433,27 +510,21 @@ def _run_batch(
         },
         schema=INGEST_LOG_SCHEMA,
     )
-    log_tmp = staging / "ingest_log.parquet"
-    pq.write_table(log, log_tmp)
-
-    # Publish: manifest first (so a crash mid-way can be rolled back), then the renames, then the
-    # commit record, then clean up.
-    manifest = {
-        "batch_id": batch_id,
-        "final_paths": [str(dst.relative_to(lake.root)) for _, dst in moves],
-    }
-    pending = lake.root / PENDING_DIR / f"{batch_id}.json"
-    atomic_write_json(pending, manifest)
-    touched_dirs: set[Path] = set()
-    for src, dst in moves:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
-        touched_dirs.add(dst.parent)
-    for d in touched_dirs:
-        fsync_path(d)
-    atomic_replace(log_tmp, lake.root / INGEST_LOG_DIR / f"batch-{batch_id}.parquet")
-    pending.unlink()
-    shutil.rmtree(staging, ignore_errors=True)
+    # Commit: the batch's rows in each table it touches, one Delta transaction per table, each
+    # with the batch's transaction id (a table that already has it, from an earlier try of this
+    # plan, is skipped); the ingest log last, so a file counts as ingested only once all its rows
+    # are committed. Until then the plan stays in flight and the next writer finishes it.
+    txn = f"ingest:{batch_id}"
+    by_table: dict[str, list[StagedFile]] = defaultdict(list)
+    for table, staged in moves:
+        by_table[table].append(staged)
+    for table, staged in sorted(by_table.items()):
+        if table == QUARANTINE_DIR:
+            lake.store.commit_files(table, staged, schema=QUARANTINE_SCHEMA, txn=txn)
+        else:
+            lake.store.commit_files(table, staged, schema=events_schema(table.split("/", 1)[1]),
+                                    partition_by=["event_date"], txn=txn)
+    lake.store.commit(INGEST_LOG_DIR, log, txn=txn)
     report.files = list(counts.values())
 
 
@@ -470,7 +541,7 @@ def _ingest_chunk(
     settings: IngestSettings,
     batch_id: str,
     now_ms: int,
-    moves: list[tuple[Path, Path]],
+    moves: list[tuple[str, StagedFile]],
 ) -> None:
     schema = STREAMS[stream]
     line_arrays: list[pa.Array] = []
@@ -540,17 +611,20 @@ def _ingest_chunk(
     # it), so the cost is one scan of those two columns per chunk, and nothing when the window
     # holds no partition (a first load, a backfill into an empty lake).
     span = con.execute("SELECT min(event_date), max(event_date) FROM v WHERE reason IS NULL").fetchall()[0]
-    window = lake_partitions(lake.root, stream, span[0], span[1], settings.max_lateness_days) if span[0] else []
+    # The rows of this very batch are left out: a plan finished a second time (its writer died
+    # after committing some tables) must judge its lines exactly as the first try did.
+    source = (_events_source(con, lake, stream, _window_days(span[0], span[1], settings.max_lateness_days))
+              if span[0] else None)
     con.execute("DROP TABLE IF EXISTS lake_hits")
-    if window:
+    if source:
         con.execute(
             # any_value: one row per id even if the lake ever held two copies.
             f"CREATE TEMP TABLE lake_hits AS SELECT p.event_id, any_value(p._payload_hash) AS payload_hash "
-            f"FROM read_parquet([{', '.join(sql_path(str(d / '*.parquet')) for d in window)}]) p "
+            f"FROM (SELECT event_id, _payload_hash FROM {source} WHERE _batch_id <> '{batch_id}') p "
             f"SEMI JOIN (SELECT event_id FROM v WHERE reason IS NULL) USING (event_id) GROUP BY p.event_id"
         )
     else:
-        con.execute("CREATE TEMP TABLE lake_hits (event_id VARCHAR, payload_hash UBIGINT)")
+        con.execute("CREATE TEMP TABLE lake_hits (event_id VARCHAR, payload_hash BIGINT)")
 
     # Duplicates are rare: rank only the ids that occur twice in the chunk or were seen before.
     con.execute("DROP TABLE IF EXISTS judged")
@@ -616,9 +690,10 @@ def _ingest_chunk(
     # One plain COPY per date instead of PARTITION_BY: DuckDB's partitioned writer ran at half the
     # speed here, and a chunk rarely spans more than a few dates (late events).
     for day in lake_dates:
-        src = staging / EVENTS_DIR / stream / f"event_date={day}" / f"part-{batch_id}-c{chunk_no}.parquet"
+        name = f"part-{batch_id}-c{chunk_no}.parquet"
+        src = staging / EVENTS_DIR / stream / f"event_date={day}" / name
         src.parent.mkdir(parents=True, exist_ok=True)
-        con.execute(
+        written = con.execute(
             f"""
             COPY (
                 SELECT {names},
@@ -630,8 +705,8 @@ def _ingest_chunk(
                 FORMAT parquet, COMPRESSION {settings.compression}, ROW_GROUP_SIZE {ROW_GROUP_ROWS}
             )
             """
-        )
-        moves.append((src, lake.events_dir(stream) / f"event_date={day}" / src.name))
+        ).fetchall()[0][0]
+        moves.append((events_table(stream), StagedFile(src, name, int(written), {"event_date": day})))
         report.dates_by_stream[stream].add(day)
 
     quarantine_tbl = con.sql(
@@ -668,7 +743,7 @@ def _ingest_chunk(
         q_stage = staging / QUARANTINE_DIR / f"part-{batch_id}-{stream}-c{chunk_no}.parquet"
         q_stage.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(quarantine_tbl.cast(QUARANTINE_SCHEMA), q_stage, compression=settings.compression)
-        moves.append((q_stage, lake.root / QUARANTINE_DIR / q_stage.name))
+        moves.append((QUARANTINE_DIR, StagedFile(q_stage, q_stage.name, quarantine_tbl.num_rows)))
         for reason in quarantine_tbl.column("reason").to_pylist():
             report.reasons[reason.split(":", 1)[0]] += 1
 
@@ -710,34 +785,98 @@ def count_records(path: Path) -> int:
     return int(np.count_nonzero(ends > starts))
 
 
-def audit_batch(lake_root: Path | str, landing_root: Path | str, batch_id: str) -> list[str]:
-    """Recount a committed batch from what is on disk; an empty list means it balances.
+def _window_days(first: dt.date, last: dt.date, lateness_days: int) -> list[str]:
+    """The dates where a copy of an event dated in [first, last] may lie."""
+    lo = first - dt.timedelta(days=lateness_days)
+    return [(lo + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 2 * lateness_days + 1)]
+
+
+def _events_source(con: duckdb.DuckDBPyConnection, lake: Lake, stream: str, days: Iterable[str] | None,
+                   version: int | None = None) -> str | None:
+    return table_source(con, lake, events_table(stream), days=days, version=version)
+
+
+def table_source(con: duckdb.DuckDBPyConnection, lake: Lake | Path | str, table: str, *,
+                 days: Iterable[str] | None = None, version: int | None = None) -> str | None:
+    """A FROM-clause item for a lake table's committed rows at ``version`` (default: the newest),
+    only those dated in ``days`` if given (tables partitioned by ``event_date``); None when there
+    are none (or the table does not exist yet).
+
+    The files come from the Delta snapshot, never from a listing: a file a dead writer left behind
+    or one compaction replaced is not in it. On local disk DuckDB reads the files natively (with
+    the ``event_date`` partition column from their hive-style folders); on object storage it scans
+    the snapshot's Arrow dataset, registered on ``con``.
+    """
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    wanted = set(days) if days is not None else None
+    t = lake.store.table(table, version)
+    if t is None:
+        return None
+    partitioned = "event_date" in t.metadata().partition_columns
+    files = _partition_files(lake, table, "event_date", wanted if partitioned else None, version)
+    if not files:
+        return None
+    if lake.store.is_local:
+        hive = ", hive_partitioning = true" if partitioned else ""
+        return f"read_parquet([{', '.join(sql_path(f) for f in files)}]{hive})"
+    alias = f"_lake_{hashlib.sha1(repr((table, version, sorted(wanted or ()))).encode()).hexdigest()[:12]}"
+    parts = [("event_date", "in", sorted(wanted))] if partitioned and wanted is not None else None
+    con.register(alias, t.to_pyarrow_dataset(partitions=parts))
+    return alias
+
+
+def _partition_files(lake: Lake, table: str, column: str, values: set[str] | None,
+                     version: int | None = None, name_prefix: str | None = None) -> list[str]:
+    """Full paths (local) or s3:// URIs of a committed version's files, by partition value and name."""
+    acts = lake.store.add_actions(table, version)
+    if acts is None or acts.num_rows == 0:
+        return []
+    paths = acts.column("path").to_pylist()
+    parts = (acts.column(f"partition.{column}").to_pylist() if values is not None else [None] * len(paths))
+    base = lake.store.uri(table)
+    out = []
+    for path, part in zip(paths, parts):
+        if values is not None and str(part) not in values:
+            continue
+        if name_prefix and not path.rsplit("/", 1)[-1].startswith(name_prefix):
+            continue
+        out.append(f"{base}/{urllib.parse.unquote(path)}")
+    return out
+
+
+def _read_files(lake: Lake, files: list[str], columns: list[str]) -> pa.Table:
+    paths = [f[len("s3://"):] if f.startswith("s3://") else f for f in files]
+    return pads.dataset(paths, format="parquet", filesystem=lake.store.filesystem()).to_table(columns=columns)
+
+
+def audit_batch(lake_root: Path | str, landing_root: Path | str, batch_id: str,
+                store: TableStore | None = None) -> list[str]:
+    """Recount a committed batch from what the tables hold; an empty list means it balances.
 
     Independent of the counters the batch logged: lines are recounted from the landing bytes,
-    lake and quarantine rows are counted in the Parquet files the batch published.
+    lake and quarantine rows are counted in the files the tables' Delta logs name for the batch
+    (each carries the batch id in its name and in ``_batch_id``/``batch_id``).
     """
-    lake = Lake(lake_root)
-    log_path = lake.root / INGEST_LOG_DIR / f"batch-{batch_id}.parquet"
-    if not log_path.exists():
+    lake = Lake(lake_root, store)
+    log_all = lake.read_ingest_log()
+    log = [r for r in log_all.to_pylist() if r["batch_id"] == batch_id]
+    if not log:
         return [f"batch {batch_id} has no commit record"]
-    log = pq.read_table(log_path).to_pylist()
-    con = duckdb.connect()
     lake_rows: Counter = Counter()
     for stream in {r["stream"] for r in log}:
-        pattern = lake.events_dir(stream) / "*" / f"part-{batch_id}-*.parquet"
-        if any(lake.events_dir(stream).glob(f"*/part-{batch_id}-*.parquet")):
-            for src, n in con.execute(
-                f"SELECT _src_file, count(*) FROM read_parquet({sql_path(pattern)}) GROUP BY 1"
-            ).fetchall():
-                lake_rows[src] += n
+        files = _partition_files(lake, events_table(stream), "event_date", None, name_prefix=f"part-{batch_id}-")
+        if files:
+            t = _read_files(lake, files, ["_src_file", "_batch_id"])
+            for src, b in zip(t.column("_src_file").to_pylist(), t.column("_batch_id").to_pylist()):
+                if b == batch_id:
+                    lake_rows[src] += 1
     q_rows: Counter = Counter()
-    if any((lake.root / QUARANTINE_DIR).glob(f"part-{batch_id}-*.parquet")):
-        qglob = lake.root / QUARANTINE_DIR / f"part-{batch_id}-*.parquet"
-        for src, n in con.execute(
-            f"SELECT src_file, count(*) FROM read_parquet({sql_path(qglob)}) GROUP BY 1"
-        ).fetchall():
-            q_rows[src] += n
-    con.close()
+    qfiles = _partition_files(lake, QUARANTINE_DIR, "", None, name_prefix=f"part-{batch_id}-")
+    if qfiles:
+        t = _read_files(lake, qfiles, ["src_file", "batch_id"])
+        for src, b in zip(t.column("src_file").to_pylist(), t.column("batch_id").to_pylist()):
+            if b == batch_id:
+                q_rows[src] += 1
     problems = []
     undecodable: dict[str, Path] | None = None
     for r in log:
@@ -769,78 +908,74 @@ def audit_batch(lake_root: Path | str, landing_root: Path | str, batch_id: str) 
     return problems
 
 
+def lake_dates(lake_root: Path | str, stream: str, store: TableStore | None = None) -> list[str]:
+    """The dates the stream's committed version holds rows for, from its Delta log."""
+    acts = Lake(lake_root, store).store.add_actions(events_table(stream))
+    if acts is None or acts.num_rows == 0:
+        return []
+    return sorted({str(d) for d in acts.column("partition.event_date").to_pylist()})
+
+
 def lake_partitions(lake_root: Path | str, stream: str, first: dt.date, last: dt.date,
-                    lateness_days: int) -> list[Path]:
-    """The stream's partition folders holding Parquet, dated from ``first - lateness_days`` to
-    ``last + lateness_days``: where a copy of an event dated in [first, last] may lie."""
-    lo, hi = first - dt.timedelta(days=lateness_days), last + dt.timedelta(days=lateness_days)
-    base = Lake(lake_root).events_dir(stream)
-    out = []
-    for d in sorted(base.glob("event_date=*")) if base.is_dir() else []:
-        try:
-            day = dt.date.fromisoformat(d.name[len("event_date="):])
-        except ValueError:
-            continue
-        if lo <= day <= hi and any(d.glob("*.parquet")):
-            out.append(d)
-    return out
+                    lateness_days: int, store: TableStore | None = None) -> list[str]:
+    """The stream's dates holding rows from ``first - lateness_days`` to ``last + lateness_days``:
+    where a copy of an event dated in [first, last] may lie."""
+    window = set(_window_days(first, last, lateness_days))
+    return [d for d in lake_dates(lake_root, stream, store) if d in window]
 
 
 def duplicate_event_ids(lake_root: Path | str, stream: str, dates: Iterable[str],
-                        lateness_days: int | None = None) -> int:
-    """How many rows repeat an event_id (0 = exactly once).
+                        lateness_days: int | None = None, store: TableStore | None = None) -> int:
+    """How many rows repeat an event_id (0 = exactly once), in the committed version.
 
-    Without ``lateness_days``: within the given date partitions. With it: every row of the given
-    partitions is compared with every partition within ``lateness_days`` of them (the window the
-    ingest's dedupe covers); a row counts when its id has another copy dated within
-    ``lateness_days`` of it. Only the ids of the given partitions probe the window (no aggregate
-    over the whole window: 30 days of 1M events took 27 s and 5 GB that way; this, a few seconds).
-    Duplicates between two partitions that were not given are left to the run that touched them.
+    Without ``lateness_days``: within the given dates. With it: every row of the given dates is
+    compared with every date within ``lateness_days`` of them (the window the ingest's dedupe
+    covers); a row counts when its id has another copy dated within ``lateness_days`` of it. Only
+    the ids of the given dates probe the window (no aggregate over the whole window: 30 days of
+    1M events took 27 s and 5 GB that way; this, a few seconds). Duplicates between two dates
+    that were not given are left to the run that touched them.
     """
-    if lateness_days is not None:
-        days = sorted({dt.date.fromisoformat(d) for d in dates})
-        base = Lake(lake_root).events_dir(stream)
-        touched = [str(base / f"event_date={d}" / "*.parquet") for d in days
-                   if any((base / f"event_date={d}").glob("*.parquet"))]
-        if not touched:
+    lake = Lake(lake_root, store)
+    days = sorted({dt.date.fromisoformat(d) for d in dates})
+    if not days:
+        return 0
+    con = duckdb.connect()
+    try:
+        touched = _events_source(con, lake, stream, [d.isoformat() for d in days])
+        if touched is None:
             return 0
-        window = lake_partitions(lake_root, stream, days[0], days[-1], lateness_days)
+        if lateness_days is None:
+            return con.execute(f"SELECT count(*) - count(DISTINCT event_id) FROM {touched}").fetchall()[0][0]
+        window = _events_source(con, lake, stream, _window_days(days[0], days[-1], lateness_days))
         ts = STREAMS[stream].partition_field
-        return _scalar(
+        return con.execute(
             f"""
-            WITH ids AS (SELECT DISTINCT event_id FROM read_parquet(?)),
-            w AS (SELECT event_id, CAST(epoch_ms({ts}) AS DATE) AS d FROM read_parquet(?) SEMI JOIN ids USING (event_id)),
+            WITH ids AS (SELECT DISTINCT event_id FROM {touched}),
+            w AS (SELECT event_id, CAST(epoch_ms({ts}) AS DATE) AS d FROM {window} SEMI JOIN ids USING (event_id)),
             o AS (SELECT d - lag(d) OVER (PARTITION BY event_id ORDER BY d) AS gap FROM w)
             SELECT count(*) FROM o WHERE gap <= {int(lateness_days)}
-            """,
-            [touched, [str(p / "*.parquet") for p in window]],
-        )
-    lake = Lake(lake_root)
-    globs = [
-        str(lake.events_dir(stream) / f"event_date={d}" / "*.parquet")
-        for d in sorted(dates)
-        if any((lake.events_dir(stream) / f"event_date={d}").glob("*.parquet"))
-    ]
-    if not globs:
-        return 0
-    return _scalar("SELECT count(*) - count(DISTINCT event_id) FROM read_parquet(?)", [globs])
+            """
+        ).fetchall()[0][0]
+    finally:
+        con.close()
 
 
 def parquet_row_count(pattern: str) -> int:
     """Rows in the Parquet files matching ``pattern``, from their footers (no data is read)."""
     if not glob.glob(pattern):
         return 0
-    return _scalar("SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [pattern])
-
-
-def _scalar(sql: str, params: list) -> int:
-    """One value from a throwaway in-memory DuckDB (the lake is plain files: no shared state)."""
     con = duckdb.connect()
     try:
-        return con.execute(sql, params).fetchall()[0][0]
+        return con.execute("SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [pattern]).fetchall()[0][0]
     finally:
         con.close()
 
 
-def lake_row_count(lake_root: Path | str, stream: str) -> int:
-    return parquet_row_count(Lake(lake_root).events_glob(stream))
+def lake_row_count(lake_root: Path | str, stream: str, store: TableStore | None = None) -> int:
+    """Rows in the stream's committed version, from the Delta log's per-file counts."""
+    return Lake(lake_root, store).store.row_count(events_table(stream))
+
+
+def table_row_count(lake_root: Path | str, table: str, store: TableStore | None = None) -> int:
+    """Rows in a lake table's committed version (``quarantine``, ``ingest_log``, ``events/<s>``)."""
+    return Lake(lake_root, store).store.row_count(table)

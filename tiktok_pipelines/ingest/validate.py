@@ -109,7 +109,8 @@ SELECT t.src_file_idx, t.src_line,
        {", ".join("t." + n for n in names)},
        -- epoch_ms gives a naive UTC timestamp; the range guard keeps a wild value from aborting the batch
        CASE WHEN t.{ts} BETWEEN 0 AND 253402300799999 THEN CAST(epoch_ms(t.{ts}) AS DATE) END AS event_date,
-       hash({hash_args}) AS payload_hash,
+       -- 63 bits as BIGINT: Delta (and most engines) have no unsigned 64-bit type.
+       (hash({hash_args}) >> 1)::BIGINT AS payload_hash,
        CASE
             WHEN NOT is_json THEN 'malformed_json'
             WHEN NOT is_object THEN 'not_an_object'

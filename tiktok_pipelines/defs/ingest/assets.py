@@ -41,7 +41,7 @@ def _column_schema(stream: str) -> dg.TableSchema:
         dg.TableColumn("_src_file", "VARCHAR", description="Landing file the row came from."),
         dg.TableColumn("_src_line", "BIGINT", description="1-based line in that file."),
         dg.TableColumn("_batch_id", "VARCHAR", description="Ingest batch that committed the row."),
-        dg.TableColumn("_payload_hash", "UBIGINT", description="Hash of the typed values (dedupe)."),
+        dg.TableColumn("_payload_hash", "BIGINT", description="Hash of the typed values (dedupe)."),
     ]
     return dg.TableSchema(columns=cols)
 
@@ -137,8 +137,8 @@ def ingest_landing(
         lake_root=storage.lake,
         settings=ingest_policy.settings(),
     )
-    if report.rolled_back_batches:
-        context.log.warning(f"rolled back uncommitted batches: {report.rolled_back_batches}")
+    if report.resumed_batches:
+        context.log.warning(f"finished batches a writer left in flight: {report.resumed_batches}")
     context.log.info(
         f"batch {report.batch_id}: {report.totals()} in {report.seconds:.1f}s; "
         f"{len(report.skipped_files)} files already ingested"
