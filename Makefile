@@ -82,7 +82,7 @@ faults: setup
 bench: bench-simulator bench-ingest bench-embedding bench-analytics
 
 bench-ingest: setup
-	$(BIN)/python benchmarks/ingest.py $(if $(EVENTS),--events $(EVENTS),)
+	$(BIN)/python benchmarks/ingest.py $(if $(EVENTS),--events $(EVENTS),) $(INGEST_ARGS)
 
 bench-simulator: setup
 	$(BIN)/python benchmarks/simulator.py $(if $(EVENTS),--events $(EVENTS),)
