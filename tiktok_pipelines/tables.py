@@ -262,3 +262,96 @@ class TableStore:
     def describe(self) -> dict[str, Any]:
         return {"root": self.root, "local": self.is_local,
                 "options": {k: v for k, v in self.storage_options.items() if "SECRET" not in k.upper()}}
+
+
+# ------------------------------------------------------------------------------------ table care
+
+
+@dataclass(frozen=True)
+class CarePolicy:
+    """How the lake's tables are kept (``lake_care`` assets, docs/operations.md).
+
+    - ``compact_min_age_hours``: a partition is compacted only when its newest file is at least this
+      old, so a batch's files keep their names for a day after they land (the online join and the
+      audit find a batch's rows by file name) and a partition still filling is left alone.
+    - ``target_file_mb``: compaction's target file size.
+    - ``vacuum_retention_hours``: removed (and orphan) files stay at least this long, so a reader
+      pinned to a version of the last week still reads it; Delta's own default, a week.
+    """
+
+    compact_min_age_hours: float = 24.0
+    target_file_mb: int = 128
+    vacuum_retention_hours: int = 168
+
+
+def compact(store: TableStore, name: str, policy: CarePolicy = CarePolicy(), now_ms: int | None = None) -> dict[str, Any]:
+    """Rewrite the small files of a table's settled partitions into few large ones (Delta optimize:
+    one commit, ``dataChange = false``, so readers and the change feed see no new rows)."""
+    t = store.table(name)
+    out = {"table": name, "partitions": 0, "files_removed": 0, "files_added": 0}
+    if t is None:
+        return out
+    acts = store.add_actions(name)
+    if acts.num_rows < 2:
+        return out
+    cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - int(policy.compact_min_age_hours * 3_600_000)
+    parts = t.metadata().partition_columns
+    mtimes = acts.column("modification_time").to_pylist()
+    mtimes = [m if isinstance(m, int) else int(m.timestamp() * 1000) for m in mtimes]  # ms, or a timestamp
+    if not parts:
+        if max(mtimes) > cutoff:
+            return out
+        metrics = t.optimize.compact(target_size=policy.target_file_mb << 20)
+        out.update(partitions=1, files_removed=metrics["numFilesRemoved"], files_added=metrics["numFilesAdded"])
+        return out
+    col = parts[0]
+    newest: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for value, m in zip(acts.column(f"partition.{col}").to_pylist(), mtimes):
+        v = str(value)
+        newest[v] = max(newest.get(v, 0), m)
+        count[v] = count.get(v, 0) + 1
+    settled = sorted(v for v in newest if newest[v] <= cutoff and count[v] > 1)
+    if not settled:
+        return out
+    metrics = t.optimize.compact(partition_filters=[(col, "in", settled)], target_size=policy.target_file_mb << 20)
+    out.update(partitions=len(settled), files_removed=metrics["numFilesRemoved"], files_added=metrics["numFilesAdded"])
+    return out
+
+
+def vacuum(store: TableStore, name: str, policy: CarePolicy = CarePolicy(),
+           keep_versions: list[int] | None = None) -> dict[str, Any]:
+    """Delete the files no version within the retention needs: those compaction replaced, and
+    orphans a dead writer left (``full``). ``keep_versions``: versions pinned by a reader (a
+    model's card) whose files are kept whatever their age."""
+    t = store.table(name)
+    if t is None:
+        return {"table": name, "files_deleted": 0}
+    deleted = t.vacuum(retention_hours=policy.vacuum_retention_hours, dry_run=False,
+                       enforce_retention_duration=True, full=True, keep_versions=keep_versions or None)
+    return {"table": name, "files_deleted": len(deleted)}
+
+
+def table_report(store: TableStore, name: str, now_ms: int | None = None) -> dict[str, Any]:
+    """One table's size and freshness, from its Delta log (no data is read)."""
+    t = store.table(name)
+    if t is None:
+        return {"table": name, "exists": False}
+    acts = store.add_actions(name)
+    sizes = acts.column("size_bytes").to_pylist() if acts.num_rows else []
+    last = t.history(1)[0]
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    parts = t.metadata().partition_columns
+    return {
+        "table": name,
+        "exists": True,
+        "version": t.version(),
+        "files": len(sizes),
+        "rows": store.row_count(name),
+        "mb": round(sum(sizes) / 1e6, 2),
+        "small_files": sum(1 for s in sizes if s < 8 << 20),
+        "partitions": len(set(acts.column(f"partition.{parts[0]}").to_pylist())) if parts and acts.num_rows else 0,
+        "last_commit_ms": int(last["timestamp"]),
+        "minutes_since_commit": round((now_ms - int(last["timestamp"])) / 60_000, 1),
+        "last_operation": last.get("operation"),
+    }

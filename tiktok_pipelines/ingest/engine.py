@@ -336,6 +336,11 @@ def events_table(stream: str) -> str:
     return f"{EVENTS_DIR}/{stream}"
 
 
+def lake_tables() -> list[str]:
+    """Every table the ingest writes (the care assets keep them all)."""
+    return [events_table(s) for s in STREAMS] + [QUARANTINE_DIR, INGEST_LOG_DIR, STATE_TABLE]
+
+
 _ARROW_TYPES = {STRING: pa.string(), INT64: pa.int64(), FLOAT64: pa.float64(), BOOL: pa.bool_(),
                 JSON_OBJECT: pa.string()}
 
