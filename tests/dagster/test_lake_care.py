@@ -77,3 +77,20 @@ def test_the_care_job_is_scheduled_daily():
     schedule = defs().resolve_schedule_def("lake_care_schedule")
     assert schedule.cron_schedule == "15 4 * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_a_batch_still_audits_after_compaction_merged_its_files(tmp_path):
+    from tiktok_pipelines.ingest.engine import audit_batch
+    from tiktok_pipelines.tables import CarePolicy, TableStore, compact
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    batches = []
+    for seq in (1, 2):
+        write_landing(landing, "views", [dumps(valid_record(VIEWS, seq * 10 + i)) for i in range(5)] + ["{bad"],
+                      seq=seq)
+        batches.append(ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake).batch_id)
+    store = TableStore.from_config(lake)
+    assert compact(store, "events/views", CarePolicy(compact_min_age_hours=0))["files_removed"] == 2
+    assert not any(f"part-{batches[0]}-" in u for u in DeltaTable(str(lake / "events" / "views")).file_uris())
+    for b in batches:
+        assert audit_batch(lake, landing, b) == []

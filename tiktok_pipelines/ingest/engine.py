@@ -50,6 +50,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -854,6 +855,19 @@ def _read_files(lake: Lake, files: list[str], columns: list[str]) -> pa.Table:
     return pads.dataset(paths, format="parquet", filesystem=lake.store.filesystem()).to_table(columns=columns)
 
 
+def _batch_rows(lake: Lake, table: str, batch_id: str, src_col: str, batch_col: str, logged: int) -> Counter:
+    """A batch's committed rows in a table, per source file. Its own files (named for it) first:
+    cheap, and right until compaction merges them, which leaves a partition alone for a day
+    (``CarePolicy``); when they no longer hold what the log says, the whole table is scanned."""
+    files = _partition_files(lake, table, "event_date", None, name_prefix=f"part-{batch_id}-")
+    rows = (_read_files(lake, files, [src_col, batch_col]).filter(pc.field(batch_col) == batch_id)
+            if files else None)
+    if rows is None or rows.num_rows != logged:
+        ds = lake.store.dataset(table)
+        rows = ds.to_table(columns=[src_col], filter=pc.field(batch_col) == batch_id) if ds is not None else None
+    return Counter(rows.column(src_col).to_pylist()) if rows is not None else Counter()
+
+
 def audit_batch(lake_root: Path | str, landing_root: Path | str, batch_id: str,
                 store: TableStore | None = None) -> list[str]:
     """Recount a committed batch from what the tables hold; an empty list means it balances.
@@ -869,19 +883,10 @@ def audit_batch(lake_root: Path | str, landing_root: Path | str, batch_id: str,
         return [f"batch {batch_id} has no commit record"]
     lake_rows: Counter = Counter()
     for stream in {r["stream"] for r in log}:
-        files = _partition_files(lake, events_table(stream), "event_date", None, name_prefix=f"part-{batch_id}-")
-        if files:
-            t = _read_files(lake, files, ["_src_file", "_batch_id"])
-            for src, b in zip(t.column("_src_file").to_pylist(), t.column("_batch_id").to_pylist()):
-                if b == batch_id:
-                    lake_rows[src] += 1
-    q_rows: Counter = Counter()
-    qfiles = _partition_files(lake, QUARANTINE_DIR, "", None, name_prefix=f"part-{batch_id}-")
-    if qfiles:
-        t = _read_files(lake, qfiles, ["src_file", "batch_id"])
-        for src, b in zip(t.column("src_file").to_pylist(), t.column("batch_id").to_pylist()):
-            if b == batch_id:
-                q_rows[src] += 1
+        logged = sum(r["rows_lake"] for r in log if r["stream"] == stream)
+        lake_rows.update(_batch_rows(lake, events_table(stream), batch_id, "_src_file", "_batch_id", logged))
+    q_rows = _batch_rows(lake, QUARANTINE_DIR, batch_id, "src_file", "batch_id",
+                         sum(r["rows_quarantine"] for r in log))
     problems = []
     undecodable: dict[str, Path] | None = None
     for r in log:
