@@ -1,8 +1,10 @@
-"""Suite-wide test hygiene."""
+"""Suite-wide test hygiene, and the S3 endpoint fixtures (tests/s3.py) for every test package."""
 
 from __future__ import annotations
 
 import pytest
+
+from tests.s3 import lake_root, s3_endpoint, s3_env  # noqa: F401  (fixtures, registered here)
 
 
 @pytest.fixture(autouse=True)
