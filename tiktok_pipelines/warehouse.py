@@ -8,20 +8,21 @@ connection keeps reading the file it opened; the next connection (in a process w
 connection to the path: DuckDB shares one open database per path within a process) sees the new
 one. Neither side ever waits on or breaks the other.
 
-Event tables are views over the Parquet lake (absolute paths), so both files stay small. Each
-view names the files of the committed ingest batches explicitly (``refresh_lake_views``), never a
-glob: a query sees the batches committed when the warehouse was last refreshed, and never the
-files of a batch that died before its commit record.
+The ``raw.*`` relations read the lake's Delta tables at one committed version each
+(``refresh_lake_views``), recorded in ``raw._lake_versions``: never a glob of the tables' folders,
+so a file a dead writer left there without a commit is never read. On local disk they are views
+over the files that version names (absolute paths), so both files stay small; a lake on object
+storage is loaded into the warehouse instead (DuckDB reads no ``s3://`` here).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from tiktok_pipelines.ingest.engine import (
     INGEST_LOG_DIR,
@@ -29,98 +30,105 @@ from tiktok_pipelines.ingest.engine import (
     QUARANTINE_DIR,
     QUARANTINE_SCHEMA,
     Lake,
+    events_schema,
+    events_table,
+    table_source,
 )
-from tiktok_pipelines.ingest.validate import sql_type
 from tiktok_pipelines.lake import atomic_replace, fsync_path, sql_path
 from tiktok_pipelines.schemas import CATALOG, STREAMS
+from tiktok_pipelines.tables import TableStore
 
-_ARROW_TO_SQL = {"string": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN"}
+# Where the warehouse records the lake's point in time: one row per raw relation.
+LAKE_VERSIONS = "raw._lake_versions"
 
 
-def _empty_select(columns: dict[str, str]) -> str:
-    cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
+def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
+    """A typed, empty SELECT with ``schema``'s columns (DuckDB's own mapping of the Arrow types)."""
+    rel = con.from_arrow(schema.empty_table())
+    cols = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in zip(rel.columns, rel.types))
     return f"SELECT {cols} WHERE false"
 
 
-# The engine names every file a batch publishes ``part-<batch id>-...parquet`` (events and
-# quarantine alike), and commits the batch by renaming ``ingest_log/batch-<batch id>.parquet`` into
-# place after all of them (tiktok_pipelines/ingest/engine.py).
-_BATCH_IN_NAME = re.compile(r"^part-(?P<batch>[0-9a-f]+)-")
+def _drop_if_kind(con: duckdb.DuckDBPyConnection, schema: str, name: str, kind: str) -> None:
+    """Drop ``schema.name`` if it exists as a ``kind`` ('VIEW' or 'TABLE'): a lake that moved
+    between local disk and object storage turns views into tables or back."""
+    catalog = "duckdb_views()" if kind == "VIEW" else "duckdb_tables()"
+    name_col = "view_name" if kind == "VIEW" else "table_name"
+    hit = con.execute(
+        f"SELECT count(*) FROM {catalog} WHERE database_name = current_database() "
+        f"AND schema_name = ? AND {name_col} = ?", [schema, name]
+    ).fetchall()[0][0]
+    if hit:
+        con.execute(f'DROP {kind} "{schema}"."{name}"')
 
 
-def committed_batch_ids(lake: Lake) -> set[str]:
-    """Ids of the batches that have a commit record: the rule ``Lake.recover`` applies (a batch
-    without one is rolled back by the next ingest)."""
-    d = lake.root / INGEST_LOG_DIR
-    if not d.is_dir():
-        return set()
-    return {p.name[len("batch-"):-len(".parquet")] for p in d.glob("batch-*.parquet")}
+def _lake_tables() -> list[tuple[str, str, pa.Schema]]:
+    """(relation, lake table, schema), in the order they are read: the ingest log first. A batch
+    commits its ingest-log rows after its events and quarantine rows, so the versions read after
+    the log's hold every batch the log lists."""
+    return [
+        ("ingest_log", INGEST_LOG_DIR, INGEST_LOG_SCHEMA),
+        ("quarantine", QUARANTINE_DIR, QUARANTINE_SCHEMA),
+        *[(stream, events_table(stream), events_schema(stream)) for stream in STREAMS],
+    ]
 
 
-def committed_files(directory: Path, pattern: str, batches: set[str]) -> list[Path]:
-    """The Parquet files under ``directory`` matching ``pattern`` that a committed batch wrote,
-    sorted. Files of a batch that died before its commit record, and files no batch named, are
-    left out."""
-    if not directory.is_dir():
-        return []
-    out = []
-    for p in directory.glob(pattern):
-        m = _BATCH_IN_NAME.match(p.name)
-        if m and m["batch"] in batches:
-            out.append(p)
-    return sorted(out)
-
-
-def _file_list(paths: list[Path]) -> str:
-    return "[" + ", ".join(sql_path(p) for p in paths) + "]"
-
-
-def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path) -> dict[str, int]:
-    """(Re)create ``raw.*`` views over the lake's committed files and ``dims.*`` tables; returns
+def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path | str, store: TableStore | None = None,
+                       dims_dir: Path | None = None) -> dict[str, int]:
+    """(Re)create ``raw.*`` over the lake's committed Delta versions and ``dims.*`` tables; returns
     row counts.
 
-    Each view names its files explicitly, never a glob: the Parquet files of the batches whose
-    commit record exists when the refresh lists them (one list for every view, so raw.ingest_log
-    and the event views agree). A batch that moved its files in but died before committing
-    is invisible, and one committing later shows up at the next refresh. A view with no
-    committed file is a typed empty one.
+    Each table is read at the version that is newest when the refresh gets to it, recorded in
+    ``raw._lake_versions`` (relation, table_name, version; NULL: no such table yet). On local
+    disk ``raw.<relation>`` is a view over the files that version names (as ``table_source``
+    gives them), never a glob: a file a writer put in the table's folder but never committed is
+    not read, and a batch committing later shows up at the next refresh. On object storage the
+    version's rows are loaded into a table. A table that does not exist yet, or whose version
+    holds no file, gives a typed empty view. Everything is replaced in one transaction: a failed
+    refresh leaves the previous relations.
+
+    ``dims_dir``: the catalog's published Parquet files (default: ``<lake>/dims`` on local disk).
     """
-    lake = Lake(lake_root.absolute())
-    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-    con.execute("CREATE SCHEMA IF NOT EXISTS dims")
+    lake = Lake(lake_root, store)
+    if dims_dir is None and lake.root is not None:
+        dims_dir = lake.root / "dims"
     counts: dict[str, int] = {}
-    batches = committed_batch_ids(lake)  # listed first: a batch's files are in place before its record
-    for stream, schema in STREAMS.items():
-        files = committed_files(lake.events_dir(stream), "event_date=*/*.parquet", batches)
-        if files:
-            body = (
-                f"SELECT * FROM read_parquet({_file_list(files)}, "
-                "hive_partitioning = true, union_by_name = true)"
-            )
-        else:
-            cols = {f.name: sql_type(f) for f in schema.fields}
-            cols.update({"_src_file": "VARCHAR", "_src_line": "BIGINT", "_batch_id": "VARCHAR",
-                         "_payload_hash": "BIGINT", "event_date": "DATE"})
-            body = _empty_select(cols)
-        con.execute(f"CREATE OR REPLACE VIEW raw.{stream} AS {body}")
-        counts[f"raw.{stream}"] = con.execute(f"SELECT count(*) FROM raw.{stream}").fetchall()[0][0]
-    ingest_log = lake.root / INGEST_LOG_DIR
-    for name, files, arrow_schema in (
-        ("quarantine", committed_files(lake.root / QUARANTINE_DIR, "*.parquet", batches), QUARANTINE_SCHEMA),
-        ("ingest_log", sorted(ingest_log / f"batch-{b}.parquet" for b in batches), INGEST_LOG_SCHEMA),
-    ):
-        if files:
-            body = f"SELECT * FROM read_parquet({_file_list(files)}, union_by_name = true)"
-        else:
-            body = _empty_select({f.name: "VARCHAR" if str(f.type) == "string" else "BIGINT" for f in arrow_schema})
-        con.execute(f"CREATE OR REPLACE VIEW raw.{name} AS {body}")
-        counts[f"raw.{name}"] = con.execute(f"SELECT count(*) FROM raw.{name}").fetchall()[0][0]
-    for name in CATALOG:
-        path = lake.root / "dims" / f"{name}.parquet"
-        if path.exists():
-            con.execute(f"CREATE OR REPLACE TABLE dims.{name} AS SELECT * FROM read_parquet({sql_path(path)})")
-            counts[f"dims.{name}"] = con.execute(f"SELECT count(*) FROM dims.{name}").fetchall()[0][0]
+    versions: list[tuple[str, str, int | None]] = []
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+        con.execute("CREATE SCHEMA IF NOT EXISTS dims")
+        for relation, table, schema in _lake_tables():
+            version = lake.store.version(table)
+            source = None if version is None else table_source(con, lake, table, version=version)
+            target = f'raw."{relation}"'
+            if source is not None and not lake.store.is_local:
+                _drop_if_kind(con, "raw", relation, "VIEW")
+                con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}")
+                con.unregister(source)
+            else:
+                _drop_if_kind(con, "raw", relation, "TABLE")
+                body = f"SELECT * FROM {source}" if source is not None else _empty_select(con, schema)
+                con.execute(f"CREATE OR REPLACE VIEW {target} AS {body}")
+            versions.append((f"raw.{relation}", table, version))
+            counts[f"raw.{relation}"] = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+        con.execute(f"CREATE OR REPLACE TABLE {LAKE_VERSIONS} (relation VARCHAR, table_name VARCHAR, version BIGINT)")
+        con.executemany(f"INSERT INTO {LAKE_VERSIONS} VALUES (?, ?, ?)", versions)
+        for name in CATALOG:
+            path = dims_dir / f"{name}.parquet" if dims_dir is not None else None
+            if path is not None and path.exists():
+                con.execute(f"CREATE OR REPLACE TABLE dims.{name} AS SELECT * FROM read_parquet({sql_path(path)})")
+                counts[f"dims.{name}"] = con.execute(f"SELECT count(*) FROM dims.{name}").fetchall()[0][0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
     return counts
+
+
+def lake_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int | None]:
+    """The lake table versions the warehouse's ``raw.*`` read at its last refresh, by table name."""
+    return dict(con.execute(f"SELECT table_name, version FROM {LAKE_VERSIONS} ORDER BY ALL").fetchall())
 
 
 def connect_warehouse(path: Path) -> duckdb.DuckDBPyConnection:

@@ -1,48 +1,50 @@
-"""The warehouse's raw.* views name the lake's committed files only (issue 15, finding 6).
+"""The warehouse's raw.* read the lake's committed Delta versions only (issue 15, finding 6; issue 16).
 
-A batch moves its Parquet files into the lake and then writes its commit record (ingest_log/
-batch-<id>.parquet). Between a kill -9 there and the rerun that rolls the batch back, a glob over
-the lake read the uncommitted rows too: 1,816,166 rows in raw.views of which 1,362,076 were
-committed. Here the crash falls after every Parquet file is in place and before the commit.
+A glob over the lake's folders reads what no commit names: once, between a kill -9 and the rerun,
+1,816,166 rows in raw.views of which 1,362,076 were committed. A writer that dies after moving a
+table's Parquet files into its folder and before the Delta commit that names them leaves exactly
+such files. raw.* must show the version the refresh read (recorded in raw._lake_versions) and
+nothing else; every committed version is final data (a batch that died half-committed is finished
+by the next writer, never rolled back), so what is committed shows even before the ingest log
+lists its batch.
 """
 
 from __future__ import annotations
 
-import os
-
 import duckdb
 import pytest
+from deltalake import DeltaTable
 
 from tests.ingest.conftest import FLUSHED_AT_MS, dumps, valid_record, write_landing
-from tiktok_pipelines.ingest import engine
-from tiktok_pipelines.ingest.engine import ingest_files
+from tiktok_pipelines.ingest.engine import Lake, ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.schemas import STREAMS
-from tiktok_pipelines.warehouse import refresh_lake_views
+from tiktok_pipelines.warehouse import lake_versions, refresh_lake_views
 
 DAY_MS = 86_400_000
 
 
-def _ingest_dying_before_commit(landing, lake, monkeypatch) -> None:
-    """Ingest what is pending in ``landing``; the process 'dies' when it renames the commit record
-    into place, after all of the batch's Parquet files were moved into the lake."""
-    real_replace = os.replace
+def _ingest_dying_at_commit(landing, lake, monkeypatch, table: str) -> str:
+    """Ingest what is pending in ``landing``; the process 'dies' in the Delta commit of ``table``,
+    after that table's Parquet files were moved into its folder and before the commit names them
+    (the tables before it in the batch's order commit). Returns the dead batch's id."""
+    real = DeltaTable.create_write_transaction
 
-    def dying_replace(src, dst):
-        if "/_staging/" in str(src) and "ingest_log" in str(src):
-            raise OSError("simulated crash before the commit record")
-        return real_replace(src, dst)
+    def dying(self, *args, **kwargs):
+        if self.table_uri.rstrip("/").endswith(table):
+            raise OSError(f"simulated crash before the commit of {table}")
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(engine.os, "replace", dying_replace)
-    try:
-        with pytest.raises(OSError, match="before the commit record"):
+    with monkeypatch.context() as m:
+        m.setattr(DeltaTable, "create_write_transaction", dying)
+        with pytest.raises(OSError, match="simulated crash"):
             ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
-    finally:
-        monkeypatch.setattr(engine.os, "replace", real_replace)
-    assert list((lake / "_pending").glob("*.json")), "the dead batch should still be pending"
+    _, plan = Lake(lake).state()
+    assert plan is not None, "the dead batch should still be in flight"
+    return plan["batch_id"]
 
 
-def _counts(tmp_path, lake) -> dict[str, int]:
+def _refresh(tmp_path, lake) -> dict[str, int]:
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     try:
         return refresh_lake_views(con, lake)
@@ -50,58 +52,118 @@ def _counts(tmp_path, lake) -> dict[str, int]:
         con.close()
 
 
-def _files_in_lake(lake, stream: str) -> int:
+def _rows_in_folder(lake, stream: str) -> int:
+    """Every Parquet file under the table's folder, committed or not (what a glob would read)."""
     return duckdb.sql(f"SELECT count(*) FROM read_parquet('{lake}/events/{stream}/*/*.parquet')").fetchall()[0][0]
 
 
-def test_raw_views_count_committed_rows_only(tmp_path, monkeypatch):
+def _delta_versions(lake) -> dict[str, int | None]:
+    store = Lake(lake).store
+    return {t: store.version(t) for t in ["ingest_log", "quarantine", *(f"events/{s}" for s in STREAMS)]}
+
+
+def test_raw_shows_the_committed_version_only(tmp_path, monkeypatch):
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     views = STREAMS["views"]
     write_landing(landing, "views", [dumps(valid_record(views, i, event_id=f"c{i}")) for i in range(10)], seq=1)
     assert ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake).batch_id
 
-    # The next batch: two dates, a quarantined line, and a stream the lake had no file of.
+    # The next batch: two dates, a quarantined line, and a stream the lake had no table for. Its
+    # writer commits events/orders, moves the views files in and dies before their commit.
     recs = [valid_record(views, i, event_id=f"u{i}") for i in range(7)]
     for r in recs[:3]:
         r["ts_ms"] -= DAY_MS
     write_landing(landing, "views", [dumps(r) for r in recs] + ["{broken"], seq=2,
                   flushed_at_ms=FLUSHED_AT_MS + 1000)
     write_landing(landing, "orders", [dumps(valid_record(STREAMS["orders"], i)) for i in range(4)], seq=3)
-    _ingest_dying_before_commit(landing, lake, monkeypatch)
-    assert _files_in_lake(lake, "views") == 17  # the uncommitted rows are in the lake's folders
+    dead = _ingest_dying_at_commit(landing, lake, monkeypatch, "events/views")
+    assert _rows_in_folder(lake, "views") == 17  # the uncommitted files are in the table's folder
 
-    counts = _counts(tmp_path, lake)
-    assert counts["raw.views"] == 10
-    assert counts["raw.orders"] == 0
+    committed = _delta_versions(lake)
+    assert committed["events/orders"] is not None and committed["quarantine"] is None
+    counts = _refresh(tmp_path, lake)
+    assert counts["raw.views"] == 10  # the dead writer's files in the folder are not read
+    assert counts["raw.orders"] == 4  # a committed version is final, logged or not yet
     assert counts["raw.quarantine"] == 0
     assert counts["raw.ingest_log"] == 1  # one file, one commit record
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
-    # Still views over the lake's files; the stream with only uncommitted files keeps its schema.
-    kinds = dict(con.execute("SELECT view_name, 1 FROM duckdb_views() WHERE schema_name = 'raw'").fetchall())
-    assert set(STREAMS) | {"quarantine", "ingest_log"} <= set(kinds)
-    cols = {r[0]: r[1] for r in con.execute("DESCRIBE raw.orders").fetchall()}
-    assert set(STREAMS["orders"].field_names) <= set(cols) and cols["event_date"] == "DATE"
-    assert con.execute("SELECT count(DISTINCT event_id) FROM raw.views WHERE event_id LIKE 'u%'").fetchall() == [(0,)]
+    assert lake_versions(con) == committed  # the point in time, for analysts
+    assert set(STREAMS) | {"quarantine", "ingest_log"} <= {
+        r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE schema_name = 'raw'").fetchall()
+    }
+    # The table that does not exist yet keeps its schema.
+    cols = {r[0]: r[1] for r in con.execute("DESCRIBE raw.quarantine").fetchall()}
+    assert {"stream", "reason", "raw_line", "batch_id"} <= set(cols) and cols["src_line"] == "BIGINT"
+    assert con.execute("SELECT count(*) FROM raw.views WHERE event_id LIKE 'u%'").fetchall() == [(0,)]
     con.close()
 
-    # The rerun rolls the dead batch back and commits it again; a refresh then shows it all.
+    # The rerun finishes the dead batch. Until the next refresh the warehouse still reads the
+    # versions it recorded; the refresh then shows it all, at the new versions.
     report = ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
-    assert report.rolled_back_batches
-    counts = _counts(tmp_path, lake)
+    assert report.resumed_batches == [dead]
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM raw.views").fetchall() == [(10,)]
+    con.close()
+    counts = _refresh(tmp_path, lake)
     assert counts["raw.views"] == 17
     assert counts["raw.orders"] == 4
     assert counts["raw.quarantine"] == 1
     assert counts["raw.ingest_log"] == 3
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    now = _delta_versions(lake)
+    assert lake_versions(con) == now and now["events/views"] > committed["events/views"]
+    assert con.execute("SELECT count(DISTINCT _batch_id) FROM raw.views WHERE event_id LIKE 'u%'").fetchall() == [(1,)]
+    con.close()
 
 
-def test_a_lake_whose_only_batch_died_gives_typed_empty_views(tmp_path, monkeypatch):
+def test_a_lake_with_no_committed_batch_gives_typed_empty_views(tmp_path, monkeypatch):
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     views = STREAMS["views"]
     write_landing(landing, "views", [dumps(valid_record(views, i)) for i in range(5)] + ["{broken"], seq=1)
-    _ingest_dying_before_commit(landing, lake, monkeypatch)
-    counts = _counts(tmp_path, lake)
-    assert counts["raw.views"] == 0 and counts["raw.quarantine"] == 0 and counts["raw.ingest_log"] == 0
+    _ingest_dying_at_commit(landing, lake, monkeypatch, "events/views")
+    assert _rows_in_folder(lake, "views") == 5
+    counts = _refresh(tmp_path, lake)
+    assert all(counts[f"raw.{s}"] == 0 for s in STREAMS)
+    assert counts["raw.quarantine"] == 0 and counts["raw.ingest_log"] == 0
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
-    cols = {r[0]: r[1] for r in con.execute("DESCRIBE raw.views").fetchall()}
-    assert set(views.field_names) <= set(cols) and cols["event_date"] == "DATE"
+    for stream in ("views", "orders"):  # a table created empty by the dead writer; no table at all
+        cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE raw.{stream}").fetchall()}
+        assert set(STREAMS[stream].field_names) <= set(cols) and cols["event_date"] == "DATE"
+        assert cols["_payload_hash"] == "BIGINT"
+    cols = {r[0]: r[1] for r in con.execute("DESCRIBE raw.ingest_log").fetchall()}
+    assert cols["batch_id"] == "VARCHAR" and cols["rows_read"] == "BIGINT"
+    versions = lake_versions(con)
+    assert versions["events/views"] == 0  # the empty create, no batch
+    assert versions["ingest_log"] is None and versions["events/orders"] is None
+    con.close()
+
+
+def test_raw_reads_the_committed_version_on_both_stores(tmp_path, lake_root):
+    """On local disk raw.* are views over the version's files. DuckDB reads no s3:// here (no
+    httpfs offline): from object storage the warehouse loads each table's committed version from
+    its Arrow dataset into a table. Both record the versions they read."""
+    landing = tmp_path / "landing"
+    store = Lake(lake_root).store
+    views = STREAMS["views"]
+    write_landing(landing, "views", [dumps(valid_record(views, i)) for i in range(6)] + ["{broken"], seq=1)
+    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake_root)
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    counts = refresh_lake_views(con, lake_root)
+    assert counts["raw.views"] == 6 and counts["raw.quarantine"] == 1 and counts["raw.ingest_log"] == 1
+    assert counts["raw.orders"] == 0
+    kinds = dict(con.execute("SELECT table_name, 'table' FROM duckdb_tables() WHERE schema_name = 'raw' UNION ALL "
+                             "SELECT view_name, 'view' FROM duckdb_views() WHERE schema_name = 'raw'").fetchall())
+    assert kinds["views"] == ("view" if store.is_local else "table")
+    assert kinds["orders"] == "view"  # no table yet: typed and empty
+    assert lake_versions(con) == {t: store.version(t) for t in lake_versions(con)}
+    assert lake_versions(con)["events/views"] == 1
+    assert con.execute("SELECT count(*) FROM raw.views WHERE event_date = DATE '2026-11-02'").fetchall() == [(6,)]
+
+    write_landing(landing, "views", [dumps(valid_record(views, i, event_id=f"n{i}")) for i in range(3)], seq=2,
+                  flushed_at_ms=FLUSHED_AT_MS + 1000)
+    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake_root)
+    counts = refresh_lake_views(con, lake_root)
+    assert counts["raw.views"] == 9 and counts["raw.ingest_log"] == 2
+    assert lake_versions(con)["events/views"] == 2
     con.close()
