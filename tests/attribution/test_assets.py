@@ -7,7 +7,6 @@ import datetime as dt
 import dagster as dg
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tests.dagster.conftest import resources_for
@@ -17,24 +16,24 @@ from tiktok_pipelines.defs.attribution.assets import (
     attribution_marts,
 )
 from tiktok_pipelines.defs.warehouse.assets import warehouse_lake_tables
-from tiktok_pipelines.ingest.engine import INGEST_LOG_SCHEMA
-from tiktok_pipelines.schemas import STREAMS
+from tiktok_pipelines.ingest.engine import Lake, events_schema, events_table
 
 H = 3_600_000
 T0 = 1_793_491_200_000  # 2026-11-01 00:00 UTC
-_ARROW = {"string": pa.string(), "int64": pa.int64()}
 
 
 def _write_ad_events(lake, day: str, rows: list[dict]) -> None:
-    schema = STREAMS["ad_events"]
-    cols = {f.name: pa.array([r.get(f.name) for r in rows], _ARROW[f.type]) for f in schema.fields}
-    # Named and committed as an ingest batch would be: the warehouse's views read committed files only.
-    batch = day.replace("-", "")
-    out = lake / "events" / "ad_events" / f"event_date={day}"
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(cols), out / f"part-{batch}-c0.parquet")
-    (lake / "ingest_log").mkdir(parents=True, exist_ok=True)
-    pq.write_table(INGEST_LOG_SCHEMA.empty_table(), lake / "ingest_log" / f"batch-{batch}.parquet")
+    """Commit ``rows`` to the lake's ad_events table, one Delta transaction (as an ingest batch
+    would): the warehouse reads committed table versions only."""
+    schema = events_schema("ad_events")
+    n = len(rows)
+    lineage = {"_src_file": [f"test/{day}.ndjson"] * n, "_src_line": list(range(1, n + 1)),
+               "_batch_id": [day.replace("-", "")] * n, "_payload_hash": [0] * n,
+               "event_date": [dt.date.fromisoformat(day)] * n}
+    cols = {f.name: pa.array(lineage[f.name] if f.name in lineage else [r.get(f.name) for r in rows], f.type)
+            for f in schema}
+    Lake(lake).store.commit(events_table("ad_events"), pa.table(cols, schema=schema), txn=f"test:{day}",
+                            partition_by=["event_date"])
 
 
 def _ev(eid, ts, user, event_type, campaign=1, placement=None, value=None, adv=1):
