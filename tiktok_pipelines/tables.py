@@ -252,7 +252,7 @@ class TableStore:
         """The table at a committed version as an Arrow dataset (None if the table does not exist);
         ``partitions`` prunes files by partition value, e.g. ``[("event_date", "in", days)]``."""
         t = self.table(name, version)
-        return None if t is None else t.to_pyarrow_dataset(partitions=partitions)
+        return None if t is None else t.to_pyarrow_dataset(file_pruning_predicate=partitions)
 
     def files(self, name: str, version: int | None = None) -> list[str]:
         """The data files a committed version names (for audits; readers use ``dataset``)."""

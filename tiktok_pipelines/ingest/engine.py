@@ -827,7 +827,7 @@ def table_source(con: duckdb.DuckDBPyConnection, lake: Lake | Path | str, table:
         return f"read_parquet([{', '.join(sql_path(f) for f in files)}]{hive})"
     alias = f"_lake_{hashlib.sha1(repr((table, version, sorted(wanted or ()))).encode()).hexdigest()[:12]}"
     parts = [("event_date", "in", sorted(wanted))] if partitioned and wanted is not None else None
-    con.register(alias, t.to_pyarrow_dataset(partitions=parts))
+    con.register(alias, t.to_pyarrow_dataset(file_pruning_predicate=parts))
     return alias
 
 

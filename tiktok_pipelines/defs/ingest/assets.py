@@ -1,7 +1,8 @@
-"""Ingestion: landing NDJSON -> the Parquet lake (one table per stream), quarantine, ingest log.
+"""Ingestion: landing NDJSON -> the lake's Delta tables (one per stream), quarantine, ingest log.
 
-One multi-asset, because a landing batch is validated and committed as a unit: the stream tables,
-the quarantine and the ingest log (the commit record) change together or not at all.
+One multi-asset, because a landing batch is validated and committed as a unit: one Delta
+transaction per table (the stream tables, the quarantine, the ingest log last), each carrying the
+batch's transaction id; a batch cut short is finished by the next run (``ingest_files``).
 """
 
 import datetime as dt
@@ -11,14 +12,17 @@ import dagster as dg
 from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY, retry_only_transient
 from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
 from tiktok_pipelines.ingest.engine import (
+    INGEST_LOG_DIR,
+    QUARANTINE_DIR,
     IngestReport,
     Lake,
     audit_batch,
     duplicate_event_ids,
+    events_table,
     ingest_files,
     lake_partitions,
     lake_row_count,
-    parquet_row_count,
+    table_row_count,
 )
 from tiktok_pipelines.ingest.landing import list_landing_files, stat_landing_file
 from tiktok_pipelines.ingest.validate import sql_type
@@ -53,7 +57,7 @@ def _specs() -> list[dg.AssetSpec]:
             raw_key(stream),
             group_name=GROUP,
             description=schema.doc,
-            kinds={"parquet"},
+            kinds={"deltalake"},
             metadata={"dagster/column_schema": _column_schema(stream)},
         )
         for stream, schema in STREAMS.items()
@@ -63,7 +67,7 @@ def _specs() -> list[dg.AssetSpec]:
             group_name=GROUP,
             description="Every landing line that failed validation, with its reason, file and line; "
             "every line of a file quarantined whole carries the file's reason (see ingest_log.file_reason).",
-            kinds={"parquet"},
+            kinds={"deltalake"},
         ),
         dg.AssetSpec(
             INGEST_LOG_KEY,
@@ -72,7 +76,7 @@ def _specs() -> list[dg.AssetSpec]:
             "duplicate counts, and file_reason when the whole file was quarantined (future_flush_time, "
             "invalid_flush_time, unsafe_name, undecodable_name). Its files are the commit records of "
             "ingest batches.",
-            kinds={"parquet"},
+            kinds={"deltalake"},
         ),
     ]
 
@@ -115,8 +119,8 @@ def _reason_table(report: IngestReport) -> str:
     return "| reason | rows |\n|---|---|\n" + rows
 
 
-# Retries: a file system hiccup (EIO/ESTALE/EAGAIN) is retried with backoff, safely: an ingest rolls
-# back uncommitted batches and skips committed files. A bad path or a corrupt lake fails at once.
+# Retries: a file system hiccup (EIO/ESTALE/EAGAIN) is retried with backoff, safely: an ingest finishes
+# a batch left in flight and skips committed files. A bad path or a corrupt lake fails at once.
 @dg.multi_asset(specs=_specs(), check_specs=_checks(), name="ingest_landing", can_subset=False,
                 retry_policy=TRANSIENT_RETRY)
 @retry_only_transient
@@ -154,6 +158,7 @@ def ingest_landing(
             asset_key=raw_key(stream),
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(lake_row_count(storage.lake, stream)),
+                "delta_version": dg.MetadataValue.int(Lake(storage.lake).store.version(events_table(stream)) or 0),
                 "rows_added": t["rows_lake"],
                 "files_ingested": t["files"],
                 "partitions_touched": ", ".join(dates) or "none",
@@ -177,7 +182,8 @@ def ingest_landing(
     yield dg.MaterializeResult(
         asset_key=QUARANTINE_KEY,
         metadata={
-            "dagster/row_count": parquet_row_count(Lake(storage.lake).quarantine_glob),
+            "dagster/row_count": table_row_count(storage.lake, QUARANTINE_DIR),
+            "delta_version": dg.MetadataValue.int(Lake(storage.lake).store.version(QUARANTINE_DIR) or 0),
             "rows_added": totals["rows_quarantine"],
             "reasons": dg.MetadataValue.md(_reason_table(report)),
             "path": dg.MetadataValue.path(str(storage.lake / "quarantine")),
@@ -186,7 +192,8 @@ def ingest_landing(
     yield dg.MaterializeResult(
         asset_key=INGEST_LOG_KEY,
         metadata={
-            "dagster/row_count": parquet_row_count(Lake(storage.lake).ingest_log_glob),
+            "dagster/row_count": table_row_count(storage.lake, INGEST_LOG_DIR),
+            "delta_version": dg.MetadataValue.int(Lake(storage.lake).store.version(INGEST_LOG_DIR) or 0),
             "batch_id": report.batch_id or "none (nothing new)",
             "files_ingested": totals["files"],
             "files_skipped_already_ingested": len(report.skipped_files),

@@ -29,7 +29,7 @@ WAREHOUSE_POOL = "duckdb_warehouse"
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
     deps=[raw_key(s) for s in STREAMS] + [QUARANTINE_KEY, INGEST_LOG_KEY] + [a.key for a in catalog_assets],
-    description="raw.* views over the Parquet lake and dims.* tables in warehouse.duckdb.",
+    description="raw.* over the lake's Delta tables at their committed versions (recorded in raw._lake_versions) and dims.* tables in warehouse.duckdb.",
     retry_policy=TRANSIENT_RETRY,  # a DuckDB lock held outside Dagster's pool: retried with backoff
 )
 @retry_only_transient
