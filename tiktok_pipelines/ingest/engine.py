@@ -321,7 +321,7 @@ class Lake:
         gen = (t.transaction_version(STATE_APP) or 0) if t is not None else 0
         if gen == 0:
             return 0, None
-        rows = t.to_pyarrow_dataset().to_table().to_pylist()
+        rows = self.store.arrow_dataset(t, STATE_TABLE).to_table().to_pylist()
         row = next(r for r in rows if r["generation"] == gen)  # an overwrite leaves only this row
         return gen, (json.loads(row["plan"]) if row["plan"] else None)
 
@@ -827,7 +827,7 @@ def table_source(con: duckdb.DuckDBPyConnection, lake: Lake | Path | str, table:
         return f"read_parquet([{', '.join(sql_path(f) for f in files)}]{hive})"
     alias = f"_lake_{hashlib.sha1(repr((table, version, sorted(wanted or ()))).encode()).hexdigest()[:12]}"
     parts = [("event_date", "in", sorted(wanted))] if partitioned and wanted is not None else None
-    con.register(alias, t.to_pyarrow_dataset(file_pruning_predicate=parts))
+    con.register(alias, lake.store.arrow_dataset(t, table, parts))
     return alias
 
 
