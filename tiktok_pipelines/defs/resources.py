@@ -2,7 +2,8 @@
 
 Paths and rates are configuration: each resource reads its defaults from the environment
 (``TIKTOK_DATA_DIR`` and friends), so the same code runs on a laptop's ``./data`` or on a mounted
-shared volume without edits. Swapping the lake for object storage means swapping this resource.
+shared volume without edits. ``TIKTOK_LAKE_URI=s3://bucket/prefix`` puts the lake's Delta tables on
+object storage.
 """
 
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from tiktok_pipelines.ingest.engine import IngestSettings
+from tiktok_pipelines.tables import TableStore
 from tiktok_pipelines.training.joiner import JoinerConfig
 from tiktok_pipelines.training.stream_join import StreamConfig
 
@@ -26,6 +28,13 @@ class PlatformStorage(dg.ConfigurableResource):
     data_dir: str = "data"
     landing_dir: str | None = None
     lake_dir: str | None = None
+    # The lake's Delta tables on S3-compatible object storage: "s3://bucket/prefix" (default: the
+    # local ``lake`` folder). Endpoint and region here or in AWS_ENDPOINT_URL / AWS_REGION;
+    # credentials only from the AWS environment (docs/deployment.md). The derived tables (training
+    # examples, features, tags, dims) stay under the local ``lake`` folder for now (issue 16).
+    lake_uri: str | None = None
+    lake_endpoint_url: str | None = None
+    lake_region: str | None = None
     catalog_dir: str | None = None
     warehouse_path: str | None = None
     analytics_path: str | None = None
@@ -40,6 +49,16 @@ class PlatformStorage(dg.ConfigurableResource):
     @property
     def lake(self) -> Path:
         return self._under(self.lake_dir, "lake").absolute()
+
+    @property
+    def lake_location(self) -> str:
+        """Where the ingest's Delta tables live: ``lake_uri``, else the local ``lake`` folder."""
+        return self.lake_uri or str(self.lake)
+
+    @property
+    def lake_store(self) -> TableStore:
+        return TableStore.from_config(self.lake_location, endpoint_url=self.lake_endpoint_url,
+                                      region=self.lake_region)
 
     @property
     def catalog(self) -> Path:
@@ -150,7 +169,7 @@ class TrainingPolicy(dg.ConfigurableResource):
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     data_dir = _env("TIKTOK_DATA_DIR", "data")
     return {
-        "storage": PlatformStorage(data_dir=data_dir),
+        "storage": PlatformStorage(data_dir=data_dir, lake_uri=os.environ.get("TIKTOK_LAKE_URI") or None),
         "ingest_policy": IngestPolicy(
             future_skew_seconds=int(_env("TIKTOK_FUTURE_SKEW_SECONDS", "300")),
             max_lateness_days=int(_env("TIKTOK_MAX_LATENESS_DAYS", "30")),

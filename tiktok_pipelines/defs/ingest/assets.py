@@ -15,7 +15,6 @@ from tiktok_pipelines.ingest.engine import (
     INGEST_LOG_DIR,
     QUARANTINE_DIR,
     IngestReport,
-    Lake,
     audit_batch,
     duplicate_event_ids,
     events_table,
@@ -135,10 +134,12 @@ def ingest_landing(
         files = [stat_landing_file(storage.landing, rel) for rel in config.files]
     else:
         files = list_landing_files(storage.landing)
+    store = storage.lake_store
     report = ingest_files(
         files,
         landing_root=storage.landing,
-        lake_root=storage.lake,
+        lake_root=storage.lake_location,
+        store=store,
         settings=ingest_policy.settings(),
     )
     if report.resumed_batches:
@@ -157,18 +158,18 @@ def ingest_landing(
         yield dg.MaterializeResult(
             asset_key=raw_key(stream),
             metadata={
-                "dagster/row_count": dg.MetadataValue.int(lake_row_count(storage.lake, stream)),
-                "delta_version": dg.MetadataValue.int(Lake(storage.lake).store.version(events_table(stream)) or 0),
+                "dagster/row_count": dg.MetadataValue.int(lake_row_count(storage.lake_location, stream, store)),
+                "delta_version": dg.MetadataValue.int(store.version(events_table(stream)) or 0),
                 "rows_added": t["rows_lake"],
                 "files_ingested": t["files"],
                 "partitions_touched": ", ".join(dates) or "none",
-                "path": dg.MetadataValue.path(str(Lake(storage.lake).events_dir(stream))),
+                "path": dg.MetadataValue.path(store.uri(events_table(stream))),
             },
         )
         lateness = ingest_policy.max_lateness_days
-        dups = duplicate_event_ids(storage.lake, stream, dates, lateness_days=lateness)
-        window = lake_partitions(storage.lake, stream, dt.date.fromisoformat(dates[0]),
-                                 dt.date.fromisoformat(dates[-1]), lateness) if dates else []
+        dups = duplicate_event_ids(storage.lake_location, stream, dates, lateness_days=lateness, store=store)
+        window = lake_partitions(storage.lake_location, stream, dt.date.fromisoformat(dates[0]),
+                                 dt.date.fromisoformat(dates[-1]), lateness, store) if dates else []
         yield dg.AssetCheckResult(
             asset_key=raw_key(stream),
             check_name="event_id_unique",
@@ -182,18 +183,18 @@ def ingest_landing(
     yield dg.MaterializeResult(
         asset_key=QUARANTINE_KEY,
         metadata={
-            "dagster/row_count": table_row_count(storage.lake, QUARANTINE_DIR),
-            "delta_version": dg.MetadataValue.int(Lake(storage.lake).store.version(QUARANTINE_DIR) or 0),
+            "dagster/row_count": table_row_count(storage.lake_location, QUARANTINE_DIR, store),
+            "delta_version": dg.MetadataValue.int(store.version(QUARANTINE_DIR) or 0),
             "rows_added": totals["rows_quarantine"],
             "reasons": dg.MetadataValue.md(_reason_table(report)),
-            "path": dg.MetadataValue.path(str(storage.lake / "quarantine")),
+            "path": dg.MetadataValue.path(store.uri(QUARANTINE_DIR)),
         },
     )
     yield dg.MaterializeResult(
         asset_key=INGEST_LOG_KEY,
         metadata={
-            "dagster/row_count": table_row_count(storage.lake, INGEST_LOG_DIR),
-            "delta_version": dg.MetadataValue.int(Lake(storage.lake).store.version(INGEST_LOG_DIR) or 0),
+            "dagster/row_count": table_row_count(storage.lake_location, INGEST_LOG_DIR, store),
+            "delta_version": dg.MetadataValue.int(store.version(INGEST_LOG_DIR) or 0),
             "batch_id": report.batch_id or "none (nothing new)",
             "files_ingested": totals["files"],
             "files_skipped_already_ingested": len(report.skipped_files),
@@ -207,7 +208,7 @@ def ingest_landing(
             "rows_per_second": round(totals["rows_read"] / report.seconds) if report.seconds else 0,
         },
     )
-    problems = audit_batch(storage.lake, storage.landing, report.batch_id) if report.batch_id else []
+    problems = audit_batch(storage.lake_location, storage.landing, report.batch_id, store) if report.batch_id else []
     yield dg.AssetCheckResult(
         asset_key=INGEST_LOG_KEY,
         check_name="accounting_balanced",

@@ -77,7 +77,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage
     sweep: list[LandingFile] = []
     if cursor is None:
         # First tick on this instance: files an earlier run already ingested are not new.
-        done = Lake(storage.lake).ingested_keys()
+        done = Lake(storage.lake_location, storage.lake_store).ingested_keys()
         new = [f for f in files if f.key not in done]
         mark, swept_ns, sweeps = 0, now_ns, 0  # this tick looked at everything: it counts as a sweep
     else:
@@ -89,7 +89,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage
         if ingest_policy.sensor_sweep_s > 0 and now_ns - swept_ns >= ingest_policy.sensor_sweep_s * 1e9:
             # Runs first, then the log: a run that ends in between has committed before it ended.
             in_flight = _files_in_flight(context.instance)
-            done = Lake(storage.lake).ingested_keys()
+            done = Lake(storage.lake_location, storage.lake_store).ingested_keys()
             # Behind the window only: inside it the cursor's keys already decide (and a run asked
             # for on the last tick is in flight by now).
             sweep = [f for f in files if f.arrived_ns <= mark - grace_ns and f.key not in done

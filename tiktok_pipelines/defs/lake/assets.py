@@ -9,7 +9,7 @@ import dagster as dg
 
 from tiktok_pipelines.defs.ingest.assets import INGEST_LOG_KEY, QUARANTINE_KEY, raw_key
 from tiktok_pipelines.defs.resources import PlatformStorage
-from tiktok_pipelines.ingest.engine import Lake, lake_tables
+from tiktok_pipelines.ingest.engine import lake_tables
 from tiktok_pipelines.schemas import STREAMS
 from tiktok_pipelines.tables import CarePolicy, compact, table_report, vacuum
 
@@ -36,7 +36,7 @@ def _md(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
           deps=[raw_key(s) for s in STREAMS] + [QUARANTINE_KEY, INGEST_LOG_KEY],
           description="Compacts the small files of every lake table's settled partitions (Delta optimize).")
 def lake_compaction(config: LakeCareConfig, storage: PlatformStorage) -> dg.MaterializeResult:
-    store = Lake(storage.lake).store
+    store = storage.lake_store
     results = [compact(store, name, config.policy()) for name in lake_tables()]
     return dg.MaterializeResult(metadata={
         "files_removed": sum(r["files_removed"] for r in results),
@@ -49,7 +49,7 @@ def lake_compaction(config: LakeCareConfig, storage: PlatformStorage) -> dg.Mate
           description="Deletes files no version within the retention needs (replaced by compaction, "
           "or left by a dead writer); a reader pinned to a version within the retention keeps working.")
 def lake_vacuum(config: LakeCareConfig, storage: PlatformStorage) -> dg.MaterializeResult:
-    store = Lake(storage.lake).store
+    store = storage.lake_store
     results = [vacuum(store, name, config.policy()) for name in lake_tables()]
     return dg.MaterializeResult(metadata={
         "files_deleted": sum(r["files_deleted"] for r in results),
@@ -61,7 +61,7 @@ def lake_vacuum(config: LakeCareConfig, storage: PlatformStorage) -> dg.Material
 @dg.asset(group_name=GROUP, kinds={"deltalake"}, deps=[lake_vacuum],
           description="Each lake table's version, files, rows, size and minutes since its last commit.")
 def lake_report(storage: PlatformStorage) -> dg.MaterializeResult:
-    store = Lake(storage.lake).store
+    store = storage.lake_store
     rows = [r for r in (table_report(store, name) for name in lake_tables()) if r["exists"]]
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(r["rows"] for r in rows),

@@ -36,7 +36,7 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 def warehouse_lake_tables(storage: PlatformStorage) -> dg.MaterializeResult:
     con = connect_warehouse(storage.warehouse)
     try:
-        counts = refresh_lake_views(con, storage.lake)
+        counts = refresh_lake_views(con, storage.lake_location, storage.lake_store, dims_dir=storage.lake / "dims")
         con.execute("CHECKPOINT")
     finally:
         con.close()
