@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -16,7 +17,9 @@ from tiktok_pipelines.training.joiner import (
     JoinerConfig,
     build_examples,
     examples_glob,
+    examples_lake_versions,
     examples_path,
+    read_lake_versions,
 )
 
 T0 = FLUSHED_AT_MS - 2 * 3_600_000  # 2026-11-02 10:00 UTC
@@ -200,6 +203,39 @@ def test_unchanged_inputs_are_not_rebuilt_and_writes_are_atomic(world) -> None:
     assert (lake / "events" / "views" / "event_date=2026-11-03").is_dir()
     assert build_examples(lake).built.keys() == {DAY}
     assert not list(path.parent.glob(".*tmp"))
+
+
+def test_reads_the_committed_snapshot_and_pinned_versions_reproduce_it(world) -> None:
+    """The joiner reads the files the events tables' Delta versions name, records those versions
+    in every examples file, and reading at them again (time travel) rebuilds the same examples."""
+    landing, lake = world
+    config = JoinerConfig(negative_rate=1.0)
+    first = build_examples(lake, config)
+    before = examples(lake)
+    assert set(first.versions) == {"events/impressions", "events/views", "events/interactions"}
+    assert all(v is not None and v >= 1 for v in first.versions.values())
+    assert read_lake_versions(examples_path(lake, DAY)) == first.versions
+    assert examples_lake_versions(lake) == {DAY: first.versions}
+
+    # A copy of a committed file dropped into the partition, never committed (a dead writer's
+    # leftover): a glob would count every play twice; the snapshot does not name it.
+    part = lake / "events" / "views" / f"event_date={DAY}"
+    shutil.copy(next(part.glob("part-*.parquet")), part / "part-ffffffffffffffff-c0.parquet")
+    assert build_examples(lake, config).skipped == [DAY]  # the same committed inputs
+    build_examples(lake, config, force=True)
+    assert examples(lake) == before
+
+    # A batch commits an earlier play of user 1: A's history changes...
+    ingest(landing, lake, {"views": [view("early", T0 - 3_600 * S, 1, 50, 105, 100, None)]}, seq=2)
+    second = build_examples(lake, config)
+    assert second.built == {DAY: 6} and second.versions["events/views"] > first.versions["events/views"]
+    assert second.versions["events/impressions"] == first.versions["events/impressions"]
+    assert examples(lake)["A"]["user_views_24h"] == before["A"]["user_views_24h"] + 1
+    assert read_lake_versions(examples_path(lake, DAY)) == second.versions
+    # ...and pinning the first build's versions reads what it read.
+    again = build_examples(lake, config, versions=first.versions)
+    assert again.built == {DAY: 6} and again.versions == first.versions
+    assert examples(lake) == before
 
 
 def test_config_is_validated() -> None:

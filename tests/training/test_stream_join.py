@@ -171,6 +171,55 @@ def test_on_the_lake_each_batch_is_joined_once_and_matches_the_batch_join(tmp_pa
         run_stream_join(lake, JoinerConfig(label_window_s=61), LATENESS)
 
 
+def test_on_the_lake_a_batch_is_read_from_the_committed_snapshot(tmp_path):
+    """A batch's rows come from the files its commit added (the snapshot's add actions), not from
+    a listing: a file named for the batch but never committed is not read; and once compaction
+    merged a batch's files into others, its rows are found by ``_batch_id``. The versions read are
+    recorded with the step."""
+    import shutil
+
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    from tiktok_pipelines.ingest.engine import Lake
+    from tiktok_pipelines.training.stream_join import PART_KEY, part_path
+
+    events = _events(5, n_imp=80)
+    landing, lake, batches = _ingest_all(tmp_path, events, 3)
+    store = Lake(lake).store
+    ingest(landing, lake, {s: [e for k, e in batches[0] if k == s] for s in _SCHEMAS}, seq=1)
+    first = run_stream_join(lake, CONFIG, LATENESS)
+    assert first.versions == {f"events/{s}": store.version(f"events/{s}") for s in _SCHEMAS}
+    meta = json.loads(pq.read_schema(part_path(lake, 1)).metadata[PART_KEY])
+    assert meta["lake_versions"] == first.versions
+
+    # Batch 2, plus a stray copy of one of its files under a name of the batch: never committed.
+    def new_batch(seq: int, rows) -> str:
+        seen = set(Lake(lake).read_ingest_log().column("batch_id").to_pylist())
+        ingest(landing, lake, {s: [e for k, e in rows if k == s] for s in _SCHEMAS}, seq=seq)
+        (batch,) = set(Lake(lake).read_ingest_log().column("batch_id").to_pylist()) - seen
+        return batch
+
+    batch2 = new_batch(2, batches[1])
+    own = sorted((lake / "events" / "views").glob(f"event_date=*/part-{batch2}-*.parquet"))
+    assert own
+    shutil.copy(own[0], own[0].with_name(f"part-{batch2}-c99.parquet"))
+    assert run_stream_join(lake, CONFIG, LATENESS).batches == 1
+
+    # Batch 3, then compaction merges every table's files: no file is named for batch 3 any more.
+    batch3 = new_batch(3, batches[2])
+    for stream in _SCHEMAS:
+        DeltaTable(store.uri(f"events/{stream}")).optimize.compact()
+    assert not [a for s in _SCHEMAS for a in store.add_actions(f"events/{s}").column("path").to_pylist()
+                if f"part-{batch3}-" in a]
+    last = run_stream_join(lake, CONFIG, LATENESS)
+    assert last.batches == 1 and last.counts.impressions_in + last.counts.actions_in > 0
+
+    streamed = read_stream_examples(lake)
+    assert len(set(streamed.column("example_id").to_pylist())) == streamed.num_rows
+    assert _rows(streamed) == _rows(_batch_join(events, last.counts.watermark_ms))
+
+
 def test_a_crash_between_the_part_and_the_commit_redoes_the_step_once(tmp_path):
     events = _events(11, n_imp=60)
     landing, lake, batches = _ingest_all(tmp_path, events, 3)

@@ -32,10 +32,19 @@ after the impression enters a feature; the tests append later events and check e
 every existing example is unchanged. (A late *delivery* of an earlier event can still change a
 history count on rebuild; the served features are immune, being logged at serve time.)
 
+Input: the committed snapshot of the events tables (Delta), never a listing of their folders: a
+build pins one version of each of ``events/impressions``, ``events/views`` and
+``events/interactions`` (``EventsSnapshot``) and reads the files those versions name, so a file a
+dead writer left behind is never read and a batch committing meanwhile is either wholly in or
+wholly out. Pinning the same versions (``build_examples(..., versions=...)``, Delta time travel)
+reproduces the read.
+
 Storage: ``<lake>/examples/event_date=D/examples.parquet``, one file per impression date,
-replaced atomically. Each file records a fingerprint of its inputs (the lake files of the
-partitions it read, and this config) in its Parquet metadata; ``build_examples`` rebuilds a date
-only when the fingerprint changed, e.g. when late events landed in a partition it reads.
+replaced atomically. Each file records in its Parquet metadata a fingerprint of its inputs (the
+committed files of the partitions it read, and this config) and the version of each events table
+it read (``LAKE_VERSIONS_KEY``; ``examples_lake_versions`` collects them); ``build_examples``
+rebuilds a date only when the fingerprint changed, e.g. when late events landed in a partition it
+reads.
 """
 
 from __future__ import annotations
@@ -44,19 +53,23 @@ import datetime as dt
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+import urllib.parse
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tiktok_pipelines.ingest.engine import Lake
+from tiktok_pipelines.ingest.engine import Lake, events_table
 from tiktok_pipelines.lake import atomic_replace, sql_path
 
 EXAMPLES_DIR = "examples"
 EXAMPLES_FILE = "examples.parquet"
 FINGERPRINT_KEY = b"tiktok_pipelines.examples.fingerprint"
+# {"events/impressions": version, ...}: the Delta version of each events table the file was built from
+LAKE_VERSIONS_KEY = b"tiktok_pipelines.examples.lake_versions"
+JOIN_STREAMS = ("impressions", "views", "interactions")
 
 # Keys of the impressions' served_features object, with their SQL types: the served feature log.
 SERVED_FEATURES = {
@@ -100,58 +113,114 @@ class JoinerConfig:
 class JoinReport:
     built: dict[str, int]  # date -> examples written
     skipped: list[str]  # dates whose inputs had not changed
+    # The Delta version of each events table this build read ({"events/views": 12, ...}; None:
+    # the table did not exist). Pinning them reproduces the read (time travel).
+    versions: dict[str, int | None] = field(default_factory=dict)
 
 
 def _day(d: str, delta: int) -> str:
     return (dt.date.fromisoformat(d) + dt.timedelta(days=delta)).isoformat()
 
 
-def _partition_files(lake: Lake, stream: str, day: str) -> list[str]:
-    d = lake.events_dir(stream) / f"event_date={day}"
-    return sorted(str(p) for p in d.glob("*.parquet")) if d.is_dir() else []
+@dataclass(frozen=True)
+class EventsSnapshot:
+    """The events tables at one committed Delta version each: the files those versions name, by
+    ``event_date``, from the Delta log (no listing of the tables' folders, no data read).
+
+    ``pin`` takes the newest versions, or the ``versions`` given (time travel). Every read through
+    one snapshot sees the same commits, however many batches land meanwhile.
+    """
+
+    lake: Lake
+    versions: dict[str, int | None]  # events table ("events/views") -> version; None: no table
+    # stream -> event_date (ISO) -> [(path or URI, size in bytes, file name)]
+    by_day: dict[str, dict[str, list[tuple[str, int, str]]]]
+
+    @classmethod
+    def pin(cls, lake: Lake, streams: tuple[str, ...] = JOIN_STREAMS,
+            versions: dict[str, int | None] | None = None) -> EventsSnapshot:
+        pinned: dict[str, int | None] = {}
+        by_day: dict[str, dict[str, list[tuple[str, int, str]]]] = {}
+        for stream in streams:
+            name = events_table(stream)
+            want = (versions or {}).get(name)
+            if versions is not None and name in versions and want is None:
+                t = None  # pinned as "no table yet": read nothing, even if it exists now
+            else:
+                t = lake.store.table(name, want)
+            pinned[name] = None if t is None else t.version()
+            days: dict[str, list[tuple[str, int, str]]] = {}
+            if t is not None:
+                acts = pa.table(t.get_add_actions(flatten=True))
+                if acts.num_rows:
+                    base = lake.store.uri(name)
+                    for path, size, day in zip(acts.column("path").to_pylist(), acts.column("size_bytes").to_pylist(),
+                                               acts.column("partition.event_date").to_pylist()):
+                        rel = urllib.parse.unquote(path)
+                        days.setdefault(str(day), []).append((f"{base}/{rel}", int(size), rel.rsplit("/", 1)[-1]))
+            by_day[stream] = {d: sorted(fs) for d, fs in days.items()}
+        return cls(lake, pinned, by_day)
+
+    def dates(self, stream: str) -> list[str]:
+        """The dates the stream's pinned version holds files for."""
+        return sorted(self.by_day.get(stream, {}))
+
+    def files(self, stream: str, days: list[str]) -> list[tuple[str, int, str]]:
+        out: list[tuple[str, int, str]] = []
+        for d in dict.fromkeys(days):
+            out += self.by_day.get(stream, {}).get(d, [])
+        return out
+
+    def relation(self, con: duckdb.DuckDBPyConnection, name: str, stream: str, days: list[str],
+                 columns: dict[str, str], files: list[str] | None = None) -> None:
+        """Temp view ``name``: ``columns`` of the stream's rows dated in ``days`` (or of exactly
+        ``files``, paths this snapshot names), typed and empty when there are none."""
+        cols = ", ".join(columns)
+        paths = files if files is not None else [f for f, _, _ in self.files(stream, days)]
+        if not paths:
+            typed = ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items())
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {typed} WHERE false")
+            return
+        if self.lake.store.is_local:
+            listed = ", ".join(sql_path(f) for f in paths)  # a view cannot take a parameter
+            # union_by_name: files written before a column was added read it as NULL
+            source = f"read_parquet([{listed}], union_by_name=true)"
+        else:
+            # Object storage: DuckDB scans the committed files as an Arrow dataset.
+            import pyarrow.dataset as pads
+
+            source = f"_snap_{name}"
+            con.register(source, pads.dataset([p[len("s3://"):] for p in paths], format="parquet",
+                                              filesystem=self.lake.store.filesystem()))
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} FROM {source}")
 
 
 def impression_dates(lake_root: str | os.PathLike) -> list[str]:
-    d = Lake(lake_root).events_dir("impressions")
-    if not d.is_dir():
-        return []
-    return sorted(p.name.split("=", 1)[1] for p in d.glob("event_date=*") if any(p.glob("*.parquet")))
+    """The dates the committed impressions table holds rows for (from its Delta log)."""
+    return EventsSnapshot.pin(Lake(lake_root), ("impressions",)).dates("impressions")
 
 
 def examples_path(lake_root: str | os.PathLike, day: str) -> Path:
     return Path(lake_root) / EXAMPLES_DIR / f"event_date={day}" / EXAMPLES_FILE
 
 
-def _inputs(lake: Lake, day: str) -> dict[str, list[str]]:
-    return {
-        "impressions": _partition_files(lake, "impressions", day),
-        # labels reach into the next day; history into the previous one
-        "views": [f for d in (_day(day, -1), day, _day(day, 1)) for f in _partition_files(lake, "views", d)],
-        "interactions": [
-            f for d in (_day(day, -1), day, _day(day, 1)) for f in _partition_files(lake, "interactions", d)
-        ],
-    }
+def _input_days(day: str) -> dict[str, list[str]]:
+    # labels reach into the next day; history into the previous one
+    around = [_day(day, -1), day, _day(day, 1)]
+    return {"impressions": [day], "views": around, "interactions": around}
 
 
-def _fingerprint(inputs: dict[str, list[str]], config: JoinerConfig) -> str:
+def _inputs(snap: EventsSnapshot, day: str) -> dict[str, list[tuple[str, int, str]]]:
+    return {stream: snap.files(stream, days) for stream, days in _input_days(day).items()}
+
+
+def _fingerprint(inputs: dict[str, list[tuple[str, int, str]]], config: JoinerConfig) -> str:
     h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     for stream in sorted(inputs):
-        for f in inputs[stream]:
-            st = os.stat(f)
-            # Lake files are immutable once published: name and size identify them.
-            h.update(f"{stream}:{os.path.basename(f)}:{st.st_size}\n".encode())
+        for _, size, name in inputs[stream]:
+            # Committed files are immutable: name and size (from the Delta log) identify them.
+            h.update(f"{stream}:{name}:{size}\n".encode())
     return h.hexdigest()
-
-
-def _relation(con: duckdb.DuckDBPyConnection, name: str, files: list[str], columns: dict[str, str]) -> None:
-    cols = ", ".join(columns)
-    if files:
-        listed = ", ".join(sql_path(f) for f in files)  # a view cannot take a parameter
-        # union_by_name: files written before a column was added read it as NULL
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} FROM read_parquet([{listed}], union_by_name=true)")
-    else:
-        typed = ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items())
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {typed} WHERE false")
 
 
 def examples_sql(config: JoinerConfig) -> str:
@@ -258,26 +327,31 @@ def build_examples(
     *,
     dates: list[str] | None = None,
     force: bool = False,
+    versions: dict[str, int | None] | None = None,
 ) -> JoinReport:
-    """(Re)build the examples of each impression date whose inputs changed (all dates by default)."""
+    """(Re)build the examples of each impression date whose inputs changed (all dates by default).
+
+    Reads the events tables at the newest committed versions, or at ``versions`` (a
+    ``JoinReport.versions`` or a file's ``LAKE_VERSIONS_KEY``: the same read again)."""
     config = config or JoinerConfig()
-    lake = Lake(lake_root)
-    report = JoinReport(built={}, skipped=[])
+    snap = EventsSnapshot.pin(Lake(lake_root), JOIN_STREAMS, versions)
+    report = JoinReport(built={}, skipped=[], versions=dict(snap.versions))
     con = duckdb.connect()
     try:
-        for day in dates if dates is not None else impression_dates(lake_root):
-            inputs = _inputs(lake, day)
+        for day in dates if dates is not None else snap.dates("impressions"):
+            inputs = _inputs(snap, day)
             fp = _fingerprint(inputs, config)
             out = examples_path(lake_root, day)
             if not force and out.exists() and read_fingerprint(out) == fp:
                 report.skipped.append(day)
                 continue
-            _relation(con, "imp", inputs["impressions"], _IMP_COLUMNS)
-            _relation(con, "views", inputs["views"], _VIEW_COLUMNS)
-            _relation(con, "inter", inputs["interactions"], _INTER_COLUMNS)
+            for view, stream, columns in (("imp", "impressions", _IMP_COLUMNS), ("views", "views", _VIEW_COLUMNS),
+                                          ("inter", "interactions", _INTER_COLUMNS)):
+                snap.relation(con, view, stream, _input_days(day)[stream], columns)
             table = con.sql(examples_sql(config)).to_arrow_table()
             table = table.replace_schema_metadata({FINGERPRINT_KEY: fp.encode(),
-                                                   b"tiktok_pipelines.examples.config": json.dumps(asdict(config)).encode()})
+                                                   b"tiktok_pipelines.examples.config": json.dumps(asdict(config)).encode(),
+                                                   LAKE_VERSIONS_KEY: json.dumps(snap.versions, sort_keys=True).encode()})
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f".{out.name}.tmp")
             pq.write_table(table, tmp, compression="snappy")
@@ -289,24 +363,25 @@ def build_examples(
 
 
 def examples_between(lake_root: str | os.PathLike, config: JoinerConfig, after_ms: int,
-                     until_ms: int) -> pa.Table:
+                     until_ms: int, *, versions: dict[str, int | None] | None = None) -> pa.Table:
     """Examples of the impressions with ``after_ms < ts_ms <= until_ms``, labelled and sampled
-    exactly as ``build_examples`` would (the online path's input: same SQL, a time slice)."""
-    lake = Lake(lake_root)
+    exactly as ``build_examples`` would (the online path's input: same SQL, a time slice), from
+    the newest committed versions of the events tables (or ``versions``)."""
+    snap = EventsSnapshot.pin(Lake(lake_root), JOIN_STREAMS, versions)
     first = dt.datetime.fromtimestamp(max(after_ms, 0) / 1000, dt.timezone.utc).date()
     last = dt.datetime.fromtimestamp(max(until_ms, 0) / 1000, dt.timezone.utc).date()
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    inputs: dict[str, list[str]] = {"impressions": [], "views": [], "interactions": []}
+    wanted: dict[str, list[str]] = {"impressions": [], "views": [], "interactions": []}
     for day in days:
-        for stream, files in _inputs(lake, day).items():
-            inputs[stream] += [f for f in files if f not in inputs[stream]]
+        for stream, around in _input_days(day).items():
+            wanted[stream] += [d for d in around if d not in wanted[stream]]
     con = duckdb.connect()
     try:
-        _relation(con, "imp_all", inputs["impressions"], _IMP_COLUMNS)
+        snap.relation(con, "imp_all", "impressions", wanted["impressions"], _IMP_COLUMNS)
         con.execute(f"CREATE OR REPLACE TEMP VIEW imp AS SELECT * FROM imp_all "
                     f"WHERE ts_ms > {int(after_ms)} AND ts_ms <= {int(until_ms)}")
-        _relation(con, "views", inputs["views"], _VIEW_COLUMNS)
-        _relation(con, "inter", inputs["interactions"], _INTER_COLUMNS)
+        snap.relation(con, "views", "views", wanted["views"], _VIEW_COLUMNS)
+        snap.relation(con, "inter", "interactions", wanted["interactions"], _INTER_COLUMNS)
         return con.sql(examples_sql(config)).to_arrow_table()
     finally:
         con.close()
@@ -316,6 +391,21 @@ def read_fingerprint(path: str | os.PathLike) -> str | None:
     meta = pq.read_schema(path).metadata or {}
     value = meta.get(FINGERPRINT_KEY)
     return value.decode() if value is not None else None
+
+
+def read_lake_versions(path: str | os.PathLike) -> dict[str, int | None] | None:
+    """The events tables' versions an examples file was built from (None: built before they
+    were recorded)."""
+    value = (pq.read_schema(path).metadata or {}).get(LAKE_VERSIONS_KEY)
+    return json.loads(value) if value is not None else None
+
+
+def examples_lake_versions(lake_root: str | os.PathLike) -> dict[str, dict[str, int | None] | None]:
+    """Per impression date, the events tables' versions its examples were built from (read from
+    the files' footers): what a model trained on them read, and how to read it again."""
+    root = Path(lake_root) / EXAMPLES_DIR
+    files = sorted(root.glob(f"event_date=*/{EXAMPLES_FILE}")) if root.is_dir() else []
+    return {p.parent.name.split("=", 1)[1]: read_lake_versions(p) for p in files}
 
 
 def examples_glob(lake_root: str | os.PathLike) -> str:

@@ -29,6 +29,14 @@ State (all keyed by event time, pruned as the watermark passes):
   joiner runs. (A batch's ``ingested_at_ms`` is when it started; one that took longer than the
   slack to commit would be missed here, and only here: the daily batch join reads the lake.)
 
+Input: each step reads the ingest log (a Delta table) for the batches committed since the last
+step, then the rows of those batches from the events tables at one pinned Delta version each
+(``joiner.EventsSnapshot``; the ingest log is committed after a batch's events, so every batch it
+names is in them): the files the snapshot's add actions name for the batch (``part-<batch>-*``),
+or, when those no longer hold the batch's logged rows (compaction merged them), the batch's rows
+found by ``_batch_id`` in the whole snapshot. The versions read are recorded in the step's part
+and state (``lake_versions``).
+
 Durability: a step writes its examples as ``stream_examples/part-<seq>.parquet``, then the new
 state as ``_stream_join/state-<seq>/``, then points ``_stream_join/CURRENT`` at it (one atomic
 rename): the commit. A kill -9 anywhere before leaves the previous state current; the next run
@@ -51,11 +59,13 @@ import pyarrow.parquet as pq
 
 from tiktok_pipelines.features.online import compute_counters, write_counters
 from tiktok_pipelines.ingest.engine import Lake
-from tiktok_pipelines.lake import atomic_replace, atomic_write_json, exclusive_lock, fsync_path, sql_path
+from tiktok_pipelines.lake import atomic_replace, atomic_write_json, exclusive_lock, fsync_path
 from tiktok_pipelines.training.joiner import (
     _IMP_COLUMNS,
     _INTER_COLUMNS,
     _VIEW_COLUMNS,
+    JOIN_STREAMS,
+    EventsSnapshot,
     JoinerConfig,
     examples_sql,
 )
@@ -241,6 +251,8 @@ class StreamReport:
     counts: StepCounts
     seconds: float
     recovered: list[str] = field(default_factory=list)  # uncommitted leftovers a crash had left
+    # The Delta version of each events table the step read (empty: no step ran)
+    versions: dict[str, int | None] = field(default_factory=dict)
 
 
 def stream_root(lake_root: str | os.PathLike) -> Path:
@@ -298,7 +310,8 @@ def _prune_consumed(consumed: dict[str, int]) -> dict[str, int]:
     return {b: ts for b, ts in consumed.items() if ts >= floor}
 
 
-def _save_state(lake_root: Path, seq: int, state: JoinState, consumed: dict[str, int], config: dict) -> None:
+def _save_state(lake_root: Path, seq: int, state: JoinState, consumed: dict[str, int], config: dict,
+                lake_versions: dict[str, int | None] | None = None) -> None:
     root = stream_root(lake_root)
     d = root / f"state-{seq:08d}"
     if d.exists():
@@ -308,23 +321,38 @@ def _save_state(lake_root: Path, seq: int, state: JoinState, consumed: dict[str,
                         ("closed", state.closed)):
         pq.write_table(table, d / f"{name}.parquet", compression="zstd")
     (d / "meta.json").write_text(json.dumps({"seq": seq, "max_ts_ms": state.max_ts_ms, "consumed": consumed,
-                                             "totals": asdict(state.totals), "config": config}))
+                                             "totals": asdict(state.totals), "config": config,
+                                             "lake_versions": lake_versions or {}}))
     for f in d.iterdir():
         fsync_path(f)
     fsync_path(d)
     atomic_write_json(root / CURRENT, {"seq": seq})  # the commit
 
 
-def _batch_files(lake: Lake, stream: str, batches: list[str]) -> list[str]:
-    root = lake.events_dir(stream)
-    return sorted(str(p) for b in batches for p in root.glob(f"event_date=*/part-{b}-*.parquet"))
-
-
-def _read(files: list[str], columns: dict[str, str]) -> pa.Table | None:
-    if not files:
+def _read_batches(snap: EventsSnapshot, stream: str, batches: list[str], logged_rows: int,
+                  columns: dict[str, str]) -> pa.Table | None:
+    """The rows ``batches`` committed to a stream, from the snapshot: their own files (named for
+    the batch: ``part-<batch>-c<chunk>.parquet``), chosen from its add actions; when those do not
+    hold the ``logged_rows`` the ingest log counts (compaction merged them into other files), the
+    batches' rows by ``_batch_id`` in every file of the snapshot."""
+    if not batches or logged_rows == 0:
         return None
-    listed = ", ".join(sql_path(f) for f in files)
-    return duckdb.sql(f"SELECT {', '.join(columns)} FROM read_parquet([{listed}], union_by_name=true)").to_arrow_table()
+    prefixes = tuple(f"part-{b}-" for b in batches)
+    own = [path for day in snap.dates(stream) for path, _, name in snap.files(stream, [day])
+           if name.startswith(prefixes)]
+    ids = ", ".join("'" + b.replace("'", "''") + "'" for b in batches)
+    cols = ", ".join(columns)
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads = 1")
+        snap.relation(con, "batch_rows", stream, [], {**columns, "_batch_id": "VARCHAR"}, files=own)
+        table = con.sql(f"SELECT {cols} FROM batch_rows WHERE _batch_id IN ({ids})").to_arrow_table()
+        if table.num_rows != logged_rows:
+            snap.relation(con, "batch_rows", stream, snap.dates(stream), {**columns, "_batch_id": "VARCHAR"})
+            table = con.sql(f"SELECT {cols} FROM batch_rows WHERE _batch_id IN ({ids})").to_arrow_table()
+    finally:
+        con.close()
+    return table
 
 
 def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: StreamConfig | None = None,
@@ -355,11 +383,19 @@ def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: 
             return StreamReport(seq, 0, StepCounts(pending=state.pending.num_rows,
                                                    watermark_ms=StreamJoiner(config, stream, state).watermark_ms),
                                 time.perf_counter() - started, recovered)
+        # The events tables after the log: every batch it names is committed in them.
+        snap = EventsSnapshot.pin(lake, JOIN_STREAMS)
+        wanted = set(new)
+        logged = {s: 0 for s in JOIN_STREAMS}
+        for b, s, n in zip(log.column("batch_id").to_pylist(), log.column("stream").to_pylist(),
+                           log.column("rows_lake").to_pylist()):
+            if b in wanted and s in logged:
+                logged[s] += n or 0
         joiner = StreamJoiner(config, stream, state)
         examples, counts = joiner.step(
-            _read(_batch_files(lake, "impressions", new), _IMP_COLUMNS),
-            _read(_batch_files(lake, "views", new), _VIEW_COLUMNS),
-            _read(_batch_files(lake, "interactions", new), _INTER_COLUMNS),
+            _read_batches(snap, "impressions", new, logged["impressions"], _IMP_COLUMNS),
+            _read_batches(snap, "views", new, logged["views"], _VIEW_COLUMNS),
+            _read_batches(snap, "interactions", new, logged["interactions"], _INTER_COLUMNS),
             now_ms=now_ms, clock_skew_ms=clock_skew_ms,
         )
         nxt = seq + 1
@@ -369,13 +405,14 @@ def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: 
         # every impression this part holds is before closed_below_ms (the parts tile event time):
         # readers skip whole parts by it
         closed_below = None if counts.watermark_ms is None else counts.watermark_ms - config.label_window_s * 1000
-        examples = examples.replace_schema_metadata({PART_KEY: json.dumps({"closed_below_ms": closed_below})})
+        examples = examples.replace_schema_metadata({PART_KEY: json.dumps({"closed_below_ms": closed_below,
+                                                                           "lake_versions": snap.versions})})
         pq.write_table(examples, tmp, compression="snappy")
         atomic_replace(tmp, out)
         if _after_part is not None:  # tests: a crash between the part and the commit
             _after_part()
         _save_state(lake_root, nxt, joiner.state, _prune_consumed({**consumed, **{b: ts for ts, b in order}}),
-                    now_config)
+                    now_config, snap.versions)
         old = stream_root(lake_root) / f"state-{seq:08d}"
         if seq and old.exists():
             shutil.rmtree(old)
@@ -384,7 +421,7 @@ def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: 
             # the commit: a crash here leaves them one step behind, never ahead of the state)
             write_counters(lake_root, compute_counters(joiner.state.views, joiner.state.inter,
                                                        joiner.state.max_ts_ms), joiner.state.max_ts_ms)
-        return StreamReport(nxt, len(new), counts, time.perf_counter() - started, recovered)
+        return StreamReport(nxt, len(new), counts, time.perf_counter() - started, recovered, dict(snap.versions))
 
 
 def read_stream_examples(lake_root: str | os.PathLike, *, after_seq: int = 0,
