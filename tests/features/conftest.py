@@ -1,8 +1,9 @@
 """A tiny hand-written lake, in the ingest engine's layout, for exact feature values.
 
-Rows are written straight to ``lake/events/<stream>/event_date=D/<name>.parquet`` (typed as the
-event contract says) rather than through landing files: the ingest engine would quarantine events
-weeks older than their flush time, and these tests need history that spans 40 days.
+Rows are committed straight to the events tables (``lake/events/<stream>``, Delta, partition
+``event_date=D``, typed as the event contract says) rather than through landing files: the ingest
+engine would quarantine events weeks older than their flush time, and these tests need history
+that spans 40 days.
 """
 
 from __future__ import annotations
@@ -14,30 +15,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tiktok_pipelines.features import as_of_ms
-from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING
+from tiktok_pipelines.ingest.engine import Lake, events_schema, events_table
+from tiktok_pipelines.tables import StagedFile
 
 DAY = "2026-11-10"  # the feature date of most tests
 T = as_of_ms(DAY)  # its cutoff: 2026-11-10 00:00 UTC
 H = 3_600_000
 D = 24 * H
 
-_ARROW = {STRING: pa.string(), INT64: pa.int64(), FLOAT64: pa.float64(), BOOL: pa.bool_(), JSON_OBJECT: pa.string()}
-
-
-def stream_schema(stream: str) -> pa.Schema:
-    return pa.schema([(f.name, _ARROW[f.type]) for f in STREAMS[stream].fields])
-
-
 def write_events(lake: Path, stream: str, rows: list[dict], name: str, day: str | None = None) -> Path:
-    """One Parquet file per call. ``day`` (the partition directory) defaults to the UTC date of
-    the first row's ts_ms; passing another one misplaces the rows on purpose."""
+    """One Parquet file per call, committed to the stream's events table as one transaction.
+    ``day`` (the partition) defaults to the UTC date of the first row's ts_ms; passing another one
+    misplaces the rows on purpose."""
     day = day or dt.datetime.fromtimestamp(rows[0]["ts_ms"] / 1000, dt.timezone.utc).date().isoformat()
-    schema = stream_schema(stream)
-    table = pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for r in rows], schema=schema)
-    path = lake / "events" / stream / f"event_date={day}" / f"part-{name}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    return path
+    schema = events_schema(stream)
+    file_schema = pa.schema([f for f in schema if f.name != "event_date"])  # the partition is the folder
+    table = pa.Table.from_pylist([{f: r.get(f) for f in file_schema.names} for r in rows], schema=file_schema)
+    staged = lake / "_staging" / "tests" / stream / day / f"part-{name}.parquet"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, staged)
+    store = Lake(lake).store
+    store.commit_files(events_table(stream), [StagedFile(staged, staged.name, table.num_rows, {"event_date": day})],
+                       schema=schema, txn=f"tests:{stream}:{day}:{name}", partition_by=["event_date"])
+    return lake / "events" / stream / f"event_date={day}" / staged.name
 
 
 _n = iter(range(10**9))

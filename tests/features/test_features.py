@@ -137,6 +137,25 @@ def test_events_at_or_after_the_cutoff_change_nothing_earlier_ones_do(lake):
     assert creators[7]["followers"] == 4 and creators[7]["follower_growth_1d"] == 2
 
 
+def test_only_committed_files_are_read(lake):
+    """Features read the events tables' committed snapshot: Parquet files dropped into the tables'
+    folders (a dead writer's leftovers, never in the Delta log) change nothing, not even the dates
+    the lake has."""
+    import shutil
+
+    before, dates = compute_all(lake), backfill_dates(lake)
+    for stream in ("views", "impressions", "interactions"):
+        committed = sorted((lake / "events" / stream / "event_date=2026-11-09").glob("*.parquet"))[0]
+        shutil.copy(committed, committed.with_name("part-stray.parquet"))  # beside a committed file
+        later = lake / "events" / stream / "event_date=2026-11-12"
+        later.mkdir()
+        shutil.copy(committed, later / "part-stray.parquet")  # a date the lake does not have
+    after = compute_all(lake)
+    for entity in ENTITIES:
+        assert after[entity].equals(before[entity]), entity
+    assert backfill_dates(lake) == dates
+
+
 def test_write_is_atomic_idempotent_and_replaces(lake):
     videos = lake.parent / "catalog" / "videos.parquet"
     first = write_features(lake, "user", DAY, videos)

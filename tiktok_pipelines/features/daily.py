@@ -5,10 +5,12 @@ events with ``ts_ms < start of D`` enter it, so it is exactly what a model servi
 use (and what a training example from day D may be joined with, with no leakage from the day it
 predicts). A window of ``w`` days means ``start(D) - w days <= ts_ms < start(D)``.
 
-Everything is computed by DuckDB straight from the lake's Parquet (``events/<stream>/
-event_date=*/``): the partition directories outside the window are never listed, the rest are
-read with only the columns needed, and ``ts_ms`` is filtered as well, so an event that sits in an
-earlier directory but happened on or after D (or a late file dropped anywhere) changes nothing.
+Everything is computed by DuckDB straight from the lake's committed snapshot of each events table
+(Delta: the files its newest version names, never a listing of ``events/<stream>/``, so a file a
+writer dropped there but never committed is not read): partitions (``event_date``) outside the
+window are pruned from the Delta log, the rest are read with only the columns needed, and
+``ts_ms`` is filtered as well, so an event that sits in an earlier partition but happened on or
+after D (or a late batch committed anywhere) changes nothing.
 
 Output: ``<lake>/features/<entity>/feature_date=YYYY-MM-DD/part.parquet`` (no ``feature_date``
 column inside: it is the hive partition), written to a temp file and renamed over the old one, so
@@ -21,12 +23,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
-from tiktok_pipelines.ingest.engine import Lake
+from tiktok_pipelines.ingest.engine import Lake, events_table, lake_dates, table_source
 from tiktok_pipelines.lake import atomic_replace, sql_path
 
 FEATURES_DIR = "features"
@@ -92,21 +96,15 @@ def _check_entity(entity: str) -> None:
         raise ValueError(f"unknown entity {entity!r}; expected one of {ENTITIES}")
 
 
-def _partition_dates(lake: Lake, stream: str) -> dict[dt.date, Path]:
-    d = lake.events_dir(stream)
-    out: dict[dt.date, Path] = {}
-    for p in d.glob("event_date=*") if d.is_dir() else []:
-        try:
-            out[dt.date.fromisoformat(p.name.split("=", 1)[1])] = p
-        except ValueError:
-            continue  # not a partition this lake wrote
-    return out
+def _partition_dates(lake: Lake, stream: str) -> list[dt.date]:
+    """The dates the stream's committed version holds rows for (its Delta log's partitions)."""
+    return [dt.date.fromisoformat(d) for d in lake_dates(lake.store.root, stream, lake.store)]
 
 
 def event_dates(lake_root: str | os.PathLike, streams: tuple[str, ...] = ("impressions", "views", "interactions")) -> list[str]:
-    """Dates with at least one Parquet file in any of ``streams``."""
+    """Dates with committed rows in any of ``streams``."""
     lake = Lake(lake_root)
-    days = {d for s in streams for d, p in _partition_dates(lake, s).items() if any(p.glob("*.parquet"))}
+    days = {d for s in streams for d in _partition_dates(lake, s)}
     return sorted(d.isoformat() for d in days)
 
 
@@ -120,27 +118,62 @@ def backfill_dates(lake_root: str | os.PathLike) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def _files(lake: Lake, stream: str, day: dt.date, lookback_days: int | None) -> list[str]:
-    """Parquet files of the partitions that can hold events of the window (pruning): event dates
-    in [day - lookback, day), or every date before ``day`` when ``lookback_days`` is None."""
+def _window_dates(dates, day: dt.date, lookback_days: int | None) -> list[dt.date]:
+    """The partitions (of ``dates``) that can hold events of the window (pruning): event dates in
+    [day - lookback, day), or every date before ``day`` when ``lookback_days`` is None."""
     first = None if lookback_days is None else day - dt.timedelta(days=lookback_days)
-    files: list[str] = []
-    for d, p in sorted(_partition_dates(lake, stream).items()):
-        if d < day and (first is None or d >= first):
-            files += sorted(str(f) for f in p.glob("*.parquet"))
-    return files
+    return sorted(x for x in dates if x < day and (first is None or x >= first))
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    """A stream's events table at its newest committed version: the files it names, by date."""
+
+    version: int
+    files: dict[dt.date, list[str]]  # full local paths (or s3:// URIs), sorted by name
+
+
+def _pin(lake: Lake, stream: str) -> _Pinned | None:
+    name = events_table(stream)
+    t = lake.store.table(name)
+    if t is None:
+        return None
+    acts = pa.table(t.get_add_actions(flatten=True))
+    files: dict[dt.date, list[str]] = {}
+    if acts.num_rows:
+        base = lake.store.uri(name)
+        for path, day in zip(acts.column("path").to_pylist(), acts.column("partition.event_date").to_pylist()):
+            day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
+            files.setdefault(day, []).append(f"{base}/{urllib.parse.unquote(path)}")
+    return _Pinned(t.version(), {d: sorted(fs) for d, fs in files.items()})
+
+
+def _source(con: duckdb.DuckDBPyConnection, lake: Lake, stream: str, pinned: _Pinned,
+            days: list[dt.date]) -> str | None:
+    """A FROM-clause item over the pinned version's files dated in ``days``; None when none.
+
+    Locally the files are listed in (date, name) order, as the earlier listing read them: DuckDB
+    sums floats in scan order, and a fixed order keeps a feature's last bits the same from run to
+    run. On object storage, the snapshot's Arrow dataset (``table_source``)."""
+    if not lake.store.is_local:
+        return table_source(con, lake, events_table(stream), days=[x.isoformat() for x in days],
+                            version=pinned.version)
+    files = [f for x in days for f in pinned.files.get(x, [])]
+    if not files:
+        return None
+    listed = ", ".join(sql_path(f) for f in files)  # a view cannot take a parameter
+    return f"read_parquet([{listed}], hive_partitioning = true, union_by_name = true)"
 
 
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def _relation(con: duckdb.DuckDBPyConnection, name: str, files: list[str], columns: dict[str, str],
+def _relation(con: duckdb.DuckDBPyConnection, name: str, source: str | None, columns: dict[str, str],
               where: str) -> None:
+    """Temp view ``name`` over a FROM-clause item (``table_source``), typed and empty when None."""
     cols = ", ".join(f"{c}::{t} AS {c}" for c, t in columns.items())
-    if files:
-        listed = ", ".join(sql_path(f) for f in files)  # a view cannot take a parameter
-        body = (f"SELECT {cols} FROM read_parquet([{listed}], hive_partitioning = true, "
-                f"union_by_name = true) WHERE {where}")
+    if source is not None:
+        body = f"SELECT {cols} FROM {source} WHERE {where}"
     else:
         body = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items()) + " WHERE false"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
@@ -167,14 +200,20 @@ def prepare_inputs(con: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike,
     longest = max({"user": USER_WINDOWS, "video": VIDEO_WINDOWS, "creator": CREATOR_WINDOWS}[entity])
     window = f"ts_ms >= {cutoff - longest * DAY_MS} AND ts_ms < {cutoff}"
 
-    def files(stream: str, lookback: int | None) -> list[str]:
-        return [] if empty or stream not in STREAMS_READ[entity] else _files(lake, stream, d, lookback)
+    # One committed version per stream for every view of it (``inter`` and ``follows`` agree).
+    pinned = {} if empty else {s: _pin(lake, s) for s in STREAMS_READ[entity]}
 
-    _relation(con, "views", files("views", longest), _VIEW_COLS, window)
-    _relation(con, "imps", files("impressions", longest), _IMP_COLS, window)
-    _relation(con, "inter", files("interactions", longest), _INTER_COLS, window)
+    def source(stream: str, lookback: int | None) -> str | None:
+        if pinned.get(stream) is None:
+            return None
+        days = _window_dates(pinned[stream].files, d, lookback)
+        return _source(con, lake, stream, pinned[stream], days) if days else None
+
+    _relation(con, "views", source("views", longest), _VIEW_COLS, window)
+    _relation(con, "imps", source("impressions", longest), _IMP_COLS, window)
+    _relation(con, "inter", source("interactions", longest), _INTER_COLS, window)
     # Followers are cumulative: every interactions partition before D (only 4 columns are read).
-    follows = files("interactions", None) if entity == "creator" else []
+    follows = source("interactions", None) if entity == "creator" else None
     _relation(con, "follows", follows, _INTER_COLS, f"event_type = 'follow' AND ts_ms < {cutoff}")
     _videos_relation(con, None if empty else videos_path)
 
