@@ -10,6 +10,7 @@ from tests.training.test_joiner import SCENARIO
 from tiktok_pipelines.defs.ingest.assets import ingest_landing
 from tiktok_pipelines.defs.resources import JoinerPolicy
 from tiktok_pipelines.defs.training.assets import training_examples
+from tiktok_pipelines.ingest.engine import Lake
 
 
 def test_training_examples_materialize_and_rebuild_only_what_changed(tmp_path, instance) -> None:
@@ -21,6 +22,10 @@ def test_training_examples_materialize_and_rebuild_only_what_changed(tmp_path, i
     meta = result.asset_materializations_for_node("training_examples")[0].metadata
     assert meta["dagster/row_count"].value == len(SCENARIO["impressions"])
     assert meta["dates_built"].value == {"2026-11-02": 6}
+    # what it read: the committed version of each events table (time travel reproduces the read)
+    store = Lake(tmp_path / "lake").store
+    assert meta["lake_versions"].value == {
+        f"events/{s}": store.version(f"events/{s}") for s in ("impressions", "views", "interactions")}
 
     again = dg.materialize([training_examples], resources=resources, instance=instance)
     meta = again.asset_materializations_for_node("training_examples")[0].metadata
@@ -81,10 +86,8 @@ def test_batch_retrain_skips_with_one_day(tmp_path, instance) -> None:
 
 
 def test_online_sensor_requests_one_run_per_new_commit_and_the_run_publishes(tmp_path, instance) -> None:
-    """Commits in lake/ingest_log drive the online sensor; its run trains and publishes a delta
-    on top of the batch model's full version."""
-    import os
-
+    """New versions of the lake's ingest_log Delta table drive the online sensor; its run trains
+    and publishes a delta on top of the batch model's full version."""
     from tiktok_pipelines.defs.resources import TrainingPolicy
     from tiktok_pipelines.defs.training.assets import (
         batch_rankers,
@@ -127,10 +130,13 @@ def test_online_sensor_requests_one_run_per_new_commit_and_the_run_publishes(tmp
 
     day4 = sorted((f for f in list_landing_files(landing) if "/dt=2026-11-04/" in f.rel_path),
                   key=lambda f: f.flushed_at_ms)
-    ingest_files(day4[: len(day4) // 2], landing_root=landing, lake_root=lake)  # a new commit record
-    newest = sorted((lake / "ingest_log").glob("*.parquet"), key=os.path.getmtime)[-1]
+    def newest():
+        t = Lake(lake).store.table("ingest_log")
+        return f"online-ingest_log-{t.metadata().id}-v{t.version()}"
+
+    ingest_files(day4[: len(day4) // 2], landing_root=landing, lake_root=lake)  # a new ingest_log version
     requests, cursor, _ = tick(cursor)
-    assert len(requests) == 1 and requests[0].run_key == f"online-{newest.name}"
+    assert len(requests) == 1 and requests[0].run_key == newest()
 
     # While an update waits in the run queue, new commits request no other: the waiting one will
     # train them too when it starts. The cursor stays, so a tick after it has started asks again.
@@ -138,12 +144,15 @@ def test_online_sensor_requests_one_run_per_new_commit_and_the_run_publishes(tmp
     queued = instance.create_run_for_job(defs.resolve_job_def("online_update_job"),
                                          status=dg.DagsterRunStatus.NOT_STARTED)
     ingest_files(day4[len(day4) // 2 :], landing_root=landing, lake_root=lake)
-    newest = sorted((lake / "ingest_log").glob("*.parquet"), key=os.path.getmtime)[-1]
     requests, held, skip = tick(cursor)
     assert not requests and "already waiting" in skip and held == cursor
     instance.report_run_canceled(queued)
     requests, cursor, _ = tick(cursor)
-    assert len(requests) == 1 and requests[0].run_key == f"online-{newest.name}"
+    assert len(requests) == 1 and requests[0].run_key == newest()
+    # A file dropped into the table's folder but never committed is no new batch.
+    (lake / "ingest_log" / "part-00000-stray.parquet").write_bytes(b"not committed")
+    requests, _, skip = tick(cursor)
+    assert not requests and "no batch committed" in skip
 
     result = defs.resolve_job_def("online_update_job").execute_in_process(instance=instance)
     assert result.success

@@ -42,6 +42,8 @@ ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
     deps=[raw_key("impressions"), raw_key("views"), raw_key("interactions")],
     description="One labelled example per impression: served features, point-in-time history "
     "counts, labels from the actions in the label window, negatives downsampled (sample_rate). "
+    "Reads the events tables at one committed Delta version each (recorded as lake_versions, and "
+    "in every examples file's footer: pinning them reproduces the read). "
     "Rebuilds only the dates whose lake partitions changed. Labels: training/joiner.py.",
     metadata={
         "path": "lake/examples/event_date=*/examples.parquet",
@@ -71,6 +73,9 @@ def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorag
             "dagster/row_count": rows,
             "dates_built": dg.MetadataValue.json(report.built),
             "dates_unchanged": len(report.skipped),
+            # The Delta version of each events table this build read ({"events/views": 12, ...}):
+            # build_examples(..., versions=...) reads the same rows again (time travel).
+            "lake_versions": dg.MetadataValue.json(report.versions),
             "by_date (sampled rates)": dg.MetadataValue.md(table),
             "negative_rate": config.negative_rate,
             "label_window_s": config.label_window_s,
@@ -258,26 +263,41 @@ online_update_job = dg.define_asset_job(
 )
 
 
+def ingest_log_position(lake_root) -> tuple[str, int] | None:
+    """(table id, newest version) of the lake's ingest log, a Delta table: each ingested batch is
+    one commit of it (its last), so a new version means new committed batches. None before the
+    first batch. Cheap: the Delta log since its last checkpoint, no data file is read."""
+    from tiktok_pipelines.ingest.engine import INGEST_LOG_DIR, Lake
+
+    t = Lake(lake_root).store.table(INGEST_LOG_DIR)
+    if t is None:
+        return None
+    version = t.version()
+    if version == 0 and t.get_add_actions().num_rows == 0:
+        return None  # created empty (TableStore.commit creates before the first batch commits)
+    return t.metadata().id, version
+
+
 @dg.sensor(
     job=online_update_job,
-    # As often as the landing sensor: a tick is a directory listing and a run count, and the
-    # interval is a straight addition to freshness (landing -> served delta).
+    # As often as the landing sensor: a tick reads the ingest log's Delta log and counts runs, and
+    # the interval is a straight addition to freshness (landing -> served delta).
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests an online update when ingestion commits new batches (a new commit "
-    "record in lake/ingest_log), unless one is already waiting to start. Cheap: one directory "
-    "listing and one run count per tick.",
+    description="Requests an online update when ingestion commits new batches (a new version of "
+    "the lake's ingest_log Delta table), unless one is already waiting to start. Cheap: the Delta "
+    "log's newest version and one run count per tick.",
 )
 def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage):
-    log_dir = storage.lake / "ingest_log"
-    commits = sorted((p.stat().st_mtime_ns, p.name) for p in log_dir.glob("batch-*.parquet")) if log_dir.is_dir() else []
-    if not commits:
+    position = ingest_log_position(storage.lake)
+    if position is None:
         yield dg.SkipReason("no ingested batch yet")
         return
-    newest = commits[-1]
+    table_id, version = position
     mark = json.loads(context.cursor) if context.cursor else None
-    if mark is not None and (newest[0], newest[1]) <= (mark["mtime_ns"], mark["name"]):
-        yield dg.SkipReason(f"no batch committed since {mark['name']}")
+    # A cursor of another table (the lake was rebuilt) or of the old layout (commit files) is no mark.
+    if mark is not None and mark.get("table_id") == table_id and version <= mark.get("version", -1):
+        yield dg.SkipReason(f"no batch committed since ingest_log version {mark['version']}")
         return
     # An update trains up to the lake's watermark when its step starts, so one that has not started
     # yet will also take these batches. Requesting another per commit only grows a queue of runs
@@ -290,9 +310,10 @@ def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformS
     if waiting:
         yield dg.SkipReason(f"an online update is already waiting to start ({waiting} queued)")
         return
-    context.update_cursor(json.dumps({"mtime_ns": newest[0], "name": newest[1]}))
+    context.update_cursor(json.dumps({"table_id": table_id, "version": version}))
     # run_key: the newest commit; a tick that sees several new batches trains on all of them at once
-    yield dg.RunRequest(run_key=f"online-{newest[1]}", tags={"online/after_batch": newest[1]})
+    yield dg.RunRequest(run_key=f"online-ingest_log-{table_id}-v{version}",
+                        tags={"online/ingest_log_version": str(version)})
 
 
 daily_training_job = dg.define_asset_job(
