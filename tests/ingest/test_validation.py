@@ -113,6 +113,7 @@ DIRTY = {
     "malformed_json_garbage": ("\x00\x01garbage}", "malformed_json"),
     "not_an_object": ('["an", "array"]', "not_an_object"),
     "scalar": ('"just a string"', "not_an_object"),
+    "indented_array": (' \t["an", "array"]', "not_an_object"),
     "float_for_int": ({"watch_time_ms": 1.5}, "wrong_type:watch_time_ms"),
     "exponent_for_int": ({"watch_time_ms": 1e3}, "wrong_type:watch_time_ms"),
     "bool_for_int": ({"user_id": True}, "wrong_type:user_id"),
@@ -129,6 +130,15 @@ DIRTY = {
     "stale_timestamp": ({"ts_ms": 1_000}, "stale_timestamp"),
     "negative_timestamp": ({"ts_ms": -1}, "out_of_range:ts_ms"),
 }
+
+
+def test_an_indented_object_is_an_object(dirs):
+    """Leading blanks before the brace: the line is still an object (not only lines starting with it)."""
+    landing, lake = dirs
+    schema = STREAMS["views"]
+    write_landing(landing, "views", [" \t" + dumps(valid_record(schema, 0)), "\r" + dumps(valid_record(schema, 1))])
+    report = _ingest(landing, lake)
+    assert report.totals()["rows_lake"] == 2 and report.totals()["rows_quarantine"] == 0
 
 
 @pytest.mark.parametrize("case", list(DIRTY))

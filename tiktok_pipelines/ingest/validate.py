@@ -94,8 +94,10 @@ WITH checked AS (
            -- json_valid first: guarding with try() instead would fall back to row-at-a-time for
            -- every vector holding one malformed line, and with dirty data that is most vectors.
            json_valid(line) AS is_json,
-           -- json_transform also "parses" arrays and scalars, into an all-NULL struct
-           starts_with(ltrim(line, E' \\t\\r'), '{{') AS is_object
+           -- json_transform also "parses" arrays and scalars, into an all-NULL struct. Nearly every
+           -- line starts with its brace: only the others pay for ltrim's copy of the line.
+           CASE WHEN starts_with(line, '{{') THEN true
+                ELSE starts_with(ltrim(line, E' \\t\\r'), '{{') END AS is_object
     FROM lines
 ), parsed AS (
     SELECT src_file_idx, src_line, is_json, is_object,
