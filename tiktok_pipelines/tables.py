@@ -26,6 +26,7 @@ import json
 import os
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,15 +131,25 @@ class TableStore:
         """Put already written Parquet files into a table and add them as one transaction with id
         ``txn``; None when that id is already in the log (nothing is added twice).
 
-        The files are moved (local) or uploaded (S3) under their final names first. Until the
+        The files are moved (local) or uploaded (S3, each try under names of its own) first. Until the
         commit names them they are invisible to every Delta reader; a writer that dies here
         leaves orphans that ``vacuum`` removes, never rows."""
         t = self.ensure(name, schema, partition_by)
         if t.transaction_version(txn) is not None:
             return None
         fs = self.filesystem()
-        for f in files:
-            dst = self.fs_path(name, f.rel_path)
+        # On S3 each try uploads under names of its own (part-<batch>-c0-<token>.parquet). Two
+        # writers finishing one batch at once (no lock there: the lease lets a writer finish a
+        # batch whose writer is merely slow) uploaded the same names, and the later upload replaced
+        # files the other had just committed with other bytes (DuckDB's output differs run to
+        # run): the log's sizes no longer matched the objects, and polars and delta-rs's own reader
+        # failed ("magic bytes not found in footer"). The losing try's files are orphans for
+        # vacuum. Local writers take turns (writer_lock), so names stay as given there.
+        token = "" if self.is_local else "-" + uuid.uuid4().hex[:8]
+        placed = [(f, f.rel_path.removesuffix(".parquet") + token + ".parquet" if token else f.rel_path)
+                  for f in files]
+        for f, rel in placed:
+            dst = self.fs_path(name, rel)
             if self.is_local:
                 Path(dst).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(f.local_path, dst)
@@ -148,13 +159,13 @@ class TableStore:
         if self.is_local:
             from tiktok_pipelines.lake import fsync_path
 
-            for d in {Path(self.fs_path(name, f.rel_path)).parent for f in files}:
+            for d in {Path(self.fs_path(name, rel)).parent for _, rel in placed}:
                 fsync_path(d)
         now_ms = int(time.time() * 1000)
         actions = [
-            AddAction(f.rel_path, fs.get_file_info(self.fs_path(name, f.rel_path)).size, f.partition,
+            AddAction(rel, fs.get_file_info(self.fs_path(name, rel)).size, f.partition,
                       now_ms, True, json.dumps({"numRecords": f.num_records}))
-            for f in files
+            for f, rel in placed
         ]
         props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION)])
         for attempt in range(retries):
