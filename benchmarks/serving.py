@@ -52,9 +52,8 @@ def build_data_dir(root: Path, *, users: int, videos: int, events_per_day: int, 
     import duckdb
 
     from tiktok_pipelines.features.online import compute_counters, write_counters
-    from tiktok_pipelines.ingest.engine import ingest_files
+    from tiktok_pipelines.ingest.engine import events_table, ingest_files, table_source
     from tiktok_pipelines.ingest.landing import list_landing_files
-    from tiktok_pipelines.lake import sql_path
     from tiktok_pipelines.serving.store import ServingPublisher
     from tiktok_pipelines.simulator import simulate
     from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob
@@ -88,8 +87,12 @@ def build_data_dir(root: Path, *, users: int, videos: int, events_per_day: int, 
     registry.decide("lgbm_ranker", version, 0.5, None, margin=0.0)
 
     def lake_table(stream: str, cols: str):
-        files = sql_path(str(lake / "events" / stream / "*" / "*.parquet"))
-        return duckdb.sql(f"SELECT {cols} FROM read_parquet({files}, union_by_name=true)").to_arrow_table()
+        # the events table's committed snapshot (the files its Delta log names), never a glob
+        con = duckdb.connect()
+        try:
+            return con.sql(f"SELECT {cols} FROM {table_source(con, lake, events_table(stream))}").to_arrow_table()
+        finally:
+            con.close()
 
     views = lake_table("views", "ts_ms, user_id, video_id, request_id, watch_time_ms, video_duration_ms")
     inter = lake_table("interactions", "ts_ms, user_id, video_id, creator_id, event_type, request_id")

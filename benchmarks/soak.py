@@ -45,7 +45,8 @@ file renamed in with an older arrival than one already seen). Then the audit:
 
 - events produced (streamer's lines + items the server returned to the client) = lines in the
   landing zone = rows_read in the ingest log = lake + quarantine + duplicates, per file and in
-  total, recounted from the Parquet files on disk; every landing file ingested once; every
+  total, recounted from the tables' committed snapshots (the files their Delta logs name); every
+  landing file ingested once; every
   event_id once in the lake;
 - runs requested = runs succeeded on the instance (read back from its run storage and event logs,
   which is also where the ingest commit times and the updates' serving seqs come from); no asset
@@ -483,9 +484,16 @@ def drive(a, work: Path) -> dict:
 
     from tiktok_pipelines.defs.ingest.sensors import landing_sensor
     from tiktok_pipelines.defs.training.assets import online_update_sensor
-    from tiktok_pipelines.ingest.engine import Lake, count_records, lake_row_count, parquet_row_count
+    from tiktok_pipelines.ingest.engine import (
+        QUARANTINE_DIR,
+        Lake,
+        count_records,
+        events_table,
+        lake_row_count,
+        table_row_count,
+        table_source,
+    )
     from tiktok_pipelines.ingest.landing import list_landing_files
-    from tiktok_pipelines.lake import sql_path
     from tiktok_pipelines.schemas import STREAMS
     from tiktok_pipelines.simulator import simulate
 
@@ -664,17 +672,20 @@ def drive(a, work: Path) -> dict:
     disk_lines = {f.rel_path: count_records(landing / f.rel_path) for f in landing_files}
     log = Lake(work / "lake").read_ingest_log().to_pylist()
     logged = Counter(r["rel_path"] for r in log)
+    # Recounted from the tables' committed snapshots (their Delta logs name the files; a file left
+    # in a table's folder by a writer that died before its commit is not in the lake).
+    lake_obj = Lake(work / "lake")
     con = duckdb.connect()
     lake_by_file: Counter = Counter()
     dup_ids = 0
-    for g in (Lake(work / "lake").events_glob(s) for s in STREAMS):
-        if parquet_row_count(g):
-            for src, n in con.execute(f"SELECT _src_file, count(*) FROM read_parquet({sql_path(g)}) GROUP BY 1").fetchall():
+    for src_sql in (table_source(con, lake_obj, events_table(s)) for s in STREAMS):
+        if src_sql is not None:
+            for src, n in con.execute(f"SELECT _src_file, count(*) FROM {src_sql} GROUP BY 1").fetchall():
                 lake_by_file[src] += n
-            dup_ids += con.execute(f"SELECT count(*) - count(DISTINCT event_id) FROM read_parquet({sql_path(g)})").fetchall()[0][0]
-    qglob = Lake(work / "lake").quarantine_glob
+            dup_ids += con.execute(f"SELECT count(*) - count(DISTINCT event_id) FROM {src_sql}").fetchall()[0][0]
+    q_sql = table_source(con, lake_obj, QUARANTINE_DIR)
     q_by_file = Counter(dict(con.execute(
-        f"SELECT src_file, count(*) FROM read_parquet({sql_path(qglob)}) GROUP BY 1").fetchall())) if parquet_row_count(qglob) else Counter()
+        f"SELECT src_file, count(*) FROM {q_sql} GROUP BY 1").fetchall())) if q_sql is not None else Counter()
     con.close()
     dup_by_file = Counter()
     for r in log:
@@ -682,7 +693,8 @@ def drive(a, work: Path) -> dict:
     mismatched = [rel for rel, n in disk_lines.items()
                   if n != lake_by_file[rel] + q_by_file[rel] + dup_by_file[rel]]
     totals = {k: sum(r[k] for r in log) for k in ("rows_read", "rows_lake", "rows_quarantine", "rows_duplicate")}
-    disk = {"lake": sum(lake_row_count(work / "lake", s) for s in STREAMS), "quarantine": parquet_row_count(qglob)}
+    disk = {"lake": sum(lake_row_count(work / "lake", s) for s in STREAMS),
+            "quarantine": table_row_count(work / "lake", QUARANTINE_DIR)}
 
     # ---- freshness: release -> first delta from an update started after the flush committed
     committed_at: dict[str, float] = {}

@@ -18,8 +18,16 @@ from tiktok_pipelines.defs.resources import (
     PlatformStorage,
     default_resources,
 )
-from tiktok_pipelines.ingest.engine import count_records
+from tiktok_pipelines.ingest.engine import (
+    INGEST_LOG_DIR,
+    QUARANTINE_DIR,
+    count_records,
+    events_table,
+    lake_row_count,
+    table_source,
+)
 from tiktok_pipelines.ingest.landing import list_landing_files
+from tiktok_pipelines.schemas import STREAMS
 from tiktok_pipelines.simulator import simulate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,14 +70,22 @@ def _run_requests(defs, instance, requests):
         assert checks and all(e.event_specific_data.passed for e in checks)
 
 
+def _committed(con, data: Path, table: str) -> str:
+    """A lake table's committed snapshot (the files its Delta log names) as a FROM-clause item."""
+    source = table_source(con, data / "lake", table)
+    assert source is not None, table
+    return source
+
+
 def _lake_counts(data: Path) -> dict[str, int]:
     con = duckdb.connect()
     log = con.sql(
         f"SELECT sum(rows_read), sum(rows_lake), sum(rows_quarantine), sum(rows_duplicate), count(*) "
-        f"FROM read_parquet('{data}/lake/ingest_log/*.parquet')"
+        f"FROM {_committed(con, data, INGEST_LOG_DIR)}"
     ).fetchall()[0]
-    lake = con.sql(f"SELECT count(*) FROM read_parquet('{data}/lake/events/*/*/*.parquet')").fetchall()[0][0]
-    quarantine = con.sql(f"SELECT count(*) FROM read_parquet('{data}/lake/quarantine/*.parquet')").fetchall()[0][0]
+    lake = sum(con.sql(f"SELECT count(*) FROM {_committed(con, data, events_table(s))}").fetchall()[0][0]
+               for s in STREAMS if table_source(con, data / "lake", events_table(s)) is not None)
+    quarantine = con.sql(f"SELECT count(*) FROM {_committed(con, data, QUARANTINE_DIR)}").fetchall()[0][0]
     return {"read": log[0], "log_lake": log[1], "log_quarantine": log[2], "duplicates": log[3],
             "files": log[4], "lake": lake, "quarantine": quarantine}
 
@@ -107,7 +123,7 @@ def test_two_days_through_sensor_and_runs(tmp_path, instance):
         SELECT t.rel_path, t.valid, l.rows_lake, t.expected_quarantine, l.rows_quarantine,
                t.expected_duplicate, l.rows_duplicate
         FROM read_parquet('{data}/truth/runs/*/files.parquet') t
-        JOIN read_parquet('{data}/lake/ingest_log/*.parquet') l USING (rel_path)
+        JOIN {_committed(con, data, INGEST_LOG_DIR)} l USING (rel_path)
         WHERE t.valid <> l.rows_lake OR t.expected_quarantine <> l.rows_quarantine
            OR t.expected_duplicate <> l.rows_duplicate
     """).fetchall()
@@ -116,7 +132,7 @@ def test_two_days_through_sensor_and_runs(tmp_path, instance):
         SELECT t.rel_path, t.line, t.expected_reason, q.reason
         -- invalid UTF-8 is reported as malformed_json:invalid_utf8, the truth says malformed_json
         FROM read_parquet('{data}/truth/runs/*/records.parquet') t
-        FULL JOIN read_parquet('{data}/lake/quarantine/*.parquet') q
+        FULL JOIN {_committed(con, data, QUARANTINE_DIR)} q
           ON q.src_file = t.rel_path AND q.src_line = t.line
         WHERE t.expected_reason IS DISTINCT FROM 'duplicate'
           AND regexp_replace(q.reason, '^malformed_json:.*', 'malformed_json') IS DISTINCT FROM t.expected_reason
@@ -151,8 +167,7 @@ def test_two_days_through_sensor_and_runs(tmp_path, instance):
     assert defs.resolve_job_def("build_all").execute_in_process(instance=instance).success
     con = duckdb.connect(str(data / "analytics.duckdb"), read_only=True)
     views = con.sql("SELECT count(*) FROM raw.views").fetchall()[0][0]
-    assert views == duckdb.sql(
-        f"SELECT count(*) FROM read_parquet('{data}/lake/events/views/*/*.parquet')").fetchall()[0][0]
+    assert views == lake_row_count(data / "lake", "views") > 0
     assert con.sql("SELECT count(*) FROM dims.videos").fetchall()[0][0] == 800
     for path in SQL_EXAMPLES:
         rows = con.sql(path.read_text()).fetchall()

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from tiktok_pipelines.ingest.engine import Lake
+from tiktok_pipelines.ingest.engine import INGEST_LOG_DIR, Lake
 from tiktok_pipelines.serving.store import (
     DEFAULT_MAX_EXPIRE_FRACTION,
     ServingPublisher,
@@ -66,11 +67,13 @@ class OnlineReport:
 
 
 def watermark_ms(lake_root: str | os.PathLike) -> int | None:
-    """The newest flush time of any ingested file: events up to it have arrived."""
-    log = Lake(lake_root).read_ingest_log()
-    if log.num_rows == 0:
+    """The newest flush time of any ingested file (the ingest log's committed version): events up
+    to it have arrived. None before the first file with a flush time the ingest accepted."""
+    log = Lake(lake_root).store.dataset(INGEST_LOG_DIR)
+    if log is None:
         return None
-    return int(pa.compute.max(log.column("flushed_at_ms")).as_py())
+    newest = pa.compute.max(log.to_table(columns=["flushed_at_ms"]).column("flushed_at_ms")).as_py()
+    return None if newest is None else int(newest)
 
 
 def ranker_from_state(state: ServingState) -> MonolithRanker:
