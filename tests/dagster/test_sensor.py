@@ -211,17 +211,19 @@ def test_the_sweep_leaves_the_window_to_the_cursor(tmp_path, instance):
     assert json.loads(_tick(defs, instance, json.dumps(state))[1])["sweeps"] == 1
 
 
-def test_a_file_whose_run_failed_is_ingested_by_the_sweep_exactly_once(tmp_path, instance):
-    """A real ingest run fails after moving its Parquet into the lake but before its commit record
-    (the ingest-log folder is unwritable: a file stands in its place). The sensor has used that run's
-    key; the sweep asks for the file again, the new run rolls the half-published batch back and
-    commits it, and the lake holds each event once."""
-    import shutil
-
-    from tiktok_pipelines.ingest.engine import Lake, lake_row_count
+def test_a_file_whose_run_failed_is_ingested_by_the_sweep_exactly_once(tmp_path, instance, monkeypatch):
+    """A real ingest run fails after committing its events but before its ingest-log commit (the
+    log's commit raises, as a full or unwritable store would make it). The sensor has used that
+    run's key; the batch stays in flight with its events committed and no commit record. The sweep
+    asks for the file again, the new run finishes the batch in flight from its plan (the events
+    table, which has the batch's transaction, is skipped; the log is committed), and the lake holds
+    each event once."""
+    from tiktok_pipelines.ingest.engine import INGEST_LOG_DIR, Lake, events_table, lake_row_count
+    from tiktok_pipelines.tables import TableStore
 
     data = tmp_path / "data"
     landing = data / "landing"
+    lake = data / "lake"
     lines = [dumps(valid_record(STREAMS["views"], i, event_id=f"f{i}")) for i in range(7)]
     rel = write_landing(landing, "views", lines, seq=1, flushed_at_ms=FLUSHED_AT_MS)
     # No grace window (a file at the mark is behind it) and a sweep on every tick after the first.
@@ -232,22 +234,34 @@ def test_a_file_whose_run_failed_is_ingested_by_the_sweep_exactly_once(tmp_path,
     requests, cursor, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [[rel]]
 
-    log_dir = data / "lake" / "ingest_log"
-    shutil.rmtree(log_dir, ignore_errors=True)
-    log_dir.parent.mkdir(parents=True, exist_ok=True)
-    log_dir.write_text("not a directory")
+    commit = TableStore.commit
+
+    def log_commit_fails(self, name, *args, **kwargs):
+        if name == INGEST_LOG_DIR:
+            raise PermissionError(13, "Permission denied", f"{self.root}/{name}")
+        return commit(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(TableStore, "commit", log_commit_fails)
     failed = job.execute_in_process(run_config=requests[0].run_config, instance=instance, raise_on_error=False)
     assert not failed.success
-    # half published: the batch's Parquet is in the lake, its manifest pending, no commit record
-    assert list((data / "lake" / "_pending").glob("*.json"))
-    assert list((data / "lake" / "events" / "views").rglob("*.parquet"))
-    log_dir.unlink()  # the operator frees the path; nothing re-requests the file but the sweep
+    errors = [e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure]
+    assert any("Permission denied" in err for err in errors), errors
+    monkeypatch.setattr(TableStore, "commit", commit)  # the operator fixes the store; only the sweep re-requests
+    # Half committed: the batch is in flight, its events are committed, it has no commit record.
+    _, plan = Lake(lake).state()
+    assert plan is not None and [f["rel_path"] for f in plan["files"]] == [rel]
+    assert Lake(lake).store.committed(events_table("views"), f"ingest:{plan['batch_id']}")
+    assert lake_row_count(lake, "views") == len(lines) and len(Lake(lake).read_ingest_log()) == 0
 
     requests, cursor, _ = _tick(defs, instance, cursor)
     assert [_files(r) for r in requests] == [[rel]] and "landing/sweep" in requests[0].tags
-    assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
-    assert lake_row_count(data / "lake", "views") == len(lines)
-    assert len(Lake(data / "lake").read_ingest_log()) == 1
+    swept = job.execute_in_process(run_config=requests[0].run_config, instance=instance)
+    assert swept.success
+    assert any("left in flight" in e.user_message and plan["batch_id"] in e.user_message
+               for e in instance.all_logs(swept.run_id))
+    assert lake_row_count(lake, "views") == len(lines)
+    assert [r["batch_id"] for r in Lake(lake).read_ingest_log().to_pylist()] == [plan["batch_id"]]
+    assert Lake(lake).state()[1] is None
     requests, _, skip = _tick(defs, instance, cursor)
     assert requests == [] and "no new landing files" in skip
 
