@@ -41,6 +41,14 @@ from deltalake.transaction import AddAction
 
 TXN_VERSION = 1  # every batch's transaction id is its own app id, at this version
 
+# A table keeps every app transaction id in its snapshot unless told to forget old ones: one id per
+# batch, a batch a minute, would make every snapshot load carry half a million ids after a year.
+# An id only has to outlive any retry of its batch (a batch in flight is finished by the next
+# ingest, minutes later), so ids older than this expire (delta.setTransactionRetentionDuration,
+# honoured by delta-rs, with each id's lastUpdated set). The ingest's lease table is not created
+# with it: its one id is the lease's generation and must never expire.
+BATCH_TABLE_CONFIG = {"delta.setTransactionRetentionDuration": "interval 30 days"}
+
 
 @dataclass(frozen=True)
 class StagedFile:
@@ -112,7 +120,8 @@ class TableStore:
             base = base[len("s3://"):]
         return f"{base}/{rel}" if rel else base
 
-    def ensure(self, name: str, schema: pa.Schema, partition_by: list[str] | None = None) -> DeltaTable:
+    def ensure(self, name: str, schema: pa.Schema, partition_by: list[str] | None = None,
+               configuration: dict[str, str] | None = None) -> DeltaTable:
         """The table, created empty with ``schema`` if it does not exist (two racing creates are
         harmless: both write version 0's identical metadata, one wins, the other finds the table)."""
         t = self.table(name)
@@ -120,7 +129,7 @@ class TableStore:
             return t
         try:
             write_deltalake(self.uri(name), schema.empty_table(), mode="append", partition_by=partition_by,
-                            storage_options=self.storage_options or None)
+                            configuration=configuration, storage_options=self.storage_options or None)
         except Exception:
             if self.table(name) is None:  # not a lost race: a real failure
                 raise
@@ -134,7 +143,7 @@ class TableStore:
         The files are moved (local) or uploaded (S3, each try under names of its own) first. Until the
         commit names them they are invisible to every Delta reader; a writer that dies here
         leaves orphans that ``vacuum`` removes, never rows."""
-        t = self.ensure(name, schema, partition_by)
+        t = self.ensure(name, schema, partition_by, BATCH_TABLE_CONFIG)
         if t.transaction_version(txn) is not None:
             return None
         fs = self.filesystem()
@@ -167,7 +176,7 @@ class TableStore:
                       now_ms, True, json.dumps({"numRecords": f.num_records}))
             for f, rel in placed
         ]
-        props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION)])
+        props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION, last_updated=int(time.time() * 1000))])
         for attempt in range(retries):
             if attempt:
                 t = self.table(name)
@@ -236,7 +245,7 @@ class TableStore:
         Optimistic: the writer checks the id on the snapshot it commits against; a concurrent
         commit makes its own fail (Delta's conflict check, conditional puts on S3), and it looks
         again: the id is there (nothing to do) or another batch won the race (commit again)."""
-        props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION)])
+        props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION, last_updated=int(time.time() * 1000))])
         for attempt in range(retries):
             t = self.table(name)
             if t is None:
@@ -244,7 +253,7 @@ class TableStore:
                 # snapshot like any other commit. A commit that creates the table has no snapshot
                 # whose transaction ids the conflict check could compare: two writers racing to
                 # create it with the same batch both landed (seen on S3 in CI).
-                self.ensure(name, data.schema, partition_by)
+                self.ensure(name, data.schema, partition_by, BATCH_TABLE_CONFIG)
                 continue
             if t.transaction_version(txn) is not None:
                 return None

@@ -101,3 +101,25 @@ def test_an_empty_batch_still_records_its_commit(store: TableStore) -> None:
     assert store.committed("views", "ingest:e1") and store.commit("views", schema.empty_table(), txn="ingest:e1") is None
     assert sum(_event_ids(store, "views").values()) == 10
     assert isinstance(store.dataset("views").schema, pa.Schema)
+
+
+def test_batch_transaction_ids_expire_after_the_retention_but_not_the_lease(store):
+    """Old batch ids leave the snapshot (it would otherwise grow by one id per batch forever);
+    the lease's single id never does."""
+    import time
+
+    import pyarrow as pa
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    from tiktok_pipelines.tables import BATCH_TABLE_CONFIG
+
+    store.commit("t", pa.table({"a": [1]}), txn="ingest:new")
+    t = store.table("t")
+    assert t.metadata().configuration == BATCH_TABLE_CONFIG
+    month_ago = int(time.time() * 1000) - 31 * 86_400_000
+    write_deltalake(t, pa.table({"a": [2]}), mode="append", storage_options=store.storage_options or None,
+                    commit_properties=CommitProperties(app_transactions=[Transaction("ingest:old", 1, month_ago)]))
+    t = store.table("t")
+    assert t.transaction_version("ingest:new") == 1 and t.transaction_version("ingest:old") is None
+    assert store.swap("lease", pa.table({"g": [1]}), app="state", expected=0)
+    assert store.table("lease").metadata().configuration == {}
