@@ -126,6 +126,10 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 
+class BatchInFlightError(RuntimeError):
+    """A batch left in flight cannot be finished (its files left the landing zone)."""
+
+
 class AccountingError(RuntimeError):
     """A batch whose counts do not balance; it is never committed."""
 
@@ -408,7 +412,14 @@ def ingest_files(
         while True:
             gen, plan = lake.state()
             if plan is not None:
-                _run_plan(plan, IngestReport(batch_id=plan["batch_id"]), lake, landing_root)
+                try:
+                    _run_plan(plan, IngestReport(batch_id=plan["batch_id"]), lake, landing_root)
+                except FileNotFoundError as e:
+                    raise BatchInFlightError(
+                        f"batch {plan['batch_id']} was left in flight by a writer that stopped, and one of "
+                        f"its landing files is gone ({e.filename}); a batch in flight is finished from its "
+                        f"files before any other commits: put the file back (same name, size and mtime) "
+                        f"and run the ingest again") from e
                 resumed.append(plan["batch_id"])
                 lake.set_state(gen, None)  # False: its writer (or another) got there first
                 continue
