@@ -17,9 +17,8 @@ from pathlib import Path
 import duckdb
 
 from tests.training.batch_model import day_one_published
-from tiktok_pipelines.ingest.engine import Lake, ingest_files
+from tiktok_pipelines.ingest.engine import QUARANTINE_DIR, events_table, ingest_files, table_source
 from tiktok_pipelines.ingest.landing import list_landing_files
-from tiktok_pipelines.lake import sql_path
 from tiktok_pipelines.serving.server import ModelServer
 from tiktok_pipelines.serving.store import load_latest
 from tiktok_pipelines.training.joiner import JoinerConfig
@@ -44,11 +43,11 @@ def test_a_file_dated_2099_is_quarantined_and_the_model_keeps_serving(tmp_path: 
     report = ingest_files(day2, landing_root=landing, lake_root=lake)
     assert report.batch_id is not None  # the valid files of the batch committed
 
-    views = Lake(lake).events_glob("views")
-    assert duckdb.sql(f"SELECT count(*) FROM read_parquet({sql_path(views)}) WHERE ts_ms >= {Y2099_MS}"
-                      ).fetchall()[0][0] == 0
-    q = duckdb.sql(f"SELECT reason FROM read_parquet({sql_path(Lake(lake).quarantine_glob)}) "
-                   "WHERE src_file LIKE '%2099%'").fetchall()
+    con = duckdb.connect()  # the committed rows, through the tables' Delta snapshots
+    views = table_source(con, lake, events_table("views"))
+    assert con.sql(f"SELECT count(*) FROM {views} WHERE ts_ms >= {Y2099_MS}").fetchall()[0][0] == 0
+    q = con.sql(f"SELECT reason FROM {table_source(con, lake, QUARANTINE_DIR)} WHERE src_file LIKE '%2099%'").fetchall()
+    con.close()
     assert q and all(r[0] for r in q), q  # quarantined, with a reason
 
     update = online_update(lake, serving, CONFIG)

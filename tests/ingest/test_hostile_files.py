@@ -16,12 +16,18 @@ import json
 import os
 from pathlib import Path
 
-import duckdb
-import pyarrow.parquet as pq
 import pytest
 
 from tests.ingest.conftest import FLUSHED_AT_MS, TS_MS, dumps, valid_record, write_landing
-from tiktok_pipelines.ingest.engine import INGEST_LOG_SCHEMA, IngestSettings, Lake, audit_batch, ingest_files
+from tiktok_pipelines.ingest.engine import (
+    INGEST_LOG_SCHEMA,
+    QUARANTINE_DIR,
+    IngestSettings,
+    Lake,
+    audit_batch,
+    events_table,
+    ingest_files,
+)
 from tiktok_pipelines.ingest.landing import list_landing_files, stat_landing_file
 from tiktok_pipelines.schemas import STREAMS
 
@@ -73,17 +79,19 @@ def _log_rows(lake: Path) -> dict[str, dict]:
 
 
 def _quarantine(lake: Path) -> list[dict]:
-    rows: list[dict] = []
-    for p in sorted((lake / "quarantine").glob("*.parquet")):
-        rows += pq.read_table(p).to_pylist()
-    return rows
+    """The quarantine table's committed rows."""
+    ds = Lake(lake).store.dataset(QUARANTINE_DIR)
+    return [] if ds is None else sorted(ds.to_table().to_pylist(), key=lambda r: (r["src_file"], r["src_line"]))
 
 
 def _lake_ids(lake: Path) -> list[str]:
-    if not list(lake.glob("events/*/*/*.parquet")):
-        return []
-    return sorted(r[0] for r in duckdb.sql(
-        f"SELECT event_id FROM read_parquet('{lake}/events/*/*/*.parquet')").fetchall())
+    """The event ids of every stream's committed rows."""
+    ids: list[str] = []
+    for stream in STREAMS:
+        ds = Lake(lake).store.dataset(events_table(stream))
+        if ds is not None:
+            ids += ds.to_table(columns=["event_id"]).column("event_id").to_pylist()
+    return sorted(ids)
 
 
 def _shown(rel: str) -> str:

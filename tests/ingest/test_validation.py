@@ -6,7 +6,14 @@ import duckdb
 import pytest
 
 from tests.ingest.conftest import FLUSHED_AT_MS, dumps, valid_record, write_landing
-from tiktok_pipelines.ingest.engine import IngestSettings, audit_batch, ingest_files
+from tiktok_pipelines.ingest.engine import (
+    QUARANTINE_DIR,
+    IngestSettings,
+    audit_batch,
+    events_table,
+    ingest_files,
+    table_source,
+)
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.schemas import FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING
 
@@ -16,15 +23,22 @@ def _ingest(landing, lake, **settings):
                         settings=IngestSettings(**settings), now_ms=FLUSHED_AT_MS)
 
 
+def _sql(lake, table: str, query: str) -> list[tuple]:
+    """``query`` over a lake table's committed rows (``{t}`` in it names them; none: no rows)."""
+    con = duckdb.connect()
+    try:
+        source = table_source(con, lake, table)
+        return [] if source is None else con.sql(query.format(t=source)).fetchall()
+    finally:
+        con.close()
+
+
 def _quarantine_by_line(lake) -> dict[int, str]:
-    rows = duckdb.sql(f"SELECT src_line, reason FROM read_parquet('{lake}/quarantine/*.parquet')").fetchall()
-    return dict(rows)
+    return dict(_sql(lake, QUARANTINE_DIR, "SELECT src_line, reason FROM {t}"))
 
 
 def _lake_rows(lake, stream):
-    return duckdb.sql(
-        f"SELECT * FROM read_parquet('{lake}/events/{stream}/*/*.parquet', hive_partitioning=true) ORDER BY _src_line"
-    ).fetchall()
+    return _sql(lake, events_table(stream), "SELECT * FROM {t} ORDER BY _src_line")
 
 
 def _wrong_type_value(field):
@@ -94,9 +108,7 @@ def test_each_schema_rule(stream, dirs):
     }
     rows = _lake_rows(lake, stream)
     # The valid record arrives typed, value for value.
-    names = [d[0] for d in duckdb.sql(
-        f"DESCRIBE SELECT * FROM read_parquet('{lake}/events/{stream}/*/*.parquet', hive_partitioning=true)"
-    ).fetchall()]
+    names = [d[0] for d in _sql(lake, events_table(stream), "DESCRIBE SELECT * FROM {t}")]
     first = dict(zip(names, rows[0]))
     for f in schema.fields:
         want = valid_record(schema, 0)[f.name]
@@ -180,9 +192,7 @@ def test_late_event_lands_in_its_own_date(dirs):
     late["ts_ms"] = FLUSHED_AT_MS - 2 * 86_400_000  # two days late: 2026-10-31
     write_landing(landing, "views", [dumps(valid_record(schema, 0)), dumps(late)])
     _ingest(landing, lake)
-    dates = dict(duckdb.sql(
-        f"SELECT event_id, event_date::VARCHAR FROM read_parquet('{lake}/events/views/*/*.parquet', hive_partitioning=true)"
-    ).fetchall())
+    dates = dict(_sql(lake, events_table("views"), "SELECT event_id, event_date::VARCHAR FROM {t}"))
     assert dates == {"views-ok-0": "2026-11-02", "late": "2026-10-31"}
 
 
@@ -202,9 +212,7 @@ def test_duplicates_exact_and_conflicting(dirs):
                               "rows_duplicate": 3}
     assert sorted(_quarantine_by_line(lake).values()) == ["conflicting_duplicate"] * 2
     # The first occurrence wins.
-    assert [r[0] for r in duckdb.sql(
-        f"SELECT _src_line FROM read_parquet('{lake}/events/views/*/*.parquet') WHERE event_id = 'A'"
-    ).fetchall()] == [1]
+    assert [r[0] for r in _sql(lake, events_table("views"), "SELECT _src_line FROM {t} WHERE event_id = 'A'")] == [1]
 
 
 def test_duplicate_across_batches(dirs):
