@@ -57,6 +57,12 @@ def test_batch_retrain_registers_evaluates_promotes_and_publishes(tmp_path, inst
     registry = ModelRegistry(tmp_path / "models")
     card = registry.card("torch_ranker", 1)
     assert card["train_window"] == ["2026-11-01", "2026-11-02"] and card["metrics"]["examples"] > 1000
+    # The card pins the events tables' Delta versions each example date was joined from.
+    from deltalake import DeltaTable
+
+    assert sorted(card["lake_versions"]) == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    newest = DeltaTable(str(tmp_path / "lake" / "events" / "impressions")).version()
+    assert {v["events/impressions"] for v in card["lake_versions"].values()} == {newest}
     # the new torch champion is what the serving directory now holds
     state = load_latest(tmp_path / "serving")
     assert state.seq == meta["serving_seq"].value and state.metadata["version"] == 1

@@ -29,6 +29,7 @@ from tiktok_pipelines.training.joiner import (
     SERVED_FEATURES,
     build_examples,
     examples_glob,
+    examples_lake_versions,
     has_examples,
 )
 
@@ -129,7 +130,11 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     registry = ModelRegistry(storage.models)
     now_s = int(train.column("ts_ms")[train.num_rows - 1].as_py() // 1000)
     card = {"train_window": [days[0].isoformat(), days[-2].isoformat()], "eval_day": eval_day, "negative_rate": r,
-            "train_examples": train.num_rows, "eval_examples": test.num_rows}
+            "train_examples": train.num_rows, "eval_examples": test.num_rows,
+            # Per example date, the events tables' Delta versions its examples were joined from:
+            # build_examples(..., versions=...) at these rebuilds exactly what this model saw.
+            "lake_versions": {d: v for d, v in examples_lake_versions(storage.lake).items()
+                              if days[0].isoformat() <= d <= eval_day}}
 
     trained = {
         "lgbm_ranker": (LGBMRanker.fit(train, rounds=training_policy.lgbm_rounds), LGBMRanker),
