@@ -1,4 +1,4 @@
-"""Landing files -> typed, validated, deduplicated Parquet lake, with quarantine and an ingest log.
+"""Landing files -> typed, validated, deduplicated Delta tables, with quarantine and an ingest log.
 
 Guarantees (each tested):
 - Accounting: for every landing file, lines read = rows in the lake + rows in quarantine + exact
@@ -8,11 +8,12 @@ Guarantees (each tested):
   (every typed value, the timestamp included) is an exact duplicate (counted, dropped), one with
   another payload, such as a re-send re-stamped to another time or date, is quarantined as a
   conflicting duplicate.
-- Idempotence: a file whose identity is in the ingest log is skipped; output names derive from the
-  batch id, which derives from the files' identities.
-- Crash safety: a batch stages its Parquet files, writes a pending manifest, renames them into the
-  lake and then writes its ingest-log file, which is the commit record. A batch found pending at
-  the next start (the writer died) is rolled back before anything else happens.
+- Idempotence: a file whose identity is in the ingest log is skipped; a batch's commits carry its
+  transaction id (``ingest:<batch>``), so no table takes a batch twice.
+- Crash safety: a batch records its plan in the lease (``_ingest_state``), commits one Delta
+  transaction per table (the ingest log last) and sets the lease back to idle. A batch found in
+  flight (its writer died) is finished from its plan before anything else happens; a file put in
+  a table's folder whose commit never came is in no version, so no reader sees it.
 - One bad file never blocks the others: a file the engine cannot take as it is (see
   ``FILE_REASONS``) is quarantined as a file, every line of it with the file's reason, and logged
   with that reason in ``file_reason``; the rest of the batch commits, and the file, being in the
@@ -21,12 +22,13 @@ Guarantees (each tested):
   later than ``now_ms`` + ``future_skew_seconds`` quarantines the file (``future_flush_time``), and
   an event later than that is ``future_timestamp`` whatever its file's name says.
 
-Layout under ``lake_root``::
+Delta tables under ``lake_root`` (a local directory or ``s3://bucket/prefix``)::
 
-    events/<stream>/event_date=YYYY-MM-DD/part-<batch>-c<chunk>-<i>.parquet
-    quarantine/part-<batch>-<stream>-c<chunk>.parquet
-    ingest_log/batch-<batch>.parquet
-    _staging/<batch>/...      _pending/<batch>.json      _ingest.lock
+    events/<stream>/   partitioned by event_date; files part-<batch>-c<chunk>[-<token>].parquet
+    quarantine/        files part-<batch>-<stream>-c<chunk>[-<token>].parquet
+    ingest_log/        one row per ingested landing file
+    _ingest_state/     the lease: the batch in flight, if any
+    _staging/<batch>/  _ingest.lock     (local lakes: staged files, the writers' lock)
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import datetime as dt
-import glob
 import hashlib
 import json
 import shutil
@@ -276,21 +277,6 @@ class Lake:
         """A local events table's folder (for links in metadata; readers use the Delta table)."""
         assert self.root is not None, "an object-storage lake has no local folder"
         return self.root / EVENTS_DIR / stream
-
-    def events_glob(self, stream: str) -> str:
-        # Transitional: the Parquet files under a local table, committed or not. Readers move to
-        # the Delta snapshot (``events_dataset``).
-        return str(self.events_dir(stream) / "event_date=*" / "*.parquet")
-
-    @property
-    def quarantine_glob(self) -> str:
-        assert self.root is not None
-        return str(self.root / QUARANTINE_DIR / "*.parquet")
-
-    @property
-    def ingest_log_glob(self) -> str:
-        assert self.root is not None
-        return str(self.root / INGEST_LOG_DIR / "*.parquet")
 
     def events_dataset(self, stream: str, version: int | None = None) -> pads.Dataset | None:
         return self.store.dataset(events_table(stream), version)
@@ -979,17 +965,6 @@ def duplicate_event_ids(lake_root: Path | str, stream: str, dates: Iterable[str]
             SELECT count(*) FROM o WHERE gap <= {int(lateness_days)}
             """
         ).fetchall()[0][0]
-    finally:
-        con.close()
-
-
-def parquet_row_count(pattern: str) -> int:
-    """Rows in the Parquet files matching ``pattern``, from their footers (no data is read)."""
-    if not glob.glob(pattern):
-        return 0
-    con = duckdb.connect()
-    try:
-        return con.execute("SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [pattern]).fetchall()[0][0]
     finally:
         con.close()
 
