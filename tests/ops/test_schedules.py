@@ -37,6 +37,7 @@ def test_schedules_their_crons_targets_and_default_status(defs):
         "features_daily_schedule": ("0 2 * * *", "features_daily"),
         "daily_training_job_schedule": ("0 3 * * *", "daily_training_job"),
         "hourly_analytics_schedule": ("30 * * * *", "hourly_analytics_job"),
+        "lake_care_schedule": ("15 4 * * *", "lake_care_job"),
     }
     assert {s.name for s in defs.schedules} == set(expected)
     for name, (cron, job) in expected.items():
