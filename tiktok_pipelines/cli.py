@@ -74,14 +74,14 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from tiktok_pipelines.ingest.landing import list_landing_files
 
     data = Path(args.data_dir)
-    landing, lake = data / "landing", data / "lake"
+    landing, lake = data / "landing", args.lake or data / "lake"
     report = ingest_files(
         list_landing_files(landing),
         landing_root=landing,
         lake_root=lake,
         settings=IngestSettings(future_skew_seconds=args.future_skew_seconds, max_lateness_days=args.max_lateness_days),
     )
-    out = {"batch_id": report.batch_id, "seconds": round(report.seconds, 3), **report.totals(),
+    out = {"batch_id": report.batch_id, "lake": str(lake), "seconds": round(report.seconds, 3), **report.totals(),
            "skipped_files": len(report.skipped_files), "reasons": dict(report.reasons)}
     print(json.dumps(out))
     return 0
@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("ingest", help="ingest every pending landing file (no Dagster)")
     i.add_argument("--data-dir", default=os.environ.get("TIKTOK_DATA_DIR", "data"))
+    i.add_argument("--lake", default=os.environ.get("TIKTOK_LAKE_URI") or None,
+                   help="the lake's location: a folder or s3://bucket/prefix (default: TIKTOK_LAKE_URI, "
+                   "else <data-dir>/lake); S3 endpoint and credentials from the AWS environment")
     i.add_argument("--future-skew-seconds", type=int, default=300)
     i.add_argument("--max-lateness-days", type=int, default=30)
     i.set_defaults(func=_cmd_ingest)

@@ -43,3 +43,20 @@ def test_simulate_continue_ingest_and_run(tmp_path, capsys, monkeypatch):
     con = duckdb.connect(str(data / "analytics.duckdb"), read_only=True)
     assert con.sql("SELECT count(*) FROM dims.users").fetchall()[0][0] == 200
     assert con.sql("SELECT sum(rows_read) FROM raw.ingest_log").fetchall()[0][0] == report["rows_read"]
+
+
+def test_ingest_into_a_lake_given_by_location(tmp_path, capsys, lake_root):
+    """``ingest --lake`` takes a folder or s3://bucket/prefix (the S3 endpoint from the environment)."""
+    from tests.ingest.conftest import dumps, valid_record, write_landing
+    from tests.s3 import lake_storage_options
+    from tiktok_pipelines.schemas import STREAMS
+
+    data = tmp_path / "data"
+    write_landing(data / "landing", "views", [dumps(valid_record(STREAMS["views"], i)) for i in range(7)])
+    assert main(["ingest", "--data-dir", str(data), "--lake", lake_root]) == 0
+    report = _last_json(capsys)
+    assert report["lake"] == lake_root and report["rows_lake"] == 7
+    from deltalake import DeltaTable
+
+    assert DeltaTable(f"{lake_root}/events/views", storage_options=lake_storage_options(lake_root)).count() == 7
+    assert not (data / "lake").exists()
