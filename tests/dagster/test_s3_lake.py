@@ -49,3 +49,16 @@ def test_ingest_warehouse_and_care_with_the_lake_on_s3(tmp_path, instance, s3_en
         versions = dict(con.execute("SELECT table_name, version FROM raw._lake_versions").fetchall())
     assert versions["events/views"] == 1  # 0: the empty create, 1: the batch
     assert "events/views" in meta["lake_report"]["report"].value
+
+
+def test_steps_not_on_object_storage_yet_refuse_an_s3_lake_loudly(tmp_path, instance):
+    """The examples are derived next to the events in the local folder; with the events in a bucket
+    that folder is empty, and a silent empty build would look like a quiet day."""
+    import pytest
+
+    from tiktok_pipelines.defs.training.assets import training_examples
+
+    resources = {"storage": PlatformStorage(data_dir=str(tmp_path), lake_uri="s3://bucket/lake"),
+                 "joiner_policy": JoinerPolicy()}
+    with pytest.raises(dg.Failure, match="not on object storage yet"):
+        dg.materialize([training_examples], resources=resources, instance=instance)

@@ -77,7 +77,7 @@ def _build(entity: str) -> dg.AssetsDefinition:
     @retry_only_transient
     def _asset(context: dg.AssetExecutionContext, storage: PlatformStorage) -> dg.MaterializeResult:
         day = context.partition_key
-        report = write_features(storage.lake, entity, day, _videos_path(storage))
+        report = write_features(storage.derived_lake(f"{entity}_features"), entity, day, _videos_path(storage))
         con = connect_warehouse(storage.warehouse)
         try:
             partitions = create_feature_views(con, storage.lake)

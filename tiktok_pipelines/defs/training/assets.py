@@ -55,7 +55,7 @@ ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
 def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorage,
                       joiner_policy: JoinerPolicy) -> dg.MaterializeResult:
     config = joiner_policy.config()
-    report = build_examples(storage.lake, config)
+    report = build_examples(storage.derived_lake("training_examples"), config)
     context.log.info(f"built {len(report.built)} dates, {len(report.skipped)} unchanged")
     rows = 0
     table = "| date | examples | engaged | played | finished |\n|---|---|---|---|---|\n"
@@ -225,7 +225,7 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
                   training_policy: TrainingPolicy, ingest_policy: IngestPolicy):
     from tiktok_pipelines.training.online import online_update
 
-    report = online_update(storage.lake, storage.serving, joiner_policy.config(),
+    report = online_update(storage.derived_lake("online_ranker"), storage.serving, joiner_policy.config(),
                            dense_every_s=training_policy.online_dense_every_s,
                            full_every=training_policy.online_full_every,
                            batch_size=training_policy.online_batch_size,
