@@ -56,7 +56,7 @@ def build_data_dir(root: Path, *, users: int, videos: int, events_per_day: int, 
     from tiktok_pipelines.ingest.landing import list_landing_files
     from tiktok_pipelines.serving.store import ServingPublisher
     from tiktok_pipelines.simulator import simulate
-    from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob
+    from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, read_examples
     from tiktok_pipelines.training.lgbm import LGBMRanker
     from tiktok_pipelines.training.registry import ModelRegistry
     from tiktok_pipelines.training.torch_ranker import MonolithRanker
@@ -69,7 +69,7 @@ def build_data_dir(root: Path, *, users: int, videos: int, events_per_day: int, 
     shutil.rmtree(landing)  # ingested: the landing zone is left to the server's impressions
     config = JoinerConfig()
     build_examples(lake, config)
-    examples = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)}) ORDER BY ts_ms").to_arrow_table()
+    examples = read_examples(lake).drop_columns(["event_date"])  # ORDER BY ts_ms
     through = int(examples.column("ts_ms")[examples.num_rows - 1].as_py())
 
     model = MonolithRanker(dim=16, admit_min_count=None)

@@ -52,13 +52,40 @@ def test_ingest_warehouse_and_care_with_the_lake_on_s3(tmp_path, instance, s3_en
 
 
 def test_steps_not_on_object_storage_yet_refuse_an_s3_lake_loudly(tmp_path, instance):
-    """The examples are derived next to the events in the local folder; with the events in a bucket
+    """The features are derived next to the events in the local folder; with the events in a bucket
     that folder is empty, and a silent empty build would look like a quiet day."""
     import pytest
 
-    from tiktok_pipelines.defs.training.assets import training_examples
-
-    resources = {"storage": PlatformStorage(data_dir=str(tmp_path), lake_uri="s3://bucket/lake"),
-                 "joiner_policy": JoinerPolicy()}
+    storage = PlatformStorage(data_dir=str(tmp_path), lake_uri="s3://bucket/lake")
+    # (the features assets retry a failure with a delay: the guard itself is what they call first)
     with pytest.raises(dg.Failure, match="not on object storage yet"):
-        dg.materialize([training_examples], resources=resources, instance=instance)
+        storage.derived_lake("user_features")
+
+
+def test_training_examples_are_a_delta_table_in_the_bucket(tmp_path, instance, s3_endpoint, s3_env, monkeypatch):
+    """With lake_uri set, training_examples reads the events from the bucket and writes the
+    examples (and their per-date versions) as Delta tables beside them; nothing on local disk."""
+    from tests.s3 import new_bucket
+    from tests.training.test_joiner import DAY, SCENARIO, ingest
+    from tiktok_pipelines.defs.training.assets import training_examples
+    from tiktok_pipelines.training.joiner import examples_lake_versions
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    uri = f"s3://{new_bucket(s3_endpoint)}/lake"
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    ingest(landing, uri, SCENARIO, seq=1)
+    data = tmp_path / "data"
+    resources = {"storage": PlatformStorage(data_dir=str(data), lake_uri=uri),
+                 "joiner_policy": JoinerPolicy(negative_rate=1.0)}
+    result = dg.materialize([training_examples], resources=resources, instance=instance)
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
+    assert meta["dagster/row_count"].value == 6 and meta["dates_built"].value == {DAY: 6}
+    assert not (data / "lake").exists()
+    assert pl.scan_delta(f"{uri}/examples", storage_options=lake_storage_options(uri)).select(
+        pl.len()).collect().item() == 6
+    assert set(examples_lake_versions(uri)) == {DAY}
+    again = dg.materialize([training_examples], resources=resources, instance=instance)
+    meta = again.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
+    assert meta["dates_unchanged"].value == 1 and meta["dagster/row_count"].value == 6

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiktok_pipelines.serving.store import ServingPublisher
-from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob
+from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, read_examples
 from tiktok_pipelines.training.stream_join import stream_examples_after
 from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
@@ -21,7 +20,7 @@ def publish_batch_model(lake: Path, serving: Path, config: JoinerConfig, *,
     second occurrence); returns the model and ``trained_through_ms`` (the online updates
     continue from there)."""
     build_examples(lake, config)
-    examples = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)}) ORDER BY ts_ms").to_arrow_table()
+    examples = read_examples(lake).drop_columns(["event_date"])  # ORDER BY ts_ms
     model = MonolithRanker(dim=8, admit_min_count=admit_min_count)
     model.fit(examples)
     through = int(examples.column("ts_ms")[examples.num_rows - 1].as_py())

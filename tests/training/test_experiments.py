@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import duckdb
 import numpy as np
 import pytest
 
@@ -25,7 +24,7 @@ from tiktok_pipelines.training.torch_ranker import MonolithRanker
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.simulator import simulate
-from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob
+from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, read_examples
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,7 @@ def examples(tmp_path_factory):
              kuairec_dir=None, write_truth=False)
     ingest_files(list_landing_files(w / "landing"), landing_root=w / "landing", lake_root=w / "lake")
     build_examples(w / "lake", JoinerConfig(negative_rate=0.5))
-    return duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(w / 'lake')}, hive_partitioning = true)").to_arrow_table()
+    return read_examples(w / "lake", order_by=None)
 
 
 def test_every_arm_on_the_simulator_with_baselines_and_seeds(examples) -> None:

@@ -5,20 +5,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from tests.ingest.conftest import FLUSHED_AT_MS, dumps, write_landing
-from tiktok_pipelines.ingest.engine import ingest_files
+from tiktok_pipelines.ingest.engine import Lake, ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.training.joiner import (
     HISTORY_FEATURES,
     SERVED_FEATURES,
     JoinerConfig,
     build_examples,
-    examples_glob,
     examples_lake_versions,
-    examples_path,
+    read_examples,
     read_lake_versions,
 )
 
@@ -54,7 +52,7 @@ def interaction(eid: str, ts: int, user: int, kind: str, video: int | None, crea
             "share_channel": "im" if kind == "share" else None, "request_id": request}
 
 
-def ingest(landing: Path, lake: Path, events: dict[str, list[dict]], seq: int,
+def ingest(landing: Path, lake: Path | str, events: dict[str, list[dict]], seq: int,
            flushed_at_ms: int = FLUSHED_AT_MS) -> None:
     for stream, rows in events.items():
         if rows:
@@ -65,7 +63,8 @@ def ingest(landing: Path, lake: Path, events: dict[str, list[dict]], seq: int,
 
 
 def examples(lake: Path) -> dict[str, dict]:
-    rows = duckdb.sql(f"SELECT * FROM read_parquet({examples_glob(lake)})").to_arrow_table().to_pylist()
+    t = read_examples(lake, order_by=None)
+    rows = [] if t is None else t.drop_columns(["event_date"]).to_pylist()
     return {r["example_id"]: r for r in rows}
 
 
@@ -192,17 +191,18 @@ def test_unchanged_inputs_are_not_rebuilt_and_writes_are_atomic(world) -> None:
     landing, lake = world
     first = build_examples(lake)
     assert first.built and not first.skipped
-    path = examples_path(lake, DAY)
-    mtime = path.stat().st_mtime_ns
+    version = Lake(lake).store.version("examples")
     second = build_examples(lake)
     assert second.built == {} and second.skipped == [DAY]
-    assert path.stat().st_mtime_ns == mtime
+    assert Lake(lake).store.version("examples") == version  # nothing committed
     # a late view landing in the next day's partition changes the day's label inputs
     ingest(landing, lake, {"views": [view("next", T0 + 20 * 3_600 * S, 9, 1, 1, 1, None)]}, seq=2,
            flushed_at_ms=T0 + 21 * 3_600 * S)
     assert (lake / "events" / "views" / "event_date=2026-11-03").is_dir()
     assert build_examples(lake).built.keys() == {DAY}
-    assert not list(path.parent.glob(".*tmp"))
+    # the date's rows were replaced in one commit: one file for the date, no leftovers named
+    assert Lake(lake).store.version("examples") == version + 1
+    assert len(Lake(lake).store.files("examples")) == 1
 
 
 def test_reads_the_committed_snapshot_and_pinned_versions_reproduce_it(world) -> None:
@@ -214,7 +214,7 @@ def test_reads_the_committed_snapshot_and_pinned_versions_reproduce_it(world) ->
     before = examples(lake)
     assert set(first.versions) == {"events/impressions", "events/views", "events/interactions"}
     assert all(v is not None and v >= 1 for v in first.versions.values())
-    assert read_lake_versions(examples_path(lake, DAY)) == first.versions
+    assert read_lake_versions(lake, DAY) == first.versions
     assert examples_lake_versions(lake) == {DAY: first.versions}
 
     # A copy of a committed file dropped into the partition, never committed (a dead writer's
@@ -231,7 +231,7 @@ def test_reads_the_committed_snapshot_and_pinned_versions_reproduce_it(world) ->
     assert second.built == {DAY: 6} and second.versions["events/views"] > first.versions["events/views"]
     assert second.versions["events/impressions"] == first.versions["events/impressions"]
     assert examples(lake)["A"]["user_views_24h"] == before["A"]["user_views_24h"] + 1
-    assert read_lake_versions(examples_path(lake, DAY)) == second.versions
+    assert read_lake_versions(lake, DAY) == second.versions
     # ...and pinning the first build's versions reads what it read.
     again = build_examples(lake, config, versions=first.versions)
     assert again.built == {DAY: 6} and again.versions == first.versions
@@ -259,3 +259,26 @@ def test_history_logged_by_the_server_is_what_the_example_trains_on(tmp_path: Pa
     ex = examples(lake)
     assert (ex["L"]["user_views_24h"], ex["L"]["user_engagements_24h"], ex["L"]["video_views_24h"]) == (7, 2, 40)
     assert (ex["K"]["user_views_24h"], ex["K"]["user_engagements_24h"], ex["K"]["video_views_24h"]) == (1, 0, 0)
+
+
+def test_examples_are_a_delta_table_beside_the_events_on_disk_or_s3(tmp_path, lake_root) -> None:
+    """The examples and their per-date fingerprints/versions are Delta tables under the lake's
+    root (a folder or a bucket); a rebuild replaces the date's rows in one commit."""
+    from tiktok_pipelines.training.joiner import has_examples
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    ingest(landing, lake_root, SCENARIO, seq=1)
+    store = Lake(lake_root).store
+    assert not has_examples(lake_root) and examples_lake_versions(lake_root) == {}
+    first = build_examples(lake_root, JoinerConfig(negative_rate=1.0))
+    assert first.built == {DAY: 6} and has_examples(lake_root)
+    assert set(examples(lake_root)) == {"A", "B", "C", "D", "E", "F"}
+    assert examples_lake_versions(lake_root) == {DAY: first.versions}
+    assert store.table("examples").metadata().partition_columns == ["event_date"]
+    version = store.version("examples")
+    assert build_examples(lake_root, JoinerConfig(negative_rate=1.0)).skipped == [DAY]
+    assert store.version("examples") == version
+    build_examples(lake_root, JoinerConfig(negative_rate=1.0), force=True)
+    assert store.version("examples") == version + 1  # one transaction replaced the date
+    assert store.row_count("examples") == 6 and set(examples(lake_root)) == {"A", "B", "C", "D", "E", "F"}

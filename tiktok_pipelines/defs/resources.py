@@ -30,8 +30,9 @@ class PlatformStorage(dg.ConfigurableResource):
     lake_dir: str | None = None
     # The lake's Delta tables on S3-compatible object storage: "s3://bucket/prefix" (default: the
     # local ``lake`` folder). Endpoint and region here or in AWS_ENDPOINT_URL / AWS_REGION;
-    # credentials only from the AWS environment (docs/deployment.md). The derived tables (training
-    # examples, features, tags, dims) stay under the local ``lake`` folder for now (issue 16).
+    # credentials only from the AWS environment (docs/deployment.md). The training examples are
+    # Delta tables beside the events (there too); the other derived tables (features, tags, dims)
+    # stay under the local ``lake`` folder for now (issue 16).
     lake_uri: str | None = None
     lake_endpoint_url: str | None = None
     lake_region: str | None = None
@@ -57,13 +58,13 @@ class PlatformStorage(dg.ConfigurableResource):
 
     def derived_lake(self, what: str) -> Path:
         """The local lake folder, for a step that reads the events there and writes a derived
-        table beside them (examples, features). Refused while ``lake_uri`` puts the events on
+        table beside them (features). Refused while ``lake_uri`` puts the events on
         object storage: the derived tables are not there yet (issue 16), and reading an empty
         local folder would build nothing, silently."""
         if self.lake_uri:
             raise dg.Failure(
                 f"{what} reads the events from the local lake folder ({self.lake}), but lake_uri puts them "
-                f"at {self.lake_uri}: the examples, features and tags are not on object storage yet "
+                f"at {self.lake_uri}: the features and tags are not on object storage yet "
                 "(docs/deployment.md); leave lake_uri unset (a shared file system works) for this step")
         return self.lake
 

@@ -39,11 +39,10 @@ import numpy as np
 from tiktok_pipelines.features.online import counters_path
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
-from tiktok_pipelines.lake import sql_path
 from tiktok_pipelines.serving.server import ModelServer
 from tiktok_pipelines.serving.store import ServingPublisher
 from tiktok_pipelines.simulator import simulate
-from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_path
+from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_source, read_examples
 from tiktok_pipelines.training.online import online_update
 from tiktok_pipelines.training.stream_join import run_stream_join
 from tiktok_pipelines.training.torch_ranker import MonolithRanker
@@ -62,21 +61,23 @@ def _ingest_and_join(data: Path, config: JoinerConfig) -> None:
 
 
 def _examples(lake: Path, where: str = "true"):
-    return duckdb.sql(
-        f"SELECT * FROM read_parquet({sql_path(str(lake / 'examples' / '*' / '*.parquet'))}, "
-        f"hive_partitioning = true) WHERE {where} ORDER BY ts_ms").to_arrow_table()
+    return read_examples(lake, where=where, order_by="ts_ms")  # the table's committed snapshot
 
 
 def served_engagement(lake: Path, date: str) -> dict:
     """Engagement of the For-You personal slots on ``date``, from the joiner's labels."""
-    path = examples_path(lake, date)
-    row = duckdb.sql(f"""
+    con = duckdb.connect()
+    source = examples_source(con, lake, days=[date])
+    if source is None:
+        return {"date": date, "impressions": 0, "engaged_rate": None, "play_rate": None, "mean_watch_ratio": None}
+    row = con.sql(f"""
         SELECT sum(1 / sample_rate) AS impressions,
                sum(engaged::DOUBLE / sample_rate) / sum(1 / sample_rate) AS engaged_rate,
                sum(played::DOUBLE / sample_rate) / sum(1 / sample_rate) AS play_rate,
                sum(coalesce(watch_ratio, 0) / sample_rate) / sum(1 / sample_rate) AS mean_watch_ratio
-        FROM read_parquet({sql_path(str(path))})
+        FROM {source}
         WHERE surface = 'foryou' AND candidate_source = 'personal'""").fetchall()[0]
+    con.close()
     return {"date": date, "impressions": round(row[0] or 0), "engaged_rate": row[1],
             "play_rate": row[2], "mean_watch_ratio": row[3]}
 

@@ -12,13 +12,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 
 from tiktok_pipelines.experiments.closed_loop import closed_loop
 from tiktok_pipelines.experiments.monolith import ExperimentConfig, compare, markdown, split_days
 from tiktok_pipelines.experiments.plots import plot_closed_loop, plot_collisionless_vs_hashing, plot_sync_intervals
 from tiktok_pipelines.lake import atomic_write_json
-from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_glob, has_examples
+from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, has_examples, read_examples
 
 KUAIREC = Path(__file__).resolve().parents[3] / "shared" / "data" / "kuairec"
 
@@ -43,8 +42,7 @@ def run_experiments(data_dir: str | Path, *, train_days: int = 5, negative_rate:
     build_examples(lake, config)  # no-op when the examples are current
     if not has_examples(lake):
         raise FileNotFoundError(f"no examples in {lake}: simulate and ingest first (make quickstart)")
-    examples = duckdb.sql(
-        f"SELECT * FROM read_parquet({examples_glob(lake)}, hive_partitioning = true)").to_arrow_table()
+    examples = read_examples(lake, order_by=None)  # the examples table's committed snapshot
     train, evaluation, days = split_days(examples, train_days)
     cfg = ExperimentConfig(negative_rate=negative_rate, label_window_s=config.label_window_s, dim=dim,
                            seeds=tuple(range(seeds)))

@@ -39,12 +39,23 @@ dead writer left behind is never read and a batch committing meanwhile is either
 wholly out. Pinning the same versions (``build_examples(..., versions=...)``, Delta time travel)
 reproduces the read.
 
-Storage: ``<lake>/examples/event_date=D/examples.parquet``, one file per impression date,
-replaced atomically. Each file records in its Parquet metadata a fingerprint of its inputs (the
-committed files of the partitions it read, and this config) and the version of each events table
-it read (``LAKE_VERSIONS_KEY``; ``examples_lake_versions`` collects them); ``build_examples``
-rebuilds a date only when the fingerprint changed, e.g. when late events landed in a partition it
-reads.
+Storage: the Delta table ``examples`` under the lake's root (beside the events, so on local
+disk or in a bucket alike), partitioned by ``event_date`` (the impression's date). Rebuilding a
+date replaces exactly that date's rows in one Delta transaction (an overwrite with the predicate
+``event_date = 'D'``): a reader sees the old rows or the new ones, never a mix. Readers go through
+the table's committed snapshot (``examples_source``, ``read_examples``), never a glob.
+
+Each built date's fingerprint of its inputs (the committed files of the partitions it read, and
+this config) and the version of each events table it read are kept in a second small Delta table,
+``examples_meta`` (event_date, fingerprint, lake_versions_json, config_json), one row per date,
+replaced the same way in a commit made *after* the examples' commit. Why a table rather than the
+examples commit's custom metadata: commit metadata lives in the log's commitInfo, which
+checkpoints drop and vacuum/log cleanup expires, and finding a date's latest build there means
+walking the history; a table row is read from the snapshot like any data. A build that dies
+between the two commits leaves the old (or no) fingerprint for that date, so the next build just
+rebuilds it: the meta row is never ahead of the rows it describes. ``build_examples`` rebuilds a
+date only when the fingerprint changed, e.g. when late events landed in a partition it reads;
+``examples_lake_versions`` collects the versions.
 """
 
 from __future__ import annotations
@@ -55,20 +66,20 @@ import json
 import os
 import urllib.parse
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
+from deltalake import write_deltalake
 
-from tiktok_pipelines.ingest.engine import Lake, events_table
-from tiktok_pipelines.lake import atomic_replace, sql_path
+from tiktok_pipelines.ingest.engine import Lake, events_table, table_source
+from tiktok_pipelines.lake import sql_path
 
-EXAMPLES_DIR = "examples"
-EXAMPLES_FILE = "examples.parquet"
-FINGERPRINT_KEY = b"tiktok_pipelines.examples.fingerprint"
-# {"events/impressions": version, ...}: the Delta version of each events table the file was built from
-LAKE_VERSIONS_KEY = b"tiktok_pipelines.examples.lake_versions"
+EXAMPLES_TABLE = "examples"  # Delta table, partitioned by event_date
+EXAMPLES_META_TABLE = "examples_meta"  # one row per built date: fingerprint, lake versions, config
+EXAMPLES_META_SCHEMA = pa.schema([("event_date", pa.string()), ("fingerprint", pa.string()),
+                                  # {"events/impressions": version, ...}: the Delta version of each
+                                  # events table the date's examples were built from
+                                  ("lake_versions_json", pa.string()), ("config_json", pa.string())])
 JOIN_STREAMS = ("impressions", "views", "interactions")
 
 # Keys of the impressions' served_features object, with their SQL types: the served feature log.
@@ -200,8 +211,8 @@ def impression_dates(lake_root: str | os.PathLike) -> list[str]:
     return EventsSnapshot.pin(Lake(lake_root), ("impressions",)).dates("impressions")
 
 
-def examples_path(lake_root: str | os.PathLike, day: str) -> Path:
-    return Path(lake_root) / EXAMPLES_DIR / f"event_date={day}" / EXAMPLES_FILE
+def _lake(lake_root: str | os.PathLike | Lake) -> Lake:
+    return lake_root if isinstance(lake_root, Lake) else Lake(str(lake_root))
 
 
 def _input_days(day: str) -> dict[str, list[str]]:
@@ -322,7 +333,7 @@ _INTER_COLUMNS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", 
 
 
 def build_examples(
-    lake_root: str | os.PathLike,
+    lake_root: str | os.PathLike | Lake,
     config: JoinerConfig | None = None,
     *,
     dates: list[str] | None = None,
@@ -332,34 +343,65 @@ def build_examples(
     """(Re)build the examples of each impression date whose inputs changed (all dates by default).
 
     Reads the events tables at the newest committed versions, or at ``versions`` (a
-    ``JoinReport.versions`` or a file's ``LAKE_VERSIONS_KEY``: the same read again)."""
+    ``JoinReport.versions`` or a date's ``read_lake_versions``: the same read again)."""
     config = config or JoinerConfig()
-    snap = EventsSnapshot.pin(Lake(lake_root), JOIN_STREAMS, versions)
+    lake = _lake(lake_root)
+    snap = EventsSnapshot.pin(lake, JOIN_STREAMS, versions)
     report = JoinReport(built={}, skipped=[], versions=dict(snap.versions))
+    built = _read_meta(lake)
     con = duckdb.connect()
     try:
         for day in dates if dates is not None else snap.dates("impressions"):
+            dt.date.fromisoformat(day)  # a date, nothing else, goes into the predicates below
             inputs = _inputs(snap, day)
             fp = _fingerprint(inputs, config)
-            out = examples_path(lake_root, day)
-            if not force and out.exists() and read_fingerprint(out) == fp:
+            if not force and built.get(day, {}).get("fingerprint") == fp:
                 report.skipped.append(day)
                 continue
             for view, stream, columns in (("imp", "impressions", _IMP_COLUMNS), ("views", "views", _VIEW_COLUMNS),
                                           ("inter", "interactions", _INTER_COLUMNS)):
                 snap.relation(con, view, stream, _input_days(day)[stream], columns)
             table = con.sql(examples_sql(config)).to_arrow_table()
-            table = table.replace_schema_metadata({FINGERPRINT_KEY: fp.encode(),
-                                                   b"tiktok_pipelines.examples.config": json.dumps(asdict(config)).encode(),
-                                                   LAKE_VERSIONS_KEY: json.dumps(snap.versions, sort_keys=True).encode()})
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.tmp")
-            pq.write_table(table, tmp, compression="snappy")
-            atomic_replace(tmp, out)
+            table = table.append_column("event_date", pa.array([day] * table.num_rows, pa.string()))
+            _replace_day(lake, EXAMPLES_TABLE, table, day, partition_by=["event_date"])
+            # after the rows: a crash in between leaves a stale fingerprint, i.e. a rebuild
+            meta = pa.table({"event_date": [day], "fingerprint": [fp],
+                             "lake_versions_json": [json.dumps(snap.versions, sort_keys=True)],
+                             "config_json": [json.dumps(asdict(config), sort_keys=True)]}, schema=EXAMPLES_META_SCHEMA)
+            _replace_day(lake, EXAMPLES_META_TABLE, meta, day)
             report.built[day] = table.num_rows
     finally:
         con.close()
     return report
+
+
+def _replace_day(lake: Lake, name: str, data: pa.Table, day: str, partition_by: list[str] | None = None) -> None:
+    """Replace the rows of ``event_date = day`` in table ``name`` with ``data``: one Delta
+    transaction (the first write creates the table)."""
+    store = lake.store
+    opts = store.storage_options or None
+    if store.table(name) is None:
+        try:
+            write_deltalake(store.uri(name), data, mode="append", partition_by=partition_by, storage_options=opts)
+            return
+        except Exception:
+            if store.table(name) is None:  # not a lost race to create it: a real failure
+                raise
+    write_deltalake(store.uri(name), data, mode="overwrite", predicate=f"event_date = '{day}'",
+                    partition_by=partition_by, storage_options=opts)
+
+
+def _read_meta(lake: Lake) -> dict[str, dict]:
+    """Per built date: {"fingerprint", "lake_versions", "config"} from ``examples_meta``."""
+    ds = lake.store.dataset(EXAMPLES_META_TABLE)
+    if ds is None:
+        return {}
+    out = {}
+    for r in ds.to_table().to_pylist():
+        out[r["event_date"]] = {"fingerprint": r["fingerprint"],
+                                "lake_versions": json.loads(r["lake_versions_json"]) if r["lake_versions_json"] else None,
+                                "config": json.loads(r["config_json"]) if r["config_json"] else None}
+    return out
 
 
 def examples_between(lake_root: str | os.PathLike, config: JoinerConfig, after_ms: int,
@@ -387,31 +429,43 @@ def examples_between(lake_root: str | os.PathLike, config: JoinerConfig, after_m
         con.close()
 
 
-def read_fingerprint(path: str | os.PathLike) -> str | None:
-    meta = pq.read_schema(path).metadata or {}
-    value = meta.get(FINGERPRINT_KEY)
-    return value.decode() if value is not None else None
+def read_fingerprint(lake_root: str | os.PathLike | Lake, day: str) -> str | None:
+    """The fingerprint of the inputs ``day``'s examples were built from (None: not built)."""
+    return _read_meta(_lake(lake_root)).get(day, {}).get("fingerprint")
 
 
-def read_lake_versions(path: str | os.PathLike) -> dict[str, int | None] | None:
-    """The events tables' versions an examples file was built from (None: built before they
-    were recorded)."""
-    value = (pq.read_schema(path).metadata or {}).get(LAKE_VERSIONS_KEY)
-    return json.loads(value) if value is not None else None
+def read_lake_versions(lake_root: str | os.PathLike | Lake, day: str) -> dict[str, int | None] | None:
+    """The events tables' versions ``day``'s examples were built from (None: not built)."""
+    return _read_meta(_lake(lake_root)).get(day, {}).get("lake_versions")
 
 
-def examples_lake_versions(lake_root: str | os.PathLike) -> dict[str, dict[str, int | None] | None]:
-    """Per impression date, the events tables' versions its examples were built from (read from
-    the files' footers): what a model trained on them read, and how to read it again."""
-    root = Path(lake_root) / EXAMPLES_DIR
-    files = sorted(root.glob(f"event_date=*/{EXAMPLES_FILE}")) if root.is_dir() else []
-    return {p.parent.name.split("=", 1)[1]: read_lake_versions(p) for p in files}
+def examples_lake_versions(lake_root: str | os.PathLike | Lake) -> dict[str, dict[str, int | None] | None]:
+    """Per impression date, the events tables' versions its examples were built from (from
+    ``examples_meta``): what a model trained on them read, and how to read it again."""
+    return {d: m["lake_versions"] for d, m in sorted(_read_meta(_lake(lake_root)).items())}
 
 
-def examples_glob(lake_root: str | os.PathLike) -> str:
-    """The examples' Parquet files as a quoted SQL glob (for read_parquet)."""
-    return sql_path(Path(lake_root) / EXAMPLES_DIR / "*" / EXAMPLES_FILE)
+def examples_source(con: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike | Lake, *,
+                    days: list[str] | None = None, version: int | None = None) -> str | None:
+    """A FROM-clause item over the examples table's committed snapshot (with ``event_date``),
+    only ``days`` if given; None when there are no examples."""
+    return table_source(con, _lake(lake_root), EXAMPLES_TABLE, days=days, version=version)
 
 
-def has_examples(lake_root: str | os.PathLike) -> bool:
-    return any((Path(lake_root) / EXAMPLES_DIR).glob(f"*/{EXAMPLES_FILE}"))
+def read_examples(lake_root: str | os.PathLike | Lake, *, where: str = "true", order_by: str | None = "ts_ms",
+                  days: list[str] | None = None, version: int | None = None) -> pa.Table | None:
+    """The committed examples (``where``: a SQL condition), as an Arrow table; None when there are none."""
+    con = duckdb.connect()
+    try:
+        src = examples_source(con, lake_root, days=days, version=version)
+        if src is None:
+            return None
+        order = f" ORDER BY {order_by}" if order_by else ""
+        return con.sql(f"SELECT * FROM {src} WHERE {where}{order}").to_arrow_table()
+    finally:
+        con.close()
+
+
+def has_examples(lake_root: str | os.PathLike | Lake) -> bool:
+    """Whether the examples table's newest snapshot names any file."""
+    return _lake(lake_root).store.row_count(EXAMPLES_TABLE) > 0

@@ -28,12 +28,22 @@ from tiktok_pipelines.training.joiner import (
     LABELS,
     SERVED_FEATURES,
     build_examples,
-    examples_glob,
     examples_lake_versions,
+    examples_source,
     has_examples,
+    read_examples,
 )
 
 GROUP = "training"
+
+
+def _examples_lake(storage: PlatformStorage):
+    """The lake the examples tables (``examples``, ``examples_meta``) live in: beside the events,
+    in ``lake_uri``'s bucket when it is set, else in the local lake folder."""
+    from tiktok_pipelines.ingest.engine import Lake
+
+    return Lake(storage.lake_location, store=storage.lake_store)
+
 ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
 
 
@@ -44,10 +54,11 @@ ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
     description="One labelled example per impression: served features, point-in-time history "
     "counts, labels from the actions in the label window, negatives downsampled (sample_rate). "
     "Reads the events tables at one committed Delta version each (recorded as lake_versions, and "
-    "in every examples file's footer: pinning them reproduces the read). "
+    "per date in the examples_meta Delta table: pinning them reproduces the read). "
     "Rebuilds only the dates whose lake partitions changed. Labels: training/joiner.py.",
     metadata={
-        "path": "lake/examples/event_date=*/examples.parquet",
+        "path": "lake/examples (Delta table, partitioned by event_date; per-date fingerprints and "
+        "lake versions in lake/examples_meta)",
         "labels": ", ".join(LABELS),
         "features": ", ".join([*SERVED_FEATURES, *HISTORY_FEATURES, "hour_of_day"]),
     },
@@ -55,20 +66,24 @@ ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
 def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorage,
                       joiner_policy: JoinerPolicy) -> dg.MaterializeResult:
     config = joiner_policy.config()
-    report = build_examples(storage.derived_lake("training_examples"), config)
+    lake = _examples_lake(storage)
+    report = build_examples(lake, config)
     context.log.info(f"built {len(report.built)} dates, {len(report.skipped)} unchanged")
     rows = 0
     table = "| date | examples | engaged | played | finished |\n|---|---|---|---|---|\n"
-    if report.built or report.skipped:
-        stats = duckdb.sql(
+    con = duckdb.connect()
+    source = examples_source(con, lake) if report.built or report.skipped else None
+    if source is not None:
+        stats = con.sql(
             f"""
             SELECT event_date::VARCHAR, count(*), avg(engaged::INT), avg(played::INT), avg(finished::INT)
-            FROM read_parquet({examples_glob(storage.lake)}, hive_partitioning = true)
+            FROM {source}
             GROUP BY 1 ORDER BY 1
             """
         ).fetchall()
         rows = sum(r[1] for r in stats)
         table += "\n".join(f"| {d} | {n:,} | {e:.3f} | {p:.3f} | {f:.3f} |" for d, n, e, p, f in stats)
+    con.close()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
@@ -86,11 +101,12 @@ def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorag
 
 def _examples_by_day(storage: PlatformStorage):
     """(every example, ordered by time; its distinct impression dates, ascending)."""
-    if not has_examples(storage.lake):
+    lake = _examples_lake(storage)
+    if not has_examples(lake):
         return None, []
-    table = duckdb.sql(
-        f"SELECT * FROM read_parquet({examples_glob(storage.lake)}, hive_partitioning = true) ORDER BY ts_ms"
-    ).to_arrow_table()
+    table = read_examples(lake, order_by="ts_ms")  # the table's committed snapshot
+    if table is None:
+        return None, []
     return table, sorted(set(table.column("event_date").to_pylist()))
 
 
@@ -133,7 +149,7 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
             "train_examples": train.num_rows, "eval_examples": test.num_rows,
             # Per example date, the events tables' Delta versions its examples were joined from:
             # build_examples(..., versions=...) at these rebuilds exactly what this model saw.
-            "lake_versions": {d: v for d, v in examples_lake_versions(storage.lake).items()
+            "lake_versions": {d: v for d, v in examples_lake_versions(_examples_lake(storage)).items()
                               if days[0].isoformat() <= d <= eval_day}}
 
     trained = {
