@@ -10,10 +10,16 @@ import dagster as dg
 from tiktok_pipelines.defs.ingest.assets import INGEST_LOG_KEY, QUARANTINE_KEY, raw_key
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.ingest.engine import lake_tables
+from tiktok_pipelines.training.joiner import EXAMPLES_META_TABLE, EXAMPLES_TABLE
 from tiktok_pipelines.schemas import STREAMS
 from tiktok_pipelines.tables import CarePolicy, compact, table_report, vacuum
 
 GROUP = "lake_care"
+
+
+def cared_tables() -> list[str]:
+    """The ingest's tables and the training examples (each rebuild of a date replaces its files)."""
+    return lake_tables() + [EXAMPLES_TABLE, EXAMPLES_META_TABLE]
 CARE_CRON = "15 4 * * *"  # after the 02:00 features and 03:00 retrain, before the working day
 
 
@@ -37,7 +43,7 @@ def _md(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
           description="Compacts the small files of every lake table's settled partitions (Delta optimize).")
 def lake_compaction(config: LakeCareConfig, storage: PlatformStorage) -> dg.MaterializeResult:
     store = storage.lake_store
-    results = [compact(store, name, config.policy()) for name in lake_tables()]
+    results = [compact(store, name, config.policy()) for name in cared_tables()]
     return dg.MaterializeResult(metadata={
         "files_removed": sum(r["files_removed"] for r in results),
         "files_added": sum(r["files_added"] for r in results),
@@ -50,7 +56,7 @@ def lake_compaction(config: LakeCareConfig, storage: PlatformStorage) -> dg.Mate
           "or left by a dead writer); a reader pinned to a version within the retention keeps working.")
 def lake_vacuum(config: LakeCareConfig, storage: PlatformStorage) -> dg.MaterializeResult:
     store = storage.lake_store
-    results = [vacuum(store, name, config.policy()) for name in lake_tables()]
+    results = [vacuum(store, name, config.policy()) for name in cared_tables()]
     return dg.MaterializeResult(metadata={
         "files_deleted": sum(r["files_deleted"] for r in results),
         "retention_hours": config.vacuum_retention_hours,
@@ -62,7 +68,7 @@ def lake_vacuum(config: LakeCareConfig, storage: PlatformStorage) -> dg.Material
           description="Each lake table's version, files, rows, size and minutes since its last commit.")
 def lake_report(storage: PlatformStorage) -> dg.MaterializeResult:
     store = storage.lake_store
-    rows = [r for r in (table_report(store, name) for name in lake_tables()) if r["exists"]]
+    rows = [r for r in (table_report(store, name) for name in cared_tables()) if r["exists"]]
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(r["rows"] for r in rows),
         "tables": len(rows),
