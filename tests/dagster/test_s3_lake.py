@@ -89,3 +89,34 @@ def test_training_examples_are_a_delta_table_in_the_bucket(tmp_path, instance, s
     again = dg.materialize([training_examples], resources=resources, instance=instance)
     meta = again.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
     assert meta["dates_unchanged"].value == 1 and meta["dagster/row_count"].value == 6
+
+
+def test_ingest_to_a_published_serving_version_with_the_lake_on_s3(tmp_path, instance, s3_endpoint, s3_env,
+                                                                    monkeypatch):
+    """The loop with the lake in a bucket: landing -> ingest -> warehouse -> training examples ->
+    the daily retrain -> a serving version the model server loads; the card pins the versions."""
+    from tests.s3 import new_bucket
+    from tiktok_pipelines.defs.training.assets import batch_rankers, training_examples
+    from tiktok_pipelines.serving.store import load_latest
+    from tiktok_pipelines.simulator import simulate
+    from tiktok_pipelines.training.registry import ModelRegistry
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    uri = f"s3://{new_bucket(s3_endpoint)}/lake"
+    data = tmp_path / "data"
+    simulate(data, seed=4, users=200, videos=400, days=2, events_per_day=12_000, start_date="2026-11-01",
+             kuairec_dir=None, write_truth=False)
+    resources = {"storage": PlatformStorage(data_dir=str(data), lake_uri=uri), "ingest_policy": IngestPolicy(),
+                 "joiner_policy": JoinerPolicy(),
+                 "training_policy": TrainingPolicy(lgbm_rounds=10, torch_dim=4)}
+    result = dg.materialize([*ALL_ASSETS, training_examples, batch_rankers], resources=resources,
+                            instance=instance)
+    assert result.success
+    assert not (data / "lake" / "events").exists() and not (data / "lake" / "examples").exists()
+    meta = result.asset_materializations_for_node("batch_rankers")[0].metadata
+    state = load_latest(data / "serving")
+    assert state is not None and state.seq == meta["serving_seq"].value and len(state.tables["video_id"]) > 0
+    card = ModelRegistry(data / "models").card("torch_ranker", 1)
+    assert sorted(card["lake_versions"]) == ["2026-11-01", "2026-11-02"]
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw.impressions").fetchall()[0][0] > 1000

@@ -461,7 +461,10 @@ def read_examples(lake_root: str | os.PathLike | Lake, *, where: str = "true", o
         if src is None:
             return None
         order = f" ORDER BY {order_by}" if order_by else ""
-        return con.sql(f"SELECT * FROM {src} WHERE {where}{order}").to_arrow_table()
+        # event_date as DATE from either store: DuckDB's hive reader casts the local folders' names,
+        # an object store's Arrow dataset gives the partition values as the strings they are.
+        return con.sql(f"SELECT * REPLACE (CAST(event_date AS DATE) AS event_date) FROM {src} "
+                       f"WHERE {where}{order}").to_arrow_table()
     finally:
         con.close()
 
