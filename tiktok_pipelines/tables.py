@@ -29,6 +29,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -176,22 +177,30 @@ class TableStore:
                       now_ms, True, json.dumps({"numRecords": f.num_records}))
             for f, rel in placed
         ]
+        return self._commit_once(name, txn, t, retries, lambda snap, props: snap.create_write_transaction(
+            actions, "append", schema, partition_by=partition_by, commit_properties=props))
+
+    def _commit_once(self, name: str, txn: str, t: DeltaTable, retries: int,
+                     write: Callable[[DeltaTable, CommitProperties], None]) -> int | None:
+        """``write(snapshot, props)`` one commit carrying the transaction id ``txn``, against the
+        newest snapshot, unless a commit with that id is already in it (None). Optimistic: a
+        concurrent commit makes this one fail (Delta's conflict check, conditional puts on S3), and
+        it looks again: the id is there (nothing to do) or another batch won the race (again)."""
         props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION, last_updated=int(time.time() * 1000))])
         for attempt in range(retries):
             if attempt:
                 t = self.table(name)
-                if t.transaction_version(txn) is not None:
-                    return None
+            if t.transaction_version(txn) is not None:
+                return None
             try:
-                t.create_write_transaction(actions, "append", schema, partition_by=partition_by,
-                                           commit_properties=props)
+                write(t, props)
             except CommitFailedError:
                 if attempt == retries - 1:
                     raise
                 time.sleep(min(0.5, 0.01 * 2 ** attempt))
                 continue
             return self.table(name).version()
-        return None  # not reached
+        return None  # not reached: the loop returns or raises
 
     def swap(self, name: str, data: pa.Table, *, app: str, expected: int) -> bool:
         """Replace a small table's contents with ``data`` if the app transaction ``app`` is at
@@ -245,28 +254,13 @@ class TableStore:
         Optimistic: the writer checks the id on the snapshot it commits against; a concurrent
         commit makes its own fail (Delta's conflict check, conditional puts on S3), and it looks
         again: the id is there (nothing to do) or another batch won the race (commit again)."""
-        props = CommitProperties(app_transactions=[Transaction(txn, TXN_VERSION, last_updated=int(time.time() * 1000))])
-        for attempt in range(retries):
-            t = self.table(name)
-            if t is None:
-                # Create the table first, empty and without the id, then commit against a
-                # snapshot like any other commit. A commit that creates the table has no snapshot
-                # whose transaction ids the conflict check could compare: two writers racing to
-                # create it with the same batch both landed (seen on S3 in CI).
-                self.ensure(name, data.schema, partition_by, BATCH_TABLE_CONFIG)
-                continue
-            if t.transaction_version(txn) is not None:
-                return None
-            try:
-                write_deltalake(t, data, mode="append", storage_options=self.storage_options or None,
-                                commit_properties=props)
-            except CommitFailedError:
-                if attempt == retries - 1:
-                    raise
-                time.sleep(min(0.5, 0.01 * 2 ** attempt))
-                continue
-            return self.table(name).version()
-        return None  # not reached: the loop returns or raises
+        # The table is created empty first, without the id, and the batch commits against a
+        # snapshot like any other commit: a commit that creates the table has no snapshot whose
+        # transaction ids the conflict check could compare, and two writers racing to create it
+        # with the same batch both landed (seen on S3 in CI).
+        t = self.ensure(name, data.schema, partition_by, BATCH_TABLE_CONFIG)
+        return self._commit_once(name, txn, t, retries, lambda snap, props: write_deltalake(
+            snap, data, mode="append", storage_options=self.storage_options or None, commit_properties=props))
 
     def dataset(self, name: str, version: int | None = None, partitions: list | None = None) -> pads.Dataset | None:
         """The table at a committed version as an Arrow dataset (None if the table does not exist);
