@@ -218,6 +218,36 @@ class TableStore:
             return False
         return True
 
+    def replace(self, name: str, data: pa.Table, *, where: tuple[str, str] | None = None,
+                partition_by: list[str] | None = None, retries: int = 20) -> int:
+        """Replace a derived table's rows in one transaction: all of them, or those with
+        ``column = value`` for ``where=(column, value)`` (one date of a table partitioned by it).
+        Returns the new version. The first write creates the table.
+
+        Last writer wins, as a rebuild should: two builds of one partition at once both commit
+        (Delta's conflict check fails the later one, which retries against the newer snapshot and
+        replaces the rows again), never leaving both builds' rows or none."""
+        if where is not None:
+            column, value = where
+            if not column.isidentifier():
+                raise ValueError(f"not a column name: {column!r}")
+            predicate = f"{column} = '{str(value).replace(chr(39), chr(39) * 2)}'"
+        else:
+            predicate = None
+        opts = self.storage_options or None
+        t = self.ensure(name, data.schema, partition_by)
+        for attempt in range(retries):
+            try:
+                write_deltalake(t if attempt == 0 else self.uri(name), data, mode="overwrite",
+                                predicate=predicate, partition_by=partition_by, storage_options=opts,
+                                schema_mode="overwrite" if predicate is None else None)
+                return self.table(name).version()
+            except CommitFailedError:
+                if attempt == retries - 1:
+                    raise
+                time.sleep(min(0.5, 0.01 * 2 ** attempt))
+        raise AssertionError("not reached")
+
     def add_actions(self, name: str, version: int | None = None) -> pa.Table | None:
         """The files a committed version names, one row each: path, size_bytes, num_records,
         partition.<column> (the Delta log's view, no data read)."""

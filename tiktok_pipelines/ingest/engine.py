@@ -800,9 +800,10 @@ def _events_source(con: duckdb.DuckDBPyConnection, lake: Lake, stream: str, days
 
 
 def table_source(con: duckdb.DuckDBPyConnection, lake: Lake | Path | str, table: str, *,
-                 days: Iterable[str] | None = None, version: int | None = None) -> str | None:
+                 days: Iterable[str] | None = None, version: int | None = None,
+                 date_column: str = "event_date") -> str | None:
     """A FROM-clause item for a lake table's committed rows at ``version`` (default: the newest),
-    only those dated in ``days`` if given (tables partitioned by ``event_date``); None when there
+    only those dated in ``days`` if given (tables partitioned by ``date_column``); None when there
     are none (or the table does not exist yet).
 
     The files come from the Delta snapshot, never from a listing: a file a dead writer left behind
@@ -815,15 +816,15 @@ def table_source(con: duckdb.DuckDBPyConnection, lake: Lake | Path | str, table:
     t = lake.store.table(table, version)
     if t is None:
         return None
-    partitioned = "event_date" in t.metadata().partition_columns
-    files = _partition_files(lake, table, "event_date", wanted if partitioned else None, version)
+    partitioned = date_column in t.metadata().partition_columns
+    files = _partition_files(lake, table, date_column, wanted if partitioned else None, version)
     if not files:
         return None
     if lake.store.is_local:
         hive = ", hive_partitioning = true" if partitioned else ""
         return f"read_parquet([{', '.join(sql_path(f) for f in files)}]{hive})"
     alias = f"_lake_{hashlib.sha1(repr((table, version, sorted(wanted or ()))).encode()).hexdigest()[:12]}"
-    parts = [("event_date", "in", sorted(wanted))] if partitioned and wanted is not None else None
+    parts = [(date_column, "in", sorted(wanted))] if partitioned and wanted is not None else None
     con.register(alias, lake.store.arrow_dataset(t, table, parts))
     return alias
 

@@ -69,7 +69,6 @@ from dataclasses import asdict, dataclass, field
 
 import duckdb
 import pyarrow as pa
-from deltalake import write_deltalake
 
 from tiktok_pipelines.ingest.engine import Lake, events_table, table_source
 from tiktok_pipelines.lake import sql_path
@@ -377,18 +376,8 @@ def build_examples(
 
 def _replace_day(lake: Lake, name: str, data: pa.Table, day: str, partition_by: list[str] | None = None) -> None:
     """Replace the rows of ``event_date = day`` in table ``name`` with ``data``: one Delta
-    transaction (the first write creates the table)."""
-    store = lake.store
-    opts = store.storage_options or None
-    if store.table(name) is None:
-        try:
-            write_deltalake(store.uri(name), data, mode="append", partition_by=partition_by, storage_options=opts)
-            return
-        except Exception:
-            if store.table(name) is None:  # not a lost race to create it: a real failure
-                raise
-    write_deltalake(store.uri(name), data, mode="overwrite", predicate=f"event_date = '{day}'",
-                    partition_by=partition_by, storage_options=opts)
+    transaction (the first write creates the table; a concurrent rebuild of the date retries)."""
+    lake.store.replace(name, data, where=("event_date", day), partition_by=partition_by)
 
 
 def _read_meta(lake: Lake) -> dict[str, dict]:
