@@ -148,9 +148,10 @@ def _ingest_all(tmp_path, events, n_batches):
     return landing, lake, batches
 
 
-def test_on_the_lake_each_batch_is_joined_once_and_matches_the_batch_join(tmp_path):
+def test_on_the_lake_each_batch_is_joined_once_and_matches_the_batch_join(tmp_path, lake_root):
     events = _events(7, n_imp=80)
-    landing, lake, batches = _ingest_all(tmp_path, events, 4)
+    landing, _, batches = _ingest_all(tmp_path, events, 4)
+    lake = lake_root  # a local folder, or s3://bucket/lake on the local S3 server
     for i, batch in enumerate(batches):
         ingest(landing, lake, {s: [e for k, e in batch if k == s] for s in _SCHEMAS}, seq=10 + i)
         report = run_stream_join(lake, CONFIG, LATENESS)
@@ -160,7 +161,7 @@ def test_on_the_lake_each_batch_is_joined_once_and_matches_the_batch_join(tmp_pa
     # the serving counters were written from the state, as of the newest event time seen
     from tiktok_pipelines.features.online import OnlineCounters, counters_path
 
-    counters = OnlineCounters.read(counters_path(lake))
+    counters = OnlineCounters.read(counters_path(lake))  # the Delta table, on either store
     newest = max(e["ts_ms"] for _, e in events)
     assert counters.as_of_ms == newest
     assert sum(counters.values[("user", "views_24h")].values()) == sum(
@@ -178,11 +179,10 @@ def test_on_the_lake_a_batch_is_read_from_the_committed_snapshot(tmp_path):
     recorded with the step."""
     import shutil
 
-    import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
     from tiktok_pipelines.ingest.engine import Lake
-    from tiktok_pipelines.training.stream_join import PART_KEY, part_path
+    from tiktok_pipelines.training.stream_join import committed_meta
 
     events = _events(5, n_imp=80)
     landing, lake, batches = _ingest_all(tmp_path, events, 3)
@@ -190,8 +190,7 @@ def test_on_the_lake_a_batch_is_read_from_the_committed_snapshot(tmp_path):
     ingest(landing, lake, {s: [e for k, e in batches[0] if k == s] for s in _SCHEMAS}, seq=1)
     first = run_stream_join(lake, CONFIG, LATENESS)
     assert first.versions == {f"events/{s}": store.version(f"events/{s}") for s in _SCHEMAS}
-    meta = json.loads(pq.read_schema(part_path(lake, 1)).metadata[PART_KEY])
-    assert meta["lake_versions"] == first.versions
+    assert committed_meta(lake)["lake_versions"] == first.versions
 
     # Batch 2, plus a stray copy of one of its files under a name of the batch: never committed.
     def new_batch(seq: int, rows) -> str:
@@ -235,10 +234,10 @@ def test_a_crash_between_the_part_and_the_commit_redoes_the_step_once(tmp_path):
 
     with pytest.raises(Killed):
         run_stream_join(lake, CONFIG, LATENESS, _after_part=die)
-    assert committed_seq(lake) == 1  # the part was written, never committed
-    assert (lake / "stream_examples" / "part-00000002.parquet").exists()
+    assert committed_seq(lake) == 1  # the step's files were written, never committed
+    (attempt,) = [p.name for p in (lake / "_stream_join").glob("state-00000002-*")]
     redo = run_stream_join(lake, CONFIG, LATENESS)
-    assert redo.seq == 2 and redo.batches == 1 and "stream_examples/part-00000002.parquet" in redo.recovered
+    assert redo.seq == 2 and redo.batches == 1 and f"_stream_join/{attempt}" in redo.recovered
     ingest(landing, lake, {s: [e for k, e in batches[2] if k == s] for s in _SCHEMAS}, seq=3)
     last = run_stream_join(lake, CONFIG, LATENESS)
     streamed = read_stream_examples(lake)
@@ -259,14 +258,18 @@ def test_an_action_at_the_last_instant_of_the_window_still_labels():
     assert examples.column("played").to_pylist() == [True]
 
 
-def test_kill_9_between_the_part_and_the_commit(tmp_path):
-    """A real SIGKILL at the worst moment (the step's examples are written, the state is not)."""
+def test_kill_9_between_the_part_and_the_commit(tmp_path, lake_root):
+    """A real SIGKILL at the worst moment (the step's examples and state are written, the commit
+    is not), on local disk and on the S3 server."""
     import os
     import subprocess
     import sys
 
+    from tests.s3 import is_s3
+
     events = _events(5, n_imp=40)
-    landing, lake, batches = _ingest_all(tmp_path, events, 2)
+    landing, _, batches = _ingest_all(tmp_path, events, 2)
+    lake = lake_root
     ingest(landing, lake, {s: [e for k, e in batches[0] if k == s] for s in _SCHEMAS}, seq=1)
     code = (
         "import os, signal, sys\n"
@@ -281,7 +284,9 @@ def test_kill_9_between_the_part_and_the_commit(tmp_path):
     ingest(landing, lake, {s: [e for k, e in batches[1] if k == s] for s in _SCHEMAS}, seq=2)
     last = run_stream_join(lake, CONFIG, LATENESS)  # redoes the killed step, with what came since
     assert last.seq == 1 and last.batches == 2
-    assert last.recovered == ["stream_examples/part-00000001.parquet"]
+    # Locally the run holds the lock: the killed attempt's files are removed now. On S3 they
+    # might be a concurrent run's work in progress: left until the committed seq passes them.
+    assert [r.rsplit("-", 1)[0] for r in last.recovered] == ([] if is_s3(lake) else ["_stream_join/state-00000001"])
     assert _rows(read_stream_examples(lake)) == _rows(_batch_join(events, last.counts.watermark_ms))
 
 

@@ -9,9 +9,10 @@ The loop Monolith describes, on files:
    serving version, and from the serving state otherwise (after a batch retrain).
 2. The examples come from the streaming joiner (``training/stream_join.py``), run first: the
    impressions whose label window its event-time watermark closed, labelled and sampled exactly as
-   the batch join would. The update trains on those with ``ts_ms > trained_through_ms`` that it has
+   the batch join would, read from the Delta table ``stream_examples`` beside the lake's other
+   tables (local folder or ``s3://`` bucket). The update trains on those with ``ts_ms > trained_through_ms`` that it has
    not trained on (``stream_seq`` in the serving metadata: the joiner's committed step), and
-   publishes ``trained_through_ms = watermark - label_window - 1``: the joiner's parts tile event
+   publishes ``trained_through_ms = watermark - label_window - 1``: the joiner's steps tile event
    time, so every impression up to that instant has been trained on once (or arrived after its
    window closed and was counted late).
 3. ``MonolithRanker.partial_fit`` runs over them in time order: the same step as the batch retrain.
@@ -66,10 +67,10 @@ class OnlineReport:
     joined: StreamReport | None = None  # what the streaming joiner did first (late counts, watermark)
 
 
-def watermark_ms(lake_root: str | os.PathLike) -> int | None:
+def watermark_ms(lake_root: str | os.PathLike | Lake) -> int | None:
     """The newest flush time of any ingested file (the ingest log's committed version): events up
     to it have arrived. None before the first file with a flush time the ingest accepted."""
-    log = Lake(lake_root).store.dataset(INGEST_LOG_DIR)
+    log = (lake_root if isinstance(lake_root, Lake) else Lake(lake_root)).store.dataset(INGEST_LOG_DIR)
     if log is None:
         return None
     newest = pa.compute.max(log.to_table(columns=["flushed_at_ms"]).column("flushed_at_ms")).as_py()
@@ -93,12 +94,13 @@ def default_checkpoint_root(serving_root: str | os.PathLike) -> Path:
     return serving.parent / f"{serving.name}_trainer"
 
 
-def online_update(lake_root: str | os.PathLike, serving_root: str | os.PathLike, config: JoinerConfig,
+def online_update(lake_root: str | os.PathLike | Lake, serving_root: str | os.PathLike, config: JoinerConfig,
                   *, dense_every_s: int = 600, full_every: int = 200, batch_size: int = 512, keep_full: int = 3,
                   checkpoint_root: str | os.PathLike | None = None,
                   stream: StreamConfig | None = None, max_expire_fraction: float = DEFAULT_MAX_EXPIRE_FRACTION,
                   allow_mass_expiry: bool = False, clock_skew_s: int = MAX_CLOCK_SKEW_MS // 1000) -> OnlineReport:
-    """One online update. Sparse rows are published every update; the dense weights when
+    """One online update. ``lake_root``: the lake's folder, its ``s3://`` URI, or a ``Lake`` (a
+    store configured with an endpoint). Sparse rows are published every update; the dense weights when
     ``dense_every_s`` of event time has passed since they were last published. Every
     ``full_every`` versions since the last full one, the update is published as a full version
     instead of a delta: readers rebuild the state from the newest full version plus its deltas,
@@ -133,7 +135,7 @@ def _online_update(lake_root, serving_root, config: JoinerConfig, *, dense_every
         return OnlineReport(0, None, None, 0, False, None, time.perf_counter() - started,
                             "no model in the serving directory yet (the batch retrain publishes the first)")
     # The streaming joiner first: it takes the batches committed since it last ran and emits the
-    # impressions whose windows its watermark closed. Its parts tile event time, so "trained
+    # impressions whose windows its watermark closed. Its steps tile event time, so "trained
     # through" stays one instant: every impression up to it was trained on, or arrived late.
     joined = run_stream_join(lake_root, config, stream, clock_skew_ms=clock_skew_s * 1000)
     through = int(state.metadata.get("trained_through_ms", 0))

@@ -34,32 +34,47 @@ step, then the rows of those batches from the events tables at one pinned Delta 
 (``joiner.EventsSnapshot``; the ingest log is committed after a batch's events, so every batch it
 names is in them): the files the snapshot's add actions name for the batch (``part-<batch>-*``),
 or, when those no longer hold the batch's logged rows (compaction merged them), the batch's rows
-found by ``_batch_id`` in the whole snapshot. The versions read are recorded in the step's part
+found by ``_batch_id`` in the whole snapshot. The versions read are recorded in the step's commit
 and state (``lake_versions``).
 
-Durability: a step writes its examples as ``stream_examples/part-<seq>.parquet``, then the new
-state as ``_stream_join/state-<seq>/``, then points ``_stream_join/CURRENT`` at it (one atomic
-rename): the commit. A kill -9 anywhere before leaves the previous state current; the next run
-discards the uncommitted part and state and redoes the step, from the same input, with the same
-seq. Readers list parts up to the committed seq only.
+Durability, on the lake's store (local folder or ``s3://`` bucket; ``tables.TableStore``): a step
+writes its new state and its examples as Parquet files under keys of its own attempt,
+``_stream_join/state-<seq>-<attempt>/``, never overwritten; then commits by a compare-and-swap on
+the small Delta table ``_stream_join/commits`` (``TableStore.swap``: app transaction
+``stream-join`` moved from ``seq - 1`` to ``seq``, one row naming the attempt and the step's
+metadata). Of two runs committing the same seq (concurrent runs on object storage, where no lock
+is shared) exactly one lands; the other discards its files and starts again from the winner's
+state. Only then are the committed attempt's examples appended to the Delta table
+``stream_examples`` (columns ``seq`` and ``closed_below_ms`` first), with the app transaction id
+``stream-join:<seq>``: idempotent, and every run publishes the committed step's examples before
+it starts the next one, so a kill -9 between the commit and the publication is made good by the
+next run. A kill -9 anywhere before the commit leaves the previous state committed; the next run
+redoes the step, from the same input, with the same seq, under a new attempt. Readers read
+``stream_examples`` at a committed Delta version, and only the steps published up to the
+committed seq: never an uncommitted attempt's rows. On local disk runs also take turns on a
+``flock`` (``_stream_join/_lock``: no wasted work); correctness does not depend on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tiktok_pipelines.features.online import compute_counters, write_counters
 from tiktok_pipelines.ingest.engine import Lake
-from tiktok_pipelines.lake import atomic_replace, atomic_write_json, exclusive_lock, fsync_path
+from tiktok_pipelines.lake import exclusive_lock, fsync_path
+from tiktok_pipelines.tables import TableStore
 from tiktok_pipelines.training.joiner import (
     _IMP_COLUMNS,
     _INTER_COLUMNS,
@@ -71,9 +86,11 @@ from tiktok_pipelines.training.joiner import (
 )
 
 STATE_DIR = "_stream_join"
-EXAMPLES_DIR = "stream_examples"
-CURRENT = "CURRENT"
-PART_KEY = b"tiktok_pipelines.stream_examples"
+COMMITS_TABLE = f"{STATE_DIR}/commits"  # the commit point: one row, the committed step
+EXAMPLES_TABLE = "stream_examples"
+STREAM_APP = "stream-join"  # its app transaction version in COMMITS_TABLE: the committed seq
+STEP_COLUMNS = ("seq", "closed_below_ms")  # what stream_examples adds before the examples' columns
+COMMIT_SCHEMA = pa.schema([("seq", pa.int64()), ("attempt", pa.string()), ("meta", pa.string())])
 COUNTER_HORIZON_MS = 86_400_000  # the online counters count a day back
 # Event time may run this far ahead of the wall clock by default (collectors' clocks; the ingest's
 # bound on flush times, ``IngestPolicy.clock_ahead_seconds``, which deployments pass as ``clock_skew_ms``): the watermark is never moved past now + this. One event dated
@@ -255,52 +272,156 @@ class StreamReport:
     versions: dict[str, int | None] = field(default_factory=dict)
 
 
-def stream_root(lake_root: str | os.PathLike) -> Path:
-    return Path(lake_root) / STATE_DIR
+def _lake(lake_root: str | os.PathLike | Lake) -> Lake:
+    return lake_root if isinstance(lake_root, Lake) else Lake(str(lake_root))
 
 
-def part_path(lake_root: str | os.PathLike, seq: int) -> Path:
-    return Path(lake_root) / EXAMPLES_DIR / f"part-{seq:08d}.parquet"
+def stream_root(lake_root: str | os.PathLike | Lake) -> str:
+    """Where the join's state lives: a local path, or an ``s3://`` URI."""
+    return _lake(lake_root).store.uri(STATE_DIR)
 
 
-def committed_seq(lake_root: str | os.PathLike) -> int:
-    cur = stream_root(lake_root) / CURRENT
-    return int(json.loads(cur.read_text())["seq"]) if cur.exists() else 0
+def _attempt_name(seq: int, attempt: str) -> str:
+    return f"state-{seq:08d}-{attempt}"
 
 
-def _recover(lake_root: Path, seq: int) -> list[str]:
-    """Remove what a step that never committed left: parts and state directories past ``seq``."""
+def _attempt_dir(store: TableStore, seq: int, attempt: str) -> str:
+    return store.fs_path(STATE_DIR, _attempt_name(seq, attempt))
+
+
+def _txn(seq: int) -> str:
+    """The app transaction id a step's examples are appended to ``stream_examples`` with."""
+    return f"{STREAM_APP}:{seq:08d}"
+
+
+def _committed(store: TableStore) -> tuple[int, str | None, dict]:
+    """(seq, attempt, metadata) of the committed step; (0, None, {}) before the first."""
+    t = store.table(COMMITS_TABLE)
+    seq = (t.transaction_version(STREAM_APP) or 0) if t is not None else 0
+    if seq == 0:
+        return 0, None, {}
+    rows = store.arrow_dataset(t, COMMITS_TABLE).to_table().to_pylist()
+    row = next(r for r in rows if r["seq"] == seq)  # an overwrite leaves only this row
+    return seq, row["attempt"], json.loads(row["meta"])
+
+
+def committed_seq(lake_root: str | os.PathLike | Lake) -> int:
+    return _committed(_lake(lake_root).store)[0]
+
+
+def committed_meta(lake_root: str | os.PathLike | Lake) -> dict:
+    """The committed step's metadata (seq, examples, closed_below_ms, lake_versions, ...); {} before the first."""
+    return _committed(_lake(lake_root).store)[2]
+
+
+def _attempts(store: TableStore, fs: pafs.FileSystem) -> list[tuple[int, str, str]]:
+    """(seq, attempt, path) of every state folder on the store, committed or not."""
+    out = []
+    for info in fs.get_file_info(pafs.FileSelector(store.fs_path(STATE_DIR), allow_not_found=True)):
+        parts = info.base_name.split("-")
+        if info.type == pafs.FileType.Directory and len(parts) == 3 and parts[0] == "state" and parts[1].isdigit():
+            out.append((int(parts[1]), parts[2], info.path))
+    return sorted(out)
+
+
+def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_dir(path)
+    except FileNotFoundError:
+        pass  # another run cleaned it first
+
+
+def _clean(store: TableStore, fs: pafs.FileSystem, seq: int, attempt: str | None, *, locked: bool) -> list[str]:
+    """Remove state folders no run will read: older than the step before the committed one
+    (kept: a run that loaded it may still be reading it), and other attempts at the committed
+    seq (they lost, or crashed). Attempts past the committed seq may be a concurrent run's work in
+    progress: removed only under the local lock (``locked``: then they are a crash's leftovers,
+    returned)."""
     removed = []
-    root = stream_root(lake_root)
-    for d in sorted(root.glob("state-*")) if root.is_dir() else []:
-        if d.name != f"state-{seq:08d}":
-            shutil.rmtree(d)
-            removed.append(str(d.relative_to(lake_root)))
-    parts = Path(lake_root) / EXAMPLES_DIR
-    for p in sorted(parts.glob("part-*.parquet")) if parts.is_dir() else []:
-        if int(p.stem.split("-")[1]) > seq:
-            p.unlink()
-            removed.append(str(p.relative_to(lake_root)))
-    for p in sorted(parts.glob(".*.tmp")) if parts.is_dir() else []:
-        p.unlink()
-        removed.append(str(p.relative_to(lake_root)))
+    for s, a, path in _attempts(store, fs):
+        crashed = locked and s > seq
+        if s < seq - 1 or (s == seq and a != attempt) or crashed:
+            _delete_dir(fs, path)
+            if crashed:
+                removed.append(f"{STATE_DIR}/{_attempt_name(s, a)}")
     return removed
 
 
-def _load_state(lake_root: Path, seq: int) -> tuple[JoinState, dict[str, int], dict]:
+def _load_state(store: TableStore, fs: pafs.FileSystem, seq: int, attempt: str | None,
+                meta: dict) -> tuple[JoinState, dict[str, int], dict]:
     if seq == 0:
         return JoinState(), {}, {}
-    d = stream_root(lake_root) / f"state-{seq:08d}"
-    meta = json.loads((d / "meta.json").read_text())
+    d = _attempt_dir(store, seq, attempt)
+
+    def read(name: str, schema: pa.Schema) -> pa.Table:
+        return pq.read_table(f"{d}/{name}.parquet", filesystem=fs).cast(schema)
+
     state = JoinState(
-        pending=pq.read_table(d / "pending.parquet").cast(IMP_SCHEMA),
-        views=pq.read_table(d / "views.parquet").cast(VIEW_SCHEMA),
-        inter=pq.read_table(d / "inter.parquet").cast(INTER_SCHEMA),
-        closed=pq.read_table(d / "closed.parquet").cast(CLOSED_SCHEMA),
+        pending=read("pending", IMP_SCHEMA),
+        views=read("views", VIEW_SCHEMA),
+        inter=read("inter", INTER_SCHEMA),
+        closed=read("closed", CLOSED_SCHEMA),
         max_ts_ms=meta["max_ts_ms"],
         totals=StepCounts(**meta["totals"]),
     )
     return state, dict(meta["consumed"]), meta["config"]
+
+
+def _write_attempt(store: TableStore, fs: pafs.FileSystem, seq: int, attempt: str, state: JoinState,
+                   examples: pa.Table) -> None:
+    """The step's new state and examples, under keys of this attempt only (nothing overwritten)."""
+    d = _attempt_dir(store, seq, attempt)
+    if store.is_local:
+        Path(d).mkdir(parents=True)
+    for name, table in (("pending", state.pending), ("views", state.views), ("inter", state.inter),
+                        ("closed", state.closed), ("examples", examples)):
+        pq.write_table(table, f"{d}/{name}.parquet", filesystem=fs, compression="zstd")
+    if store.is_local:
+        for f in Path(d).iterdir():
+            fsync_path(f)
+        fsync_path(d)
+
+
+def _publish(store: TableStore, fs: pafs.FileSystem, seq: int, attempt: str, meta: dict,
+             examples: pa.Table | None = None) -> None:
+    """Append the committed step's examples to ``stream_examples``, once (app transaction id)."""
+    if not meta.get("examples") or store.committed(EXAMPLES_TABLE, _txn(seq)):
+        return
+    if examples is None:
+        examples = pq.read_table(f"{_attempt_dir(store, seq, attempt)}/examples.parquet", filesystem=fs)
+    store.commit(EXAMPLES_TABLE, examples, txn=_txn(seq))
+
+
+def _published_seq(store: TableStore) -> int:
+    """The newest step whose examples readers may read: the committed one once published (every
+    run publishes it before it steps further, so all earlier ones are)."""
+    seq, _, meta = _committed(store)
+    if seq and meta.get("examples") and not store.committed(EXAMPLES_TABLE, _txn(seq)):
+        return seq - 1
+    return seq
+
+
+def _with_step(examples: pa.Table, seq: int, closed_below_ms: int | None) -> pa.Table:
+    n = examples.num_rows
+    return pa.Table.from_arrays(
+        [pa.array([seq] * n, pa.int64()), pa.array([closed_below_ms] * n, pa.int64()), *examples.columns],
+        names=[*STEP_COLUMNS, *examples.column_names])
+
+
+@contextlib.contextmanager
+def _turns(store: TableStore):
+    """Local runs take turns (a flock: a concurrent run would redo the same work and lose the
+    commit); on object storage the compare-and-swap alone keeps them correct."""
+    if not store.is_local:
+        yield
+        return
+    root = Path(store.uri(STATE_DIR))
+    if (root / "CURRENT").exists():
+        raise ValueError(f"{root} holds the streaming join's state in the former layout (CURRENT); remove it and "
+                         f"{store.uri(EXAMPLES_TABLE)} to start over")
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root / "_lock"):
+        yield
 
 
 def _prune_consumed(consumed: dict[str, int]) -> dict[str, int]:
@@ -309,24 +430,6 @@ def _prune_consumed(consumed: dict[str, int]) -> dict[str, int]:
     floor = max(consumed.values()) - CONSUMED_SLACK_MS
     return {b: ts for b, ts in consumed.items() if ts >= floor}
 
-
-def _save_state(lake_root: Path, seq: int, state: JoinState, consumed: dict[str, int], config: dict,
-                lake_versions: dict[str, int | None] | None = None) -> None:
-    root = stream_root(lake_root)
-    d = root / f"state-{seq:08d}"
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    for name, table in (("pending", state.pending), ("views", state.views), ("inter", state.inter),
-                        ("closed", state.closed)):
-        pq.write_table(table, d / f"{name}.parquet", compression="zstd")
-    (d / "meta.json").write_text(json.dumps({"seq": seq, "max_ts_ms": state.max_ts_ms, "consumed": consumed,
-                                             "totals": asdict(state.totals), "config": config,
-                                             "lake_versions": lake_versions or {}}))
-    for f in d.iterdir():
-        fsync_path(f)
-    fsync_path(d)
-    atomic_write_json(root / CURRENT, {"seq": seq})  # the commit
 
 
 def _read_batches(snap: EventsSnapshot, stream: str, batches: list[str], logged_rows: int,
@@ -355,114 +458,148 @@ def _read_batches(snap: EventsSnapshot, stream: str, batches: list[str], logged_
     return table
 
 
-def run_stream_join(lake_root: str | os.PathLike, config: JoinerConfig, stream: StreamConfig | None = None,
+
+def run_stream_join(lake_root: str | os.PathLike | Lake, config: JoinerConfig, stream: StreamConfig | None = None,
                     *, max_batches: int | None = None, now_ms: int | None = None,
                     clock_skew_ms: int = MAX_CLOCK_SKEW_MS, _after_part=None) -> StreamReport:
     """Join the ingest batches committed since the last run as one micro-batch; commit its
-    examples and the new state. Safe to run concurrently (a lock) and after a kill -9 (recovery)."""
+    examples and the new state. Safe to run concurrently (compare-and-swap; a lock too on local
+    disk) and after a kill -9 (the step is redone)."""
     started = time.perf_counter()
-    lake_root = Path(lake_root)
+    lake = _lake(lake_root)
     stream = stream or StreamConfig()
-    stream_root(lake_root).mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(stream_root(lake_root) / "_lock"):
-        seq = committed_seq(lake_root)
-        recovered = _recover(lake_root, seq)
-        state, consumed, saved_config = _load_state(lake_root, seq)
-        now_config = {"joiner": asdict(config), "stream": asdict(stream)}
-        if saved_config and saved_config != now_config:
-            raise ValueError(f"the streaming join's state was built with {saved_config}, not {now_config}: "
-                             f"remove {stream_root(lake_root)} and {lake_root / EXAMPLES_DIR} to start over")
-        lake = Lake(lake_root)
-        log = lake.read_ingest_log()
-        floor = max(consumed.values()) - CONSUMED_SLACK_MS if consumed else None
-        order = sorted({(ts, b) for b, ts in zip(log.column("batch_id").to_pylist(),
-                                                 log.column("ingested_at_ms").to_pylist())
-                        if b not in consumed and (floor is None or ts >= floor)})[:max_batches]
-        new = [b for _, b in order]
-        if not new:
-            return StreamReport(seq, 0, StepCounts(pending=state.pending.num_rows,
-                                                   watermark_ms=StreamJoiner(config, stream, state).watermark_ms),
-                                time.perf_counter() - started, recovered)
-        # The events tables after the log: every batch it names is committed in them.
-        snap = EventsSnapshot.pin(lake, JOIN_STREAMS)
-        wanted = set(new)
-        logged = {s: 0 for s in JOIN_STREAMS}
-        for b, s, n in zip(log.column("batch_id").to_pylist(), log.column("stream").to_pylist(),
-                           log.column("rows_lake").to_pylist()):
-            if b in wanted and s in logged:
-                logged[s] += n or 0
-        joiner = StreamJoiner(config, stream, state)
-        examples, counts = joiner.step(
-            _read_batches(snap, "impressions", new, logged["impressions"], _IMP_COLUMNS),
-            _read_batches(snap, "views", new, logged["views"], _VIEW_COLUMNS),
-            _read_batches(snap, "interactions", new, logged["interactions"], _INTER_COLUMNS),
-            now_ms=now_ms, clock_skew_ms=clock_skew_ms,
-        )
-        nxt = seq + 1
-        out = part_path(lake_root, nxt)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        # every impression this part holds is before closed_below_ms (the parts tile event time):
-        # readers skip whole parts by it
-        closed_below = None if counts.watermark_ms is None else counts.watermark_ms - config.label_window_s * 1000
-        examples = examples.replace_schema_metadata({PART_KEY: json.dumps({"closed_below_ms": closed_below,
-                                                                           "lake_versions": snap.versions})})
-        pq.write_table(examples, tmp, compression="snappy")
-        atomic_replace(tmp, out)
-        if _after_part is not None:  # tests: a crash between the part and the commit
-            _after_part()
-        _save_state(lake_root, nxt, joiner.state, _prune_consumed({**consumed, **{b: ts for ts, b in order}}),
-                    now_config, snap.versions)
-        old = stream_root(lake_root) / f"state-{seq:08d}"
-        if seq and old.exists():
-            shutil.rmtree(old)
-        if joiner.state.max_ts_ms is not None:
-            # The serving stack's counters, from the day of events the state keeps (written after
-            # the commit: a crash here leaves them one step behind, never ahead of the state)
-            write_counters(lake_root, compute_counters(joiner.state.views, joiner.state.inter,
-                                                       joiner.state.max_ts_ms), joiner.state.max_ts_ms)
-        return StreamReport(nxt, len(new), counts, time.perf_counter() - started, recovered, dict(snap.versions))
+    recovered: list[str] = []
+    with _turns(lake.store):
+        while True:
+            report = _step(lake, config, stream, recovered, max_batches=max_batches, now_ms=now_ms,
+                           clock_skew_ms=clock_skew_ms, after_part=_after_part)
+            if report is not None:
+                report.seconds = time.perf_counter() - started
+                return report
+            # Lost the commit to a concurrent run: again from its state (its batches are consumed).
 
 
-def read_stream_examples(lake_root: str | os.PathLike, *, after_seq: int = 0,
+def _step(lake: Lake, config: JoinerConfig, stream: StreamConfig, recovered: list[str], *,
+          max_batches: int | None, now_ms: int | None, clock_skew_ms: int, after_part) -> StreamReport | None:
+    """One step from the committed state; None when another run committed the same seq first."""
+    store = lake.store
+    fs = store.filesystem()
+    seq, attempt, meta = _committed(store)
+    recovered.extend(_clean(store, fs, seq, attempt, locked=store.is_local))
+    if seq:
+        _publish(store, fs, seq, attempt, meta)  # a run killed between its commit and this
+    state, consumed, saved_config = _load_state(store, fs, seq, attempt, meta)
+    now_config = {"joiner": asdict(config), "stream": asdict(stream)}
+    if saved_config and saved_config != now_config:
+        raise ValueError(f"the streaming join's state was built with {saved_config}, not {now_config}: "
+                         f"remove {store.uri(STATE_DIR)} and {store.uri(EXAMPLES_TABLE)} to start over")
+    log = lake.read_ingest_log()
+    floor = max(consumed.values()) - CONSUMED_SLACK_MS if consumed else None
+    order = sorted({(ts, b) for b, ts in zip(log.column("batch_id").to_pylist(),
+                                             log.column("ingested_at_ms").to_pylist())
+                    if b not in consumed and (floor is None or ts >= floor)})[:max_batches]
+    new = [b for _, b in order]
+    if not new:
+        return StreamReport(seq, 0, StepCounts(pending=state.pending.num_rows,
+                                               watermark_ms=StreamJoiner(config, stream, state).watermark_ms),
+                            0.0, list(recovered))
+    # The events tables after the log: every batch it names is committed in them.
+    snap = EventsSnapshot.pin(lake, JOIN_STREAMS)
+    wanted = set(new)
+    logged = {s: 0 for s in JOIN_STREAMS}
+    for b, s, n in zip(log.column("batch_id").to_pylist(), log.column("stream").to_pylist(),
+                       log.column("rows_lake").to_pylist()):
+        if b in wanted and s in logged:
+            logged[s] += n or 0
+    joiner = StreamJoiner(config, stream, state)
+    examples, counts = joiner.step(
+        _read_batches(snap, "impressions", new, logged["impressions"], _IMP_COLUMNS),
+        _read_batches(snap, "views", new, logged["views"], _VIEW_COLUMNS),
+        _read_batches(snap, "interactions", new, logged["interactions"], _INTER_COLUMNS),
+        now_ms=now_ms, clock_skew_ms=clock_skew_ms,
+    )
+    nxt, token = seq + 1, uuid.uuid4().hex[:12]
+    # every impression this step emits is before closed_below_ms (the steps tile event time):
+    # readers skip whole steps by it
+    closed_below = None if counts.watermark_ms is None else counts.watermark_ms - config.label_window_s * 1000
+    examples = _with_step(examples, nxt, closed_below)
+    new_meta = {"seq": nxt, "max_ts_ms": joiner.state.max_ts_ms,
+                "consumed": _prune_consumed({**consumed, **{b: ts for ts, b in order}}),
+                "totals": asdict(joiner.state.totals), "config": now_config, "lake_versions": snap.versions,
+                "closed_below_ms": closed_below, "examples": examples.num_rows}
+    _write_attempt(store, fs, nxt, token, joiner.state, examples)
+    if after_part is not None:  # tests: a crash between the step's files and the commit
+        after_part()
+    row = pa.table({"seq": [nxt], "attempt": [token], "meta": [json.dumps(new_meta)]}, schema=COMMIT_SCHEMA)
+    if not store.swap(COMMITS_TABLE, row, app=STREAM_APP, expected=seq):  # the commit
+        _delete_dir(fs, _attempt_dir(store, nxt, token))
+        return None
+    _publish(store, fs, nxt, token, new_meta, examples)
+    _clean(store, fs, nxt, token, locked=False)
+    if joiner.state.max_ts_ms is not None:
+        # The serving stack's counters, from the day of events the state keeps (written after
+        # the commit: a crash here leaves them one step behind, never ahead of the state; a
+        # slower run of an earlier step never writes over them)
+        write_counters(store, compute_counters(joiner.state.views, joiner.state.inter, joiner.state.max_ts_ms),
+                       joiner.state.max_ts_ms, seq=nxt)
+    return StreamReport(nxt, len(new), counts, 0.0, list(recovered), dict(snap.versions))
+
+
+def _read(store: TableStore, after_seq: int, through_seq: int, after_ms: int | None = None) -> pa.Table | None:
+    """The published examples of steps ``after_seq < seq <= through_seq`` (and ``ts_ms >
+    after_ms``), in emission order, without the step columns; None when there are none."""
+    if through_seq <= after_seq:
+        return None
+    ds = store.dataset(EXAMPLES_TABLE)
+    if ds is None:
+        return None
+    cond = (pa.compute.field("seq") > after_seq) & (pa.compute.field("seq") <= through_seq)
+    if after_ms is not None:
+        cond = cond & (pa.compute.field("ts_ms") > after_ms)
+    table = ds.to_table(filter=cond)
+    if table.num_rows == 0:
+        return None
+    table = table.take(pa.compute.sort_indices(table, [("seq", "ascending")]))  # a stable sort
+    return table.drop_columns(list(STEP_COLUMNS))
+
+
+def read_stream_examples(lake_root: str | os.PathLike | Lake, *, after_seq: int = 0,
                          through_seq: int | None = None) -> pa.Table | None:
-    """The committed parts ``after_seq < seq <= through_seq`` (default: the committed seq), in
-    emission order; None when there are none."""
-    last = committed_seq(lake_root) if through_seq is None else min(through_seq, committed_seq(lake_root))
-    files = [part_path(lake_root, s) for s in range(after_seq + 1, last + 1)]
-    files = [f for f in files if f.exists()]
-    if not files:
-        return None
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    """The committed steps' examples ``after_seq < seq <= through_seq`` (default: the committed
+    seq), in emission order; None when there are none."""
+    store = _lake(lake_root).store
+    last = _published_seq(store)
+    return _read(store, after_seq, last if through_seq is None else min(through_seq, last))
 
 
-def stream_examples_after(lake_root: str | os.PathLike, after_ms: int, *,
+def _skip_to(store: TableStore, after_ms: int) -> int:
+    """The newest step all of whose examples are at or before ``after_ms`` (``closed_below_ms - 1
+    <= after_ms``), from the Delta log's per-file statistics: no data is read."""
+    acts = store.add_actions(EXAMPLES_TABLE)
+    if acts is None or acts.num_rows == 0 or "max.closed_below_ms" not in acts.column_names:
+        return 0
+    best = 0
+    for s, below in zip(acts.column("max.seq").to_pylist(), acts.column("max.closed_below_ms").to_pylist()):
+        if s is not None and below is not None and below - 1 <= after_ms:
+            best = max(best, s)
+    return best
+
+
+def stream_examples_after(lake_root: str | os.PathLike | Lake, after_ms: int, *,
                           after_seq: int | None = None) -> pa.Table | None:
-    """Committed examples with ``ts_ms > after_ms``, from the parts after ``after_seq``; without
-    it (after a batch retrain), from the newest parts back to the first that closed nothing after
-    ``after_ms`` (read from the parts' footers, not their rows)."""
-    last = committed_seq(lake_root)
+    """Committed examples with ``ts_ms > after_ms``, from the steps after ``after_seq``; without
+    it (after a batch retrain), from the first step that closed something after ``after_ms``
+    (found in the Delta log's statistics, not the rows)."""
+    store = _lake(lake_root).store
+    last = _published_seq(store)
     if after_seq is None:
-        after_seq = 0
-        for s in range(last, 0, -1):
-            p = part_path(lake_root, s)
-            meta = (pq.read_schema(p).metadata or {}).get(PART_KEY) if p.exists() else None
-            below = json.loads(meta)["closed_below_ms"] if meta else None
-            if below is not None and below - 1 <= after_ms:
-                after_seq = s
-                break
-    table = read_stream_examples(lake_root, after_seq=after_seq, through_seq=last)
-    if table is None:
-        return None
-    return table.filter(pa.compute.greater(table.column("ts_ms"), after_ms))
+        after_seq = _skip_to(store, after_ms)
+    return _read(store, after_seq, last, after_ms)
 
 
-def committed_watermark_ms(lake_root: str | os.PathLike) -> int | None:
+def committed_watermark_ms(lake_root: str | os.PathLike | Lake) -> int | None:
     """The event-time watermark of the committed state (None before the first step)."""
-    seq = committed_seq(lake_root)
-    if seq == 0:
-        return None
-    meta = json.loads((stream_root(lake_root) / f"state-{seq:08d}" / "meta.json").read_text())
-    if meta["max_ts_ms"] is None:
+    meta = committed_meta(lake_root)
+    if not meta or meta["max_ts_ms"] is None:
         return None
     return meta["max_ts_ms"] - meta["config"]["stream"]["allowed_lateness_s"] * 1000

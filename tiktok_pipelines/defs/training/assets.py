@@ -241,7 +241,9 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
                   training_policy: TrainingPolicy, ingest_policy: IngestPolicy):
     from tiktok_pipelines.training.online import online_update
 
-    report = online_update(storage.derived_lake("online_ranker"), storage.serving, joiner_policy.config(),
+    # The lake where the ingest puts it (local folder or lake_uri's bucket): the streaming join's
+    # state, its examples and the online counters live beside the events, on the same store.
+    report = online_update(_examples_lake(storage), storage.serving, joiner_policy.config(),
                            dense_every_s=training_policy.online_dense_every_s,
                            full_every=training_policy.online_full_every,
                            batch_size=training_policy.online_batch_size,
