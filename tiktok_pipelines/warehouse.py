@@ -12,7 +12,9 @@ The ``raw.*`` relations read the lake's Delta tables at one committed version ea
 (``refresh_lake_views``), recorded in ``raw._lake_versions``: never a glob of the tables' folders,
 so a file a dead writer left there without a commit is never read. On local disk they are views
 over the files that version names (absolute paths), so both files stay small; a lake on object
-storage is loaded into the warehouse instead (DuckDB reads no ``s3://`` here).
+storage is loaded into the warehouse instead (DuckDB reads no ``s3://`` here): ``lake_relation``.
+The ``features.*`` views (``features/daily.py``) are made the same way; ``dims.*`` are tables
+loaded from the catalog's Delta tables (``dims/<name>``) on either store.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from tiktok_pipelines.ingest.engine import (
     events_table,
     table_source,
 )
-from tiktok_pipelines.lake import atomic_replace, fsync_path, sql_path
+from tiktok_pipelines.dims import dim_dataset
+from tiktok_pipelines.lake import atomic_replace, fsync_path
 from tiktok_pipelines.schemas import CATALOG, STREAMS
 from tiktok_pipelines.tables import TableStore
 
@@ -73,8 +76,32 @@ def _lake_tables() -> list[tuple[str, str, pa.Schema]]:
     ]
 
 
-def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path | str, store: TableStore | None = None,
-                       dims_dir: Path | None = None) -> dict[str, int]:
+def lake_relation(con: duckdb.DuckDBPyConnection, target: str, lake: Lake, table: str, *,
+                  version: int | None, empty: str, select: str = "*", date_column: str = "event_date") -> int:
+    """(Re)create the relation ``target`` (``schema.name``) over lake table ``table`` at the
+    committed ``version`` (None: the table does not exist yet); returns its row count.
+
+    On local disk it is a view over the files that version names (``table_source``: never a
+    glob, so a file no commit names is not read; the files stay until a vacuum past its retention
+    removes them). On object storage the version's rows are loaded into a table (DuckDB reads no
+    ``s3://`` here). A table whose version names no file gives the typed empty view ``empty`` (a
+    SELECT). ``select``: the select list over the table's columns."""
+    schema, name = target.split(".", 1)
+    quoted = f'"{schema}"."{name}"'
+    source = None if version is None else table_source(con, lake, table, version=version, date_column=date_column)
+    if source is not None and not lake.store.is_local:
+        _drop_if_kind(con, schema, name, "VIEW")
+        con.execute(f"CREATE OR REPLACE TABLE {quoted} AS SELECT {select} FROM {source}")
+        con.unregister(source)
+    else:
+        _drop_if_kind(con, schema, name, "TABLE")
+        body = f"SELECT {select} FROM {source}" if source is not None else empty
+        con.execute(f"CREATE OR REPLACE VIEW {quoted} AS {body}")
+    return con.execute(f"SELECT count(*) FROM {quoted}").fetchall()[0][0]
+
+
+def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path | str,
+                       store: TableStore | None = None) -> dict[str, int]:
     """(Re)create ``raw.*`` over the lake's committed Delta versions and ``dims.*`` tables; returns
     row counts.
 
@@ -83,15 +110,16 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path | str, st
     disk ``raw.<relation>`` is a view over the files that version names (as ``table_source``
     gives them), never a glob: a file a writer put in the table's folder but never committed is
     not read, and a batch committing later shows up at the next refresh. On object storage the
-    version's rows are loaded into a table. A table that does not exist yet, or whose version
-    holds no file, gives a typed empty view. Everything is replaced in one transaction: a failed
-    refresh leaves the previous relations.
+    version's rows are loaded into a table (``lake_relation``). A table that does not exist yet,
+    or whose version holds no file, gives a typed empty view. Everything is replaced in one
+    transaction: a failed refresh leaves the previous relations.
 
-    ``dims_dir``: the catalog's published Parquet files (default: ``<lake>/dims`` on local disk).
+    ``dims.<name>``: the catalog's Delta table ``dims/<name>`` (``tiktok_pipelines.dims``, what
+    ``dim_<name>`` publishes) at its newest version, loaded into a table on either store (the
+    dims are small and every staging model joins them); left as it is while the lake has no such
+    table (``dim_<name>`` has not run).
     """
     lake = Lake(lake_root, store)
-    if dims_dir is None and lake.root is not None:
-        dims_dir = lake.root / "dims"
     counts: dict[str, int] = {}
     versions: list[tuple[str, str, int | None]] = []
     con.execute("BEGIN TRANSACTION")
@@ -100,25 +128,23 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path | str, st
         con.execute("CREATE SCHEMA IF NOT EXISTS dims")
         for relation, table, schema in _lake_tables():
             version = lake.store.version(table)
-            source = None if version is None else table_source(con, lake, table, version=version)
-            target = f'raw."{relation}"'
-            if source is not None and not lake.store.is_local:
-                _drop_if_kind(con, "raw", relation, "VIEW")
-                con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}")
-                con.unregister(source)
-            else:
-                _drop_if_kind(con, "raw", relation, "TABLE")
-                body = f"SELECT * FROM {source}" if source is not None else _empty_select(con, schema)
-                con.execute(f"CREATE OR REPLACE VIEW {target} AS {body}")
+            counts[f"raw.{relation}"] = lake_relation(con, f"raw.{relation}", lake, table, version=version,
+                                                      empty=_empty_select(con, schema))
             versions.append((f"raw.{relation}", table, version))
-            counts[f"raw.{relation}"] = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
         con.execute(f"CREATE OR REPLACE TABLE {LAKE_VERSIONS} (relation VARCHAR, table_name VARCHAR, version BIGINT)")
         con.executemany(f"INSERT INTO {LAKE_VERSIONS} VALUES (?, ?, ?)", versions)
         for name in CATALOG:
-            path = dims_dir / f"{name}.parquet" if dims_dir is not None else None
-            if path is not None and path.exists():
-                con.execute(f"CREATE OR REPLACE TABLE dims.{name} AS SELECT * FROM read_parquet({sql_path(path)})")
-                counts[f"dims.{name}"] = con.execute(f"SELECT count(*) FROM dims.{name}").fetchall()[0][0]
+            ds = dim_dataset(lake.store, name)
+            if ds is None:
+                continue
+            alias = f"_dim_{name}"
+            con.register(alias, ds)
+            try:
+                _drop_if_kind(con, "dims", name, "VIEW")
+                con.execute(f'CREATE OR REPLACE TABLE dims."{name}" AS SELECT * FROM {alias}')
+            finally:
+                con.unregister(alias)
+            counts[f"dims.{name}"] = con.execute(f'SELECT count(*) FROM dims."{name}"').fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -1,8 +1,11 @@
 """The Dagster side of a lake on object storage: ``PlatformStorage.lake_uri = s3://…`` (a real S3
-endpoint on 127.0.0.1, moto's server) through the ingest, its checks, the warehouse refresh and the
-table care assets, on a real Dagster instance."""
+endpoint on 127.0.0.1, moto's server) through the ingest, its checks, the warehouse refresh, the
+catalog's dims, the features, the content tags and the table care assets, on a real Dagster
+instance."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import dagster as dg
 import duckdb
@@ -52,14 +55,70 @@ def test_ingest_warehouse_and_care_with_the_lake_on_s3(tmp_path, instance, s3_en
 
 
 def test_steps_not_on_object_storage_yet_refuse_an_s3_lake_loudly(tmp_path, instance):
-    """The features are derived next to the events in the local folder; with the events in a bucket
-    that folder is empty, and a silent empty build would look like a quiet day."""
+    """A step that still derives its output next to the events in the local folder (the online
+    ranker) refuses a lake in a bucket: that folder is empty, and a silent empty build would look
+    like a quiet day. (The features, dims and tags are Delta tables in the bucket: the next test.)"""
     import pytest
 
     storage = PlatformStorage(data_dir=str(tmp_path), lake_uri="s3://bucket/lake")
-    # (the features assets retry a failure with a delay: the guard itself is what they call first)
     with pytest.raises(dg.Failure, match="not on object storage yet"):
-        storage.derived_lake("user_features")
+        storage.derived_lake("online_ranker")
+
+
+def test_dims_features_and_tags_are_delta_tables_in_the_bucket(tmp_path, instance, s3_endpoint, s3_env,
+                                                               monkeypatch):
+    """With lake_uri set, dim_* publish the catalog as Delta tables in the bucket, the warehouse
+    loads dims.* from them, the *_features assets read the events and dims/videos there and write
+    features/<entity> beside them (the warehouse's features.* loaded from those), and video_tags
+    writes content/video_tags there: nothing of the lake on local disk, and the values are those
+    of the local lake (tests/features/test_assets.py)."""
+    from tests.features.conftest import DAY, write_scenario
+    from tests.s3 import new_bucket
+    from tiktok_pipelines.defs.catalog.assets import catalog_assets
+    from tiktok_pipelines.defs.features.assets import feature_assets
+    from tiktok_pipelines.defs.tagging.assets import video_tags
+    from tiktok_pipelines.defs.warehouse.assets import warehouse_lake_tables
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    uri = f"s3://{new_bucket(s3_endpoint)}/lake"
+    opts = lake_storage_options(uri)
+    data = tmp_path / "data"
+    write_minimal_catalog(data / "catalog")
+    write_scenario(data, uri)  # the events into the bucket; catalog/videos.parquet: 4 videos
+    resources = {"storage": PlatformStorage(data_dir=str(data), lake_uri=uri)}
+
+    result = dg.materialize([*catalog_assets, warehouse_lake_tables, video_tags], resources=resources,
+                            instance=instance)
+    assert result.success
+    meta = {m.asset_key.path[-1]: m.metadata for m in
+            (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}
+    assert meta["dim_videos"]["path"].value == f"{uri}/dims/videos"
+    assert meta["video_tags"]["path"].value == f"{uri}/content/video_tags"
+    assert pl.scan_delta(f"{uri}/dims/videos", storage_options=opts).select(pl.len()).collect().item() == 4
+    assert pl.scan_delta(f"{uri}/dims/users", storage_options=opts).select(pl.len()).collect().item() == 3
+    tags = pl.scan_delta(f"{uri}/content/video_tags", storage_options=opts).collect()
+    assert sorted(tags["video_id"].to_list()) == [100, 101, 102, 200]
+
+    features = dg.materialize(feature_assets, partition_key=DAY, resources=resources, instance=instance)
+    assert features.success
+    fmeta = {m.asset_key.path[-1]: m.metadata for m in
+             (e.event_specific_data.materialization for e in features.get_asset_materialization_events())}
+    assert fmeta["user_features"]["dagster/row_count"].value == 10
+    assert fmeta["video_features"]["dagster/row_count"].value == 5
+    assert fmeta["creator_features"]["dagster/row_count"].value == 3
+    assert fmeta["creator_features"]["path"].value == f"{uri}/features/creator"
+    users = pl.scan_delta(f"{uri}/features/user", storage_options=opts).collect()
+    assert users.height == 10 and users["feature_date"].unique().to_list() == [dt.date(2026, 11, 10)]
+    assert not (data / "lake").exists()
+
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM dims.videos").fetchall()[0][0] == 4
+        assert con.execute("SELECT count(*) FROM content.video_tags").fetchall()[0][0] == 4
+        # the categories came from dims/videos in the bucket (100: dance), as on local disk
+        assert con.execute("SELECT category FROM features.video_daily WHERE video_id = 100").fetchall() == [("dance",)]
+        assert con.execute("SELECT top_category_28d FROM features.user_daily WHERE user_id = 1").fetchall() == [("food",)]
+        assert con.execute("SELECT feature_date::VARCHAR, followers FROM features.creator_daily "
+                           "WHERE creator_id = 7").fetchall() == [(DAY, 3)]
 
 
 def test_training_examples_are_a_delta_table_in_the_bucket(tmp_path, instance, s3_endpoint, s3_env, monkeypatch):

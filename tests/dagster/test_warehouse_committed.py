@@ -167,3 +167,33 @@ def test_raw_reads_the_committed_version_on_both_stores(tmp_path, lake_root):
     assert counts["raw.views"] == 9 and counts["raw.ingest_log"] == 2
     assert lake_versions(con)["events/views"] == 2
     con.close()
+
+
+def test_dims_are_loaded_from_the_catalogs_delta_tables_on_both_stores(tmp_path, lake_root):
+    """dims.* are the committed snapshot of the lake's ``dims/<name>`` tables (what dim_* publish),
+    from local disk or a bucket: each publication replaces the table whole, the next refresh shows
+    it, a Parquet file no commit names is not read, and a dim never published is left out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.s3 import is_s3
+    from tiktok_pipelines.dims import dim_table, publish_dim
+
+    store = Lake(lake_root).store
+    users = pa.table({"user_id": pa.array([1, 2, 3], pa.int64()), "age_band": ["18-24", None, "25-34"],
+                      "country": pa.nulls(3)})  # an all-NULL column of no type: the contract's (string)
+    first = publish_dim(store, "users", users)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    counts = refresh_lake_views(con, lake_root)
+    assert counts["dims.users"] == 3 and "dims.videos" not in counts
+    cols = {r[0]: r[1] for r in con.execute("DESCRIBE dims.users").fetchall()}
+    assert cols == {"user_id": "BIGINT", "age_band": "VARCHAR", "country": "VARCHAR"}
+    assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'dims' "
+                           "AND table_name = 'videos'").fetchall()[0][0]
+
+    assert publish_dim(store, "users", users.slice(0, 2)) == first + 1  # replaced whole
+    if not is_s3(lake_root):  # a stray file in the table's folder, named by no commit
+        pq.write_table(users, f"{store.uri(dim_table('users'))}/part-stray.parquet")
+    assert refresh_lake_views(con, lake_root)["dims.users"] == 2
+    assert con.execute("SELECT list(user_id ORDER BY user_id) FROM dims.users").fetchall() == [([1, 2],)]
+    con.close()

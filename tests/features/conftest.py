@@ -3,17 +3,21 @@
 Rows are committed straight to the events tables (``lake/events/<stream>``, Delta, partition
 ``event_date=D``, typed as the event contract says) rather than through landing files: the ingest
 engine would quarantine events weeks older than their flush time, and these tests need history
-that spans 40 days.
+that spans 40 days. The lake may be a local folder or ``s3://bucket/prefix`` (the ``lake_root``
+fixture).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tiktok_pipelines.dims import publish_dim
 from tiktok_pipelines.features import as_of_ms
 from tiktok_pipelines.ingest.engine import Lake, events_schema, events_table
 from tiktok_pipelines.tables import StagedFile
@@ -23,21 +27,22 @@ T = as_of_ms(DAY)  # its cutoff: 2026-11-10 00:00 UTC
 H = 3_600_000
 D = 24 * H
 
-def write_events(lake: Path, stream: str, rows: list[dict], name: str, day: str | None = None) -> Path:
+def write_events(lake: Path | str, stream: str, rows: list[dict], name: str, day: str | None = None) -> str:
     """One Parquet file per call, committed to the stream's events table as one transaction.
     ``day`` (the partition) defaults to the UTC date of the first row's ts_ms; passing another one
-    misplaces the rows on purpose."""
+    misplaces the rows on purpose. Returns where the file lies (a local path or an s3:// URI)."""
     day = day or dt.datetime.fromtimestamp(rows[0]["ts_ms"] / 1000, dt.timezone.utc).date().isoformat()
     schema = events_schema(stream)
     file_schema = pa.schema([f for f in schema if f.name != "event_date"])  # the partition is the folder
     table = pa.Table.from_pylist([{f: r.get(f) for f in file_schema.names} for r in rows], schema=file_schema)
-    staged = lake / "_staging" / "tests" / stream / day / f"part-{name}.parquet"
+    store = Lake(str(lake)).store
+    staging = Path(lake) / "_staging" if store.is_local else Path(tempfile.gettempdir()) / f"tests-staging-{os.getpid()}"
+    staged = staging / "tests" / stream / day / f"part-{name}.parquet"
     staged.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, staged)
-    store = Lake(lake).store
     store.commit_files(events_table(stream), [StagedFile(staged, staged.name, table.num_rows, {"event_date": day})],
                        schema=schema, txn=f"tests:{stream}:{day}:{name}", partition_by=["event_date"])
-    return lake / "events" / stream / f"event_date={day}" / staged.name
+    return f"{store.uri(events_table(stream))}/event_date={day}/{staged.name}"
 
 
 _n = iter(range(10**9))
@@ -60,10 +65,9 @@ def act(ts: int, user: int, kind: str, creator: int, video: int | None = None) -
             "creator_id": creator}
 
 
-def write_videos(path: Path) -> None:
+def videos() -> pa.Table:
     """Catalog: 100/102 dance, 101 food (all by creator 7); 103 is absent from the catalog."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({
+    return pa.table({
         "video_id": pa.array([100, 101, 102, 200], pa.int64()),
         "creator_id": pa.array([7, 7, 7, 8], pa.int64()),
         "caption": ["a", "b", "c", "d"],
@@ -74,13 +78,25 @@ def write_videos(path: Path) -> None:
         "published_at_ms": pa.array([T - 10 * D, T - 2 * D, T - 30 * D, T - 9 * D], pa.int64()),
         "source": ["sim"] * 4,
         "source_video_id": pa.array([1, 2, 3, 4], pa.int64()),
-    }), path)
+    })
 
 
-def write_scenario(data_dir: Path) -> Path:
-    """The lake every exact-value test reads; returns the lake root. Expected values are derived
-    next to each assertion."""
-    lake = data_dir / "lake"
+def write_videos(path: Path) -> None:
+    """``videos()`` as a catalog export file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(videos(), path)
+
+
+def publish_videos(lake: Path | str) -> int:
+    """``videos()`` as the lake's ``dims/videos`` table (what dim_videos publishes); its version."""
+    return publish_dim(Lake(str(lake)).store, "videos", videos())
+
+
+def write_scenario(data_dir: Path, lake_root: Path | str | None = None) -> Path | str:
+    """The lake every exact-value test reads (``<data_dir>/lake`` unless ``lake_root`` is given:
+    a folder or s3://…); returns the lake root. The catalog export is ``<data_dir>/catalog``.
+    Expected values are derived next to each assertion."""
+    lake = lake_root if lake_root is not None else data_dir / "lake"
     write_videos(data_dir / "catalog" / "videos.parquet")
     # User 1: three plays yesterday at 08:10, 08:50 and 20:30 UTC.
     write_events(lake, "views", [

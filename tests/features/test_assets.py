@@ -16,10 +16,10 @@ from tests.features.conftest import (
     T,
     act,
     imp,
+    publish_videos,
     view,
     write_events,
     write_scenario,
-    write_videos,
 )
 from tiktok_pipelines.defs.features.assets import (
     FEATURE_KEYS,
@@ -52,7 +52,11 @@ def test_materialize_one_partition_then_another_views_see_both(tmp_path, instanc
     assert meta["creator_features"]["followers_total"].value == 3.0
     assert "like_rate_1d" in meta["user_features"]["null_rates"].value
     cols = {c.name for c in meta["video_features"]["dagster/column_schema"].schema.columns}
-    assert {"ctr_1d", "trending_score", "completion_rate_7d"} <= cols
+    assert {"ctr_1d", "trending_score", "completion_rate_7d", "feature_date"} <= cols
+    store = PlatformStorage(data_dir=str(tmp_path)).lake_store
+    for entity in ("user", "video", "creator"):
+        assert meta[f"{entity}_features"]["path"].value == store.uri(f"features/{entity}")
+        assert meta[f"{entity}_features"]["table_version"].value == store.version(f"features/{entity}")
 
     second = dg.materialize([creator_features], partition_key="2026-11-09", resources=resources, instance=instance)
     assert second.success
@@ -72,7 +76,7 @@ def test_materialize_one_partition_then_another_views_see_both(tmp_path, instanc
 
 def test_backfill_runs_each_partition_then_republishes_analytics(tmp_path, instance):
     lake = tmp_path / "lake"
-    write_videos(lake / "dims" / "videos.parquet")  # the validated copy dim_videos publishes
+    publish_videos(lake)  # the validated copy dim_videos publishes (dims/videos)
     write_events(lake, "views", [view(T - 2 * D + H, 1, 100, 7, 10_000, 20_000)], "a")
     write_events(lake, "views", [view(T - D + H, 1, 101, 7, 30_000, 30_000)], "b")
     write_events(lake, "impressions", [imp(T - D + H, 1, 101, 7)], "a")

@@ -72,8 +72,9 @@ def test_tags_a_labelled_catalog_and_predicts_the_rest(tmp_path, instance) -> No
     assert types == [("video_id", "BIGINT"), ("tags", "VARCHAR[]"), ("category", "VARCHAR"),
                      ("confidence", "DOUBLE"), ("method", "VARCHAR")]
     assert rows.height == len(caps) == meta["dagster/row_count"].value
-    parquet = pl.read_parquet(storage.lake / "content" / "video_tags.parquet")
-    assert parquet.sort("video_id").equals(rows)
+    lake_table = pl.read_delta(storage.lake_store.uri("content/video_tags"))  # the Delta table, as any reader
+    assert lake_table.sort("video_id").equals(rows)
+    assert meta["table_version"].value == storage.lake_store.version("content/video_tags")
     manual = rows.filter(pl.col("method") == "manual")
     assert manual.height == 150 and manual["category"].to_list() == labels[:150]
     assert (manual["confidence"] == 1.0).all()
@@ -94,7 +95,10 @@ def test_tags_a_labelled_catalog_and_predicts_the_rest(tmp_path, instance) -> No
     _, rows2 = _table(storage)
     assert rows2.height == rows.height and set(rows2["method"]) == {"classifier"}
     assert (rows2["category"] == pl.Series(labels[:150] + [None] * 3)).sum() >= 140
-    assert not [p for p in (storage.lake / "content").iterdir() if p.name.startswith(".")]
+    # the lake's table was replaced whole, in one commit: it holds the second run's rows only
+    assert meta["table_version"].value == storage.lake_store.version("content/video_tags")
+    assert pl.read_delta(storage.lake_store.uri("content/video_tags")).sort("video_id").equals(rows2)
+    assert len(storage.lake_store.files("content/video_tags")) == 1
 
 
 def test_without_labels_the_rules_decide(tmp_path, instance) -> None:

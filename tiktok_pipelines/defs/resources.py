@@ -30,13 +30,17 @@ class PlatformStorage(dg.ConfigurableResource):
     lake_dir: str | None = None
     # The lake's Delta tables on S3-compatible object storage: "s3://bucket/prefix" (default: the
     # local ``lake`` folder). Endpoint and region here or in AWS_ENDPOINT_URL / AWS_REGION;
-    # credentials only from the AWS environment (docs/deployment.md). The training examples are
-    # Delta tables beside the events (there too); the other derived tables (features, tags, dims)
-    # stay under the local ``lake`` folder for now (issue 16).
+    # credentials only from the AWS environment (docs/deployment.md). The training examples, the
+    # features, the content tags and the catalog's dims are Delta tables beside the events (there
+    # too); the online ranker still needs the local ``lake`` folder (``derived_lake``, issue 16).
     lake_uri: str | None = None
     lake_endpoint_url: str | None = None
     lake_region: str | None = None
     catalog_dir: str | None = None
+    # The serving versions on object storage: "s3://bucket/prefix" (default: the local ``serving``
+    # folder). Endpoint and region from AWS_ENDPOINT_URL / AWS_REGION, credentials from the AWS
+    # environment; readers and writers keep a local cache folder (TIKTOK_SERVING_CACHE).
+    serving_uri: str | None = None
     warehouse_path: str | None = None
     analytics_path: str | None = None
 
@@ -92,6 +96,12 @@ class PlatformStorage(dg.ConfigurableResource):
     @property
     def serving(self) -> Path:
         return (Path(self.data_dir) / "serving").absolute()
+
+    @property
+    def serving_location(self) -> str:
+        """Where the serving versions are published and read: ``serving_uri``, else the local
+        ``serving`` folder (the serving store takes either)."""
+        return self.serving_uri or str(self.serving)
 
     @property
     def alerts(self) -> Path:

@@ -12,10 +12,12 @@ window are pruned from the Delta log, the rest are read with only the columns ne
 ``ts_ms`` is filtered as well, so an event that sits in an earlier partition but happened on or
 after D (or a late batch committed anywhere) changes nothing.
 
-Output: ``<lake>/features/<entity>/feature_date=YYYY-MM-DD/part.parquet`` (no ``feature_date``
-column inside: it is the hive partition), written to a temp file and renamed over the old one, so
-a reader sees one whole version and re-running a date replaces it (idempotent). Definitions of
-every column: ``docs/features.md``.
+Output: the Delta table ``features/<entity>`` under the lake root (local disk or
+``s3://bucket/prefix``, as the events), partitioned by ``feature_date`` (a DATE column). Building a
+date replaces that date's rows in one Delta transaction (``TableStore.replace``): a reader sees the
+previous build or the new one, never both or neither, and re-running a date is idempotent. Readers
+(the warehouse's ``features.*`` views, ``read_features``, any engine that reads Delta) read a
+committed snapshot, never a glob. Definitions of every column: ``docs/features.md``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from tiktok_pipelines.dims import dim_table
 from tiktok_pipelines.ingest.engine import Lake, events_table, lake_dates, table_source
-from tiktok_pipelines.lake import atomic_replace, sql_path
+from tiktok_pipelines.lake import sql_path
+from tiktok_pipelines.warehouse import lake_relation
 
 FEATURES_DIR = "features"
-PART_FILE = "part.parquet"
+DATE_COLUMN = "feature_date"  # the tables' partition column (DATE)
 ENTITIES = ("user", "video", "creator")
 # Warehouse views (schema ``features``) over every partition of each entity.
 VIEWS = {"user": "features.user_daily", "video": "features.video_daily", "creator": "features.creator_daily"}
@@ -56,8 +60,6 @@ TRENDING_HALF_LIFE_H = 6.0
 TRENDING_BASELINE_DAYS = 6
 UNKNOWN_CATEGORY = "unknown"  # videos the catalog does not know, or with no category
 
-ROW_GROUP_ROWS = 122_880
-
 _VIEW_COLS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT", "creator_id": "BIGINT",
               "watch_time_ms": "BIGINT", "video_duration_ms": "BIGINT"}
 _IMP_COLS = {"ts_ms": "BIGINT", "user_id": "BIGINT", "video_id": "BIGINT"}
@@ -75,20 +77,42 @@ def as_of_ms(day: str | dt.date) -> int:
     return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
 
 
-def feature_path(lake_root: str | os.PathLike, entity: str, day: str) -> Path:
+LakeLike = str | os.PathLike | Lake  # a lake root (local folder or s3://bucket/prefix), or a Lake
+
+
+def _lake(lake_root: LakeLike) -> Lake:
+    return lake_root if isinstance(lake_root, Lake) else Lake(str(lake_root))
+
+
+def feature_table(entity: str) -> str:
+    """The lake table of an entity's features: ``features/<entity>``."""
     _check_entity(entity)
-    dt.date.fromisoformat(day)  # a bad key must not become a directory name
-    return Path(lake_root) / FEATURES_DIR / entity / f"feature_date={day}" / PART_FILE
+    return f"{FEATURES_DIR}/{entity}"
 
 
-def features_glob(lake_root: str | os.PathLike, entity: str) -> str:
-    _check_entity(entity)
-    return str(Path(lake_root).absolute() / FEATURES_DIR / entity / "feature_date=*" / "*.parquet")
+def feature_dates_written(lake_root: LakeLike, entity: str, version: int | None = None) -> list[str]:
+    """The feature dates holding rows in the table's committed ``version`` (default: the newest),
+    from its Delta log (a date built with no row has no file, so it is not listed)."""
+    acts = _lake(lake_root).store.add_actions(feature_table(entity), version)
+    if acts is None or acts.num_rows == 0:
+        return []
+    return sorted({str(d) for d in acts.column(f"partition.{DATE_COLUMN}").to_pylist()})
 
 
-def feature_dates_written(lake_root: str | os.PathLike, entity: str) -> list[str]:
-    d = Path(lake_root) / FEATURES_DIR / entity
-    return sorted(p.parent.name.split("=", 1)[1] for p in d.glob(f"feature_date=*/{PART_FILE}")) if d.is_dir() else []
+def read_features(lake_root: LakeLike, entity: str, *, days: list[str] | None = None,
+                  version: int | None = None) -> pa.Table | None:
+    """The committed feature rows of ``entity`` (only ``days`` if given) at ``version`` (default:
+    the newest), ``feature_date`` a DATE, ordered by date and key; None before the first build."""
+    lake = _lake(lake_root)
+    con = duckdb.connect()
+    try:
+        src = table_source(con, lake, feature_table(entity), days=days, version=version, date_column=DATE_COLUMN)
+        if src is None:
+            return None
+        return con.sql(f"SELECT * REPLACE (CAST({DATE_COLUMN} AS DATE) AS {DATE_COLUMN}) FROM {src} "
+                       f"ORDER BY {DATE_COLUMN}, {KEYS[entity]}").to_arrow_table()
+    finally:
+        con.close()
 
 
 def _check_entity(entity: str) -> None:
@@ -101,14 +125,14 @@ def _partition_dates(lake: Lake, stream: str) -> list[dt.date]:
     return [dt.date.fromisoformat(d) for d in lake_dates(lake.store.root, stream, lake.store)]
 
 
-def event_dates(lake_root: str | os.PathLike, streams: tuple[str, ...] = ("impressions", "views", "interactions")) -> list[str]:
+def event_dates(lake_root: LakeLike, streams: tuple[str, ...] = ("impressions", "views", "interactions")) -> list[str]:
     """Dates with committed rows in any of ``streams``."""
-    lake = Lake(lake_root)
+    lake = _lake(lake_root)
     days = {d for s in streams for d in _partition_dates(lake, s)}
     return sorted(d.isoformat() for d in days)
 
 
-def backfill_dates(lake_root: str | os.PathLike) -> list[str]:
+def backfill_dates(lake_root: LakeLike) -> list[str]:
     """Every date from the first event date through the day after the last one: the feature dates
     whose rows the lake can inform (the last is what serving uses the day after the data ends)."""
     days = event_dates(lake_root)
@@ -179,22 +203,30 @@ def _relation(con: duckdb.DuckDBPyConnection, name: str, source: str | None, col
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
 
 
-def _videos_relation(con: duckdb.DuckDBPyConnection, videos_path: Path | None) -> None:
-    if videos_path is not None and Path(videos_path).exists():
+def _videos_relation(con: duckdb.DuckDBPyConnection, lake: Lake | None, videos_path: Path | None) -> None:
+    """``catalog_videos``: from the Parquet file ``videos_path`` if given, else from the lake's
+    ``dims/videos`` table (its newest committed version); typed and empty when neither exists."""
+    source = None
+    if videos_path is not None:
+        source = f"read_parquet({sql_path(videos_path)})" if Path(videos_path).exists() else None
+    elif lake is not None:
+        source = table_source(con, lake, dim_table("videos"))
+    if source is not None:
         body = (f"SELECT video_id::BIGINT AS video_id, creator_id::BIGINT AS creator_id, "
                 f"coalesce(category, '{UNKNOWN_CATEGORY}')::VARCHAR AS category, "
-                f"published_at_ms::BIGINT AS published_at_ms FROM read_parquet({sql_path(videos_path)})")
+                f"published_at_ms::BIGINT AS published_at_ms FROM {source}")
     else:
         body = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in _VIDEO_COLS.items()) + " WHERE false"
     con.execute(f"CREATE OR REPLACE TEMP VIEW catalog_videos AS {body}")
 
 
-def prepare_inputs(con: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike, entity: str, day: str,
+def prepare_inputs(con: duckdb.DuckDBPyConnection, lake_root: LakeLike, entity: str, day: str,
                    videos_path: Path | None = None, *, empty: bool = False) -> None:
     """Temp views ``views``, ``imps``, ``inter`` (the entity's window, ts < cutoff),
-    ``follows`` (every follow before the cutoff, creators only) and ``catalog_videos``."""
+    ``follows`` (every follow before the cutoff, creators only) and ``catalog_videos`` (the
+    Parquet file ``videos_path``; without one, the lake's ``dims/videos`` table)."""
     _check_entity(entity)
-    lake = Lake(lake_root)
+    lake = _lake(lake_root)
     d = dt.date.fromisoformat(day)
     cutoff = as_of_ms(d)
     longest = max({"user": USER_WINDOWS, "video": VIDEO_WINDOWS, "creator": CREATOR_WINDOWS}[entity])
@@ -215,7 +247,7 @@ def prepare_inputs(con: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike,
     # Followers are cumulative: every interactions partition before D (only 4 columns are read).
     follows = source("interactions", None) if entity == "creator" else None
     _relation(con, "follows", follows, _INTER_COLS, f"event_type = 'follow' AND ts_ms < {cutoff}")
-    _videos_relation(con, None if empty else videos_path)
+    _videos_relation(con, None if empty else lake, None if empty else videos_path)
 
 
 # -------------------------------------------------------------------------------------------- SQL
@@ -428,14 +460,15 @@ SQL = {"user": user_sql, "video": video_sql, "creator": creator_sql}
 class FeatureReport:
     entity: str
     day: str
-    path: Path
+    table: str  # the Delta table's location: a local path or an s3:// URI
+    version: int  # the table's version this build committed
     rows: int
     null_rates: dict[str, float] = field(default_factory=dict)
     stats: dict[str, float | None] = field(default_factory=dict)
-    schema: list[tuple[str, str]] = field(default_factory=list)  # (column, DuckDB type)
+    schema: list[tuple[str, str]] = field(default_factory=list)  # (column, DuckDB type), feature_date last
 
 
-def compute_features(lake_root: str | os.PathLike, entity: str, day: str, videos_path: Path | None = None):
+def compute_features(lake_root: LakeLike, entity: str, day: str, videos_path: Path | None = None):
     """The feature rows of ``entity`` for ``day`` as an Arrow table (nothing is written)."""
     con = duckdb.connect()
     try:
@@ -472,63 +505,75 @@ SUMMARY = {
 }
 
 
-def write_features(lake_root: str | os.PathLike, entity: str, day: str,
+def write_features(lake_root: LakeLike, entity: str, day: str,
                    videos_path: Path | None = None, *, threads: int | None = None) -> FeatureReport:
-    """Compute ``entity`` features for ``day`` and publish them atomically over any previous file."""
-    out = feature_path(lake_root, entity, day)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Not *.parquet: the views' glob never sees a half-written file.
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    """Compute ``entity`` features for ``day`` and replace that date's rows of ``features/<entity>``
+    with them, in one Delta transaction (the first build creates the table)."""
+    lake = _lake(lake_root)
+    dt.date.fromisoformat(day)  # a date, nothing else, goes into the partition predicate
     con = duckdb.connect()
     try:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
-        prepare_inputs(con, lake_root, entity, day, videos_path)
-        con.execute(f"COPY ({SQL[entity](day)}) TO {sql_path(tmp)} "
-                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
-        report = _summarise(con, tmp, entity, day, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        prepare_inputs(con, lake, entity, day, videos_path)
+        rel = con.sql(SQL[entity](day))
+        schema = [(c, str(t)) for c, t in zip(rel.columns, rel.types)] + [(DATE_COLUMN, "DATE")]
+        table = rel.to_arrow_table()
+        rows, null_rates, stats = _summarise(con, table, entity)
     finally:
         con.close()
-    atomic_replace(tmp, out)
-    return report
+    table = table.append_column(pa.field(DATE_COLUMN, pa.date32()),
+                                pa.array([dt.date.fromisoformat(day)] * table.num_rows, pa.date32()))
+    name = feature_table(entity)
+    version = lake.store.replace(name, table, where=(DATE_COLUMN, day), partition_by=[DATE_COLUMN])
+    return FeatureReport(entity=entity, day=day, table=lake.store.uri(name), version=version, rows=rows,
+                         null_rates=null_rates, stats=stats, schema=schema)
 
 
-def _summarise(con: duckdb.DuckDBPyConnection, path: Path, entity: str, day: str, out: Path) -> FeatureReport:
-    # The file's own columns: DuckDB would otherwise add feature_date from the directory name.
-    src = f"read_parquet({sql_path(path)}, hive_partitioning = false)"
-    rel = con.sql(f"SELECT * FROM {src}")
-    schema = [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
-    counts = ", ".join(f'count("{c}")' for c, _ in schema)
-    row = con.execute(f"SELECT count(*), {counts} FROM {src}").fetchall()[0]
-    rows = int(row[0])
-    null_rates = {c: (1 - n / rows if rows else 0.0) for (c, _), n in zip(schema, row[1:])}
-    exprs = ", ".join(e for _, e in SUMMARY[entity])
-    values = con.execute(f"SELECT {exprs} FROM {src}").fetchall()[0]
+def _summarise(con: duckdb.DuckDBPyConnection, table: pa.Table, entity: str):
+    """(rows, null rate per column, SUMMARY stats) of a build's rows."""
+    con.register("_built", table)
+    try:
+        cols = table.schema.names
+        counts = ", ".join(f'count("{c}")' for c in cols)
+        row = con.execute(f"SELECT count(*), {counts} FROM _built").fetchall()[0]
+        rows = int(row[0])
+        null_rates = {c: (1 - n / rows if rows else 0.0) for c, n in zip(cols, row[1:])}
+        exprs = ", ".join(e for _, e in SUMMARY[entity])
+        values = con.execute(f"SELECT {exprs} FROM _built").fetchall()[0]
+    finally:
+        con.unregister("_built")
     stats = {label: (None if v is None else float(v)) for (label, _), v in zip(SUMMARY[entity], values)}
-    return FeatureReport(entity=entity, day=day, path=out, rows=rows, null_rates=null_rates, stats=stats,
-                         schema=schema)
+    return rows, null_rates, stats
 
 
 # ---------------------------------------------------------------------------------- warehouse views
 
 
-def create_feature_views(con: duckdb.DuckDBPyConnection, lake_root: str | os.PathLike,
+def create_feature_views(con: duckdb.DuckDBPyConnection, lake_root: LakeLike,
                          entities: tuple[str, ...] = ENTITIES) -> dict[str, int]:
-    """(Re)create ``features.<entity>_daily`` over every written partition (a typed empty view
-    while an entity has none, so SQL that references it always compiles). Returns partition counts."""
-    con.execute("CREATE SCHEMA IF NOT EXISTS features")
+    """(Re)create ``features.<entity>_daily`` over the newest committed version of each entity's
+    table, in one transaction; returns the number of dates each holds.
+
+    As the warehouse's ``raw.*`` (``warehouse.lake_relation``): on local disk a view over the files
+    that version names (never a glob), from object storage a table loaded with its rows.
+    ``feature_date`` is a DATE. While an entity has no row the view exists, typed and empty, so
+    SQL that references it always compiles."""
+    lake = _lake(lake_root)
     written: dict[str, int] = {}
-    for entity in entities:
-        n = len(feature_dates_written(lake_root, entity))
-        if n:
-            body = (f"SELECT * FROM read_parquet({sql_path(features_glob(lake_root, entity))}, "
-                    "hive_partitioning = true, hive_types = {'feature_date': DATE}, union_by_name = true)")
-        else:
-            cols = [(c, t) for c, t in empty_schema(entity)] + [("feature_date", "DATE")]
-            body = "SELECT " + ", ".join(f'NULL::{t} AS "{c}"' for c, t in cols) + " WHERE false"
-        con.execute(f"CREATE OR REPLACE VIEW {VIEWS[entity]} AS {body}")
-        written[entity] = n
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("CREATE SCHEMA IF NOT EXISTS features")
+        for entity in entities:
+            name = feature_table(entity)
+            version = lake.store.version(name)
+            cols = [(c, t) for c, t in empty_schema(entity)] + [(DATE_COLUMN, "DATE")]
+            empty = "SELECT " + ", ".join(f'NULL::{t} AS "{c}"' for c, t in cols) + " WHERE false"
+            lake_relation(con, VIEWS[entity], lake, name, version=version, empty=empty, date_column=DATE_COLUMN,
+                          select=f"* REPLACE (CAST({DATE_COLUMN} AS DATE) AS {DATE_COLUMN})")
+            written[entity] = len(feature_dates_written(lake, entity, version)) if version is not None else 0
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
     return written

@@ -1,10 +1,11 @@
 """Daily point-in-time features (user, video, creator) as partitioned assets.
 
-Partition ``D`` = the features *as of D 00:00 UTC* (events strictly before D), written to
-``lake/features/<entity>/feature_date=D/part.parquet``; ``end_offset=1`` makes today's partition
-exist, since today's row is what the model server may use today. Each run also (re)creates the
-``features.<entity>_daily`` views in the warehouse over every partition. Definitions:
-``tiktok_pipelines/features/daily.py`` and ``docs/features.md``.
+Partition ``D`` = the features *as of D 00:00 UTC* (events strictly before D): the rows of
+``feature_date = D`` in the lake's Delta table ``features/<entity>`` (beside the events, on local
+disk or in the bucket ``PlatformStorage.lake_uri`` names), replaced in one transaction;
+``end_offset=1`` makes today's partition exist, since today's row is what the model server may use
+today. Each run also (re)creates the ``features.<entity>_daily`` views in the warehouse over the
+table's newest version. Definitions: ``tiktok_pipelines/features/daily.py`` and ``docs/features.md``.
 """
 
 
@@ -18,6 +19,7 @@ from tiktok_pipelines.defs.ingest.assets import raw_key
 from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY, retry_only_transient
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
+from tiktok_pipelines.dims import dim_table
 from tiktok_pipelines.features.daily import (
     ENTITIES,
     KEYS,
@@ -25,8 +27,10 @@ from tiktok_pipelines.features.daily import (
     VIEWS,
     backfill_dates,
     create_feature_views,
+    feature_table,
     write_features,
 )
+from tiktok_pipelines.ingest.engine import Lake
 from tiktok_pipelines.warehouse import connect_warehouse
 
 GROUP = "features"
@@ -47,10 +51,15 @@ _DESCRIPTIONS = {
 }
 
 
-def _videos_path(storage: PlatformStorage):
-    # The validated snapshot dim_videos publishes into the lake; the raw export if it has not run.
-    published = storage.lake / "dims" / "videos.parquet"
-    return published if published.exists() else storage.catalog / "videos.parquet"
+def _lake(storage: PlatformStorage) -> Lake:
+    """The lake the events are in, and the features go: local disk, or ``lake_uri``'s bucket."""
+    return Lake(storage.lake_location, storage.lake_store)
+
+
+def _videos_path(storage: PlatformStorage, lake: Lake):
+    """None: the validated ``dims/videos`` table dim_videos publishes into the lake (what the
+    features read by default); the raw export's file while dim_videos has not run."""
+    return None if lake.store.version(dim_table("videos")) is not None else storage.catalog / "videos.parquet"
 
 
 def _build(entity: str) -> dg.AssetsDefinition:
@@ -63,11 +72,11 @@ def _build(entity: str) -> dg.AssetsDefinition:
         group_name=GROUP,
         partitions_def=FEATURE_PARTITIONS,
         pool=WAREHOUSE_POOL,  # it (re)creates views in warehouse.duckdb
-        kinds={"duckdb", "parquet"},
+        kinds={"duckdb", "deltalake"},
         deps=deps,
         description=_DESCRIPTIONS[entity],
         metadata={
-            "path": f"lake/features/{entity}/feature_date=YYYY-MM-DD/part.parquet",
+            "table": f"lake/{feature_table(entity)} (Delta, partitioned by feature_date)",
             "view": VIEWS[entity],
             "key": KEYS[entity],
             "point_in_time": "events with ts_ms < feature_date 00:00 UTC",
@@ -77,14 +86,16 @@ def _build(entity: str) -> dg.AssetsDefinition:
     @retry_only_transient
     def _asset(context: dg.AssetExecutionContext, storage: PlatformStorage) -> dg.MaterializeResult:
         day = context.partition_key
-        report = write_features(storage.derived_lake(f"{entity}_features"), entity, day, _videos_path(storage))
+        lake = _lake(storage)
+        report = write_features(lake, entity, day, _videos_path(storage, lake))
         con = connect_warehouse(storage.warehouse)
         try:
-            partitions = create_feature_views(con, storage.lake)
+            partitions = create_feature_views(con, lake)
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        context.log.info(f"{entity} features for {day}: {report.rows:,} rows -> {report.path}")
+        context.log.info(f"{entity} features for {day}: {report.rows:,} rows -> {report.table} "
+                         f"(version {report.version})")
         nulls = sorted(report.null_rates.items(), key=lambda kv: (-kv[1], kv[0]))
         table = "| column | null rate |\n|---|---|\n" + "\n".join(f"| {c} | {r:.3f} |" for c, r in nulls)
         stats = {k: (dg.MetadataValue.float(v) if v is not None else dg.MetadataValue.null())
@@ -95,7 +106,8 @@ def _build(entity: str) -> dg.AssetsDefinition:
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(c, t) for c, t in report.schema]),
                 "feature_date": day,
-                "path": dg.MetadataValue.path(str(report.path)),
+                "path": dg.MetadataValue.path(report.table),
+                "table_version": report.version,
                 "null_rates": dg.MetadataValue.md(table),
                 "max_null_rate": max((r for _, r in nulls), default=0.0),
                 "partitions_in_view": partitions[entity],
@@ -134,8 +146,7 @@ def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
     downstream of them (SQL models that ``ref`` a feature view) and ``analytics_db``, so the
     analysts' copy holds the ``features.*`` views. What ``tiktok-pipelines run build_all`` calls."""
     storage = defs.resources["storage"]
-    lake = storage.lake
-    wanted = backfill_dates(lake)
+    wanted = backfill_dates(_lake(storage))
     existing = set(FEATURE_PARTITIONS.get_partition_keys(
         current_time=dt.datetime.combine(today, dt.time(), dt.timezone.utc) if today else None))
     keys = [d for d in wanted if d in existing]

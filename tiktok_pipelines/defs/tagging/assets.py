@@ -1,30 +1,32 @@
 """``video_tags``: tags, category and confidence for every video of the catalog.
 
-Reads the validated catalog snapshot ``dim_videos`` publishes (``lake/dims/videos.parquet``; the
-raw export if that has not run yet) as Parquet, so it needs the warehouse only to write. Trains the
-content classifier on the videos that carry a category label, tags every video
-(``tiktok_pipelines/tagging/pipeline.py``), and writes ``lake/content/video_tags.parquet``
-(temp file + rename) and ``content.video_tags`` in warehouse.duckdb (pool ``duckdb_warehouse``).
-The held-out accuracy and macro-F1, beside the majority-class and rules baselines, are metadata of
-every materialization. Definitions: ``docs/tagging.md``.
+Reads the validated catalog snapshot ``dim_videos`` publishes (the lake's Delta table
+``dims/videos``; the raw export ``catalog/videos.parquet`` if that has not run yet), so it needs
+the warehouse only to write. Trains the content classifier on the videos that carry a category
+label, tags every video (``tiktok_pipelines/tagging/pipeline.py``), and replaces the lake's Delta
+table ``content/video_tags`` whole, in one transaction (local disk or the bucket
+``PlatformStorage.lake_uri`` names), then loads that committed version into ``content.video_tags``
+in warehouse.duckdb (pool ``duckdb_warehouse``). The held-out accuracy and macro-F1, beside the
+majority-class and rules baselines, are metadata of every materialization. Definitions:
+``docs/tagging.md``.
 """
 
 
-import os
-
 import dagster as dg
+import duckdb
 import polars as pl
 
 from tiktok_pipelines.defs.catalog.assets import dim_key
 from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY, retry_only_transient
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
-from tiktok_pipelines.lake import atomic_replace, sql_path
+from tiktok_pipelines.dims import read_dim
 from tiktok_pipelines.tagging.pipeline import tag_videos
 from tiktok_pipelines.warehouse import connect_warehouse
 
 GROUP = "content"
 TABLE = "content.video_tags"
+LAKE_TABLE = "content/video_tags"  # the Delta table under the lake root
 COLUMNS = {"video_id": "BIGINT", "tags": "VARCHAR[]", "category": "VARCHAR", "confidence": "DOUBLE", "method": "VARCHAR"}
 _COLUMN_DOCS = {
     "video_id": "The video (dims.videos.video_id).",
@@ -41,16 +43,27 @@ class VideoTagsConfig(dg.Config):
     max_train_videos: int = 50_000  # cap on labelled videos fitted (chosen by id hash)
 
 
-def _videos_path(storage: PlatformStorage):
-    published = storage.lake / "dims" / "videos.parquet"
-    return published if published.exists() else storage.catalog / "videos.parquet"
+_VIDEO_COLUMNS = ["video_id", "caption", "hashtags", "category", "source", "source_video_id"]
+
+
+def _read_videos(storage: PlatformStorage) -> pl.DataFrame:
+    """The videos of ``dims/videos`` at its newest version; the raw export while dim_videos has not
+    published it."""
+    published = read_dim(storage.lake_store, "videos", _VIDEO_COLUMNS)
+    if published is not None:
+        return pl.from_arrow(published)
+    src = storage.catalog / "videos.parquet"
+    if not src.exists():
+        raise FileNotFoundError(f"no videos catalog at {src}: materialize dim_videos (or run `tiktok-pipelines simulate`)")
+    present = pl.read_parquet_schema(src)
+    return pl.read_parquet(src, columns=[c for c in _VIDEO_COLUMNS if c in present])
 
 
 @dg.asset(
     key="video_tags",
     group_name=GROUP,
     pool=WAREHOUSE_POOL,
-    kinds={"python", "duckdb", "parquet"},
+    kinds={"python", "duckdb", "deltalake"},
     deps=[dim_key("videos")],
     description="Per video: normalised tags, first-level category and its confidence, and how it was "
     "decided (catalog label, classifier over caption/hashtag character n-grams, or taxonomy rules).",
@@ -68,29 +81,31 @@ def _videos_path(storage: PlatformStorage):
 @retry_only_transient
 def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
                storage: PlatformStorage) -> dg.MaterializeResult:
-    src = _videos_path(storage)
-    if not src.exists():
-        raise FileNotFoundError(f"no videos catalog at {src}: materialize dim_videos (or run `tiktok-pipelines simulate`)")
-    cols = ["video_id", "caption", "hashtags", "category", "source", "source_video_id"]
-    present = pl.read_parquet_schema(src)
-    videos = pl.read_parquet(src, columns=[c for c in cols if c in present])
+    videos = _read_videos(storage)
     result = tag_videos(videos, prefer_labels=config.prefer_catalog_labels, test_fraction=config.test_fraction,
                         max_train_videos=config.max_train_videos)
     m = result.metrics
 
-    out = storage.lake / "content" / "video_tags.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    result.tags.write_parquet(tmp)
-    atomic_replace(tmp, out)
+    select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in COLUMNS.items())
+    con = duckdb.connect()
+    try:
+        con.register("tags", result.tags.to_arrow())
+        tags = con.sql(f"SELECT {select} FROM tags").to_arrow_table()  # the table's types, as the warehouse's
+    finally:
+        con.close()
+    store = storage.lake_store
+    version = store.replace(LAKE_TABLE, tags)
     if result.model is not None:
         result.model.save_atomic(storage.models / "video_tagger")
 
-    select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in COLUMNS.items())
     con = connect_warehouse(storage.warehouse)
     try:
         con.execute("CREATE SCHEMA IF NOT EXISTS content")
-        con.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {select} FROM read_parquet({sql_path(out)})")
+        con.register("_video_tags", store.dataset(LAKE_TABLE, version))  # the version just committed
+        try:
+            con.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {select} FROM _video_tags")
+        finally:
+            con.unregister("_video_tags")
         rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
         con.execute("CHECKPOINT")
     finally:
@@ -100,7 +115,8 @@ def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
     table = "| category | videos |\n|---|---|\n" + "\n".join(f"| {c} | {n:,} |" for c, n in dist.items())
     meta: dict = {
         "dagster/row_count": rows,
-        "path": dg.MetadataValue.path(str(out)),
+        "path": dg.MetadataValue.path(store.uri(LAKE_TABLE)),
+        "table_version": version,
         "labelled_videos": m["labelled_videos"],
         "methods": dg.MetadataValue.json(m["methods"]),
         "category_distribution": dg.MetadataValue.md(table),

@@ -29,14 +29,15 @@ WAREHOUSE_POOL = "duckdb_warehouse"
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
     deps=[raw_key(s) for s in STREAMS] + [QUARANTINE_KEY, INGEST_LOG_KEY] + [a.key for a in catalog_assets],
-    description="raw.* over the lake's Delta tables at their committed versions (recorded in raw._lake_versions) and dims.* tables in warehouse.duckdb.",
+    description="raw.* over the lake's Delta tables at their committed versions (recorded in raw._lake_versions) "
+    "and dims.* tables loaded from the catalog's Delta tables (dims/<name>) in warehouse.duckdb.",
     retry_policy=TRANSIENT_RETRY,  # a DuckDB lock held outside Dagster's pool: retried with backoff
 )
 @retry_only_transient
 def warehouse_lake_tables(storage: PlatformStorage) -> dg.MaterializeResult:
     con = connect_warehouse(storage.warehouse)
     try:
-        counts = refresh_lake_views(con, storage.lake_location, storage.lake_store, dims_dir=storage.lake / "dims")
+        counts = refresh_lake_views(con, storage.lake_location, storage.lake_store)
         con.execute("CHECKPOINT")
     finally:
         con.close()
