@@ -5,6 +5,7 @@
     tiktok-pipelines ingest --data-dir data                 # landing -> lake, without Dagster
     tiktok-pipelines run build_all                          # a job, recorded in $DAGSTER_HOME
     tiktok-pipelines serve --data-dir data --port 8000      # the model server (hot-reloads data/serving)
+    tiktok-pipelines serve --serving s3://bucket/serving    # ... or versions on object storage
     tiktok-pipelines experiment --data-dir data             # Monolith's experiments (a), (b), (d) + plots
     tiktok-pipelines attribution --paths paths.csv --out credits.csv  # ChannelAttribution path data
     tiktok-pipelines models docs                            # dbt_like_models/ -> docs/data_dictionary.md
@@ -117,7 +118,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from tiktok_pipelines.serving.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(Path(args.data_dir), host=args.host, port=args.port, reload_interval_s=args.reload_interval)
+    serve(Path(args.data_dir), host=args.host, port=args.port, reload_interval_s=args.reload_interval,
+          serving=args.serving)
     return 0
 
 
@@ -285,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks for new versions")
+    v.add_argument("--serving", default=os.environ.get("TIKTOK_SERVING_URI") or None,
+                   help="where the versions are: a folder or s3://bucket/prefix (endpoint and region from "
+                        "AWS_ENDPOINT_URL / AWS_REGION; default TIKTOK_SERVING_URI, else <data-dir>/serving)")
     v.set_defaults(func=_cmd_serve)
 
     e = sub.add_parser("experiment", help="Monolith's experiments on the lake's examples: (a) batch vs "

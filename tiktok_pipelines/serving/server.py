@@ -3,7 +3,8 @@
     GET /recommend?user_id=<int>&k=<1..100>[&rerank=0|1]   top-k videos for the user
     GET /healthz                              200 "ok", or 503 "degraded" with the reasons: no model,
                                               one that serves nothing, or an older version than the
-                                              newest published (rejected versions are listed)
+                                              newest published (rejected versions are listed); and
+                                              where it reads versions from ("serving")
     GET /readyz                               200 while it can answer /recommend (for load balancers)
     GET /version                              the serving version in use (seq, full_seq, metadata)
 
@@ -26,7 +27,9 @@ now. Parameters are validated (numbers in ASCII digits): a bad request gets a 4x
 What a request may send is bounded (``uvicorn_settings``): a head over 16 KiB gets a 431, a body
 over 64 KiB a 413, a head not sent within 10 s a 408.
 
-Hot reload: a background thread polls the serving directory (``ServingReader.head``) and, when
+Hot reload: a background thread polls the serving directory (``ServingReader.head``; a local
+folder, or ``s3://bucket/prefix`` on object storage, where a poll is one LIST of the manifests and
+a new version is downloaded into a local cache folder, then verified) and, when
 the newest consistent state is not the one served (by identity: the manifests' checksums, not the
 seq), builds the new candidate matrix off to the side and swaps one reference. A request uses
 whichever state it picked up; no request waits for or sees a half-applied version. A version that
@@ -65,6 +68,7 @@ from starlette.routing import Route
 from tiktok_pipelines.features.online import OnlineCounters
 from tiktok_pipelines.features.online import counters_path as lake_counters_path
 from tiktok_pipelines.schemas import landing_rel_path
+from tiktok_pipelines.serving.objectstore import S3Root, is_remote
 from tiktok_pipelines.serving.store import ServingReader
 from tiktok_pipelines.training.evaluate import corrected
 from tiktok_pipelines.training.features import LOG_FEATURES, NUMERIC_NAMES
@@ -239,11 +243,12 @@ class ImpressionLog:
 
 
 class ModelServer:
-    def __init__(self, serving_root: Path, *, catalog_dir: Path | None = None, landing: Path | None = None,
-                 reload_interval_s: float = 1.0, model_version_tag: str = "two-tower",
+    def __init__(self, serving_root: str | os.PathLike | S3Root, *, catalog_dir: Path | None = None,
+                 landing: Path | None = None, reload_interval_s: float = 1.0, model_version_tag: str = "two-tower",
                  models_root: Path | None = None, rerank_candidates: int = 100,
                  counters_path: Path | None = None) -> None:
-        self.serving_root = Path(serving_root)
+        # a local folder, or a serving root on object storage (s3://bucket/prefix, or an S3Root)
+        self.serving_root = serving_root if is_remote(serving_root) else Path(serving_root)
         self.models_root = Path(models_root) if models_root else None
         self.rerank_candidates = rerank_candidates
         self.reranker = None  # (registry version, LGBMRanker) of the LightGBM champion
@@ -371,6 +376,7 @@ class ModelServer:
         if self.falling_back:
             reasons.append(self.falling_back)
         return {"status": "degraded" if reasons else "ok", "reasons": reasons, "model_loaded": st is not None,
+                "serving": self.reader.location,
                 "seq": st.seq if st else None, "newest_published_seq": self.reader.newest_seq,
                 "rejected_versions": {f"v{s:08d}": r for s, r in self.reader.rejected.items()},
                 "reload_errors": self.reload_errors}
@@ -842,10 +848,14 @@ def uvicorn_settings() -> dict[str, Any]:
     return {**http, "limit_concurrency": LIMIT_CONCURRENCY, "timeout_keep_alive": 5}
 
 
-def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_interval_s: float = 1.0) -> None:
+def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_interval_s: float = 1.0,
+          serving: str | None = None) -> None:
+    """``serving``: where the versions are (a folder or ``s3://bucket/prefix``; default
+    ``<data_dir>/serving``)."""
     import uvicorn
 
-    server = ModelServer(data_dir / "serving", catalog_dir=data_dir / "catalog", landing=data_dir / "landing",
+    server = ModelServer(serving or data_dir / "serving", catalog_dir=data_dir / "catalog",
+                         landing=data_dir / "landing",
                          reload_interval_s=reload_interval_s, models_root=data_dir / "models",
                          counters_path=lake_counters_path(data_dir / "lake"))
     server.start()

@@ -29,10 +29,28 @@ The rules that make it safe (DESIGN.md decisions 4-6):
 - **Retention.** After each full version, all but the newest ``keep_full`` full versions, and
   the deltas based on them, are deleted: first renamed out of the ``vNNNNNNNN`` namespace (one
   atomic step per version), then removed. A reader that loses a race with retention retries.
+
+**On object storage** (a root ``s3://bucket/prefix``, or an ``S3Root`` with an explicit endpoint,
+region and cache folder; layout in ``objectstore.py``) the same versions, built the same way:
+
+- A publisher builds the version in a local temp folder exactly as above, uploads its files under
+  keys no other publication uses (``vNNNNNNNN/<token>/...``, the token named in the manifest's
+  ``objects``), then puts the manifest last, with a conditional put (``If-None-Match: *``): that
+  put is the commit point. Of two publishers of one seq exactly one manifest lands; the other
+  gets ``VersionConflict`` and its objects are orphans (deleted by it, else by the next clean-up).
+  ``writer_lock`` is then only a courtesy between the processes of one host (an flock in the local
+  cache folder): correctness between hosts comes from the conditional put alone.
+- Retention and setting aside make a version invisible by deleting its manifest first, then its
+  objects. A version's objects without a manifest are invisible to every reader.
+- A reader lists the manifests (one LIST per poll), downloads each version of the chain it needs
+  into its local cache folder (a ``.dl-*`` folder, renamed into place: the local protocol), and
+  verifies the sha256s there as above; versions deleted remotely are dropped from the cache.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import logging
@@ -43,6 +61,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -54,6 +73,7 @@ from tiktok_pipelines.embedding.admission import filter_from_state, filter_state
 from tiktok_pipelines.embedding.export import apply_delta, export_delta, export_snapshot, load_snapshot
 from tiktok_pipelines.embedding.table import CollisionlessEmbeddingTable
 from tiktok_pipelines.lake import exclusive_lock, fsync_path, sha256_file
+from tiktok_pipelines.serving.objectstore import TOKEN_RE, S3Root, default_cache_base
 
 FORMAT = "tiktok_pipelines.serving/v1"
 MANIFEST = "manifest.json"
@@ -65,6 +85,33 @@ _VERSION_RE = re.compile(r"^v(\d{8})$")
 WRITER_LOCK = ".writer.lock"
 log = logging.getLogger(__name__)
 _held = threading.local()  # the serving roots this thread holds the writer lock of
+# Objects of a publication on object storage that has no manifest yet may belong to a publisher
+# still uploading: the clean-up leaves them this long (unless the seq is already decided).
+ORPHAN_GRACE_S = 3600
+TRANSFER_THREADS = 8  # parallel uploads/downloads of a version's files (each a small request)
+Root = str | os.PathLike | S3Root
+
+
+def location(root: Root) -> Path | S3Root:
+    """A serving root as the store handles it: a local folder, or an ``S3Root`` for
+    ``s3://bucket/prefix`` (endpoint and region from the AWS environment; pass an ``S3Root`` to
+    give them, or another cache folder, explicitly)."""
+    if isinstance(root, S3Root):
+        return root
+    text = os.fspath(root)
+    if text.startswith("s3://"):
+        return _s3_root(text.rstrip("/"), os.environ.get("AWS_ENDPOINT_URL") or None,
+                        os.environ.get("AWS_REGION") or None, str(default_cache_base()))
+    if "://" in text:
+        raise ValueError(f"unsupported serving location {text!r}: a local path or s3://bucket/prefix")
+    return Path(root)
+
+
+@functools.lru_cache(maxsize=64)
+def _s3_root(uri: str, endpoint_url: str | None, region: str | None, cache_base: str) -> S3Root:
+    # One S3Root (one boto3 client, ~50 ms to build) per URI and environment, not one per call.
+    del cache_base  # part of the cache key only: S3Root reads default_cache_base() itself
+    return S3Root(uri, endpoint_url=endpoint_url, region=region)
 
 
 @contextmanager
@@ -73,14 +120,21 @@ def writer_lock(root: str | os.PathLike) -> Iterator[None]:
 
     Re-entrant within a thread, so ``ServingPublisher`` can take it around each publication and
     a caller can hold it around a whole read-train-publish; an flock taken twice by one process
-    on two open files would otherwise wait on itself."""
-    key = str(Path(root).resolve())
+    on two open files would otherwise wait on itself.
+
+    On object storage the lock is an flock in the root's local cache folder: it orders the
+    writers of one host; writers on two hosts are ordered by the manifest's conditional put."""
+    loc = location(root)
+    if isinstance(loc, S3Root):
+        key, folder = f"{loc.endpoint_url}|{loc.uri}", loc.cache_dir
+    else:
+        key, folder = str(loc.resolve()), loc
     held = _held.__dict__.setdefault("roots", set())
     if key in held:
         yield
         return
-    Path(root).mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(Path(root) / WRITER_LOCK):
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / WRITER_LOCK):
         held.add(key)
         try:
             yield
@@ -90,6 +144,16 @@ def writer_lock(root: str | os.PathLike) -> Iterator[None]:
 
 class CorruptVersion(ValueError):
     """A version whose files do not match its manifest."""
+
+
+class VersionConflict(RuntimeError):
+    """Another publisher committed this seq first (its manifest is in place): nothing of this
+    publication is visible. Load the newest state and publish again."""
+
+    def __init__(self, seq: int, root: object) -> None:
+        super().__init__(f"version {seq} of {root} was published by another publisher meanwhile "
+                         "(the manifest's conditional put lost): nothing of this publication is visible")
+        self.seq = seq
 
 
 class MassExpiry(RuntimeError):
@@ -105,21 +169,26 @@ def version_dir(root: Path, seq: int) -> Path:
     return root / f"v{seq:08d}"
 
 
-def list_versions(root: str | os.PathLike) -> list[int]:
-    """Seqs of the published versions, ascending (temp and trashed directories excluded)."""
-    root = Path(root)
+def list_versions(root: Root) -> list[int]:
+    """Seqs of the published versions, ascending (temp and trashed directories excluded; on
+    object storage: the versions whose manifest is in place)."""
+    root = location(root)
+    if isinstance(root, S3Root):
+        return sorted(root.list_manifests())
     if not root.is_dir():
         return []
     seqs = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION_RE.match(p.name))]
     return sorted(seqs)
 
 
-def read_version_manifest(root: str | os.PathLike, seq: int) -> dict[str, Any]:
+def read_version_manifest(root: Root, seq: int) -> dict[str, Any]:
     """The version's manifest after the checks that need no hashing: the directory resolves
     inside ``root``, the manifest parses, has every field a reader uses, names its own seq, and
     lists only files inside the version. CorruptVersion otherwise (never a KeyError: a one-line
     manifest in an empty directory stopped every reader that way). Its ``manifest_sha256`` is
     the version's identity: a seq can be deleted and published again with other contents."""
+    if isinstance(loc := location(root), S3Root):
+        return _read_remote_manifest(loc, seq)[0]
     d = version_dir(Path(root), seq)
     real_root, real = Path(root).resolve(), d.resolve()
     if real.parent != real_root:
@@ -135,6 +204,10 @@ def read_version_manifest(root: str | os.PathLike, seq: int) -> dict[str, Any]:
         raise CorruptVersion(f"{d}: no manifest") from None
     except (OSError, ValueError) as e:
         raise CorruptVersion(f"{d}: unreadable manifest ({e})") from e
+    return _checked_manifest(d, seq, raw, manifest)
+
+
+def _checked_manifest(d: object, seq: int, raw: bytes, manifest: Any) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         fmt = manifest.get("format") if isinstance(manifest, dict) else None
         raise CorruptVersion(f"{d}: unknown format {fmt!r}")
@@ -143,7 +216,23 @@ def read_version_manifest(root: str | os.PathLike, seq: int) -> dict[str, Any]:
     return manifest
 
 
-def _check_fields(d: Path, seq: int, m: dict[str, Any]) -> None:
+def _read_remote_manifest(loc: S3Root, seq: int) -> tuple[dict[str, Any], bytes]:
+    """A version's manifest on object storage (checked as ``read_version_manifest`` checks a
+    local one, and its ``objects`` token too) and its raw bytes. FileNotFoundError: deleted."""
+    where = f"{loc.uri}/v{seq:08d}"
+    raw = loc.get(loc.manifest_key(seq))
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        raise CorruptVersion(f"{where}: unreadable manifest ({e})") from e
+    manifest = _checked_manifest(where, seq, raw, manifest)
+    if not isinstance(manifest.get("objects"), str) or not TOKEN_RE.match(manifest["objects"]):
+        # the token becomes part of every key read: only 32 hex digits, never a path
+        raise CorruptVersion(f"{where}: no valid objects token ({manifest.get('objects')!r})")
+    return manifest, raw
+
+
+def _check_fields(d: object, seq: int, m: dict[str, Any]) -> None:
     def bad(why: str) -> CorruptVersion:
         return CorruptVersion(f"{d}: {why}")
 
@@ -186,14 +275,31 @@ def _verify_files(root: Path, seq: int, manifest: dict[str, Any]) -> None:
             raise CorruptVersion(f"{path}: missing or checksum mismatch")
 
 
-def verify_version(root: str | os.PathLike, seq: int) -> dict[str, Any]:
-    """The version's manifest, after checking every file it lists; CorruptVersion otherwise."""
-    manifest = read_version_manifest(root, seq)
-    _verify_files(Path(root), seq, manifest)
+def verify_version(root: Root, seq: int) -> dict[str, Any]:
+    """The version's manifest, after checking every file it lists; CorruptVersion otherwise
+    (on object storage: after downloading it into the cache folder)."""
+    loc = location(root)
+    if isinstance(loc, S3Root):
+        source = _RemoteSource(loc)
+        manifest = source.manifest(seq)
+        source.fetch(seq, manifest)
+        return manifest
+    manifest = read_version_manifest(loc, seq)
+    _verify_files(loc, seq, manifest)
     return manifest
 
 
 # --- publishing -------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedVersion:
+    """A version built in a local temp folder, not visible yet (``ServingPublisher.prepare``)."""
+
+    seq: int
+    manifest: dict[str, Any]
+    folder: Path  # the temp folder holding it, manifest included
+    raw_manifest: bytes
 
 
 class ServingPublisher:
@@ -203,29 +309,42 @@ class ServingPublisher:
     export, so every export of these tables must go through this publisher. After a failed
     publication the next one is a full version, because the failed attempt may already have
     consumed the tables' touched rows.
+
+    ``root``: a local folder, ``s3://bucket/prefix`` or an ``S3Root`` (module docstring).
     """
 
-    def __init__(self, root: str | os.PathLike, *, keep_full: int = 3,
-                 max_expire_fraction: float = DEFAULT_MAX_EXPIRE_FRACTION) -> None:
+    def __init__(self, root: Root, *, keep_full: int = 3,
+                 max_expire_fraction: float = DEFAULT_MAX_EXPIRE_FRACTION,
+                 orphan_grace_s: float = ORPHAN_GRACE_S) -> None:
         if keep_full < 1:
             raise ValueError("keep_full must be >= 1")
         if not 0 <= max_expire_fraction <= 1:
             raise ValueError("max_expire_fraction must be in [0, 1]")
-        self.root = Path(root)
+        self.root = location(root)
+        self.remote = isinstance(self.root, S3Root)
         self.keep_full = keep_full
         self.max_expire_fraction = max_expire_fraction
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.orphan_grace_s = orphan_grace_s
+        # Where versions are built: in the root itself (renamed into place), or in the local
+        # cache folder of an object-storage root (uploaded, then kept there as the cached copy).
+        self._staging = self.root.cache_dir if self.remote else self.root
+        self._staging.mkdir(parents=True, exist_ok=True)
         self._needs_full = True
         self._base: int | None = None  # the version the tables' touched rows are relative to
         self.clean()
 
     def clean(self) -> None:
         """Remove what crashed publishers and interrupted retention left behind (under the writer
-        lock: a ``.tmp-*`` of a publisher that is alive is not debris)."""
+        lock: a ``.tmp-*`` of a publisher that is alive is not debris). On object storage also
+        the orphan objects: those of a seq whose manifest names another publication's token,
+        and those without a manifest below the newest version or older than ``orphan_grace_s``
+        (younger ones above it may be a live publisher's upload on another host)."""
         with writer_lock(self.root):
-            for p in self.root.iterdir():
+            for p in self._staging.iterdir():
                 if p.name.startswith((".tmp-", ".trash-")):
                     shutil.rmtree(p, ignore_errors=True)
+            if self.remote:
+                _remove_orphans(self.root, self.orphan_grace_s)
 
     def resume_from(self, seq: int) -> None:
         """The tables were just loaded from version ``seq`` of this directory (``load_latest``):
@@ -244,26 +363,33 @@ class ServingPublisher:
         ``include_optimizer_state``: deltas also carry the touched rows' Adagrad state, so a
         trainer in another process can resume from the store exactly (twice the bytes).
         Raises ``MassExpiry``, before anything changes, when expiry at ``now_s`` would evict more
-        than ``max_expire_fraction`` of a table's rows, unless ``allow_mass_expiry``."""
+        than ``max_expire_fraction`` of a table's rows, unless ``allow_mass_expiry``; and
+        ``VersionConflict`` when another publisher committed the same seq first (object storage,
+        where writers on other hosts do not take the lock)."""
         if not allow_mass_expiry:
             self.check_expiry(tables, now_s)
         with writer_lock(self.root):
-            return self._publish(tables, now_s=now_s, dense=dense, full=full, metadata=metadata,
-                                 include_optimizer_state=include_optimizer_state)
+            self._set_aside_unservable()
+            prepared = self.prepare(tables, now_s=now_s, dense=dense, full=full, metadata=metadata,
+                                    include_optimizer_state=include_optimizer_state)
+            return self.commit(prepared)
 
-    def _publish(self, tables: dict[str, CollisionlessEmbeddingTable], *, now_s: int,
-                 dense: dict[str, np.ndarray] | None, full: bool, metadata: dict[str, Any] | None,
-                 include_optimizer_state: bool) -> dict[str, Any]:
-        self._set_aside_unservable()
+    def prepare(self, tables: dict[str, CollisionlessEmbeddingTable], *, now_s: int,
+                dense: dict[str, np.ndarray] | None = None, full: bool = False,
+                metadata: dict[str, Any] | None = None,
+                include_optimizer_state: bool = False) -> PreparedVersion:
+        """Build the next version in a temp folder; nothing is visible until ``commit``. (The
+        first half of ``publish``, which holds the writer lock around both: on a local root a
+        caller that uses them alone must too, or another publisher's clean-up removes the folder.)"""
         versions = list_versions(self.root)
         prev = versions[-1] if versions else 0
+        full = full or self._needs_full or prev == 0
         if not full and self._base is not None and prev != self._base:
             # A delta holds the rows touched since version _base: on top of another version it
-            # would make a chain that reads as valid and is wrong.
+            # would make a chain that reads as valid and is wrong. (A full version needs no base.)
             raise RuntimeError(f"version {prev} of {self.root} was published after this publisher's "
                                f"tables were loaded from version {self._base}: hold writer_lock "
                                "from reading the version to publishing the next")
-        full = full or self._needs_full or prev == 0
         if full and dense is None:
             raise ValueError("a full version needs the dense parameters")
         seq = prev + 1
@@ -271,7 +397,7 @@ class ServingPublisher:
             full_seq = seq
         else:
             full_seq = read_version_manifest(self.root, prev)["full_seq"]
-        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        tmp = self._staging / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
             self._needs_full = True  # until this version is in place
@@ -309,20 +435,45 @@ class ServingPublisher:
                 "metadata": metadata or {},
                 "files": files,
             }
+            if self.remote:
+                # the key prefix of this publication's objects: no other publication writes under it
+                manifest["objects"] = uuid.uuid4().hex
+            raw = json.dumps(manifest, indent=1, sort_keys=True).encode()
             with open(tmp / MANIFEST, "wb") as f:
-                f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
+                f.write(raw)
                 f.flush()
                 os.fsync(f.fileno())
-            for d in sorted({p.parent for p in tmp.rglob("*")} | {tmp}):
-                fsync_path(d)
-            os.rename(tmp, version_dir(self.root, seq))  # the commit point
-            fsync_path(self.root)
+            if not self.remote:
+                for d in sorted({p.parent for p in tmp.rglob("*")} | {tmp}):
+                    fsync_path(d)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        return PreparedVersion(seq, manifest, tmp, raw)
+
+    def commit(self, prepared: PreparedVersion) -> dict[str, Any]:
+        """Make a prepared version visible: rename it into place (local), or upload its files and
+        put its manifest with a conditional put (object storage). ``VersionConflict`` if its seq
+        was committed by another publisher meanwhile; the temp folder is gone either way."""
+        seq, manifest = prepared.seq, prepared.manifest
+        try:
+            if self.remote:
+                _upload_version(self.root, prepared)
+                # the uploaded folder is this host's cached copy: its readers need not download it
+                _install_cached(self.root.cache_dir, prepared.folder, seq)
+            else:
+                try:
+                    os.rename(prepared.folder, version_dir(self.root, seq))  # the commit point
+                except OSError as e:
+                    if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise VersionConflict(seq, self.root) from e
+                    raise
+                fsync_path(self.root)
+        finally:
+            shutil.rmtree(prepared.folder, ignore_errors=True)
         self._needs_full = False
         self._base = seq
-        if full:
+        if manifest["kind"] == "full":
             self._retain()
         return manifest
 
@@ -341,10 +492,12 @@ class ServingPublisher:
 
     def _set_aside_unservable(self) -> None:
         """Move newest versions that no reader could load out of the namespace, into
-        ``.rejected-vNNNNNNNN-*`` (kept for a person to look at): a bogus newest directory (a
-        one-line manifest, a truncated copy, a symlink elsewhere) would otherwise be the base
-        every next publication is numbered and chained from, and every online update would fail.
-        Under the writer lock nothing is mid-publication, so what does not verify now never will."""
+        ``.rejected-vNNNNNNNN-*`` (kept for a person to look at; on object storage the manifest
+        is copied to ``rejected/`` and deleted, its objects become orphans): a bogus newest
+        version (a one-line manifest, a truncated copy, a symlink elsewhere) would otherwise be
+        the base every next publication is numbered and chained from, and every online update
+        would fail. A visible version is complete (its manifest came last), so what does not
+        verify now never will."""
         reader = ServingReader(self.root)
         chain = reader.head()
         served = chain.seq if chain else 0
@@ -352,8 +505,11 @@ class ServingPublisher:
             if s <= served:
                 break
             reason = reader.rejected.get(s, "does not chain from the newest loadable state")
-            os.rename(version_dir(self.root, s), self.root / f".rejected-v{s:08d}-{uuid.uuid4().hex[:8]}")
-            fsync_path(self.root)
+            if self.remote:
+                _set_aside_remote(self.root, s)
+            else:
+                os.rename(version_dir(self.root, s), self.root / f".rejected-v{s:08d}-{uuid.uuid4().hex[:8]}")
+                fsync_path(self.root)
             log.warning("serving version v%08d set aside as .rejected-*: %s", s, reason)
         if chain is not None and self._base is not None and self._base > served:
             self._needs_full, self._base = True, None  # what it was based on is gone
@@ -367,17 +523,116 @@ class ServingPublisher:
                     fulls.append(s)
             except CorruptVersion:
                 pass  # an older broken version: retention removes it with the rest below
+            except FileNotFoundError:
+                pass  # removed meanwhile (object storage: another host's retention)
         if len(fulls) <= self.keep_full:
             return
         oldest_kept = fulls[-self.keep_full]
         for s in seqs:
             if s >= oldest_kept:
                 break
+            if self.remote:
+                # The manifest first: the version is invisible before any of its objects goes.
+                self.root.delete([self.root.manifest_key(s)])
+                self.root.delete_prefix(f"v{s:08d}/")
+                _drop_cached(self.root.cache_dir, s)
+                continue
             # Out of the namespace in one atomic step, then removed: never a half-deleted vNNN.
             trash = self.root / f".trash-{s:08d}-{uuid.uuid4().hex}"
             os.rename(version_dir(self.root, s), trash)
             shutil.rmtree(trash, ignore_errors=True)
-        fsync_path(self.root)
+        if self.remote:
+            _remove_orphans(self.root, self.orphan_grace_s)
+        else:
+            fsync_path(self.root)
+
+
+# --- object storage: upload, cache, clean-up -------------------------------------------------
+
+
+def _transfer(fn, items: list) -> None:
+    """``fn`` over ``items`` on a few threads (a version is tens of small objects: one request
+    each, latency-bound); the first error is raised."""
+    if len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(min(TRANSFER_THREADS, len(items))) as pool:
+        for _ in pool.map(fn, items):
+            pass
+
+
+def _upload_version(loc: S3Root, prepared: PreparedVersion) -> None:
+    seq, token = prepared.seq, prepared.manifest["objects"]
+    rels = sorted(prepared.manifest["files"])
+    _transfer(lambda rel: loc.upload(prepared.folder / rel, loc.data_key(seq, token, rel)), rels)
+    if not loc.put_if_absent(loc.manifest_key(seq), prepared.raw_manifest):  # the commit point
+        try:
+            loc.delete([loc.data_key(seq, token, rel) for rel in rels])
+        except Exception:  # orphans then: the next clean-up deletes them (the seq is decided)
+            log.warning("could not delete the objects of a lost publication of v%08d", seq, exc_info=True)
+        raise VersionConflict(seq, loc.uri)
+
+
+def _set_aside_remote(loc: S3Root, seq: int) -> None:
+    try:
+        raw = loc.get(loc.manifest_key(seq))
+    except FileNotFoundError:
+        return
+    loc.put(loc.key(f"rejected/v{seq:08d}-{uuid.uuid4().hex[:8]}.json"), raw)
+    loc.delete([loc.manifest_key(seq)])
+    _drop_cached(loc.cache_dir, seq)
+
+
+def _remove_orphans(loc: S3Root, grace_s: float) -> int:
+    """Delete objects no manifest will ever name (``ServingPublisher.clean``); how many."""
+    manifests = loc.list_manifests()
+    newest = max(manifests, default=0)
+    by_seq: dict[int, dict[str, list]] = {}
+    for seq, token, key, modified in loc.list_data():
+        by_seq.setdefault(seq, {}).setdefault(token, []).append((key, modified.timestamp()))
+    now, doomed = time.time(), []
+    for seq, tokens in by_seq.items():
+        if seq in manifests:
+            if len(tokens) == 1:
+                continue  # the usual case: only the winner's objects (no manifest read needed)
+            try:
+                keep = _read_remote_manifest(loc, seq)[0]["objects"]
+            except (FileNotFoundError, CorruptVersion):
+                continue  # deleted meanwhile, or a broken one: the next clean-up decides
+            doomed += [key for token, objs in tokens.items() if token != keep for key, _ in objs]
+        else:
+            for objs in tokens.values():
+                if seq < newest or all(now - t > grace_s for _, t in objs):
+                    doomed += [key for key, _ in objs]
+    if doomed:
+        loc.delete(doomed)
+        log.info("removed %d orphan objects from %s", len(doomed), loc.uri)
+    return len(doomed)
+
+
+def _drop_cached(cache: Path, seq: int) -> None:
+    """Remove a version's cached copy: renamed out of the namespace first, as retention does."""
+    d = version_dir(cache, seq)
+    trash = cache / f".trash-{seq:08d}-{uuid.uuid4().hex}"
+    try:
+        os.rename(d, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _install_cached(cache: Path, folder: Path, seq: int) -> None:
+    """Rename a complete version folder into the cache as ``vNNNNNNNN`` (replacing an older copy
+    of that seq). Another process of the host may have installed the same version first: fine."""
+    d = version_dir(cache, seq)
+    if d.exists():
+        _drop_cached(cache, seq)
+    try:
+        os.rename(folder, d)
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
 
 
 def _write_admission(tables: dict[str, CollisionlessEmbeddingTable], path: Path) -> dict[str, Any] | None:
@@ -472,6 +727,116 @@ def _stat_key(root: Path, seq: int) -> tuple | None:
     return (ds.st_ino, ds.st_mtime_ns, ds.st_mode, mkey)
 
 
+class _LocalSource:
+    """The versions of a local serving directory, read in place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = self.files_root = root
+
+    def list(self) -> list[int]:
+        return list_versions(self.root)
+
+    def key(self, seq: int) -> tuple | None:
+        return _stat_key(self.root, seq)
+
+    def manifest(self, seq: int) -> dict[str, Any]:
+        return read_version_manifest(self.root, seq)
+
+    def fetch(self, seq: int, manifest: dict[str, Any]) -> None:
+        _verify_files(self.root, seq, manifest)
+
+
+class _RemoteSource:
+    """The versions of a serving root on object storage, copied into its local cache folder to be
+    verified and read there (the local protocol: a ``.dl-*`` folder renamed into place). A cached
+    copy is the version when its manifest's bytes are the remote manifest's (same sha256)."""
+
+    def __init__(self, loc: S3Root) -> None:
+        self.loc, self.files_root = loc, loc.cache_dir
+        self._listed: dict[int, str] = {}  # seq -> the manifest's ETag, at the last listing
+        self._raw: dict[tuple[int, str], bytes] = {}  # (seq, manifest sha256) -> its bytes
+
+    def list(self) -> list[int]:
+        self._listed = self.loc.list_manifests()
+        self._prune()
+        return sorted(self._listed)
+
+    def key(self, seq: int) -> tuple | None:
+        etag = self._listed.get(seq)
+        return None if etag is None else ("s3", etag)
+
+    def manifest(self, seq: int) -> dict[str, Any]:
+        manifest, raw = _read_remote_manifest(self.loc, seq)
+        self._raw = {k: v for k, v in self._raw.items() if k[0] != seq}
+        self._raw[(seq, manifest["manifest_sha256"])] = raw
+        return manifest
+
+    def fetch(self, seq: int, manifest: dict[str, Any]) -> None:
+        fresh = self._download(seq, manifest)
+        try:
+            _verify_files(self.files_root, seq, manifest)
+        except CorruptVersion:
+            if fresh:
+                raise
+            # The cached copy went bad (a disk, a person): fetch it again once before refusing.
+            _drop_cached(self.files_root, seq)
+            self._download(seq, manifest)
+            _verify_files(self.files_root, seq, manifest)
+
+    def _download(self, seq: int, manifest: dict[str, Any]) -> bool:
+        """Ensure the cache holds this version (True if it was downloaded now)."""
+        cache, sha = self.files_root, manifest["manifest_sha256"]
+        cached = version_dir(cache, seq) / MANIFEST
+        try:
+            if hashlib.sha256(cached.read_bytes()).hexdigest() == sha:
+                return False
+        except OSError:
+            pass
+        raw = self._raw.get((seq, sha))
+        if raw is None:
+            manifest, raw = _read_remote_manifest(self.loc, seq)
+            if manifest["manifest_sha256"] != sha:
+                raise FileNotFoundError(f"{self.loc.uri}: v{seq:08d} was republished meanwhile")
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".dl-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            token = manifest["objects"]
+
+            def get(rel: str) -> None:
+                try:
+                    self.loc.download(self.loc.data_key(seq, token, rel), tmp / rel)
+                except FileNotFoundError:
+                    if seq not in self.loc.list_manifests():
+                        raise  # retention removed the version meanwhile: the caller lists again
+                    raise CorruptVersion(f"{self.loc.uri}/v{seq:08d}: object {rel!r} is missing") from None
+
+            _transfer(get, sorted(manifest["files"]))
+            (tmp / MANIFEST).write_bytes(raw)
+            _install_cached(cache, tmp, seq)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return True
+
+    def _prune(self) -> None:
+        """Drop cached versions no longer published (deleted remotely or set aside), and the
+        leftovers of downloads a killed process began more than an hour ago."""
+        try:
+            children = list(self.files_root.iterdir())
+        except FileNotFoundError:
+            return
+        for p in children:
+            m = _VERSION_RE.match(p.name)
+            if m and int(m.group(1)) not in self._listed:
+                _drop_cached(self.files_root, int(m.group(1)))
+            elif p.name.startswith((".dl-", ".trash-")):
+                try:
+                    if time.time() - p.stat().st_mtime > 3600:
+                        shutil.rmtree(p, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+
+
 class ServingReader:
     """A long-lived reader of one serving directory (the model server's): finds the newest state
     it can load and remembers what it verified and what it rejected.
@@ -480,10 +845,18 @@ class ServingReader:
     and hashed once, when it appears or changes on disk. A version that fails its checks is
     remembered with the reason (``rejected``), logged once, and skipped: the reader falls back to
     the newest state that verifies, at start and while running.
+
+    On object storage (``root`` ``s3://...`` or an ``S3Root``) a poll is one LIST of the
+    manifests; a version is downloaded into the cache folder (``files_root``) when it is part of
+    the chain to load, then verified and read there exactly as a local one.
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Root) -> None:
+        self.root = location(root)
+        self._source = (_RemoteSource(self.root) if isinstance(self.root, S3Root)
+                        else _LocalSource(self.root))
+        self.files_root: Path = self._source.files_root  # where the versions' files are read
+        self.location = str(self.root)  # what it reads: the folder, or the s3:// URI
         self._entries: dict[int, _Entry] = {}
         self.newest_seq = 0  # the newest version directory at the last scan, loadable or not
 
@@ -493,13 +866,13 @@ class ServingReader:
         return {s: e.reason for s, e in sorted(self._entries.items()) if e.manifest is None}
 
     def _scan(self) -> list[int]:
-        seqs = list_versions(self.root)
+        seqs = self._source.list()
         self.newest_seq = seqs[-1] if seqs else 0
         for s in list(self._entries):
             if s not in seqs:
                 del self._entries[s]
         for s in seqs:
-            key = _stat_key(self.root, s)
+            key = self._source.key(s)
             old = self._entries.get(s)
             if key is None:
                 self._entries.pop(s, None)
@@ -507,7 +880,7 @@ class ServingReader:
             if old is not None and old.key == key:
                 continue
             try:
-                self._entries[s] = _Entry(key, read_version_manifest(self.root, s))
+                self._entries[s] = _Entry(key, self._source.manifest(s))
             except FileNotFoundError:
                 self._entries.pop(s, None)  # removed by retention between listing and reading
             except CorruptVersion as e:
@@ -545,7 +918,7 @@ class ServingReader:
                 if e.verified:
                     continue
                 try:
-                    _verify_files(self.root, s, e.manifest)
+                    self._source.fetch(s, e.manifest)
                 except FileNotFoundError:
                     self._entries.pop(s, None)
                     failed = True
@@ -561,12 +934,12 @@ class ServingReader:
     def load(self, chain: Chain) -> ServingState:
         """Build the state a chain describes (FileNotFoundError if retention removed part of it)."""
         first = chain.manifests[0]
-        d = version_dir(self.root, first["seq"])
+        d = version_dir(self.files_root, first["seq"])
         tables = {slot: load_snapshot(d / rel) for slot, rel in first["tables"].items()}
         dense = _load_dense(d / first["dense"])
         admission = (d, first.get("admission"))
         for m in chain.manifests[1:]:
-            dd = version_dir(self.root, m["seq"])
+            dd = version_dir(self.files_root, m["seq"])
             for slot, rel in m["tables"].items():
                 apply_delta(tables[slot], dd / rel)
             if m["dense"]:
@@ -579,11 +952,13 @@ class ServingReader:
                             identity=chain.identity)
 
 
-def load_latest(root: str | os.PathLike, *, after: int = 0, retries: int = 5) -> ServingState | None:
+def load_latest(root: Root, *, after: int = 0, retries: int = 5) -> ServingState | None:
     """The newest consistent state: the newest verifiable full version, then every delta that
     chains from it. None if there is no usable version newer than ``after``. (A server polls
-    with a ``ServingReader``, which remembers what it verified; this reads from scratch.)"""
-    root = Path(root)
+    with a ``ServingReader``, which remembers what it verified; this reads from scratch. On
+    object storage it reads through the root's cache folder: what is cached is not downloaded
+    again.)"""
+    root = location(root)
     for attempt in range(retries):
         seqs = list_versions(root)
         if not seqs or seqs[-1] <= after:
