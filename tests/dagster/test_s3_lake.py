@@ -54,17 +54,6 @@ def test_ingest_warehouse_and_care_with_the_lake_on_s3(tmp_path, instance, s3_en
     assert "events/views" in meta["lake_report"]["report"].value
 
 
-def test_steps_not_on_object_storage_yet_refuse_an_s3_lake_loudly(tmp_path, instance):
-    """A step that still derives its output next to the events in the local folder (the online
-    ranker) refuses a lake in a bucket: that folder is empty, and a silent empty build would look
-    like a quiet day. (The features, dims and tags are Delta tables in the bucket: the next test.)"""
-    import pytest
-
-    storage = PlatformStorage(data_dir=str(tmp_path), lake_uri="s3://bucket/lake")
-    with pytest.raises(dg.Failure, match="not on object storage yet"):
-        storage.derived_lake("online_ranker")
-
-
 def test_dims_features_and_tags_are_delta_tables_in_the_bucket(tmp_path, instance, s3_endpoint, s3_env,
                                                                monkeypatch):
     """With lake_uri set, dim_* publish the catalog as Delta tables in the bucket, the warehouse

@@ -30,9 +30,9 @@ class PlatformStorage(dg.ConfigurableResource):
     lake_dir: str | None = None
     # The lake's Delta tables on S3-compatible object storage: "s3://bucket/prefix" (default: the
     # local ``lake`` folder). Endpoint and region here or in AWS_ENDPOINT_URL / AWS_REGION;
-    # credentials only from the AWS environment (docs/deployment.md). The training examples, the
-    # features, the content tags and the catalog's dims are Delta tables beside the events (there
-    # too); the online ranker still needs the local ``lake`` folder (``derived_lake``, issue 16).
+    # credentials only from the AWS environment (docs/deployment.md). The derived tables (training
+    # examples, features, content tags, the catalog's dims, the online path's tables) are Delta
+    # tables beside the events, there too.
     lake_uri: str | None = None
     lake_endpoint_url: str | None = None
     lake_region: str | None = None
