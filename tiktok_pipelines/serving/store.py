@@ -459,8 +459,11 @@ class ServingPublisher:
         try:
             if self.remote:
                 _upload_version(self.root, prepared)
-                # the uploaded folder is this host's cached copy: its readers need not download it
-                _install_cached(self.root.cache_dir, prepared.folder, seq)
+                try:
+                    # the uploaded folder is this host's cached copy: its readers need not download it
+                    _install_cached(self.root.cache_dir, prepared.folder, seq)
+                except OSError:  # published all the same: readers download it
+                    log.warning("v%08d published; keeping a cached copy failed", seq, exc_info=True)
             else:
                 try:
                     os.rename(prepared.folder, version_dir(self.root, seq))  # the commit point
@@ -820,14 +823,16 @@ class _RemoteSource:
 
     def _prune(self) -> None:
         """Drop cached versions no longer published (deleted remotely or set aside), and the
-        leftovers of downloads a killed process began more than an hour ago."""
+        leftovers of downloads a killed process began more than an hour ago. Versions above the
+        newest listed stay: a publisher of this host may have just committed and cached one."""
         try:
             children = list(self.files_root.iterdir())
         except FileNotFoundError:
             return
+        newest = max(self._listed, default=0)
         for p in children:
             m = _VERSION_RE.match(p.name)
-            if m and int(m.group(1)) not in self._listed:
+            if m and int(m.group(1)) not in self._listed and int(m.group(1)) < newest:
                 _drop_cached(self.files_root, int(m.group(1)))
             elif p.name.startswith((".dl-", ".trash-")):
                 try:
