@@ -5,11 +5,13 @@
 For each slice end (a flush time), ingest the landing files flushed up to it (files already in the
 ingest log are skipped), then run one online update. It prints ``update <end>`` just before each
 update and ``done <seq>`` after it, so the test can aim its kill -9 at an update. Rerun after a kill,
-it picks up where the lake and the serving directory stand.
+it picks up where the lake and the serving directory stand. The lake is ``DATA_DIR/lake``, or
+``ONLINE_WORKER_LAKE`` when set (an ``s3://`` URI: the lake in a bucket).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +27,8 @@ KEEP_FULL = 1000  # keep every version, so the test can check each one's trainin
 
 
 def main(data: Path, ends: list[int]) -> None:
-    landing, lake, serving = data / "landing", data / "lake", data / "serving"
+    landing, serving = data / "landing", data / "serving"
+    lake = os.environ.get("ONLINE_WORKER_LAKE") or data / "lake"
     for end in ends:
         files = [f for f in list_landing_files(landing) if f.flushed_at_ms <= end]
         ingest_files(files, landing_root=landing, lake_root=lake)

@@ -81,18 +81,20 @@ def _assert_consistent(serving: Path) -> int:
 
 
 @pytest.mark.slow
-def test_kill_9_during_online_updates_trains_every_impression_once(tmp_path: Path) -> None:
+def test_kill_9_during_online_updates_trains_every_impression_once(tmp_path: Path, lake_root: str) -> None:
+    """On local disk and with the lake (the events, the streaming join's state and examples) on
+    the S3 server."""
     data = tmp_path / "data"
     # No late deliveries, so the audit at the end can recompute each window's examples from the
     # final lake; the batch model of day 1 is the first full version (as the daily retrain's).
     _, lake, serving, files, first_through = day_one_published(data, CONFIG, seed=5, users=300, videos=600,
-                                                               events_per_day=20_000)
+                                                               events_per_day=20_000, lake=lake_root)
     # Day 2 arrives in 30-minute slices (two 15-minute flushes), 8 hours of them.
     flushes = sorted({f.flushed_at_ms for f in files if "/dt=2026-11-02/" in f.rel_path})
     ends = [str(t) for t in flushes[1:33:2]]
 
     rng = random.Random(11)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ONLINE_WORKER_LAKE": str(lake)}
     cmd = [sys.executable, "-m", "tests.faults.online_worker", str(data), *ends]
     kills = {"random": 0, "mid_publish": 0}
     left_mid_publish = 0

@@ -37,18 +37,20 @@ def streamed(lake: Path, after_ms: int, until_ms: int) -> pa.Table:
 
 
 def day_one_published(root: Path, config: JoinerConfig, *, seed: int, users: int, videos: int,
-                      events_per_day: int) -> tuple[Path, Path, Path, list, int]:
+                      events_per_day: int, lake: str | None = None) -> tuple[Path, Path | str, Path, list, int]:
     """Two simulated days without late deliveries (an impression's labels are final once its
     window closed); day 1 ingested and its batch model published as the first full version.
     Returns (landing, lake, serving, every landing file, trained_through_ms); day 2 is left for
-    the online updates under test."""
+    the online updates under test. ``lake``: where the lake lives (default ``root/lake``; an
+    ``s3://`` URI puts it in a bucket)."""
     from tiktok_pipelines.ingest.engine import ingest_files
     from tiktok_pipelines.ingest.landing import list_landing_files
     from tiktok_pipelines.simulator import simulate
 
     simulate(root, seed=seed, users=users, videos=videos, days=2, events_per_day=events_per_day,
              start_date="2026-11-01", kuairec_dir=None, write_truth=False, late_rate=0.0)
-    landing, lake, serving = root / "landing", root / "lake", root / "serving"
+    landing, serving = root / "landing", root / "serving"
+    lake = lake or root / "lake"
     files = list_landing_files(landing)
     ingest_files([f for f in files if "/dt=2026-11-01/" in f.rel_path], landing_root=landing, lake_root=lake)
     _, through = publish_batch_model(lake, serving, config)

@@ -71,7 +71,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tiktok_pipelines.features.online import compute_counters, write_counters
+from tiktok_pipelines.features.online import COUNTERS_TABLE, compute_counters, write_counters
 from tiktok_pipelines.ingest.engine import Lake
 from tiktok_pipelines.lake import exclusive_lock, fsync_path
 from tiktok_pipelines.tables import TableStore
@@ -417,8 +417,8 @@ def _turns(store: TableStore):
         return
     root = Path(store.uri(STATE_DIR))
     if (root / "CURRENT").exists():
-        raise ValueError(f"{root} holds the streaming join's state in the former layout (CURRENT); remove it and "
-                         f"{store.uri(EXAMPLES_TABLE)} to start over")
+        raise ValueError(f"{root} holds the streaming join's state in the former layout (CURRENT); remove it, "
+                         f"{store.uri(EXAMPLES_TABLE)} and {store.uri(COUNTERS_TABLE)} to start over")
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / "_lock"):
         yield
@@ -492,7 +492,8 @@ def _step(lake: Lake, config: JoinerConfig, stream: StreamConfig, recovered: lis
     now_config = {"joiner": asdict(config), "stream": asdict(stream)}
     if saved_config and saved_config != now_config:
         raise ValueError(f"the streaming join's state was built with {saved_config}, not {now_config}: "
-                         f"remove {store.uri(STATE_DIR)} and {store.uri(EXAMPLES_TABLE)} to start over")
+                         f"remove {store.uri(STATE_DIR)}, {store.uri(EXAMPLES_TABLE)} and "
+                         f"{store.uri(COUNTERS_TABLE)} to start over")
     log = lake.read_ingest_log()
     floor = max(consumed.values()) - CONSUMED_SLACK_MS if consumed else None
     order = sorted({(ts, b) for b, ts in zip(log.column("batch_id").to_pylist(),
