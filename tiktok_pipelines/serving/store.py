@@ -115,7 +115,7 @@ def _s3_root(uri: str, endpoint_url: str | None, region: str | None, cache_base:
 
 
 @contextmanager
-def writer_lock(root: str | os.PathLike) -> Iterator[None]:
+def writer_lock(root: Root) -> Iterator[None]:
     """Hold the serving directory's writer lock for the block (see the module docstring).
 
     Re-entrant within a thread, so ``ServingPublisher`` can take it around each publication and
@@ -125,10 +125,8 @@ def writer_lock(root: str | os.PathLike) -> Iterator[None]:
     On object storage the lock is an flock in the root's local cache folder: it orders the
     writers of one host; writers on two hosts are ordered by the manifest's conditional put."""
     loc = location(root)
-    if isinstance(loc, S3Root):
-        key, folder = f"{loc.endpoint_url}|{loc.uri}", loc.cache_dir
-    else:
-        key, folder = str(loc.resolve()), loc
+    folder = loc.cache_dir if isinstance(loc, S3Root) else loc
+    key = str(folder.resolve())  # the lock is the flock of this folder's lock file
     held = _held.__dict__.setdefault("roots", set())
     if key in held:
         yield
