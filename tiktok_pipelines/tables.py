@@ -240,7 +240,10 @@ class TableStore:
             try:
                 write_deltalake(t if attempt == 0 else self.uri(name), data, mode="overwrite",
                                 predicate=predicate, partition_by=partition_by, storage_options=opts,
-                                schema_mode="overwrite" if predicate is None else None)
+                                # A whole replace takes the new schema; a partition replace merges
+                                # it (a feature column added or dropped: the other dates read NULL
+                                # for what they lack, rather than every later build failing).
+                                schema_mode="overwrite" if predicate is None else "merge")
                 return self.table(name).version()
             except CommitFailedError:
                 if attempt == retries - 1:

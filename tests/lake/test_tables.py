@@ -161,3 +161,12 @@ def test_replace_swaps_one_partition_or_the_whole_table_and_concurrent_rebuilds_
     assert store.dataset("f").to_table().to_pylist() == [{"d": "z", "x": 0, "y": "new"}]
     with pytest.raises(ValueError):
         store.replace("f", part("a", 1), where=("d; drop", "a"))
+
+
+def test_a_partition_replace_with_a_new_column_merges_the_schema(store: TableStore) -> None:
+    store.replace("g", pa.table({"d": ["a"], "x": [1]}), where=("d", "a"), partition_by=["d"])
+    # a later build adds a column: the older date reads NULL for it, the build does not fail
+    store.replace("g", pa.table({"d": ["b"], "x": [2], "y": [3.5]}), where=("d", "b"), partition_by=["d"])
+    rows = sorted(store.dataset("g").to_table().to_pylist(), key=lambda r: r["d"])
+    assert [{k: r[k] for k in ("d", "x", "y")} for r in rows] == [{"d": "a", "x": 1, "y": None},
+                                                                  {"d": "b", "x": 2, "y": 3.5}]

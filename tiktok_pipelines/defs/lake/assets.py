@@ -11,15 +11,20 @@ from tiktok_pipelines.defs.ingest.assets import INGEST_LOG_KEY, QUARANTINE_KEY, 
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.ingest.engine import lake_tables
 from tiktok_pipelines.training.joiner import EXAMPLES_META_TABLE, EXAMPLES_TABLE
-from tiktok_pipelines.schemas import STREAMS
+from tiktok_pipelines.defs.tagging.assets import LAKE_TABLE as TAGS_LAKE_TABLE
+from tiktok_pipelines.dims import dim_table
+from tiktok_pipelines.features.daily import ENTITIES, feature_table
+from tiktok_pipelines.schemas import CATALOG, STREAMS
 from tiktok_pipelines.tables import CarePolicy, compact, table_report, vacuum
 
 GROUP = "lake_care"
 
 
 def cared_tables() -> list[str]:
-    """The ingest's tables and the training examples (each rebuild of a date replaces its files)."""
-    return lake_tables() + [EXAMPLES_TABLE, EXAMPLES_META_TABLE]
+    """The ingest's tables and the derived ones: the training examples, the features, the dims
+    and the content tags (each rebuild replaces files, which vacuum removes after the retention)."""
+    return (lake_tables() + [EXAMPLES_TABLE, EXAMPLES_META_TABLE]
+            + [feature_table(e) for e in ENTITIES] + [dim_table(n) for n in sorted(CATALOG)] + [TAGS_LAKE_TABLE])
 CARE_CRON = "15 4 * * *"  # after the 02:00 features and 03:00 retrain, before the working day
 
 
