@@ -461,7 +461,7 @@ def _read_batches(snap: EventsSnapshot, stream: str, batches: list[str], logged_
 
 def run_stream_join(lake_root: str | os.PathLike | Lake, config: JoinerConfig, stream: StreamConfig | None = None,
                     *, max_batches: int | None = None, now_ms: int | None = None,
-                    clock_skew_ms: int = MAX_CLOCK_SKEW_MS, _after_part=None) -> StreamReport:
+                    clock_skew_ms: int = MAX_CLOCK_SKEW_MS, _after_part=None, _after_commit=None) -> StreamReport:
     """Join the ingest batches committed since the last run as one micro-batch; commit its
     examples and the new state. Safe to run concurrently (compare-and-swap; a lock too on local
     disk) and after a kill -9 (the step is redone)."""
@@ -472,7 +472,7 @@ def run_stream_join(lake_root: str | os.PathLike | Lake, config: JoinerConfig, s
     with _turns(lake.store):
         while True:
             report = _step(lake, config, stream, recovered, max_batches=max_batches, now_ms=now_ms,
-                           clock_skew_ms=clock_skew_ms, after_part=_after_part)
+                           clock_skew_ms=clock_skew_ms, after_part=_after_part, after_commit=_after_commit)
             if report is not None:
                 report.seconds = time.perf_counter() - started
                 return report
@@ -480,7 +480,8 @@ def run_stream_join(lake_root: str | os.PathLike | Lake, config: JoinerConfig, s
 
 
 def _step(lake: Lake, config: JoinerConfig, stream: StreamConfig, recovered: list[str], *,
-          max_batches: int | None, now_ms: int | None, clock_skew_ms: int, after_part) -> StreamReport | None:
+          max_batches: int | None, now_ms: int | None, clock_skew_ms: int, after_part,
+          after_commit) -> StreamReport | None:
     """One step from the committed state; None when another run committed the same seq first."""
     store = lake.store
     fs = store.filesystem()
@@ -535,6 +536,8 @@ def _step(lake: Lake, config: JoinerConfig, stream: StreamConfig, recovered: lis
     if not store.swap(COMMITS_TABLE, row, app=STREAM_APP, expected=seq):  # the commit
         _delete_dir(fs, _attempt_dir(store, nxt, token))
         return None
+    if after_commit is not None:  # tests: a crash between the commit and the examples' append
+        after_commit()
     _publish(store, fs, nxt, token, new_meta, examples)
     _clean(store, fs, nxt, token, locked=False)
     if joiner.state.max_ts_ms is not None:
