@@ -219,6 +219,30 @@ def test_a_model_server_reading_the_bucket_hot_reloads_a_new_delta(s3_serving: s
         assert client.get("/healthz").json()["status"] == "ok"
 
 
+def test_a_bucket_out_of_reach_degrades_health_and_the_last_state_keeps_serving(s3_serving: str,
+                                                                                 tmp_path: Path) -> None:
+    write_catalog(tmp_path / "catalog")
+    ServingPublisher(s3_serving).publish(server_tables(), now_s=1, dense={"w": np.zeros(1)}, full=True)
+    server = ModelServer(other_host(s3_serving, tmp_path), catalog_dir=tmp_path / "catalog")
+    assert server.health()["status"] == "ok"
+    loc = S3Root(s3_serving)
+    loc.delete(keys(s3_serving))
+    loc.client.delete_bucket(Bucket=loc.bucket)  # gone: every LIST fails
+    for _ in range(3):
+        assert server.reload() is False
+    h = server.health()
+    assert h["status"] == "degraded" and h["seq"] == 1 and h["reload_errors"] == 3
+    assert any(r.startswith(f"cannot read {s3_serving}") and "NoSuchBucket" in r for r in h["reasons"]), h
+    assert server.recommend(1, 1)["items"][0]["video_id"] == 13  # still answering from the last state
+    # the bucket back, with a new first version: read again, by its identity
+    loc.client.create_bucket(Bucket=loc.bucket)
+    tables = server_tables()
+    tables["video_id"].upsert_rows(np.array([14]), unit(0, 3.0)[None, :], now_s=2)
+    ServingPublisher(s3_serving).publish(tables, now_s=2, dense={"w": np.zeros(1)}, full=True)
+    assert server.reload() is True
+    assert server.health()["status"] == "ok" and server.recommend(1, 1)["items"][0]["video_id"] == 14
+
+
 def test_serve_command_reads_a_bucket_given_by_the_environment(s3_serving: str, tmp_path: Path,
                                                                monkeypatch) -> None:
     """``tiktok-pipelines serve`` with TIKTOK_SERVING_URI: a real process, its /healthz names the bucket."""

@@ -3,8 +3,9 @@
     GET /recommend?user_id=<int>&k=<1..100>[&rerank=0|1]   top-k videos for the user
     GET /healthz                              200 "ok", or 503 "degraded" with the reasons: no model,
                                               one that serves nothing, or an older version than the
-                                              newest published (rejected versions are listed); and
-                                              where it reads versions from ("serving")
+                                              newest published (rejected versions are listed), or a
+                                              serving root it cannot read (a bucket out of reach);
+                                              and where it reads versions from ("serving")
     GET /readyz                               200 while it can answer /recommend (for load balancers)
     GET /version                              the serving version in use (seq, full_seq, metadata)
 
@@ -267,6 +268,9 @@ class ModelServer:
         # by identity, with the reason: not rebuilt every poll, reported by /healthz.
         self.refused: tuple[tuple, str] | None = None
         self.falling_back = ""  # why the newest version is not the one served ("" when it is)
+        # Why the last poll could not read the serving root ("" when it could): a bucket that is
+        # unreachable or refuses the credentials. The last good state keeps serving meanwhile.
+        self.poll_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.reload()
@@ -329,7 +333,18 @@ class ModelServer:
         current = self.state.seq if self.state else 0
         chain = None
         try:
-            chain = self.reader.head()
+            try:
+                chain = self.reader.head()
+            except FileNotFoundError:
+                raise
+            except Exception as e:
+                error = f"cannot read {self.reader.location}: {type(e).__name__}: {e}"
+                if error != self.poll_error:  # once per distinct error, not once a second
+                    log.exception("%s; still serving seq %s", error, current)
+                self.poll_error = error
+                self.reload_errors += 1
+                return False
+            self.poll_error = ""
             identity = chain.identity if chain else None
             if chain is None or (self.state is not None and identity == self.state.identity):
                 return False
@@ -375,6 +390,8 @@ class ModelServer:
             reasons.append(f"seq {st.seq} serves nothing: no candidate videos")
         if self.falling_back:
             reasons.append(self.falling_back)
+        if self.poll_error:
+            reasons.append(self.poll_error)
         return {"status": "degraded" if reasons else "ok", "reasons": reasons, "model_loaded": st is not None,
                 "serving": self.reader.location,
                 "seq": st.seq if st else None, "newest_published_seq": self.reader.newest_seq,
