@@ -52,6 +52,14 @@ def test_ingest_warehouse_and_care_with_the_lake_on_s3(tmp_path, instance, s3_en
         versions = dict(con.execute("SELECT table_name, version FROM raw._lake_versions").fetchall())
     assert versions["events/views"] == 1  # 0: the empty create, 1: the batch
     assert "events/views" in meta["lake_report"]["report"].value
+    # The online sensor watches the ingest log where the ingest commits it: in the bucket (it
+    # once read the empty local folder, so an S3 lake never triggered an online update).
+    from tiktok_pipelines.defs.training.assets import online_update_job, online_update_sensor
+
+    defs = dg.Definitions(jobs=[online_update_job], sensors=[online_update_sensor], resources=resources)
+    tick = online_update_sensor.evaluate_tick(dg.build_sensor_context(
+        instance=instance, definitions=defs, resources=defs.resources))
+    assert len(tick.run_requests or []) == 1, tick.skip_message
 
 
 def test_dims_features_and_tags_are_delta_tables_in_the_bucket(tmp_path, instance, s3_endpoint, s3_env,

@@ -57,20 +57,8 @@ class PlatformStorage(dg.ConfigurableResource):
 
     @property
     def lake_location(self) -> str:
-        """Where the ingest's Delta tables live: ``lake_uri``, else the local ``lake`` folder."""
+        """Where the lake's Delta tables live: ``lake_uri``, else the local ``lake`` folder."""
         return self.lake_uri or str(self.lake)
-
-    def derived_lake(self, what: str) -> Path:
-        """The local lake folder, for a step that reads the events there and writes a derived
-        table beside them (features). Refused while ``lake_uri`` puts the events on
-        object storage: the derived tables are not there yet (issue 16), and reading an empty
-        local folder would build nothing, silently."""
-        if self.lake_uri:
-            raise dg.Failure(
-                f"{what} reads the events from the local lake folder ({self.lake}), but lake_uri puts them "
-                f"at {self.lake_uri}: the features and tags are not on object storage yet "
-                "(docs/deployment.md); leave lake_uri unset (a shared file system works) for this step")
-        return self.lake
 
     @property
     def lake_store(self) -> TableStore:

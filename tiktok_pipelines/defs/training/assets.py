@@ -286,13 +286,13 @@ online_update_job = dg.define_asset_job(
 )
 
 
-def ingest_log_position(lake_root) -> tuple[str, int] | None:
+def ingest_log_position(lake) -> tuple[str, int] | None:
     """(table id, newest version) of the lake's ingest log, a Delta table: each ingested batch is
     one commit of it (its last), so a new version means new committed batches. None before the
     first batch. Cheap: the Delta log since its last checkpoint, no data file is read."""
     from tiktok_pipelines.ingest.engine import INGEST_LOG_DIR, Lake
 
-    t = Lake(lake_root).store.table(INGEST_LOG_DIR)
+    t = (lake if isinstance(lake, Lake) else Lake(lake)).store.table(INGEST_LOG_DIR)
     if t is None:
         return None
     version = t.version()
@@ -312,7 +312,8 @@ def ingest_log_position(lake_root) -> tuple[str, int] | None:
     "log's newest version and one run count per tick.",
 )
 def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage):
-    position = ingest_log_position(storage.lake)
+    # Where the ingest commits: the bucket when lake_uri is set (the local folder would stay empty).
+    position = ingest_log_position(_examples_lake(storage))
     if position is None:
         yield dg.SkipReason("no ingested batch yet")
         return
