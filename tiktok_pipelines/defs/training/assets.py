@@ -38,8 +38,9 @@ GROUP = "training"
 
 
 def _examples_lake(storage: PlatformStorage):
-    """The lake the examples tables (``examples``, ``examples_meta``) live in: beside the events,
-    in ``lake_uri``'s bucket when it is set, else in the local lake folder."""
+    """The lake the examples tables (``examples``, ``examples_meta``) and the streaming join's
+    state and outputs (``_stream_join``, ``stream_examples``, ``online_counters``) live in: beside
+    the events, in ``lake_uri``'s bucket when it is set, else in the local lake folder."""
     from tiktok_pipelines.ingest.engine import Lake
 
     return Lake(storage.lake_location, store=storage.lake_store)
