@@ -14,6 +14,9 @@ from tiktok_pipelines.training.joiner import EXAMPLES_META_TABLE, EXAMPLES_TABLE
 from tiktok_pipelines.defs.tagging.assets import LAKE_TABLE as TAGS_LAKE_TABLE
 from tiktok_pipelines.dims import dim_table
 from tiktok_pipelines.features.daily import ENTITIES, feature_table
+from tiktok_pipelines.features.online import COUNTERS_TABLE
+from tiktok_pipelines.training.stream_join import COMMITS_TABLE as STREAM_COMMITS_TABLE
+from tiktok_pipelines.training.stream_join import EXAMPLES_TABLE as STREAM_EXAMPLES_TABLE
 from tiktok_pipelines.schemas import CATALOG, STREAMS
 from tiktok_pipelines.tables import CarePolicy, compact, table_report, vacuum
 
@@ -21,10 +24,13 @@ GROUP = "lake_care"
 
 
 def cared_tables() -> list[str]:
-    """The ingest's tables and the derived ones: the training examples, the features, the dims
-    and the content tags (each rebuild replaces files, which vacuum removes after the retention)."""
+    """The ingest's tables and the derived ones: the training examples, the features, the dims,
+    the content tags and the online path's tables (each rebuild replaces files, which vacuum
+    removes after the retention)."""
     return (lake_tables() + [EXAMPLES_TABLE, EXAMPLES_META_TABLE]
-            + [feature_table(e) for e in ENTITIES] + [dim_table(n) for n in sorted(CATALOG)] + [TAGS_LAKE_TABLE])
+            + [feature_table(e) for e in ENTITIES] + [dim_table(n) for n in sorted(CATALOG)] + [TAGS_LAKE_TABLE]
+            # the online path's: a file per step (examples), one replaced per step (counters, commits)
+            + [STREAM_EXAMPLES_TABLE, STREAM_COMMITS_TABLE, COUNTERS_TABLE])
 CARE_CRON = "15 4 * * *"  # after the 02:00 features and 03:00 retrain, before the working day
 
 
