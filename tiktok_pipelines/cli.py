@@ -119,7 +119,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(Path(args.data_dir), host=args.host, port=args.port, reload_interval_s=args.reload_interval,
-          serving=args.serving)
+          serving=args.serving, lake=args.lake)
     return 0
 
 
@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--serving", default=os.environ.get("TIKTOK_SERVING_URI") or None,
                    help="where the versions are: a folder or s3://bucket/prefix (endpoint and region from "
                         "AWS_ENDPOINT_URL / AWS_REGION; default TIKTOK_SERVING_URI, else <data-dir>/serving)")
+    v.add_argument("--lake", default=os.environ.get("TIKTOK_LAKE_URI") or None,
+                   help="where the online counters are: the lake's folder or s3://bucket/prefix "
+                        "(default TIKTOK_LAKE_URI, else <data-dir>/lake)")
     v.set_defaults(func=_cmd_serve)
 
     e = sub.add_parser("experiment", help="Monolith's experiments on the lake's examples: (a) batch vs "

@@ -180,7 +180,8 @@ class TrainingPolicy(dg.ConfigurableResource):
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     data_dir = _env("TIKTOK_DATA_DIR", "data")
     return {
-        "storage": PlatformStorage(data_dir=data_dir, lake_uri=os.environ.get("TIKTOK_LAKE_URI") or None),
+        "storage": PlatformStorage(data_dir=data_dir, lake_uri=os.environ.get("TIKTOK_LAKE_URI") or None,
+                                   serving_uri=os.environ.get("TIKTOK_SERVING_URI") or None),
         "ingest_policy": IngestPolicy(
             future_skew_seconds=int(_env("TIKTOK_FUTURE_SKEW_SECONDS", "300")),
             max_lateness_days=int(_env("TIKTOK_MAX_LATENESS_DAYS", "30")),

@@ -67,7 +67,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tiktok_pipelines.features.online import OnlineCounters
-from tiktok_pipelines.features.online import counters_path as lake_counters_path
+from tiktok_pipelines.features.online import CountersSource
 from tiktok_pipelines.schemas import landing_rel_path
 from tiktok_pipelines.serving.objectstore import S3Root, is_remote
 from tiktok_pipelines.serving.store import ServingReader
@@ -247,7 +247,7 @@ class ModelServer:
     def __init__(self, serving_root: str | os.PathLike | S3Root, *, catalog_dir: Path | None = None,
                  landing: Path | None = None, reload_interval_s: float = 1.0, model_version_tag: str = "two-tower",
                  models_root: Path | None = None, rerank_candidates: int = 100,
-                 counters_path: Path | None = None) -> None:
+                 counters_path: Path | None = None, counters_lake: str | os.PathLike | None = None) -> None:
         # a local folder, or a serving root on object storage (s3://bucket/prefix, or an S3Root)
         self.serving_root = serving_root if is_remote(serving_root) else Path(serving_root)
         self.models_root = Path(models_root) if models_root else None
@@ -255,7 +255,11 @@ class ModelServer:
         self.reranker = None  # (registry version, LGBMRanker) of the LightGBM champion
 
         self.catalog = Catalog(catalog_dir)
+        # The online counters: ``counters_lake`` (a lake folder or s3://bucket/prefix) polls the
+        # Delta table's version, on either store; ``counters_path`` (a local counters table
+        # folder) polls its mtime, which the writer bumps after each commit.
         self.counters_path = Path(counters_path) if counters_path else None
+        self.counters_source = CountersSource(counters_lake) if counters_lake is not None else None
         self.counters = OnlineCounters()
         self._counters_mtime: int | None = None
         self.impressions = ImpressionLog(landing)
@@ -301,7 +305,18 @@ class ModelServer:
         return True
 
     def reload_counters(self) -> bool:
-        """Re-read the online counters when their file changed; True if it did."""
+        """Re-read the online counters when they changed; True if they did."""
+        if self.counters_source is not None:
+            try:
+                new = self.counters_source.poll()
+            except Exception:
+                self.reload_errors += 1
+                log.exception("online counters reload failed; keeping those as of %s", self.counters.as_of_ms)
+                return False
+            if new is None:
+                return False
+            self.counters = new  # replaced whole, never mutated
+            return True
         if self.counters_path is None:
             return False
         try:
@@ -866,15 +881,15 @@ def uvicorn_settings() -> dict[str, Any]:
 
 
 def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_interval_s: float = 1.0,
-          serving: str | None = None) -> None:
+          serving: str | None = None, lake: str | None = None) -> None:
     """``serving``: where the versions are (a folder or ``s3://bucket/prefix``; default
-    ``<data_dir>/serving``)."""
+    ``<data_dir>/serving``); ``lake``: where the online counters are (default ``<data_dir>/lake``)."""
     import uvicorn
 
     server = ModelServer(serving or data_dir / "serving", catalog_dir=data_dir / "catalog",
                          landing=data_dir / "landing",
                          reload_interval_s=reload_interval_s, models_root=data_dir / "models",
-                         counters_path=lake_counters_path(data_dir / "lake"))
+                         counters_lake=lake or data_dir / "lake")
     server.start()
     server.warm_up()
 

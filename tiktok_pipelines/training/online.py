@@ -89,7 +89,11 @@ def ranker_from_state(state: ServingState) -> MonolithRanker:
 
 def default_checkpoint_root(serving_root: str | os.PathLike) -> Path:
     """Where the trainer of a serving directory keeps its checkpoint: beside it, never in it
-    (a server never reads training state)."""
+    (a server never reads training state). A serving root in a bucket has no "beside": pass a
+    local ``checkpoint_root``."""
+    if "://" in str(serving_root):
+        raise ValueError(f"the serving root {serving_root} is not a local folder: pass checkpoint_root "
+                         "(a local folder for the trainer's checkpoint)")
     serving = Path(serving_root)
     return serving.parent / f"{serving.name}_trainer"
 

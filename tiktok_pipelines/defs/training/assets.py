@@ -192,7 +192,8 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
         if champion_metrics:
             metadata[f"{name}/champion_auc_same_day"] = float(champion_metrics["auc"])
         if decision["promoted"] and isinstance(model, MonolithRanker):
-            published = ServingPublisher(storage.serving, keep_full=training_policy.keep_full_snapshots).publish(
+            published = ServingPublisher(storage.serving_location,
+                                         keep_full=training_policy.keep_full_snapshots).publish(
                 model.embeddings.tables, now_s=now_s, dense=model.dense_state(), full=True,
                 # A fresh model: its export drops the ids not seen within the TTL before the end of
                 # its training window, which is what expiry is for (a window longer than the TTL
@@ -240,11 +241,14 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
 @retry_only_transient
 def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, joiner_policy: JoinerPolicy,
                   training_policy: TrainingPolicy, ingest_policy: IngestPolicy):
-    from tiktok_pipelines.training.online import online_update
+    from tiktok_pipelines.training.online import default_checkpoint_root, online_update
 
     # The lake where the ingest puts it (local folder or lake_uri's bucket): the streaming join's
     # state, its examples and the online counters live beside the events, on the same store.
-    report = online_update(_examples_lake(storage), storage.serving, joiner_policy.config(),
+    # The serving versions where servers read them (serving_uri's bucket or the local folder); the
+    # trainer's checkpoint stays on this host's disk beside the local serving folder either way.
+    report = online_update(_examples_lake(storage), storage.serving_location, joiner_policy.config(),
+                           checkpoint_root=default_checkpoint_root(storage.serving),
                            dense_every_s=training_policy.online_dense_every_s,
                            full_every=training_policy.online_full_every,
                            batch_size=training_policy.online_batch_size,
