@@ -2,9 +2,9 @@
 
 Why SQL: DuckDB parses JSON and checks every field vectorised in C++, millions of lines per second;
 a Python loop per line would be ~50x slower (DESIGN.md, decision 2). Each line is parsed once, with
-every field kept as a JSON fragment, so the checks can tell a missing field from a mistyped one:
-``json_transform`` to the target types alone would silently coerce ``"12"`` or ``1.5`` into an
-integer.
+every non-string field kept as a JSON fragment, so the checks can tell a missing field from a
+mistyped one: ``json_transform`` to the target types alone would silently coerce ``"12"`` or
+``1.5`` into an integer.
 
 The query reads a relation ``lines(src_file_idx, src_line, line)`` plus ``files(src_file_idx,
 flushed_at_ms)`` and yields one row per line: the typed columns, ``event_date``, ``payload_hash``
@@ -158,13 +158,15 @@ def validation_sql(
 ) -> str:
     """A SELECT over ``lines``/``files`` that types every line and names the first failed rule.
 
-    One vectorised parse of each line: ``json_transform`` to a struct of JSON fragments, one per
-    field (NULL when the key is absent or its value is JSON null: not *present*). Each field's
-    typed value and strict JSON type come from its fragment with string functions
-    (``_fragment_value``), so the laxness of a typed transform never leaks through.
+    One vectorised parse of each line: ``json_transform`` to a struct with one member per field,
+    read as ``_READ_AS`` says (NULL when the key is absent or its value is JSON null: not
+    *present*). Each field's typed value and strict JSON type come from that read with string
+    functions (``_field_value``); only a string field whose text a non-string could have produced
+    asks ``json_type``, for that row. So the laxness of a typed transform never leaks through.
 
-    It replaced ``reference_validation_sql`` (a typed ``json_transform`` plus ``json_type`` of
-    every field: three parses of each line), which it matches row for row at ~60% of the cost.
+    It replaced ``reference_validation_sql`` (``json_type`` of every field plus a typed
+    ``json_transform``: three parses of each line with ``json_valid``), which it matches row for
+    row at ~85% of the CPU (1M events, all streams; docs/ingestion.md).
 
     ``max_ts_ms``: the ingest's clock + skew. An event later than it is a ``future_timestamp``
     whatever its file's flush time says (a file's name is the collector's word, not a fact).
