@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 import duckdb
@@ -100,10 +101,22 @@ def lake_relation(con: duckdb.DuckDBPyConnection, target: str, lake: Lake, table
     return con.execute(f"SELECT count(*) FROM {quoted}").fetchall()[0][0]
 
 
+def lake_relations() -> list[str]:
+    """Every relation ``refresh_lake_views`` makes: ``raw.<relation>`` then ``dims.<name>``."""
+    return [f"raw.{relation}" for relation, _, _ in _lake_tables()] + [f"dims.{name}" for name in CATALOG]
+
+
 def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path | str,
-                       store: TableStore | None = None) -> dict[str, int]:
+                       store: TableStore | None = None, *,
+                       relations: Collection[str] | None = None) -> dict[str, int]:
     """(Re)create ``raw.*`` over the lake's committed Delta versions and ``dims.*`` tables; returns
-    row counts.
+    row counts of the relations it (re)created.
+
+    ``relations``: only these (names as ``lake_relations`` gives them, e.g. ``"raw.views"``,
+    ``"dims.users"``; an unknown name raises ValueError); None: all of them. The others are left
+    as they are, and so are their rows in ``raw._lake_versions``: the refreshed raw relations'
+    rows are replaced (the table is created if missing), so it keeps one row per raw relation,
+    each the version its relation reads now.
 
     Each table is read at the version that is newest when the refresh gets to it, recorded in
     ``raw._lake_versions`` (relation, table_name, version; NULL: no such table yet). On local
@@ -119,6 +132,14 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path | str,
     dims are small and every staging model joins them); left as it is while the lake has no such
     table (``dim_<name>`` has not run).
     """
+    if relations is not None:
+        unknown = sorted(set(relations) - set(lake_relations()))
+        if unknown:
+            raise ValueError(f"refresh_lake_views: no such lake relation(s) {unknown}; "
+                             f"known: {lake_relations()}")
+        wanted = set(relations)
+    else:
+        wanted = set(lake_relations())
     lake = Lake(lake_root, store)
     counts: dict[str, int] = {}
     versions: list[tuple[str, str, int | None]] = []
@@ -126,14 +147,24 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path | str,
     try:
         con.execute("CREATE SCHEMA IF NOT EXISTS raw")
         con.execute("CREATE SCHEMA IF NOT EXISTS dims")
-        for relation, table, schema in _lake_tables():
+        for relation, table, schema in _lake_tables():  # in this order: the ingest log first
+            if f"raw.{relation}" not in wanted:
+                continue
             version = lake.store.version(table)
             counts[f"raw.{relation}"] = lake_relation(con, f"raw.{relation}", lake, table, version=version,
                                                       empty=_empty_select(con, schema))
             versions.append((f"raw.{relation}", table, version))
-        con.execute(f"CREATE OR REPLACE TABLE {LAKE_VERSIONS} (relation VARCHAR, table_name VARCHAR, version BIGINT)")
-        con.executemany(f"INSERT INTO {LAKE_VERSIONS} VALUES (?, ?, ?)", versions)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {LAKE_VERSIONS} (relation VARCHAR, table_name VARCHAR, version BIGINT)")
+        if relations is None:
+            con.execute(f"DELETE FROM {LAKE_VERSIONS}")  # all of it, as before: no row outlives its relation
+        elif versions:
+            con.execute(f"DELETE FROM {LAKE_VERSIONS} WHERE relation IN ({', '.join('?' * len(versions))})",
+                        [v[0] for v in versions])
+        if versions:
+            con.executemany(f"INSERT INTO {LAKE_VERSIONS} VALUES (?, ?, ?)", versions)
         for name in CATALOG:
+            if f"dims.{name}" not in wanted:
+                continue
             ds = dim_dataset(lake.store, name)
             if ds is None:
                 continue

@@ -197,3 +197,69 @@ def test_dims_are_loaded_from_the_catalogs_delta_tables_on_both_stores(tmp_path,
     assert refresh_lake_views(con, lake_root)["dims.users"] == 2
     assert con.execute("SELECT list(user_id ORDER BY user_id) FROM dims.users").fetchall() == [([1, 2],)]
     con.close()
+
+
+def test_refresh_of_some_relations_leaves_the_others_and_their_versions(tmp_path):
+    """``relations=``: only the named raw.* / dims.* are remade (one transaction); the others keep
+    what they read, and raw._lake_versions keeps their rows while the refreshed ones' rows move on."""
+    import pyarrow as pa
+
+    from tiktok_pipelines.dims import publish_dim
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    store = Lake(lake).store
+    views, orders = STREAMS["views"], STREAMS["orders"]
+    write_landing(landing, "views", [dumps(valid_record(views, i)) for i in range(4)], seq=1)
+    write_landing(landing, "orders", [dumps(valid_record(orders, i)) for i in range(2)], seq=2)
+    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
+    users = pa.table({"user_id": pa.array([1, 2, 3], pa.int64()), "age_band": ["a", "b", "c"],
+                      "country": ["x", "y", "z"]})
+    publish_dim(store, "users", users)
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    # A warehouse that never had a full refresh: the versions table is created.
+    assert refresh_lake_views(con, lake, relations=["raw.orders"]) == {"raw.orders": 2}
+    assert lake_versions(con) == {"events/orders": store.version("events/orders")}
+    assert not con.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'raw' "
+                           "AND view_name = 'views'").fetchall()[0][0]
+    full = refresh_lake_views(con, lake)
+    assert full["raw.views"] == 4 and full["dims.users"] == 3
+    before = lake_versions(con)
+    assert set(before) == set(_delta_versions(lake))
+
+    # More views, orders and users land; only raw.views and dims.users are refreshed.
+    write_landing(landing, "views", [dumps(valid_record(views, i, event_id=f"n{i}")) for i in range(3)], seq=3,
+                  flushed_at_ms=FLUSHED_AT_MS + 1000)
+    write_landing(landing, "orders", [dumps(valid_record(orders, i, event_id=f"n{i}")) for i in range(5)], seq=4,
+                  flushed_at_ms=FLUSHED_AT_MS + 1000)
+    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
+    publish_dim(store, "users", users.slice(0, 1))
+    counts = refresh_lake_views(con, lake, relations={"raw.views", "dims.users"})
+    assert counts == {"raw.views": 7, "dims.users": 1}
+    assert con.execute("SELECT count(*) FROM raw.orders").fetchall() == [(2,)]  # still the old version
+    after = lake_versions(con)
+    assert after["events/views"] == store.version("events/views") > before["events/views"]
+    assert {t: v for t, v in after.items() if t != "events/views"} == \
+        {t: v for t, v in before.items() if t != "events/views"}
+    assert con.execute("SELECT count(*), count(DISTINCT relation) FROM raw._lake_versions").fetchall() == \
+        [(len(before), len(before))]  # one row per raw relation, no duplicate
+
+    with pytest.raises(ValueError, match="no such lake relation"):
+        refresh_lake_views(con, lake, relations=["raw.nope"])
+    # A refresh that fails part-way leaves everything as it was (one transaction): more views
+    # land, and a file the newest orders version names is lost, so raw.orders fails after
+    # raw.views was remade.
+    write_landing(landing, "views", [dumps(valid_record(views, i, event_id=f"m{i}")) for i in range(2)], seq=5,
+                  flushed_at_ms=FLUSHED_AT_MS + 2000)
+    ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
+    old_files = set(store.add_actions("events/orders", before["events/orders"]).column("path").to_pylist())
+    new_files = set(store.add_actions("events/orders", None).column("path").to_pylist()) - old_files
+    assert new_files
+    for f in new_files:
+        (lake / "events" / "orders" / f).unlink()
+    with pytest.raises(duckdb.Error):
+        refresh_lake_views(con, lake, relations=["raw.orders", "raw.views"])
+    assert con.execute("SELECT count(*) FROM raw.views").fetchall() == [(7,)]
+    assert con.execute("SELECT count(*) FROM raw.orders").fetchall() == [(2,)]
+    assert lake_versions(con) == after
+    con.close()
