@@ -43,49 +43,109 @@ def _ctime_ns(landing, rel):
     return os.stat(landing / rel).st_ctime_ns
 
 
-def test_cursor_groups_and_run_keys(tmp_path, instance):
-    import time
+def _submit(defs, instance, requests, status=dg.DagsterRunStatus.NOT_STARTED):
+    """Create each request's run as the sensor daemon does before it evaluates the sensor again
+    (``_create_sensor_run``: NOT_STARTED, the request's tags, its run key and the sensor's name);
+    a run key already used gets no second run. Returns the runs created."""
+    job = defs.resolve_job_def("ingest_job")
+    runs = []
+    for rr in requests:
+        if instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": rr.run_key}), limit=1):
+            continue
+        runs.append(instance.create_run_for_job(
+            job_def=job, run_config=rr.run_config, status=status,
+            tags={**rr.tags, "dagster/run_key": rr.run_key, "dagster/sensor_name": landing_sensor.name}))
+    return runs
 
+
+def test_cursor_groups_and_run_keys(tmp_path, instance):
     data = tmp_path / "data"
     landing = data / "landing"
     rels = [_write(landing, i) for i in range(1, 6)]
-    defs = _defs(data, sensor_grace_s=1.0)  # a short window, so that a test can step past it
+    defs = _defs(data)
 
     requests, cursor, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [rels[0:2], rels[2:4], rels[4:5]]
     assert len({r.run_key for r in requests}) == 3
-    assert json.loads(cursor)["arrived_ns"] == max(_ctime_ns(landing, r) for r in rels)
-    assert len(json.loads(cursor)["recent"]) == 5  # all within the grace window of the mark
+    state = json.loads(cursor)
+    assert set(state) == {"files", "arrived_ns", "listing", "swept_ns", "sweeps"}  # no file list
+    assert state["files"] == 5 and state["arrived_ns"] == max(_ctime_ns(landing, r) for r in rels)
 
-    # Same state, same cursor: nothing; a replayed tick from the old cursor asks for the same keys.
+    # Same listing, same cursor: nothing, and neither the log nor the runs are read.
     assert _tick(defs, instance, cursor)[0] == []
+    # A replayed tick (the daemon resumes one with its old cursor) asks for the same keys.
     assert [r.run_key for r in _tick(defs, instance, None)[0]] == [r.run_key for r in requests]
 
-    # One new file: one run, for it alone.
-    time.sleep(1.2)  # beyond the 1-s grace window
+    # The daemon creates the runs; one new file: one run, for it alone (the others are in flight).
+    _submit(defs, instance, requests)
     new = _write(landing, 6)
     requests2, cursor2, _ = _tick(defs, instance, cursor)
     assert [_files(r) for r in requests2] == [[new]]
     assert json.loads(cursor2)["arrived_ns"] == _ctime_ns(landing, new)
-    # the five older files fell out of the window: the cursor stays small
-    assert len(json.loads(cursor2)["recent"]) == 1
+    assert len(cursor2) < 200 and len(cursor2) - len(cursor) < 5  # the cursor does not grow with the files
+
+
+def test_the_cursor_stays_short_with_thousands_of_files(tmp_path, instance):
+    """Review, issue 17: the sensor's page was dominated by a cursor holding thousands of file
+    hashes (every file of the grace window). The cursor now has five numbers whatever the landing
+    zone holds, and the files are still requested once."""
+    data = tmp_path / "data"
+    landing = data / "landing"
+    line = dumps(valid_record(STREAMS["views"], 1, event_id="x")) + "\n"
+    folder = landing / "views" / "dt=2026-11-01"
+    folder.mkdir(parents=True)
+    for i in range(3000):
+        (folder / f"views-20261101T000000Z-{i:06d}.ndjson").write_text(line)
+    defs = _defs(data, files_per_run=500)
+    requests, cursor, _ = _tick(defs, instance, None)
+    assert sum(len(_files(r)) for r in requests) == 3000 and len(requests) == 6
+    assert len(cursor) < 200, cursor
+    _submit(defs, instance, requests)
+    (folder / "views-20261101T000000Z-999999.ndjson").write_text(line)
+    requests, cursor, _ = _tick(defs, instance, cursor)
+    assert [_files(r) for r in requests] == [["views/dt=2026-11-01/views-20261101T000000Z-999999.ndjson"]]
+    assert len(cursor) < 200
+
+
+def test_a_cursor_of_an_earlier_version_is_accepted(tmp_path, instance):
+    """An instance upgraded with the old cursor (a mark and thousands of recent keys) or a cursor
+    that does not parse: the tick reads the lake, requests what is pending, keeps the sweep count
+    and writes the short cursor."""
+    data = tmp_path / "data"
+    landing = data / "landing"
+    rels = [_write(landing, i) for i in range(1, 4)]
+    defs = _defs(data, files_per_run=10)
+    assert dg.materialize([ingest_landing], resources=resources_for(data), instance=instance,
+                          run_config={"ops": {"ingest_landing": {"config": {"files": rels[:1]}}}}).success
+    import time
+
+    old = json.dumps({"arrived_ns": time.time_ns() + 3600 * 10**9, "recent": [f"{i:020x}" for i in range(5000)],
+                      "swept_ns": time.time_ns(), "sweeps": 7})
+    requests, cursor, _ = _tick(defs, instance, old)
+    assert [_files(r) for r in requests] == [rels[1:]]
+    state = json.loads(cursor)
+    assert state["sweeps"] == 7 and "recent" not in state and len(cursor) < 200
+    for garbage in ("not json", "[1, 2]", json.dumps({"mtime_ns": "x"})):
+        requests, cursor, _ = _tick(defs, instance, garbage)
+        assert [_files(r) for r in requests] == [rels[1:]] and "listing" in json.loads(cursor)
 
 
 def test_a_future_mtime_does_not_hide_later_files(tmp_path, instance):
     """A file copied with its mtime kept (cp -p, rsync -t) from a host whose clock runs a day ahead:
-    its arrival is its ctime, so the mark stays at now and the next file is requested on the next
-    tick, not a day (or a sweep) later."""
+    the cursor's newest arrival is its ctime, and the next file is requested on the next tick, not
+    a day (or a sweep) later."""
     import time
 
     data = tmp_path / "data"
     landing = data / "landing"
-    defs = _defs(data, sensor_sweep_s=0)  # no sweep: the window alone must see it
+    defs = _defs(data, sensor_sweep_s=0)  # no sweep: the tick alone must see it
     ahead = _write(landing, 1)
     tomorrow = time.time() + 86_400
     os.utime(landing / ahead, (tomorrow, tomorrow))
     requests, cursor, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [[ahead]]
     assert json.loads(cursor)["arrived_ns"] < time.time_ns()  # the ctime, not tomorrow's mtime
+    _submit(defs, instance, requests)
     later = _write(landing, 2)
     requests, cursor, _ = _tick(defs, instance, cursor)
     assert [_files(r) for r in requests] == [[later]]
@@ -107,10 +167,11 @@ def test_first_tick_skips_files_already_ingested(tmp_path, instance):
     assert requests == [] and "no new landing files" in skip
 
 
-def test_a_file_renamed_in_after_the_mark_is_requested(tmp_path, instance):
+def test_a_file_renamed_in_behind_the_newest_arrival_is_requested(tmp_path, instance):
     """A collector writes a file, then renames it into the landing zone: the rename keeps the old
-    mtime. The sensor must still see it as new (its ctime is the rename), and a file that lands
-    just behind the mark while the walk runs is caught by the grace window."""
+    mtime. The sensor must still see it as new. And a file whose arrival lies behind the newest one
+    seen (a walk that passed its folder before the rename; the clock that sets ctimes stepped back)
+    is requested on the next tick: what is pending comes from the ingest log, not from a mark."""
     import time
 
     data = tmp_path / "data"
@@ -120,7 +181,7 @@ def test_a_file_renamed_in_after_the_mark_is_requested(tmp_path, instance):
                           seq=1, flushed_at_ms=FLUSHED_AT_MS)
     requests, cursor, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [[first]]
-    time.sleep(0.05)
+    _submit(defs, instance, requests)
     # written an hour "ago" outside the landing zone, renamed in now
     staged = write_landing(tmp_path / "staging", "views", [dumps(valid_record(STREAMS["views"], 2, event_id="a2"))],
                            seq=2, flushed_at_ms=FLUSHED_AT_MS + 1000)
@@ -128,50 +189,50 @@ def test_a_file_renamed_in_after_the_mark_is_requested(tmp_path, instance):
     os.utime(tmp_path / "staging" / staged, (old, old))
     (landing / staged).parent.mkdir(parents=True, exist_ok=True)
     os.rename(tmp_path / "staging" / staged, landing / staged)
-    requests, cursor2, _ = _tick(defs, instance, cursor)
+    # the cursor saw an arrival an hour after this one (a ctime clock that stepped back since)
+    ahead = json.loads(cursor)
+    ahead["arrived_ns"] += 3600 * 10**9
+    requests, cursor2, _ = _tick(defs, instance, json.dumps(ahead))
     assert [_files(r) for r in requests] == [[staged]]
+    _submit(defs, instance, requests)
     assert _tick(defs, instance, cursor2)[0] == []  # and only once
-
-    # a file that arrived 1 s behind the mark and was not requested yet (the walk missed it)
-    mark = json.loads(cursor2)["arrived_ns"]
-    behind = json.dumps({"arrived_ns": mark + 10**9, "recent": [k for k in json.loads(cursor2)["recent"]]})
-    assert _tick(defs, instance, behind)[0] == []  # everything in the window was requested
-    forgot = json.dumps({"arrived_ns": mark + 10**9, "recent": []})
-    assert sorted(f for r in _tick(defs, instance, forgot)[0] for f in _files(r)) == sorted([first, staged])
+    # a cursor that lost its listing (a first tick): both are in flight, nothing is asked twice
+    assert _tick(defs, instance, None)[0] == []
 
 
-def _cursor(swept_ns, sweeps=0):
-    """A cursor whose mark is an hour from now: every file on disk lies behind its window."""
-    import time
-
-    return json.dumps({"arrived_ns": time.time_ns() + 3600 * 10**9, "recent": [],
-                       "swept_ns": swept_ns, "sweeps": sweeps})
+def _due(swept_ns=0, sweeps=0):
+    """A cursor whose last sweep was at ``swept_ns`` (0: a sweep is due) and whose listing matches
+    nothing (so that the tick reads the lake)."""
+    return json.dumps({"files": 0, "arrived_ns": 0, "listing": "-", "swept_ns": swept_ns, "sweeps": sweeps})
 
 
-def test_the_sweep_requests_files_left_behind_once_per_sweep(tmp_path, instance):
-    """Files behind the cursor's window that no run took (a clock step, a run that failed for good)
-    come back at the next sweep; ingested files and files of queued runs do not."""
+def test_files_whose_run_failed_wait_for_the_sweep(tmp_path, instance):
+    """A file whose run ended without ingesting it (failed for good, canceled) is not requested on
+    every tick (a broken disk would get a run per tick) but at the next sweep, with a run key of
+    that sweep; ingested files and files of queued runs are never requested."""
     import time
 
     data = tmp_path / "data"
     landing = data / "landing"
-    done, lost, queued = (_write(landing, i) for i in (1, 2, 3))
+    done, failed, queued, new = (_write(landing, i) for i in (1, 2, 3, 4))
     defs = _defs(data, files_per_run=10)
     assert dg.materialize([ingest_landing], resources=resources_for(data), instance=instance,
                           run_config={"ops": {"ingest_landing": {"config": {"files": [done]}}}}).success
+    cfg = lambda rel: {"ops": {"ingest_landing": {"config": {"files": [rel]}}}}  # noqa: E731
     job = defs.resolve_job_def("ingest_job")
-    waiting = instance.create_run_for_job(
-        job_def=job, run_config={"ops": {"ingest_landing": {"config": {"files": [queued]}}}},
-        status=dg.DagsterRunStatus.NOT_STARTED)  # created, not launched yet (queued needs a code server)
+    gone = instance.create_run_for_job(job_def=job, run_config=cfg(failed), status=dg.DagsterRunStatus.NOT_STARTED)
+    instance.report_run_failed(gone)
+    waiting = instance.create_run_for_job(job_def=job, run_config=cfg(queued), status=dg.DagsterRunStatus.NOT_STARTED)
 
-    # Far behind the mark, so the window never looks at them; the last sweep was just now: nothing.
-    requests, cursor, skip = _tick(defs, instance, _cursor(time.time_ns()))
-    assert requests == [] and "no new landing files" in skip
+    # The last sweep was just now: only the file no run has named.
+    requests, cursor, _ = _tick(defs, instance, _due(time.time_ns()))
+    assert [_files(r) for r in requests] == [[new]] and "landing/sweep" not in requests[0].tags
+    _submit(defs, instance, requests)
 
-    # A sweep is due: only the file that is neither ingested nor queued.
-    due = _cursor(0, sweeps=4)
+    # A sweep is due: the failed run's file, with the sweep's key and tag.
+    due = _due(0, sweeps=4)
     requests, cursor, _ = _tick(defs, instance, due)
-    assert [_files(r) for r in requests] == [[lost]]
+    assert [_files(r) for r in requests] == [[failed]]
     assert requests[0].tags["landing/sweep"] == "5" and requests[0].run_key.startswith("sweep5-")
     state = json.loads(cursor)
     assert state["sweeps"] == 5 and time.time_ns() - state["swept_ns"] < 60 * 10**9
@@ -180,25 +241,28 @@ def test_the_sweep_requests_files_left_behind_once_per_sweep(tmp_path, instance)
     # of that group is tried again).
     assert _tick(defs, instance, cursor)[0] == []
     assert [r.run_key for r in _tick(defs, instance, due)[0]] == [requests[0].run_key]
-    again = _tick(defs, instance, _cursor(0, sweeps=5))[0]
-    assert [_files(r) for r in again] == [[lost]] and again[0].run_key != requests[0].run_key
+    again = _tick(defs, instance, _due(0, sweeps=5))[0]
+    assert [_files(r) for r in again] == [[failed]] and again[0].run_key != requests[0].run_key
 
-    # The swept run ingests it; the queued run fails without starting: its file is the one left.
+    # The swept run ingests it; the queued run is canceled: its file waits for the next sweep.
     assert job.execute_in_process(run_config=requests[0].run_config, instance=instance).success
-    instance.report_run_failed(waiting)
-    requests, _, _ = _tick(defs, instance, _cursor(0))
+    instance.report_run_canceled(waiting)
+    requests, _, skip = _tick(defs, instance, _due(time.time_ns()))
+    assert requests == [] and "1 pending" in skip
+    requests, _, _ = _tick(defs, instance, _due(0))
     assert [_files(r) for r in requests] == [[queued]]
 
     # sensor_sweep_s = 0 turns the sweep off.
     off = dg.Definitions(assets=[ingest_landing], jobs=[ingest_job], sensors=[landing_sensor],
                          resources={"storage": PlatformStorage(data_dir=str(data)),
                                     "ingest_policy": IngestPolicy(sensor_sweep_s=0)})
-    assert _tick(off, instance, _cursor(0))[0] == []
+    assert _tick(off, instance, _due(0))[0] == []
 
 
-def test_the_sweep_leaves_the_window_to_the_cursor(tmp_path, instance):
-    """A file inside the window that the cursor already requested is not asked for twice by a sweep
-    in the same tick (its run may not exist yet when the sweep runs)."""
+def test_the_sweep_does_not_ask_again_for_files_of_a_run_in_flight(tmp_path, instance):
+    """The window between a request and its commit: the run the last tick asked for is queued (or
+    running) when a sweep comes; its files are not asked for a second time. A request whose run
+    was never created (nothing names the file) is taken by the sweep."""
     data = tmp_path / "data"
     landing = data / "landing"
     rel = _write(landing, 1)
@@ -206,9 +270,14 @@ def test_the_sweep_leaves_the_window_to_the_cursor(tmp_path, instance):
     requests, cursor, _ = _tick(defs, instance, None)
     assert [_files(r) for r in requests] == [[rel]]
     state = json.loads(cursor)
-    state["swept_ns"] = 0  # a sweep is due, and the run for the file was never launched
-    assert _tick(defs, instance, json.dumps(state))[0] == []
-    assert json.loads(_tick(defs, instance, json.dumps(state))[1])["sweeps"] == 1
+    state["swept_ns"] = 0  # a sweep is due
+    requests2, cursor2, _ = _tick(defs, instance, json.dumps(state))
+    assert [_files(r) for r in requests2] == [[rel]] and json.loads(cursor2)["sweeps"] == 1
+    for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED):
+        run = _submit(defs, instance, requests, status=status)[0]
+        got, cursor3, skip = _tick(defs, instance, json.dumps(state))
+        assert got == [] and "no new landing files" in skip and json.loads(cursor3)["sweeps"] == 1
+        instance.delete_run(run.run_id)
 
 
 def test_a_file_whose_run_failed_is_ingested_by_the_sweep_exactly_once(tmp_path, instance, monkeypatch):

@@ -1,31 +1,37 @@
 """The landing sensor: new files -> ingest runs.
 
-Cursor: a high-water mark of arrival time (``arrived_ns``: a file's ctime, so a file renamed in
-counts from its rename, and a preserved or future mtime cannot move the mark) plus the keys of
-the files that arrived within ``sensor_grace_s`` of the mark. Each tick lists the landing zone and requests runs, in groups of
-``files_per_run``, for every file that arrived after ``mark - grace`` and is not among those keys.
-The grace window covers the listing itself: a directory walk is not atomic, so a file renamed into
-a folder the walk already passed can be older than the newest file the walk saw. Without it that
-file would fall behind the mark and wait for a full run (the soak test caught this).
+What is pending is decided from the lake, not from the cursor: a landing file is pending when the
+ingest log has no row for its identity (``Lake.ingested_keys``) and no queued or running run names
+it in its config. Each tick requests runs, in groups of ``files_per_run``, for the pending files.
+Runs before the log: a run that ends in between has committed its batch before it ended.
 
-``run_key`` is the batch id, derived from the files' identities, so a tick that re-requests the
-same files launches nothing new; the ingest itself skips files already in the ingest log, so even
-a run launched twice changes nothing.
+The window between a request and its commit: the daemon creates a tick's runs (NOT_STARTED, then
+queued) before it evaluates the sensor again, so on the next tick those files are named by a run in
+flight and are not requested twice. ``run_key`` is the batch id, derived from the files'
+identities, so a replayed tick (the daemon resumes a tick it crashed in with the same cursor) asks
+for the same keys and Dagster launches each once; and the ingest skips files already in the log,
+so even a run launched twice changes nothing.
 
-The sweep. Two kinds of file never come back into the window: one whose arrival time falls behind
-it (the clock that sets ctimes, the landing host's or the NFS server's, stepped backwards), and one
-whose ingest run failed for good (its retries spent on a full disk, a run worker killed) — its
-``run_key`` is used, so Dagster would not launch it again. No scheduled job ingests (the daily and
-hourly jobs read the lake), so without the sweep such files would wait for a person to run
-``ingest_job``. Every ``sensor_sweep_s`` the sensor therefore compares the whole landing zone with
-the ingest log and requests every file behind the window that is neither ingested nor named by a
-run still queued or in progress. Its runs carry the tag ``landing/sweep`` and a run key of their own
-per sweep, so a group whose run failed is tried again at the next sweep, not skipped as a replay.
-A run in flight with no file list (``build_all``, a manual run) may take the same files: the second
-run then skips them (ingest log), so the overlap costs a run, never a duplicate.
+A file whose run ended without ingesting it (failed for good: retries spent on a full disk, a run
+worker killed; or canceled) waits for the sweep: every ``sensor_sweep_s`` every pending file is
+requested again, with a run key of its own per sweep (``sweep<n>-``, tag ``landing/sweep``), so a
+group whose run failed is tried again, not skipped as a replay of a used key. Between sweeps the
+files named by such runs (ended since the last sweep) are left alone, so a broken disk is not
+hammered by a run per tick. No scheduled job ingests (the daily and hourly jobs read the lake), so
+without the sweep such files would wait for a person to run ``ingest_job``. A run in flight with no
+file list (``build_all``, a manual run) may take the same files: the second run then skips them
+(ingest log), so the overlap costs a run, never a duplicate.
+
+The cursor is small and bounded whatever the size of the landing zone: the number of landing
+files, a digest of their identities and the newest arrival seen (a file's ctime), and when the last
+sweep ran. When the listing is the one of the last tick and no sweep is due, nothing can have
+become pending that was not requested already, so the tick ends after the listing without reading
+the log or the runs. Cursors of earlier versions (a mark plus the keys of recent files, thousands
+of them under load) are read for their sweep count and otherwise ignored: the lake decides.
 """
 
 
+import datetime as dt
 import json
 import time
 
@@ -36,6 +42,12 @@ from tiktok_pipelines.defs.resources import IngestPolicy, PlatformStorage
 from tiktok_pipelines.ingest.engine import Lake, batch_id_for
 from tiktok_pipelines.ingest.landing import LandingFile, list_landing_files
 
+# Runs that ended without ingesting what they named; their files wait for the next sweep.
+ENDED_UNDONE = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING]
+# The run store's clock and the sensor's may differ a little: a run that ended this long before the
+# last sweep still counts as ended after it (its files wait one sweep more at worst, or were taken).
+_CLOCK_SLACK_S = 60
+
 
 def files_named_by(run_config) -> list[str]:
     """The landing paths a run's config gives ``ingest_landing``; [] for a run that takes every
@@ -44,12 +56,43 @@ def files_named_by(run_config) -> list[str]:
     return list(cfg.get("files") or [])
 
 
-def _files_in_flight(instance: dg.DagsterInstance) -> set[str]:
-    """Landing paths named by ingest runs that are queued or running (any job, any sensor)."""
+def _files_named(instance: dg.DagsterInstance, filters: dg.RunsFilter) -> set[str]:
     named: set[str] = set()
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
+    for run in instance.get_runs(filters=filters):
         named.update(files_named_by(run.run_config))
     return named
+
+
+def _files_in_flight(instance: dg.DagsterInstance) -> set[str]:
+    """Landing paths named by ingest runs that are queued or running (any job, any sensor)."""
+    return _files_named(instance, dg.RunsFilter(statuses=IN_FLIGHT))
+
+
+def _files_of_runs_ended_since(instance: dg.DagsterInstance, since_ns: int) -> set[str]:
+    """Landing paths named by runs that failed or were canceled since ``since_ns``."""
+    after = dt.datetime.fromtimestamp(since_ns / 1e9 - _CLOCK_SLACK_S, tz=dt.timezone.utc)
+    return _files_named(instance, dg.RunsFilter(statuses=ENDED_UNDONE, updated_after=after))
+
+
+def read_cursor(raw: str | None) -> dict | None:
+    """The cursor's state, or None on a first tick. An earlier version's cursor (``recent`` keys,
+    ``mtime_ns``) or one that does not parse is accepted: only its sweep count and time are kept,
+    and with no ``listing`` the tick reads the lake."""
+    if not raw:
+        return None
+    try:
+        state = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(state, dict):
+        return None
+    out = {}
+    for k in ("files", "arrived_ns", "swept_ns", "sweeps"):
+        if isinstance(state.get(k), int):
+            out[k] = state[k]
+    if isinstance(state.get("listing"), str):
+        out["listing"] = state["listing"]
+    return out
 
 
 def _requests(group_files: list[LandingFile], step: int, key_prefix: str = "", tags=None):
@@ -66,53 +109,56 @@ def _requests(group_files: list[LandingFile], step: int, key_prefix: str = "", t
     job_name="ingest_job",
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests an ingest run for new landing files (high-water-mark cursor); every "
-    "sensor_sweep_s also for files behind the cursor that no run ingested (tag landing/sweep).",
+    description="Requests an ingest run for landing files that the lake's ingest log does not hold "
+    "and no queued or running run names; every sensor_sweep_s also for files whose run failed "
+    "(tag landing/sweep). The cursor is a digest of the listing, not a list of files.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage, ingest_policy: IngestPolicy):
-    cursor = json.loads(context.cursor) if context.cursor else None
+    cursor = read_cursor(context.cursor)
+    if context.cursor and (cursor is None or "listing" not in cursor):
+        context.log.info(f"cursor of an earlier version ({len(context.cursor):,} characters) replaced; "
+                         "pending files are read from the lake's ingest log")
     files = list_landing_files(storage.landing)
-    grace_ns = int(ingest_policy.sensor_grace_s * 1e9)
     now_ns = time.time_ns()
-    sweep: list[LandingFile] = []
-    if cursor is None:
-        # First tick on this instance: files an earlier run already ingested are not new.
-        done = Lake(storage.lake_location, storage.lake_store).ingested_keys()
-        new = [f for f in files if f.key not in done]
-        mark, swept_ns, sweeps = 0, now_ns, 0  # this tick looked at everything: it counts as a sweep
+    listing = batch_id_for(files)
+    state = {
+        "files": len(files),
+        "arrived_ns": max([f.arrived_ns for f in files] + [(cursor or {}).get("arrived_ns", 0)]),
+        "listing": listing,
+        "swept_ns": (cursor or {}).get("swept_ns", now_ns),  # a first tick reads everything: a sweep
+        "sweeps": (cursor or {}).get("sweeps", 0),
+    }
+    sweep_due = (cursor is not None and ingest_policy.sensor_sweep_s > 0
+                 and now_ns - state["swept_ns"] >= ingest_policy.sensor_sweep_s * 1e9)
+    if cursor is not None and cursor.get("listing") == listing and not sweep_due:
+        # The same files as the last tick, which requested every pending one or left it to the sweep.
+        yield dg.SkipReason(f"no new landing files ({len(files)} seen)")
+        return
+
+    # Runs first, then the log: a run that ends in between has committed before it ended.
+    in_flight = _files_in_flight(context.instance)
+    done = Lake(storage.lake_location, storage.lake_store).ingested_keys()
+    pending = [f for f in files if f.key not in done and f.rel_path not in in_flight]
+    if sweep_due:
+        state["swept_ns"], state["sweeps"] = now_ns, state["sweeps"] + 1
+        new, sweep = [], pending
+        if sweep:
+            context.log.warning(
+                f"sweep {state['sweeps']}: {len(sweep)} landing files are not ingested and no run is taking "
+                f"them (first: {sweep[0].rel_path}); requesting them again")
     else:
-        # "mtime_ns": the cursor of earlier versions (a mark alone, no recent keys).
-        mark = cursor.get("arrived_ns", cursor.get("mtime_ns", 0))
-        recent = set(cursor.get("recent", []))
-        new = [f for f in files if f.arrived_ns > mark - grace_ns and f.key not in recent]
-        swept_ns, sweeps = cursor.get("swept_ns", 0), cursor.get("sweeps", 0)
-        if ingest_policy.sensor_sweep_s > 0 and now_ns - swept_ns >= ingest_policy.sensor_sweep_s * 1e9:
-            # Runs first, then the log: a run that ends in between has committed before it ended.
-            in_flight = _files_in_flight(context.instance)
-            done = Lake(storage.lake_location, storage.lake_store).ingested_keys()
-            # Behind the window only: inside it the cursor's keys already decide (and a run asked
-            # for on the last tick is in flight by now).
-            sweep = [f for f in files if f.arrived_ns <= mark - grace_ns and f.key not in done
-                     and f.rel_path not in in_flight]
-            swept_ns, sweeps = now_ns, sweeps + 1
-            if sweep:
-                context.log.warning(
-                    f"sweep {sweeps}: {len(sweep)} landing files behind the cursor are not ingested and no "
-                    f"run is taking them (first: {sweep[0].rel_path}); requesting them again")
-    if files:
-        mark = max(mark, max(f.arrived_ns for f in files))
-        # Every file inside the new window is requested by now (this tick or an earlier one).
-        recent = sorted(f.key for f in files if f.arrived_ns > mark - grace_ns)
-    else:
-        recent = []
-    state = {"arrived_ns": mark, "recent": recent, "swept_ns": swept_ns, "sweeps": sweeps}
+        held = _files_of_runs_ended_since(context.instance, state["swept_ns"]) if cursor is not None else set()
+        new, sweep = [f for f in pending if f.rel_path not in held], []
+        if len(new) < len(pending):
+            context.log.info(f"{len(pending) - len(new)} landing files whose run failed wait for the next sweep")
+
     if state != cursor:
         context.update_cursor(json.dumps(state))
     if not new and not sweep:
-        yield dg.SkipReason(f"no new landing files ({len(files)} seen)")
+        yield dg.SkipReason(f"no new landing files ({len(files)} seen, {len(pending)} pending)")
         return
     step = max(1, ingest_policy.files_per_run)
     yield from _requests(new, step)
     # The sweep number in the key: a group whose run failed is launched again at the next sweep
     # (Dagster skips a run key it has seen), while a replay of this tick asks for the same keys.
-    yield from _requests(sweep, step, key_prefix=f"sweep{sweeps}-", tags={"landing/sweep": str(sweeps)})
+    yield from _requests(sweep, step, key_prefix=f"sweep{state['sweeps']}-", tags={"landing/sweep": str(state["sweeps"])})
