@@ -3,13 +3,28 @@
 Domains (find any asset by its folder): ``ingest/`` landing -> lake, ``catalog/`` reference data,
 ``warehouse/`` DuckDB warehouse and the analysts' copy. ``defs/resources.py`` binds storage paths
 and policies from the environment; ``defs/jobs.py`` holds the jobs that span domains.
+
+Every job (and every one-click materialisation in the UI) runs its steps in the run's own process
+unless it names another executor: see ``JOB_EXECUTOR``.
 """
 
 from pathlib import Path
 
 import dagster as dg
 
+# Dagster's default (multiprocess) executor starts one process per step, and each one imports this
+# code location again: 3-8 s per step, for steps that mostly run one at a time anyway (the warehouse
+# writers share the one-slot duckdb_warehouse pool; the SQL models chain). The scheduled hourly job
+# took 7 min 24 s for 28 s of work that way. In process, a run imports the code once; pools (the
+# instance's concurrency claims), retry policies (retries enabled by default) and asset checks work
+# the same. Measured by benchmarks/jobs.py (`make bench-jobs`); docs/operations.md, "Job overhead".
+# Not a forked multiprocess executor: delta-rs's tokio runtime does not survive a plain fork.
+JOB_EXECUTOR = dg.in_process_executor
+
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # The default for every job that does not set its own executor_def, the UI's implicit asset job
+    # included. merge refuses two different executors, so a defs file that set one would fail loudly.
+    return dg.Definitions.merge(loaded, dg.Definitions(executor=JOB_EXECUTOR))
