@@ -47,3 +47,20 @@ def test_every_warehouse_writer_is_in_the_pool():
     graph = load_defs().resolve_asset_graph()
     for name in ("warehouse_lake_tables", "analytics_db"):
         assert graph.get(AssetKey(name)).pools == {WAREHOUSE_POOL}
+
+
+def test_every_job_runs_its_steps_in_the_run_process():
+    # Dagster's default would be multi_or_in_process (a process, and an import of the code location,
+    # per step). Every job, the UI's implicit asset job (one-click materialisations) included, must
+    # resolve to the location's executor, and that executor must still retry (RetryPolicy).
+    from dagster._core.definitions.executor_definition import in_process_executor
+
+    from tiktok_pipelines.definitions import JOB_EXECUTOR
+
+    assert JOB_EXECUTOR is in_process_executor
+    jobs = {j.name: j for j in load_defs().resolve_all_job_defs()}
+    assert {"hourly_analytics_job", "ingest_job", "build_all", "__ASSET_JOB"} <= set(jobs)
+    wrong = {name: j.executor_def.name for name, j in jobs.items() if j.executor_def.name != "in_process"}
+    assert not wrong, wrong
+    retries = jobs["hourly_analytics_job"].executor_def.config_schema.as_field().default_value["retries"]
+    assert "enabled" in retries
