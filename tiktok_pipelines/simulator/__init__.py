@@ -4,12 +4,25 @@ day-by-day activity, dirty/late/duplicate delivery, landing micro-batch files, c
 Entry point: ``simulate(out_dir, ...) -> SimulationSummary`` (see ``core.py`` for the layout).
 """
 
-from tiktok_pipelines.simulator.core import SimulationSummary, simulate
-from tiktok_pipelines.simulator.dirty import (
-    DEFAULT_DIRTY_WEIGHTS,
-    DIRTY_KINDS,
-    KINDS,
-    expected_reason,
-)
+# Resolved on first use (PEP 562), not at import: the code location imports only
+# simulator.observed (the served definitions), and every Dagster run worker imports the location;
+# the simulator proper (world, events, writers) is for the CLI and the benchmarks.
+_LAZY = {
+    "SimulationSummary": "core",
+    "simulate": "core",
+    "DEFAULT_DIRTY_WEIGHTS": "dirty",
+    "DIRTY_KINDS": "dirty",
+    "KINDS": "dirty",
+    "expected_reason": "dirty",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"tiktok_pipelines.simulator.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["DEFAULT_DIRTY_WEIGHTS", "DIRTY_KINDS", "KINDS", "SimulationSummary", "expected_reason", "simulate"]

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.optimize as so
 import scipy.sparse as sp
 
 from tiktok_pipelines.tagging.features import FeatureConfig, Vectorizer, doc_terms
@@ -164,6 +163,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         z = logits / np.exp(log_t)
         z = z - z.max(axis=1, keepdims=True)
         return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y]))
+
+    # Imported here, not at the top: scipy.optimize is ~0.5 s of imports, and every Dagster run
+    # worker imports this module with the code location; only a training run calibrates.
+    import scipy.optimize as so
 
     res = so.minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded")
     return float(np.exp(res.x))
