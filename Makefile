@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-freshness-daemon bench-analytics bench-serving soak fuzz faults clean
+.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-freshness-daemon bench-analytics bench-serving bench-jobs soak fuzz faults clean
 
 setup: $(VENV)/.installed
 
@@ -106,6 +106,11 @@ bench-freshness-daemon: setup
 ## 20k videos: rps, p50/p99 ms. Builds a small model unless SERVING_DATA names a data dir (make quickstart's)
 bench-serving: setup
 	$(BIN)/python benchmarks/serving.py $(if $(SERVING_DATA),--data-dir "$(SERVING_DATA)",) $(if $(REQUESTS),--requests $(REQUESTS),)
+
+## bench-jobs: hourly_analytics_job, ingest_job and a one-asset materialisation launched as the UI launches
+## them (dagster dev: run queue, dagster-daemon, run workers) on a small world: wall time vs the steps' work
+bench-jobs: setup
+	$(BIN)/python benchmarks/jobs.py $(JOBS_ARGS)
 
 ## soak: MINUTES (default 5) of everything at once (simulator streaming, dagster-daemon's sensors
 ## ingesting and training online, analysts querying, a client calling the server), then an exactly-once
