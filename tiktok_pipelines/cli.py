@@ -17,6 +17,7 @@ Each command prints a one-line JSON summary last, so scripts can read it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -88,26 +89,221 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+# The code location `dagster dev` loads (workspace.yaml's location_name, pyproject's
+# [tool.dg.project] code_location_name): the CLI's runs name it so the UI files them under it.
+CODE_LOCATION = "tiktok_pipelines"
+DEFS_MODULE, DEFS_ATTRIBUTE = "tiktok_pipelines.definitions", "defs"
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m {seconds % 60:02.0f}s"
+
+
+class _RunReporter:
+    """Turns the dagster events of the CLI's runs into what a person reads: a line when a run
+    starts, one per finished step (with its time), a failed step's error with its whole stack and
+    causes, failed checks and user warnings; and the counts the closing summary quotes. It is fed
+    by a dagster logger (``logger_def``), so it sees every event of every run the definitions
+    execute, including those ``backfill_features`` starts."""
+
+    def __init__(self, stream, instance, *, steps: bool = True):
+        self.stream, self.instance, self.steps = stream, instance, steps
+        self.runs: list[dict] = []
+        self.failures: list[str] = []
+        self.materialized: set[str] = set()
+        self.checks = {"passed": 0, "failed": 0}
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def handle(self, record) -> None:
+        from dagster import DagsterEventType as T
+
+        event = getattr(record, "dagster_event", None)
+        if event is None:  # context.log from the assets: warnings and errors only
+            if record.levelno >= 30:
+                self._say(f"  {record.levelname.lower()}: {getattr(record, 'dagster_meta', {}).get('orig_message', record.getMessage())}")
+            return
+        kind, step = event.event_type, event.step_key
+        if kind == T.RUN_START:
+            run = {"run_id": record.dagster_meta["run_id"], "job": event.job_name, "steps": 0, "failed": 0}
+            self.runs.append(run)
+            dagster_run = self.instance.get_run_by_id(run["run_id"])
+            partition = dagster_run.tags.get("dagster/partition") if dagster_run else None
+            plan = (self.instance.get_execution_plan_snapshot(dagster_run.execution_plan_snapshot_id)
+                    if dagster_run and dagster_run.execution_plan_snapshot_id else None)
+            run["of"] = len(plan.step_keys_to_execute) if plan else None
+            job = "assets" if event.job_name.startswith("__ASSET_JOB") else event.job_name  # an ad-hoc selection
+            if self.steps:
+                where = f" [{partition}]" if partition else ""
+                steps = f", {run['of']} steps" if run["of"] else ""
+                self._say(f"{job}{where}: run {run['run_id'][:8]}{steps}")
+        elif kind in (T.STEP_SUCCESS, T.STEP_FAILURE, T.STEP_SKIPPED):
+            run = self.runs[-1] if self.runs else {"steps": 0, "failed": 0, "of": None}
+            run["steps"] += 1
+            ms = getattr(event.event_specific_data, "duration_ms", None)
+            took = f"  {_fmt_s(ms / 1000)}" if ms is not None else ""
+            mark = {T.STEP_SUCCESS: "ok", T.STEP_FAILURE: "FAILED", T.STEP_SKIPPED: "skipped"}[kind]
+            count = f"{run['steps']:>3}/{run['of']}" if run["of"] else f"{run['steps']:>3}"
+            if self.steps or kind == T.STEP_FAILURE:
+                self._say(f"  [{count}] {mark:<7} {step}{took}")
+            if kind == T.STEP_FAILURE:
+                run["failed"] += 1
+                self.failures.append(step)
+                self._error(event.event_specific_data.error)
+        elif kind == T.RUN_FAILURE:
+            run = self.runs[-1] if self.runs else {"failed": 0}
+            error = getattr(event.event_specific_data, "error", None)
+            self._say(f"  run {record.dagster_meta['run_id'][:8]} FAILED")
+            if error is not None and not run["failed"]:  # a failure outside the steps: its own error
+                self._error(error)
+        elif kind == T.ASSET_MATERIALIZATION:
+            self.materialized.add(event.asset_key.to_user_string())
+        elif kind == T.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            self.checks["passed" if evaluation.passed else "failed"] += 1
+            if not evaluation.passed:
+                self._say(f"      check failed: {evaluation.asset_key.to_user_string()} {evaluation.check_name} "
+                          f"({evaluation.severity.value})")
+
+    def _error(self, error) -> None:
+        if error is None:
+            return
+        text = error.to_string() if hasattr(error, "to_string") else str(error)
+        for line in text.rstrip().splitlines():
+            self._say(f"      {line}")
+
+    def logger_def(self):
+        import logging
+
+        import dagster as dg
+
+        reporter = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                reporter.handle(record)
+
+        @dg.logger(description="tiktok-pipelines run: one line per step, errors in full")
+        def progress(_init_context) -> logging.Logger:
+            log = logging.Logger("tiktok_pipelines.progress", level=logging.DEBUG)  # filtering is handle()'s
+            log.addHandler(_Handler())
+            return log
+
+        return progress
+
+
+@contextlib.contextmanager
+def _runs_filed_under_code_location(instance):
+    """Give the runs this process creates the origin a run launched from the UI has.
+
+    The UI's Overview timeline (dagster-webserver's useRunsForTimeline) drops every run whose
+    ``repositoryOrigin`` is null, and that field is the run's ``remote_job_origin``, which
+    ``execute_in_process`` never sets (nor does ``dagster job execute``): such runs show under
+    Runs but not on the timeline, nor under the code location. The run itself is built by
+    ``execute_in_process`` through ``instance.create_run_for_job``, which takes both origins as
+    arguments, so for the duration of the command this instance's ``create_run_for_job`` fills
+    them in: the code location ``dagster dev -w workspace.yaml`` loads (its name, the single
+    repository of a Definitions) and the Python origin of the same module. The run then also
+    carries the ``dagster/code_location`` and ``.dagster/repository`` tags the UI filters by.
+    """
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    cwd = os.getcwd()
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFS_MODULE, attribute=DEFS_ATTRIBUTE,
+                             working_directory=cwd),
+        CODE_LOCATION)
+    remote_repository = RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME)
+    python_repository = ReconstructableRepository.for_module(DEFS_MODULE, DEFS_ATTRIBUTE, cwd).get_python_origin()
+    create = instance.create_run_for_job
+
+    def create_run_for_job(job_def, **kwargs):
+        if kwargs.get("remote_job_origin") is None:
+            kwargs["remote_job_origin"] = remote_repository.get_job_origin(job_def.name)
+        if kwargs.get("job_code_origin") is None:
+            kwargs["job_code_origin"] = python_repository.get_job_origin(job_def.name)
+        return create(job_def=job_def, **kwargs)
+
+    instance.create_run_for_job = create_run_for_job
+    try:
+        yield instance
+    finally:
+        del instance.create_run_for_job  # the class's method again
+
+
+def _summary_lines(summary: dict, reporter: _RunReporter, storage, seconds: float) -> list[str]:
+    def n(count: int, what: str) -> str:
+        return f"{count} {what}{'' if count == 1 else 's'}"
+
+    steps = sum(r["steps"] for r in reporter.runs)
+    checks = reporter.checks
+    head = ("Done" if summary["success"] else "FAILED") + (
+        f" in {_fmt_s(seconds)}: {n(len(reporter.runs), 'run')}, {n(steps, 'step')}, "
+        f"{n(len(reporter.materialized), 'asset')} materialized, "
+        f"{n(checks['passed'] + checks['failed'], 'check')} ({checks['failed']} failed)")
+    lines = ["", head]
+    if reporter.failures:
+        lines.append("  failed: " + ", ".join(reporter.failures) + " (errors above)")
+    analytics = storage.analytics
+    lines += [
+        f"  lake       {storage.lake_location}  (Delta tables: events, features, examples)",
+        f"  warehouse  {storage.warehouse}",
+        f"  analytics  {analytics}  (the analysts' read-only copy)",
+        f"  serving    {storage.serving_location}  (model versions for `tiktok-pipelines serve`)",
+        "Next:",
+        "  make dev    # (dagster dev -w workspace.yaml) the UI on http://127.0.0.1:3000: these runs, lineage, checks",
+    ]
+    if not summary["success"]:
+        return lines + ["  (Runs -> the failed run: its steps, logs and errors; fix, then run again)"]
+    lines += [
+        "  .venv/bin/python -c \"import duckdb; print(duckdb.connect('" + str(analytics) + "', read_only=True)"
+        ".sql('SELECT creator_id, sum(views) AS views, sum(reach) AS reach FROM marts.creator_daily "
+        "GROUP BY 1 ORDER BY views DESC LIMIT 5'))\"",
+    ]
+    return lines
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """Execute a job in this process against the instance in $DAGSTER_HOME (so the run, its
-    metadata and lineage show up in `dagster dev` afterwards)."""
+    metadata and lineage show up in `dagster dev` afterwards). A person reads one line per step and
+    a closing summary on stderr (``--verbose``: dagster's DEBUG stream instead of the step lines);
+    stdout holds only the JSON summary, last."""
+    import time
+
     import dagster as dg
 
     from tiktok_pipelines.definitions import defs
 
+    started = time.monotonic()
     home = os.environ.get("DAGSTER_HOME")
     instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
-    definitions = defs()
+    reporter = _RunReporter(sys.stderr, instance, steps=not args.verbose)
+    # A run uses the loggers its run config names, and dagster's DEBUG console stream only when it
+    # names none: so every run here (build_all and the feature runs backfill_features starts) names
+    # the progress logger, and the console one only with --verbose. Both must be loggers of the
+    # jobs, hence the Definitions-level loggers.
+    definitions = dg.Definitions.merge(defs(), dg.Definitions(
+        loggers={"progress": reporter.logger_def(), "console": dg.colored_console_logger}))
+    run_config = {"loggers": {"progress": {},
+                              **({"console": {"config": {"log_level": "DEBUG"}}} if args.verbose else {})}}
     job = definitions.resolve_job_def(args.job)
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
-    summary = {"job": args.job, "run_id": result.run_id, "success": result.success}
-    if args.job == "build_all" and result.success:
-        # Daily-partitioned features live outside build_all: every date the lake informs, then
-        # analytics_db again so the analysts' copy has the features.* views.
-        from tiktok_pipelines.defs.features.assets import backfill_features
+    with _runs_filed_under_code_location(instance):
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+        summary = {"job": args.job, "run_id": result.run_id, "success": result.success}
+        if args.job == "build_all" and result.success:
+            # Daily-partitioned features live outside build_all: every date the lake informs, then
+            # analytics_db again so the analysts' copy has the features.* views.
+            from tiktok_pipelines.defs.features.assets import backfill_features
 
-        summary["features"] = backfill_features(definitions, instance)
-        summary["success"] = summary["features"]["success"]
+            summary["features"] = backfill_features(definitions, instance, run_config=run_config)
+            summary["success"] = summary["features"]["success"]
+    for line in _summary_lines(summary, reporter, definitions.resources["storage"], time.monotonic() - started):
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
     print(json.dumps(summary))
     return 0 if summary["success"] else 1
 
@@ -280,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="execute a Dagster job in-process (default: build_all)")
     r.add_argument("job", nargs="?", default="build_all")
+    r.add_argument("--verbose", "-v", action="store_true",
+                   help="dagster's DEBUG event stream instead of one line per step")
     r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser("serve", help="serve recommendations from data/serving, hot-reloading new versions")

@@ -140,11 +140,12 @@ features_daily_schedule = dg.build_schedule_from_partitioned_job(
 
 
 def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
-                      today: dt.date | None = None) -> dict:
+                      today: dt.date | None = None, run_config: dict | None = None) -> dict:
     """Materialise the features for every date the lake can inform (the first event date through
     the day after the last), one partition per run; then, in one run, every unpartitioned asset
     downstream of them (SQL models that ``ref`` a feature view) and ``analytics_db``, so the
-    analysts' copy holds the ``features.*`` views. What ``tiktok-pipelines run build_all`` calls."""
+    analysts' copy holds the ``features.*`` views. What ``tiktok-pipelines run build_all`` calls
+    (with its ``run_config``: the loggers that print its progress)."""
     storage = defs.resources["storage"]
     wanted = backfill_dates(_lake(storage))
     existing = set(FEATURE_PARTITIONS.get_partition_keys(
@@ -154,7 +155,8 @@ def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
     job = defs.resolve_job_def("features_daily")
     failed = []
     for key in keys:
-        result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+        result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=key,
+                                        raise_on_error=False)
         if not result.success:
             failed.append(key)
     published, downstream = None, []
@@ -165,7 +167,7 @@ def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
         downstream = sorted(k.to_user_string() for k in after if graph.get(k).partitions_def is None)
         selection = {k for k in after if graph.get(k).partitions_def is None} | {dg.AssetKey("analytics_db")}
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=sorted(selection), raise_on_error=False)
+            run_config=run_config, instance=instance, asset_selection=sorted(selection), raise_on_error=False)
         published = result.success
     summary = {"partitions": keys, "failed": failed, "outside_partitions": skipped,
                "downstream": downstream, "analytics_republished": published}
