@@ -63,6 +63,7 @@ def timed_part(data_dir: Path) -> dict:
         slowest = dict(sorted(steps.items(), key=lambda kv: -kv[1])[:8])
         t1 = time.perf_counter()
         day_after = (dt.date.fromisoformat(START) + dt.timedelta(days=1)).isoformat()
+        instance.add_dynamic_partitions("feature_dates", [day_after])  # the features' partitions come from the data
         features = defs.resolve_job_def("features_daily").execute_in_process(
             instance=instance, partition_key=day_after, raise_on_error=False)
         publish = defs.resolve_implicit_global_asset_job_def().execute_in_process(

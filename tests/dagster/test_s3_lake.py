@@ -96,6 +96,7 @@ def test_dims_features_and_tags_are_delta_tables_in_the_bucket(tmp_path, instanc
     tags = pl.scan_delta(f"{uri}/content/video_tags", storage_options=opts).collect()
     assert sorted(tags["video_id"].to_list()) == [100, 101, 102, 200]
 
+    instance.add_dynamic_partitions("feature_dates", [DAY])  # the features' partitions come from the data
     features = dg.materialize(feature_assets, partition_key=DAY, resources=resources, instance=instance)
     assert features.success
     fmeta = {m.asset_key.path[-1]: m.metadata for m in

@@ -1,5 +1,5 @@
 """The feature assets through real Dagster: one partition at a time, views in the warehouse, the
-schedule's partition, and the build_all / features_daily split."""
+partitions from the lake's dates, the schedule's partition, and the build_all / features_daily split."""
 
 from __future__ import annotations
 
@@ -22,13 +22,17 @@ from tests.features.conftest import (
     write_scenario,
 )
 from tiktok_pipelines.defs.features.assets import (
+    FEATURE_DATES,
     FEATURE_KEYS,
     backfill_features,
     creator_features,
     feature_assets,
+    feature_dates_sensor,
     features_daily,
+    features_daily_schedule,
 )
 from tiktok_pipelines.defs.resources import PlatformStorage
+from tiktok_pipelines.features import as_of_ms
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, analytics_db
 
 
@@ -41,6 +45,7 @@ def instance():
 def test_materialize_one_partition_then_another_views_see_both(tmp_path, instance):
     write_scenario(tmp_path)
     resources = {"storage": PlatformStorage(data_dir=str(tmp_path))}
+    instance.add_dynamic_partitions(FEATURE_DATES, [DAY, "2026-11-09"])
     result = dg.materialize(feature_assets, partition_key=DAY, resources=resources, instance=instance)
     assert result.success
     mats = [e.materialization for e in result.get_asset_materialization_events()]
@@ -94,14 +99,20 @@ def test_backfill_runs_each_partition_then_republishes_analytics(tmp_path, insta
 
     defs = dg.Definitions(assets=[*feature_assets, feature_consumer, analytics_db], jobs=[features_daily],
                           resources={"storage": PlatformStorage(data_dir=str(tmp_path))})
-    # On 11-09 the partitions end at 11-09: the lake informs 11-08..11-10, 11-10 does not exist yet.
+    # On 11-09 the lake informs 11-08..11-10, and 11-10 is not complete yet (11-09's events still arrive).
+    assert instance.get_dynamic_partitions(FEATURE_DATES) == []
     summary = backfill_features(defs, instance, today=dt.date(2026, 11, 9))
     assert summary == {"partitions": ["2026-11-08", "2026-11-09"], "failed": [],
-                       "outside_partitions": [DAY], "downstream": ["analytics_db", "feature_consumer"],
+                       "not_complete_yet": [DAY], "downstream": ["analytics_db", "feature_consumer"],
                        "analytics_republished": True, "success": True}
+    # the partitions are exactly the dates it ran: none shows as missing
+    assert instance.get_dynamic_partitions(FEATURE_DATES) == ["2026-11-08", "2026-11-09"]
+    assert instance.get_materialized_partitions(dg.AssetKey("user_features")) == {"2026-11-08", "2026-11-09"}
     assert seen == [1]  # creator 7, as of 11-09
     con = duckdb.connect(str(tmp_path / "analytics.duckdb"), read_only=True)
     try:
+        # the copy's views may name the lake relative to the file's folder (how its readers open it)
+        con.execute(f"SET file_search_path = '{tmp_path}'")
         got = con.sql("SELECT feature_date::VARCHAR, plays_1d, category_affinity_28d['dance'] "
                       "FROM features.user_daily ORDER BY 1").fetchall()
         # as of 11-08 00:00 nothing had happened: an empty partition, no row
@@ -120,7 +131,7 @@ def test_definitions_split_build_all_from_the_partitioned_job():
         node = graph.get(key)
         assert node.pools == {WAREHOUSE_POOL}
         assert {"raw_views", "raw_interactions"} <= {k.to_user_string() for k in node.parent_keys}
-        assert node.partitions_def.end_offset == 1
+        assert node.partitions_def == dg.DynamicPartitionsDefinition(name=FEATURE_DATES)
     assert "dim_videos" in {k.to_user_string() for k in graph.get(dg.AssetKey("user_features")).parent_keys}
 
     build_all = defs.resolve_job_def("build_all")
@@ -133,12 +144,68 @@ def test_definitions_split_build_all_from_the_partitioned_job():
 
     schedule = defs.resolve_schedule_def("features_daily_schedule")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"
-    # at 02:00 on 11-20 the schedule computes the features as of 11-20 00:00
-    with dg.instance_for_test() as inst:
-        context = dg.build_schedule_context(
-            instance=inst, scheduled_execution_time=dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.timezone.utc))
-        requests = schedule.evaluate_tick(context).run_requests
-    assert [r.partition_key for r in requests] == ["2026-11-20"]
+    assert defs.resolve_sensor_def("feature_dates_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def _lake_with_events(tmp_path, days: list[str]) -> PlatformStorage:
+    lake = tmp_path / "lake"
+    for i, day in enumerate(days):
+        write_events(lake, "views", [view(as_of_ms(day) + H, 1, 100, 7, 10_000, 20_000)], f"v{i}")
+    return PlatformStorage(data_dir=str(tmp_path))
+
+
+def _tick(storage, instance, at: dt.datetime):
+    defs = dg.Definitions(assets=feature_assets, jobs=[features_daily], schedules=[features_daily_schedule],
+                          resources={"storage": storage})
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=at, resources={"storage": storage},
+                                        repository_def=defs.get_repository_def())
+    return features_daily_schedule.evaluate_tick(context)
+
+
+def test_schedule_targets_the_newest_complete_date_of_the_lake(tmp_path, instance):
+    storage = PlatformStorage(data_dir=str(tmp_path))
+    at = dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.timezone.utc)
+    empty = _tick(storage, instance, at)
+    assert not empty.run_requests and "no events in the lake" in empty.skip_message
+
+    storage = _lake_with_events(tmp_path, ["2026-11-06", "2026-11-07", "2026-11-08"])
+    # Data that ended on 11-08, evaluated on 11-20: the features as of 11-09 00:00 (every event
+    # in), not those of 11-20, which no event informs.
+    (request,) = _tick(storage, instance, at).run_requests
+    assert request.partition_key == "2026-11-09"
+    assert instance.get_dynamic_partitions(FEATURE_DATES) == ["2026-11-06", "2026-11-07", "2026-11-08", "2026-11-09"]
+    # the same tick again asks with the same run key (the daemon runs it once); new data, a new key
+    assert _tick(storage, instance, at).run_requests[0].run_key == request.run_key
+    write_events(tmp_path / "lake", "views", [view(as_of_ms("2026-11-08") + 2 * H, 2, 100, 7, 1, 2)], "late")
+    assert _tick(storage, instance, at).run_requests[0].run_key != request.run_key
+
+    # Live data (events of today already): at 02:00 on 11-07 the features as of 11-07 00:00,
+    # not 11-08/11-09 (not complete yet), and those dates are not partitions yet either.
+    instance.delete_dynamic_partition(FEATURE_DATES, "2026-11-08")
+    instance.delete_dynamic_partition(FEATURE_DATES, "2026-11-09")
+    (request,) = _tick(storage, instance, dt.datetime(2026, 11, 7, 2, 0, tzinfo=dt.timezone.utc)).run_requests
+    assert request.partition_key == "2026-11-07"
+    assert instance.get_dynamic_partitions(FEATURE_DATES) == ["2026-11-06", "2026-11-07"]
+
+
+def test_dates_sensor_adds_the_dates_the_lake_informs(tmp_path, instance):
+    def tick(storage):
+        return feature_dates_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources={"storage": storage}))
+
+    result = tick(PlatformStorage(data_dir=str(tmp_path)))
+    assert not result.dynamic_partitions_requests and "no events" in result.skip_message
+    storage = _lake_with_events(tmp_path, ["2026-11-06", "2026-11-08"])
+    (add,) = tick(storage).dynamic_partitions_requests
+    # through the day after the last event date; the gap day 11-07 too (its features exist)
+    assert add.partitions_def_name == FEATURE_DATES
+    assert list(add.partition_keys) == ["2026-11-06", "2026-11-07", "2026-11-08", "2026-11-09"]
+    instance.add_dynamic_partitions(FEATURE_DATES, list(add.partition_keys))  # what the daemon does with it
+    again = tick(storage)
+    assert not again.dynamic_partitions_requests and "2026-11-06 .. 2026-11-09" in again.skip_message
+    # a newly ingested day adds its date and the next
+    write_events(tmp_path / "lake", "views", [view(as_of_ms("2026-11-09") + H, 1, 100, 7, 1, 2)], "new")
+    (add,) = tick(storage).dynamic_partitions_requests
+    assert list(add.partition_keys) == ["2026-11-10"]
 
 
 @pytest.mark.slow
@@ -161,6 +228,7 @@ def test_cli_build_all_materialises_features_and_publishes_the_views(tmp_path, m
     assert summary["features"]["partitions"] == ["2026-11-01", "2026-11-02", "2026-11-03"]
     con = duckdb.connect(str(data / "analytics.duckdb"), read_only=True)
     try:
+        con.execute(f"SET file_search_path = '{data}'")  # views may name the lake relative to the file
         by_date = dict(con.sql("SELECT feature_date::VARCHAR, count(*) FROM features.video_daily GROUP BY 1").fetchall())
         assert set(by_date) == {"2026-11-02", "2026-11-03"} and by_date["2026-11-03"] > 100
         n = con.sql("SELECT count(*) FROM features.user_daily WHERE feature_date = '2026-11-03' "

@@ -91,7 +91,8 @@ def test_automation_condition_and_its_sensor(defs, graph):
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     # declared, so Dagster adds no implicit default_automation_condition_sensor beside it
     assert sorted(s.name for s in defs.get_repository_def().sensor_defs) == [
-        "automation_sensor", "landing_sensor", "online_update_sensor", "run_failure_alert_sensor"]
+        "automation_sensor", "feature_dates_sensor", "landing_sensor", "online_update_sensor",
+        "run_failure_alert_sensor"]
 
 
 def test_eager_retags_after_the_catalog_changes(defs):

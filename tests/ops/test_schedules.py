@@ -47,6 +47,7 @@ def test_schedules_their_crons_targets_and_default_status(defs):
         assert s.default_status == dg.DefaultScheduleStatus.RUNNING, name
     sensors = {s.name: s for s in defs.sensors}
     assert {n: s.default_status for n, s in sensors.items()} == {
+        "feature_dates_sensor": dg.DefaultSensorStatus.RUNNING,
         "landing_sensor": dg.DefaultSensorStatus.RUNNING,
         "online_update_sensor": dg.DefaultSensorStatus.RUNNING,
         "run_failure_alert_sensor": dg.DefaultSensorStatus.RUNNING,
@@ -71,11 +72,19 @@ def test_daily_chain_order(defs):
     assert set(job.asset_layer.selected_asset_keys) == {dg.AssetKey("training_examples"), dg.AssetKey("batch_rankers")}
 
 
-def test_daily_schedules_request_the_right_runs(defs, instance):
+def test_daily_schedules_request_the_right_runs(defs, instance, tmp_path):
+    from tests.features.conftest import H, view, write_events
+    from tiktok_pipelines.defs.resources import PlatformStorage
+    from tiktok_pipelines.features import as_of_ms
+
     at = dt.datetime(2026, 11, 5, 2, 0, tzinfo=UTC)
-    ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+    storage = PlatformStorage(data_dir=str(tmp_path))
+    for day in ("2026-11-03", "2026-11-04", "2026-11-05"):  # live: today's first events are in
+        write_events(tmp_path / "lake", "views", [view(as_of_ms(day) + H, 1, 100, 7, 1, 2)], day)
+    ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=at, resources={"storage": storage},
+                                    repository_def=defs.get_repository_def())
     (features,) = _schedule(defs, "features_daily_schedule").evaluate_tick(ctx).run_requests
-    # the features of 2026-11-05 = as of its 00:00, computed two hours after it began
+    # the features of 2026-11-05 = as of its 00:00 (11-04 complete), computed two hours after it began
     assert features.partition_key == "2026-11-05"
     ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=at.replace(hour=3))
     (training,) = _schedule(defs, "daily_training_job_schedule").evaluate_tick(ctx).run_requests

@@ -2,15 +2,20 @@
 
 Partition ``D`` = the features *as of D 00:00 UTC* (events strictly before D): the rows of
 ``feature_date = D`` in the lake's Delta table ``features/<entity>`` (beside the events, on local
-disk or in the bucket ``PlatformStorage.lake_uri`` names), replaced in one transaction;
-``end_offset=1`` makes today's partition exist, since today's row is what the model server may use
-today. Each run also (re)creates the ``features.<entity>_daily`` views in the warehouse over the
-table's newest version. Definitions: ``tiktok_pipelines/features/daily.py`` and ``docs/features.md``.
+disk or in the bucket ``PlatformStorage.lake_uri`` names), replaced in one transaction. Each run
+also (re)creates the ``features.<entity>_daily`` views in the warehouse over the table's newest
+version. Definitions: ``tiktok_pipelines/features/daily.py`` and ``docs/features.md``.
+
+The partitions come from the data (``FEATURE_DATES``, dynamic): the feature dates the lake can
+inform, from its first event date through the day after its last one, none after today (UTC).
+A calendar from a fixed start date to today showed, after the quick start, eight dates done and
+24 "missing" that no data could ever fill, and its 02:00 schedule computed empty days.
+``feature_dates_sensor`` adds the dates as the ingest commits events; ``features_daily_schedule``
+and ``backfill_features`` add the ones they run.
 """
 
 
 import datetime as dt
-import os
 
 import dagster as dg
 
@@ -30,13 +35,13 @@ from tiktok_pipelines.features.daily import (
     feature_table,
     write_features,
 )
-from tiktok_pipelines.ingest.engine import Lake
+from tiktok_pipelines.ingest.engine import Lake, events_table
 from tiktok_pipelines.warehouse import connect_warehouse
 
 GROUP = "features"
-# The simulator's default day 0; a platform with older data sets TIKTOK_PARTITIONS_START.
-PARTITIONS_START = os.environ.get("TIKTOK_PARTITIONS_START", "2026-11-01")
-FEATURE_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC")
+# The feature dates the lake informs (see the module docstring and feature_dates()).
+FEATURE_DATES = "feature_dates"
+FEATURE_PARTITIONS = dg.DynamicPartitionsDefinition(name=FEATURE_DATES)
 FEATURE_KEYS = [dg.AssetKey(f"{entity}_features") for entity in ENTITIES]
 
 _DESCRIPTIONS = {
@@ -54,6 +59,28 @@ _DESCRIPTIONS = {
 def _lake(storage: PlatformStorage) -> Lake:
     """The lake the events are in, and the features go: local disk, or ``lake_uri``'s bucket."""
     return Lake(storage.lake_location, storage.lake_store)
+
+
+def _today_utc() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def feature_dates(storage: PlatformStorage, *, today: dt.date | None = None) -> tuple[list[str], list[str]]:
+    """(the feature dates the lake informs up to ``today``, those after it). Every date from the
+    first event date through the day after the last (``backfill_dates``); one after today (UTC by
+    default) is not complete yet: events of today are still arriving."""
+    last = (today or _today_utc()).isoformat()
+    dates = backfill_dates(_lake(storage))
+    return [d for d in dates if d <= last], [d for d in dates if d > last]
+
+
+def add_feature_dates(instance: dg.DagsterInstance, dates: list[str]) -> list[str]:
+    """Register the dates not yet partitions of ``FEATURE_DATES``; returns those added."""
+    known = set(instance.get_dynamic_partitions(FEATURE_DATES))
+    new = [d for d in dates if d not in known]
+    if new:
+        instance.add_dynamic_partitions(FEATURE_DATES, new)
+    return new
 
 
 def _videos_path(storage: PlatformStorage, lake: Lake):
@@ -127,31 +154,71 @@ features_daily = dg.define_asset_job(
     description="User, video and creator features for one feature date (as of its 00:00 UTC).",
 )
 
-# 02:00 UTC: the new day's partition (as of 00:00), after the last minutes of yesterday landed.
-# Events that land later still are picked up by re-running the partition (idempotent).
-features_daily_schedule = dg.build_schedule_from_partitioned_job(
-    features_daily,
+def _inputs_version(storage: PlatformStorage) -> str:
+    """The committed versions of what the features read (the events tables, dims/videos), as a
+    short token: a run key with it asks once per partition and state of the data."""
+    store = _lake(storage).store
+    names = [events_table(s) for s in sorted({s for streams in STREAMS_READ.values() for s in streams})]
+    return "-".join(f"{store.version(n)}" for n in [*names, dim_table("videos")])
+
+
+@dg.schedule(
+    job=features_daily,
     name="features_daily_schedule",
-    hour_of_day=2,
-    minute_of_hour=0,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Computes today's feature partition at 02:00 UTC.",
+    description="At 02:00 UTC: the newest feature date the lake informs, up to today (features as "
+    "of its 00:00: the last complete day of events); skips when the lake holds no events, and when "
+    "that date already ran on the same committed data.",
 )
+def features_daily_schedule(context: dg.ScheduleEvaluationContext, storage: PlatformStorage):
+    # 02:00, not 00:00: the last minutes of yesterday have landed. Events that land later still are
+    # picked up by the next tick (the data's version is in the run key) or by re-running the partition.
+    when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+    dates, _ = feature_dates(storage, today=when.astimezone(dt.timezone.utc).date())
+    if not dates:
+        return dg.SkipReason(f"no events in the lake on or before {when.date().isoformat()}: no feature date to compute")
+    # A schedule cannot return partition requests (a sensor can): the date must exist before the run.
+    add_feature_dates(context.instance, dates)
+    day = dates[-1]
+    return dg.RunRequest(run_key=f"{day}@{_inputs_version(storage)}", partition_key=day,
+                         tags={"features/as_of": f"{day}T00:00:00Z"})
+
+
+@dg.sensor(
+    name="feature_dates_sensor",
+    minimum_interval_seconds=300,  # dates appear once a day; a tick reads three Delta logs
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds the feature dates the lake now informs (from its first event date through the "
+    "day after its last, none after today UTC) as partitions of the feature assets. Requests no run: "
+    "features_daily_schedule computes the newest date at 02:00; older ones are a backfill.",
+)
+def feature_dates_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage):
+    dates, later = feature_dates(storage)
+    if not dates:
+        return dg.SkipReason("no events in the lake yet")
+    known = set(context.instance.get_dynamic_partitions(FEATURE_DATES))
+    new = [d for d in dates if d not in known]
+    if not new:
+        waiting = f"; {', '.join(later)} once complete" if later else ""
+        return dg.SkipReason(f"every feature date the lake informs is a partition ({dates[0]} .. {dates[-1]}){waiting}")
+    return dg.SensorResult(dynamic_partitions_requests=[FEATURE_PARTITIONS.build_add_request(new)])
 
 
 def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
                       today: dt.date | None = None, run_config: dict | None = None) -> dict:
     """Materialise the features for every date the lake can inform (the first event date through
-    the day after the last), one partition per run; then, in one run, every unpartitioned asset
+    the day after the last, up to today), one partition per run; then, in one run, every unpartitioned asset
     downstream of them (SQL models that ``ref`` a feature view) and ``analytics_db``, so the
     analysts' copy holds the ``features.*`` views. What ``tiktok-pipelines run build_all`` calls
-    (with its ``run_config``: the loggers that print its progress)."""
+    (with its ``run_config``: the loggers that print its progress).
+
+    The dates become partitions of ``FEATURE_DATES`` first; a date after ``today`` (UTC by
+    default) is not complete yet and is left out (``not_complete_yet``)."""
     storage = defs.resources["storage"]
-    wanted = backfill_dates(_lake(storage))
-    existing = set(FEATURE_PARTITIONS.get_partition_keys(
-        current_time=dt.datetime.combine(today, dt.time(), dt.timezone.utc) if today else None))
-    keys = [d for d in wanted if d in existing]
-    skipped = [d for d in wanted if d not in existing]
+    keys, skipped = feature_dates(storage, today=today)
+    add_feature_dates(instance, keys)
     job = defs.resolve_job_def("features_daily")
     failed = []
     for key in keys:
@@ -169,7 +236,7 @@ def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
             run_config=run_config, instance=instance, asset_selection=sorted(selection), raise_on_error=False)
         published = result.success
-    summary = {"partitions": keys, "failed": failed, "outside_partitions": skipped,
+    summary = {"partitions": keys, "failed": failed, "not_complete_yet": skipped,
                "downstream": downstream, "analytics_republished": published}
     summary["success"] = not failed and published is not False
     return summary
