@@ -3,7 +3,8 @@
     tiktok-pipelines simulate --out data --days 7           # a week of a simulated platform
     tiktok-pipelines simulate --out data --first-day next   # one more day of the same world
     tiktok-pipelines ingest --data-dir data                 # landing -> lake, without Dagster
-    tiktok-pipelines run build_all                          # a job, recorded in $DAGSTER_HOME
+    tiktok-pipelines run build_all                          # a job, recorded in $DAGSTER_HOME: a line per step
+                                                            # and a summary on stderr (--verbose: DEBUG stream)
     tiktok-pipelines serve --data-dir data --port 8000      # the model server (hot-reloads data/serving)
     tiktok-pipelines serve --serving s3://bucket/serving    # ... or versions on object storage
     tiktok-pipelines experiment --data-dir data             # Monolith's experiments (a), (b), (d) + plots
