@@ -44,6 +44,8 @@ def test_compaction_vacuum_and_report(tmp_path, instance):
     # Fresh partitions are left alone by default (a batch's files keep their names for a day).
     r = dg.materialize(CARE, resources=resources_for(data), instance=instance)
     assert r.success and DeltaTable(views).version() == pinned
+    idle = r.asset_materializations_for_node("lake_compaction")[0].metadata
+    assert idle["tables_compacted"].value == 0 and "Nothing to do" in idle["tables"].value
 
     # A dead writer's orphan, a week and a day old, in the table's folder.
     part = lake / "events" / "views" / "event_date=2026-11-02"
@@ -67,6 +69,10 @@ def test_compaction_vacuum_and_report(tmp_path, instance):
     assert "events/views" in report["report"].value
     comp = {m.asset_key.path[-1]: m.metadata for m in r.asset_materializations_for_node("lake_compaction")}
     assert comp["lake_compaction"]["files_removed"].value >= 4
+    # the table lists what was compacted, not a row of zeros per cared table
+    assert "events/views" in comp["lake_compaction"]["tables"].value
+    assert "events/orders" not in comp["lake_compaction"]["tables"].value
+    assert isinstance(report["mb"].value, float) and report["mb"].value == round(report["mb"].value, 2)
     vac = {m.asset_key.path[-1]: m.metadata for m in r.asset_materializations_for_node("lake_vacuum")}
     assert vac["lake_vacuum"]["files_deleted"].value >= 1
 

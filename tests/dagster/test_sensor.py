@@ -367,3 +367,66 @@ def test_a_tick_with_hostile_names_succeeds_and_their_run_quarantines_them(tmp_p
     # Never again: a first tick on a new instance (and any sweep) finds nothing pending.
     requests, _, skip = _tick(defs, instance, None)
     assert requests == [] and "no new landing files" in skip
+
+
+def test_no_file_is_requested_while_it_is_ingested_or_in_a_run(tmp_path, instance):
+    """Ticks as the daemon runs them, with files arriving in bursts between ticks, queued runs that
+    start later, runs that succeed and runs that fail. At every tick no requested file is already
+    ingested or named by a queued or running run, nor asked for twice in the tick; a failed run's
+    files come back only with a sweep; and in the end every file is in the lake exactly once."""
+    import random
+
+    from tiktok_pipelines.defs.ingest.assets import logged_twice
+    from tiktok_pipelines.ingest.engine import Lake
+    from tiktok_pipelines.tables import TableStore
+
+    rng = random.Random(17)
+    data = tmp_path / "data"
+    landing = data / "landing"
+    defs = _defs(data, files_per_run=3, sensor_sweep_s=3600)  # sweeps only where the test makes one due
+    job = defs.resolve_job_def("ingest_job")
+    cursor, seq, failed_files, queued, retried = None, 0, set(), [], 0
+    for tick in range(10):
+        for _ in range(rng.choice([0, 1, 2, 3])):
+            seq += 1
+            _write(landing, seq)
+        sweep = tick in (5, 8)
+        if sweep and cursor:
+            state = json.loads(cursor)
+            state["swept_ns"] = 0
+            cursor = json.dumps(state)
+        ingested = {r["rel_path"] for r in Lake(data / "lake").read_ingest_log().to_pylist()}
+        in_flight = {f for run in queued for f in _files(run)}
+        requests, cursor, _ = _tick(defs, instance, cursor)
+        asked = [f for r in requests for f in _files(r)]
+        assert len(asked) == len(set(asked)), tick
+        assert not set(asked) & ingested and not set(asked) & in_flight, tick
+        for r in requests:
+            if not sweep:
+                assert not set(_files(r)) & failed_files, tick  # a failed run's files wait for a sweep
+        retried += len(failed_files & set(asked))
+        failed_files -= set(asked)
+        queued += _submit(defs, instance, requests)
+        # Some queued runs start: each succeeds (it ingests) or fails for good.
+        rng.shuffle(queued)
+        for run in [queued.pop() for _ in range(min(len(queued), rng.choice([0, 1, 2])))]:
+            if rng.random() < 0.4:
+                instance.report_run_failed(run)
+                failed_files |= set(_files(run))
+            else:
+                instance.delete_run(run.run_id)  # it runs, here, as the in-process run below
+                assert job.execute_in_process(run_config=run.run_config, instance=instance).success
+    # Drain: queued runs run, and a last sweep takes what failed.
+    for run in queued:
+        instance.delete_run(run.run_id)
+        assert job.execute_in_process(run_config=run.run_config, instance=instance).success
+    state = json.loads(cursor)
+    state["swept_ns"] = 0
+    requests, cursor, _ = _tick(defs, instance, json.dumps(state))
+    assert {f for r in requests for f in _files(r)} == failed_files
+    assert retried and failed_files, (retried, failed_files)  # the run exercised both sweeps and failures
+    for r in requests:
+        assert job.execute_in_process(run_config=r.run_config, instance=instance).success
+    log = Lake(data / "lake").read_ingest_log()
+    assert log.num_rows == seq and logged_twice(TableStore.from_config(data / "lake")) == []
+    assert _tick(defs, instance, cursor)[0] == []

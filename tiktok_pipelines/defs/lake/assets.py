@@ -43,9 +43,24 @@ class LakeCareConfig(dg.Config):
         return CarePolicy(self.compact_min_age_hours, self.target_file_mb, self.vacuum_retention_hours)
 
 
-def _md(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:,.2f}".rstrip("0").rstrip(".")
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+def _md(rows: list[dict], columns: list[str], changed: str | None = None) -> dg.MetadataValue:
+    """An md table of ``rows``; with ``changed``, only the rows where that count is not 0 (a table
+    of 25 zeros tells a person nothing), and a line saying so when there are none."""
+    shown = [r for r in rows if r.get(changed)] if changed else rows
+    if not shown:
+        return dg.MetadataValue.md(f"Nothing to do in the {len(rows)} tables looked at.")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in shown]
+    if changed and len(shown) < len(rows):
+        lines.append(f"\n{len(rows) - len(shown)} other tables: nothing to do.")
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -58,7 +73,8 @@ def lake_compaction(config: LakeCareConfig, storage: PlatformStorage) -> dg.Mate
     return dg.MaterializeResult(metadata={
         "files_removed": sum(r["files_removed"] for r in results),
         "files_added": sum(r["files_added"] for r in results),
-        "tables": _md(results, ["table", "partitions", "files_removed", "files_added"]),
+        "tables_compacted": sum(1 for r in results if r["files_removed"]),
+        "tables": _md(results, ["table", "partitions", "files_removed", "files_added"], changed="files_removed"),
     })
 
 
@@ -71,7 +87,8 @@ def lake_vacuum(config: LakeCareConfig, storage: PlatformStorage) -> dg.Material
     return dg.MaterializeResult(metadata={
         "files_deleted": sum(r["files_deleted"] for r in results),
         "retention_hours": config.vacuum_retention_hours,
-        "tables": _md(results, ["table", "files_deleted"]),
+        "tables_vacuumed": sum(1 for r in results if r["files_deleted"]),
+        "tables": _md(results, ["table", "files_deleted"], changed="files_deleted"),
     })
 
 
@@ -85,8 +102,8 @@ def lake_report(storage: PlatformStorage) -> dg.MaterializeResult:
         "tables": len(rows),
         "files": sum(r["files"] for r in rows),
         "small_files": sum(r["small_files"] for r in rows),
-        "mb": round(sum(r["mb"] for r in rows), 2),
-        "stalest_minutes": max((r["minutes_since_commit"] for r in rows), default=0),
+        "mb": dg.MetadataValue.float(round(sum(r["mb"] for r in rows), 2)),
+        "stalest_minutes": dg.MetadataValue.float(round(max((r["minutes_since_commit"] for r in rows), default=0.0), 1)),
         "report": _md(rows, ["table", "version", "files", "small_files", "rows", "mb", "partitions",
                              "minutes_since_commit", "last_operation"]),
     })
