@@ -1,5 +1,6 @@
 """The models as Dagster assets: the code location loads with their lineage, and a real run over a
-tiny lake builds the staging views and runs their checks; a broken model fails alone, by file."""
+tiny lake builds the staging views (each refreshing the lake relations it reads) and runs their
+checks; a broken model fails alone, by file. Every model's edges: tests/dagster/test_lineage.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.dagster.conftest import instance, resources_for  # noqa: F401  (instance is a fixture)
+from tests.dagster.conftest import instance, resources_for, write_minimal_catalog  # noqa: F401  (instance: a fixture)
 from tests.dbt_like.conftest import write
 from tests.ingest.conftest import TS_MS, dumps, valid_record, write_landing
 from tiktok_pipelines.dbt_like import load_project
@@ -22,42 +23,41 @@ from tiktok_pipelines.defs.analytics.assets import (
     analytics_assets,
     build_analytics_assets,
 )
-from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, models_dir
-from tiktok_pipelines.defs.catalog.assets import catalog_assets
-from tiktok_pipelines.defs.ingest.assets import ingest_landing
+from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, model_asset_key, models_dir
+from tiktok_pipelines.defs.catalog.assets import catalog_assets, dim_key
+from tiktok_pipelines.defs.ingest.assets import ingest_landing, raw_key
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, warehouse_lake_tables
 from tiktok_pipelines.schemas import CATALOG, STREAMS
 
-LAKE = warehouse_lake_tables.key
-STAGING = [f"stg_{s}" for s in STREAMS] + ["stg_users", "stg_creators", "stg_videos", "stg_campaigns"]
+# staging model -> the one lake asset it reads (key ["staging", <file name without stg_>])
+STAGING = {f"stg_{s}": raw_key(s) for s in STREAMS} | {f"stg_{n}": dim_key(n) for n in CATALOG}
 
 
 def test_definitions_load_with_every_model_seed_and_its_deps():
     graph = load_defs().resolve_asset_graph()
     keys = graph.get_all_asset_keys()
     root = models_dir()
-    # Every file is an asset: seeds as ["seeds", name], models as [layer, name], grouped by layer.
+    # Every file is an asset: seeds as ["seeds", name], models as [layer, name without stg_/int_],
+    # grouped by layer.
     expected = {dg.AssetKey(["seeds", p.stem]) for p in (root / "seeds").glob("*.csv")}
-    expected |= {dg.AssetKey([p.parent.name, p.stem]) for layer in ("staging", "intermediate", "marts")
-                 for p in (root / layer).glob("*.sql")}
-    assert {dg.AssetKey(["staging", n]) for n in STAGING} <= expected <= keys
+    expected |= {dg.AssetKey([layer, p.stem.removeprefix({"staging": "stg_", "intermediate": "int_"}.get(layer, ""))])
+                 for layer in ("staging", "intermediate", "marts") for p in (root / layer).glob("*.sql")}
+    assert {dg.AssetKey(["staging", n.removeprefix("stg_")]) for n in STAGING} <= expected <= keys
+    assert dg.AssetKey(["intermediate", "creator_views_daily"]) in expected
     for key in expected:
         node = graph.get(key)
         assert node.group_name == key.path[0] and node.pools == {WAREHOUSE_POOL}
         assert "duckdb" in node.kinds
     for name, model in PROJECT.models.items():
-        node = graph.get(dg.AssetKey([model.layer, name]))
-        want = {dg.AssetKey([PROJECT.node(r).layer, r]) if r not in EXTERNAL_MODELS else EXTERNAL_MODELS[r][0]
-                for r in model.refs}
-        if model.sources:
-            want.add(LAKE)
-        assert node.parent_keys == want, name
+        node = graph.get(model_asset_key(model.layer, name))
+        assert warehouse_lake_tables.key not in node.parent_keys, name
+        assert node.metadata["relation"] == f"{model.layer}.{name}"  # the relation keeps the file's name
         assert node.code_version == file_hash(model.path)
         assert node.description == model.description
         assert {c.name for c in graph.get_check_keys_for_assets({node.key})} == {t.name for t in model.tests}
-    for s in STAGING:  # staging reads the warehouse's raw.* / dims.* only
-        assert graph.get(dg.AssetKey(["staging", s])).parent_keys == {LAKE}
-    views = graph.get(dg.AssetKey(["staging", "stg_views"]))
+    for s, lake in STAGING.items():  # staging reads one lake table: raw.<stream> or dims.<name>
+        assert graph.get(dg.AssetKey(["staging", s.removeprefix("stg_")])).parent_keys == {lake}
+    views = graph.get(dg.AssetKey(["staging", "views"]))
     assert views.kinds == {"duckdb", "sql"}
     cols = views.metadata["dagster/column_schema"].columns
     assert [c.name for c in cols] == [*STREAMS["views"].field_names, "day", "ts"]
@@ -91,12 +91,18 @@ def test_materialize_staging_models_and_checks_on_a_tiny_lake(tmp_path, instance
     staging = [a for a in analytics_assets
                if {k.path[0] for k in a.keys} | {k.asset_key.path[0] for k in a.check_keys} == {"staging"}]
     assert len([a for a in staging if a.keys]) == len(STAGING)
-    result = dg.materialize([ingest_landing, *catalog_assets, warehouse_lake_tables, *staging],
+    # No warehouse_lake_tables: each staging step refreshes the raw.*/dims.* relation it reads.
+    result = dg.materialize([ingest_landing, *catalog_assets, *staging],
                             resources=resources_for(data), instance=instance)
     assert result.success
 
     mats = {m.asset_key: m for m in result.get_asset_materialization_events()}
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    # exactly the relations the staging models read were refreshed: not raw.quarantine/ingest_log
+    versions = dict(con.execute("SELECT relation, version FROM raw._lake_versions").fetchall())
+    assert set(versions) == {f"raw.{s}" for s in STREAMS}
+    assert {r for (r,) in con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                                      "WHERE table_schema = 'dims'").fetchall()} == {f"dims.{n}" for n in CATALOG}
     for stream, schema in STREAMS.items():
         relation = f"staging.stg_{stream}"
         cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE {relation}").fetchall()}
@@ -106,9 +112,12 @@ def test_materialize_staging_models_and_checks_on_a_tiny_lake(tmp_path, instance
                            ).fetchall()[0]
         assert rows[0] == 3 and str(rows[1]) == "2026-11-02" and rows[2].isoformat() == "2026-11-02T11:00:00"
         assert rows[3] is True and TS_MS == 1_793_617_200_000
-        meta = mats[dg.AssetKey(["staging", f"stg_{stream}"])].step_materialization_data.materialization.metadata
+        meta = mats[dg.AssetKey(["staging", stream])].step_materialization_data.materialization.metadata
         assert meta["dagster/row_count"].value == 3 and meta["relation"].value == relation
         assert f"FROM raw.{stream}" in meta["sql"].value and meta["sql"].value.startswith("```sql")
+        version = versions[f"raw.{stream}"]
+        assert version is not None
+        assert meta["sources_read"].value.endswith(f"| raw.{stream} | {version} | 3 |")
         typed = {c.name: c.type for c in meta["dagster/column_schema"].schema.columns}
         assert typed["ts"] == "TIMESTAMP" and typed["event_id"] == "VARCHAR"
     assert con.execute("SELECT count(*) FROM staging.stg_users").fetchall() == [(4,)]
@@ -116,14 +125,14 @@ def test_materialize_staging_models_and_checks_on_a_tiny_lake(tmp_path, instance
     con.close()
 
     evals = {(tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()}
-    expected = {(("staging", m.name), t.name) for m in PROJECT.models.values() if m.layer == "staging"
-                for t in m.tests}
+    expected = {(tuple(model_asset_key(m.layer, m.name).path), t.name) for m in PROJECT.models.values()
+                if m.layer == "staging" for t in m.tests}
     assert expected <= set(evals)
     failed = {k: e for k, e in evals.items() if k in expected and not e.passed}
-    assert set(failed) == {(("staging", "stg_users"), "unique_user_id")}
-    dup = failed[(("staging", "stg_users"), "unique_user_id")]
+    assert set(failed) == {(("staging", "users"), "unique_user_id")}
+    dup = failed[(("staging", "users"), "unique_user_id")]
     assert dup.severity == dg.AssetCheckSeverity.ERROR and dup.metadata["failing_rows"].value == 2
-    rel = evals[(("staging", "stg_views"), "relationships_video_id")]
+    rel = evals[(("staging", "views"), "relationships_video_id")]
     assert rel.passed and rel.severity == dg.AssetCheckSeverity.WARN
 
 
@@ -140,16 +149,57 @@ def test_a_broken_model_fails_alone_and_names_its_file(tmp_path, instance):  # n
                                  "SELECT * FROM {{ ref('stg_ok') }}\n",
     })
     defs = build_analytics_assets(load_project(root, external=EXTERNAL_MODELS))
-    assert [d.node_def.name for d in defs if not d.keys] == ["staging__stg_ok__relationships"]
+    assert [d.node_def.name for d in defs if not d.keys] == ["staging__ok__relationships"]
     result = dg.materialize(defs, resources=resources_for(tmp_path / "data"), instance=instance,
                             raise_on_error=False)
     assert not result.success
     built = {tuple(m.asset_key.path) for m in result.get_asset_materialization_events()}
-    assert built == {("staging", "stg_ok"), ("marts", "independent")}
+    assert built == {("staging", "ok"), ("marts", "independent")}
     [failure] = [e for e in result.all_events if e.is_step_failure]
-    assert failure.step_key == "intermediate__int_broken"
+    assert failure.step_key == "intermediate__broken"
     text = failure.event_specific_data.error.to_string()
     assert "dbt_like_models/intermediate/int_broken.sql: building intermediate.int_broken failed: Conversion Error" in text
     # Both checks ran and passed: the deferred one after `independent` existed.
     assert {(e.check_name, e.passed) for e in result.get_asset_check_evaluations()} == {
         ("not_null_id", True), ("relationships_id", True)}
+
+
+def test_a_relationships_test_to_a_source_runs_against_the_lake_as_committed(tmp_path, instance):  # noqa: F811
+    # stg_ids reads no source; its test's target dims.users is not upstream of it, so the check
+    # waits for dim_users in a step of its own, which loads dims.users from the lake before testing.
+    root = write(tmp_path / "dbt_like_models", {
+        "staging/stg_ids.sql": "/* ---\ndescription: ids\ncolumns:\n  user_id:\n    tests: "
+                               "[{relationships: {to: \"source('dims', 'users')\", field: user_id}}]\n--- */\n"
+                               "SELECT * FROM (VALUES (1), (2), (7), (NULL)) t(user_id)\n",
+    })
+    defs = build_analytics_assets(load_project(root, external=EXTERNAL_MODELS))
+    [model] = [d for d in defs if d.keys]
+    [check] = [d for d in defs if not d.keys]
+    assert model.key == dg.AssetKey(["staging", "ids"]) and not model.dependency_keys
+    assert check.node_def.name == "staging__ids__relationships"
+    [spec] = check.check_specs
+    assert {d.asset_key for d in spec.additional_deps} == {dim_key("users")}
+    data = tmp_path / "data"
+    write_minimal_catalog(data / "catalog")  # user ids 0, 1, 2
+    result = dg.materialize([*catalog_assets, *defs], resources=resources_for(data), instance=instance)
+    assert result.success
+    [ev] = [e for e in result.get_asset_check_evaluations() if e.asset_key == model.key]
+    assert (ev.check_name, ev.passed, ev.metadata["failing_rows"].value) == ("relationships_user_id", False, 1)
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    try:  # that step loaded dims.users and nothing else (no raw relation: no version recorded)
+        assert {r for (r,) in con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                                          "WHERE table_schema IN ('raw', 'dims')").fetchall()} == {
+            "dims.users", "raw._lake_versions"}
+        assert con.execute("SELECT count(*) FROM raw._lake_versions").fetchall() == [(0,)]
+    finally:
+        con.close()
+
+
+def test_two_files_that_would_share_a_key_are_refused(tmp_path):
+    root = write(tmp_path / "dbt_like_models", {
+        "staging/stg_x.sql": "/* ---\ndescription: d\n--- */\nSELECT 1 AS id\n",
+        "staging/x.sql": "/* ---\ndescription: d\n--- */\nSELECT 2 AS id\n",
+    })
+    with pytest.raises(ValueError, match=r"stg_x.sql and .*x.sql would both be asset staging/x|"
+                                         r"x.sql and .*stg_x.sql would both be asset staging/x"):
+        build_analytics_assets(load_project(root, external=EXTERNAL_MODELS))

@@ -14,7 +14,7 @@ from tiktok_pipelines.definitions import defs as load_defs
 from tiktok_pipelines.defs.ops.policies import TRAINING_RETRY, TRANSIENT_RETRY
 
 RETRIED = {"warehouse_lake_tables", "analytics_db", "video_tags", "raw_views", "dim_videos", "online_ranker",
-           "user_features", "staging/stg_views", "seeds/revenue_shares", "marts/creator_daily",
+           "user_features", "staging/views", "seeds/revenue_shares", "marts/creator_daily",
            "marts/attribution_credits"}
 
 

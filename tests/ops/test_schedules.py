@@ -8,7 +8,7 @@ import pytest
 from dagster._utils.schedules import cron_string_iterator
 
 from tiktok_pipelines.definitions import defs as load_defs
-from tiktok_pipelines.defs.analytics.external import load_models
+from tiktok_pipelines.defs.analytics.external import load_models, model_asset_key
 
 UTC = dt.timezone.utc
 
@@ -117,7 +117,7 @@ def test_hourly_analytics_job_selects_exactly_the_analytics_assets(defs):
     # Expected, from the model files and the attribution keys rather than from the selection itself.
     project = load_models()
     expected = {dg.AssetKey(["seeds", s]) for s in project.seeds}
-    expected |= {dg.AssetKey([m.layer, m.name]) for m in project.models.values()}
+    expected |= {model_asset_key(m.layer, m.name) for m in project.models.values()}
     expected |= {dg.AssetKey(["marts", "attribution_journeys"]), dg.AssetKey(["marts", "attribution_credits"])}
     expected |= {dg.AssetKey("warehouse_lake_tables"), dg.AssetKey("analytics_db")}
     assert selected == expected
@@ -127,4 +127,4 @@ def test_hourly_analytics_job_selects_exactly_the_analytics_assets(defs):
         assert dg.AssetKey(name) not in selected
     # the SQL models' column tests run with them
     checks = job.asset_layer.asset_graph.asset_check_keys
-    assert any(c.asset_key == dg.AssetKey(["staging", "stg_views"]) for c in checks)
+    assert any(c.asset_key == dg.AssetKey(["staging", "views"]) for c in checks)

@@ -5,13 +5,21 @@ step: a failing model fails alone with its file in the message, its downstream m
 independent ones still build, and each can be selected and re-run by itself. Every model writes
 ``warehouse.duckdb``, so each asset is in the ``duckdb_warehouse`` pool (one writer at a time).
 
-Keys: ``[layer, name]`` for models (``["staging", "stg_views"]``), ``["seeds", name]`` for seeds; the
-group is the layer. Dependencies come from the SQL: ``{{ ref() }}`` -> that model, seed or Python
-asset (``external.py``); ``{{ source() }}`` -> ``warehouse_lake_tables``, which creates ``raw.*`` and ``dims.*``.
+Keys: ``[layer, name]`` without the file's layer prefix (``external.model_asset_key``):
+``["staging", "views"]`` for ``stg_views``, ``["intermediate", "creator_views_daily"]``,
+``["marts", "creator_daily"]``, ``["seeds", name]`` for seeds; the group is the layer; the relation
+keeps the file's name (``staging.stg_views``). Dependencies are the relations the SQL reads:
+``{{ ref() }}`` -> that model, seed or Python asset (``external.py``); ``{{ source('raw', s) }}`` ->
+the lake asset ``raw_<s>`` (``quarantine``, ``ingest_log``), ``{{ source('dims', n) }}`` -> the
+catalog asset ``dim_<n>`` that publishes ``dims/<n>``. A model that reads sources (re)creates
+exactly those ``raw.*``/``dims.*`` relations in its own step, at the lake's committed versions,
+before it builds (``refresh_lake_views(relations=...)``): so it never reads a refresh some other
+step may not have made, and the graph shows what it reads.
 Column tests are asset checks (blocking=False: a failed test is reported, it does not stop downstream
 models). They run in the model's step right after the build, except relationships tests whose target
 is not upstream of the model (``stg_views.video_id`` -> ``stg_videos``): those wait, in one check step
-per model, until the target is built too. Check names are ``<test>_<column>`` (``not_null_creator_id``);
+per model, until the target is built too (a source target: that step refreshes the relation first).
+Check names are ``<test>_<column>`` (``not_null_creator_id``);
 unique, not_null and unique_key fail as ERROR, relationships as WARN (late-arriving dimension rows),
 accepted_values as ERROR; a header's ``severity:`` overrides.
 """
@@ -19,15 +27,17 @@ accepted_values as ERROR; a header's ``severity:`` overrides.
 import dagster as dg
 
 from tiktok_pipelines.dbt_like import ColumnTest, Model, Project, Seed
-from tiktok_pipelines.defs.analytics.external import load_models
+from tiktok_pipelines.defs.analytics.external import load_models, model_asset_key
+from tiktok_pipelines.defs.catalog.assets import dim_key
+from tiktok_pipelines.defs.ingest.assets import INGEST_LOG_KEY, QUARANTINE_KEY, raw_key
 from tiktok_pipelines.defs.ops.policies import (
     ANALYTICS_FRESHNESS,
     TRANSIENT_RETRY,
     retry_only_transient,
 )
 from tiktok_pipelines.defs.resources import PlatformStorage
-from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, warehouse_lake_tables
-from tiktok_pipelines.warehouse import connect_warehouse
+from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
+from tiktok_pipelines.warehouse import LAKE_VERSIONS, connect_warehouse, refresh_lake_views
 
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warn": dg.AssetCheckSeverity.WARN}
 
@@ -37,7 +47,27 @@ def model_key(project: Project, name: str) -> dg.AssetKey:
     if name in project.external:
         return project.external[name][0]
     node = project.node(name)
-    return dg.AssetKey([node.layer, node.name])
+    return model_asset_key(node.layer, node.name)
+
+
+# source('raw', s) for the lake's own tables: the ingest assets that commit them.
+_RAW_KEYS = {"quarantine": QUARANTINE_KEY, "ingest_log": INGEST_LOG_KEY}
+
+
+def source_key(source: str) -> dg.AssetKey:
+    """The asset that writes the lake table behind ``{{ source() }}`` relation ``source``
+    ("raw.views" -> ``raw_views``, "raw.quarantine" -> ``quarantine``, "dims.users" -> ``dim_users``)."""
+    schema, table = source.split(".", 1)
+    if schema == "raw":
+        return _RAW_KEYS.get(table) or raw_key(table)
+    if schema == "dims":
+        return dim_key(table)
+    raise ValueError(f"no asset writes source {source!r}: sources are raw.* and dims.*")
+
+
+def _deps(project: Project, model: Model) -> list[dg.AssetKey]:
+    """The assets of the relations the model's SQL reads, in order of first use."""
+    return [model_key(project, r) for r in model.refs] + [source_key(s) for s in model.sources]
 
 
 def _sql_md(sql: str) -> dg.MetadataValue:
@@ -69,7 +99,7 @@ def _ancestors(project: Project) -> dict[str, set[dg.AssetKey]]:
     for node in project.order():
         if not isinstance(node, Model):
             continue
-        keys = {model_key(project, r) for r in node.refs} | ({warehouse_lake_tables.key} if node.sources else set())
+        keys = set(_deps(project, node))
         for r in node.refs:
             keys |= out.get(r, set())
         out[node.name] = keys
@@ -78,7 +108,21 @@ def _ancestors(project: Project) -> dict[str, set[dg.AssetKey]]:
 
 def _target_key(project: Project, t: ColumnTest) -> dg.AssetKey:
     kind, args = t.to  # type: ignore[misc]
-    return warehouse_lake_tables.key if kind == "source" else model_key(project, args[0])
+    return source_key(".".join(args)) if kind == "source" else model_key(project, args[0])
+
+
+def _refresh_sources(con, storage: PlatformStorage, sources) -> dg.MetadataValue | None:
+    """(Re)create ``sources`` ("raw.views", "dims.users") at the lake's committed versions; returns
+    what was read (relation, lake version, rows) as a table for the step's metadata."""
+    sources = sorted(set(sources))
+    if not sources:
+        return None
+    counts = refresh_lake_views(con, storage.lake_location, storage.lake_store, relations=sources)
+    versions = dict(con.execute(f"SELECT relation, version FROM {LAKE_VERSIONS}").fetchall())
+    # dims.* are read at their newest version and not recorded; a dim never published is left out
+    rows = [f"| {r} | {'' if versions.get(r) is None else versions[r]} | {counts[r]:,} |"
+            for r in sources if r in counts]
+    return dg.MetadataValue.md("| relation | lake version | rows |\n|---|---|---|\n" + "\n".join(rows))
 
 
 def _deferred(project: Project, model: Model, ancestors: dict[str, set[dg.AssetKey]]) -> list[ColumnTest]:
@@ -115,7 +159,7 @@ def _deferred_checks(project: Project, model: Model, tests: list[ColumnTest]) ->
     key = model_key(project, model.name)
 
     @dg.multi_asset_check(
-        name=f"{model.layer}__{model.name}__relationships",
+        name=f"{'__'.join(key.path)}__relationships",  # beside the model's step: staging__views
         specs=[_check_spec(key, t, [_target_key(project, t)]) for t in tests],
         pool=WAREHOUSE_POOL,
         can_subset=True,
@@ -127,6 +171,9 @@ def _deferred_checks(project: Project, model: Model, tests: list[ColumnTest]) ->
         wanted = {k.name for k in context.selected_asset_check_keys}
         con = connect_warehouse(storage.warehouse)
         try:
+            # A source target is not built by any model step here: read it as the lake has it now.
+            _refresh_sources(con, storage, [t.to_relation for t in tests
+                                            if t.name in wanted and t.to and t.to[0] == "source"])
             checks = _check_results(project, model, con, wanted)
         finally:
             con.close()
@@ -137,9 +184,7 @@ def _deferred_checks(project: Project, model: Model, tests: list[ColumnTest]) ->
 
 def _model_asset(project: Project, model: Model, deferred: list[ColumnTest]) -> dg.AssetsDefinition:
     key = model_key(project, model.name)
-    deps = [model_key(project, r) for r in model.refs]
-    if model.sources:
-        deps.append(warehouse_lake_tables.key)
+    deps = _deps(project, model)
     in_step = [t for t in model.tests if t not in deferred]
 
     @dg.asset(
@@ -166,6 +211,7 @@ def _model_asset(project: Project, model: Model, deferred: list[ColumnTest]) -> 
         wanted = {k.name for k in context.selected_asset_check_keys}
         con = connect_warehouse(storage.warehouse)
         try:
+            read = _refresh_sources(con, storage, model.sources)
             (built,) = project.build(con, select=[model.name])
             checks = _check_results(project, model, con, wanted)
             con.execute("CHECKPOINT")
@@ -182,6 +228,7 @@ def _model_asset(project: Project, model: Model, deferred: list[ColumnTest]) -> 
                 "dagster/column_schema": _built_schema(model, built.columns),
                 "sql": _sql_md(built.sql),
                 "seconds": round(built.seconds, 3),
+                **({"sources_read": read} if read is not None else {}),
             },
             check_results=checks,
         )
@@ -228,6 +275,14 @@ def build_analytics_assets(project: Project) -> list[dg.AssetsDefinition | dg.As
     """One asset per seed and model; plus, per model with relationships tests on targets that are
     not upstream of it, one check step that runs them once both sides are built."""
     ancestors = _ancestors(project)
+    # Two files whose names differ only by the layer prefix (stg_x and x) would share a key.
+    seen: dict[dg.AssetKey, str] = {}
+    for node in project.order():
+        key = model_key(project, node.name)
+        if key in seen:
+            raise ValueError(f"{node.display_path} and {seen[key]} would both be asset {key.to_user_string()} "
+                             "(a model's key drops its layer prefix stg_/int_): rename one")
+        seen[key] = node.display_path
     out: list[dg.AssetsDefinition | dg.AssetChecksDefinition] = []
     for node in project.order():
         if isinstance(node, Seed):

@@ -1,4 +1,5 @@
-"""Where the SQL models live, and the relations Python assets build that SQL models may ``ref``.
+"""Where the SQL models live, their asset keys, and the relations Python assets build that SQL
+models may ``ref``.
 
 ``{{ ref('video_tags') }}`` in a model renders as ``content.video_tags`` and makes the model's asset
 depend on the ``video_tags`` asset, so lineage runs through Python and SQL alike.
@@ -20,6 +21,24 @@ EXTERNAL_MODELS: dict[str, tuple[dg.AssetKey, str]] = {
     "attribution_credits": (dg.AssetKey(["marts", "attribution_credits"]), "marts.attribution_credits"),
     "attribution_journeys": (dg.AssetKey(["marts", "attribution_journeys"]), "marts.attribution_journeys"),
 }
+
+
+# A model's key drops its file's layer prefix: the key already starts with the layer, and the UI
+# labels a node with the key's last part only, cut in the middle past 18 characters in the zoomed-out
+# graph ("int_c…_views_daily") and past 31 in the full node. The relation keeps the file's name
+# (analysts query intermediate.int_creator_views_daily).
+LAYER_PREFIXES = {"staging": "stg_", "intermediate": "int_"}
+
+
+def model_asset_key(layer: str, name: str) -> dg.AssetKey:
+    """The asset key of SQL model ``name`` in ``layer`` (or of seed ``name`` with layer "seeds"):
+    ``["staging", "views"]`` for ``stg_views``, ``["intermediate", "creator_views_daily"]`` for
+    ``int_creator_views_daily``, ``["marts", "creator_daily"]``, ``["seeds", "revenue_shares"]``.
+    A name without its layer's prefix (or that is only the prefix) keeps its name."""
+    prefix = LAYER_PREFIXES.get(layer)
+    if prefix and name.lower().startswith(prefix) and len(name) > len(prefix):
+        name = name[len(prefix):]
+    return dg.AssetKey([layer, name])
 
 
 def models_dir() -> Path:

@@ -55,11 +55,11 @@ def _published_relations() -> list[dg.AssetKey]:
     """Everything that writes warehouse.duckdb: the copy is taken after all of it. Read from the
     model files and the external-model table (not from the analytics defs, which import this
     module), so a new SQL model is published without touching this list."""
-    from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, load_models
+    from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, load_models, model_asset_key
 
     project = load_models()
     keys = [dg.AssetKey(["seeds", name]) for name in project.seeds]
-    keys += [dg.AssetKey([m.layer, m.name]) for m in project.models.values()]
+    keys += [model_asset_key(m.layer, m.name) for m in project.models.values()]
     return keys + [key for key, _ in EXTERNAL_MODELS.values()]
 
 
