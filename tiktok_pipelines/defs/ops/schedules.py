@@ -11,7 +11,11 @@ import dagster as dg
 from tiktok_pipelines.defs.ops.policies import IN_FLIGHT
 
 # The SQL models (seeds -> staging -> intermediate -> marts, attribution included: its assets are
-# in the marts group), the raw.*/dims.* views they read, and the analysts' copy taken after them.
+# in the marts group), warehouse_lake_tables (every raw.*/dims.* relation for analysts, and
+# raw.ad_events for attribution; each SQL model refreshes the ones it reads in its own step), and the
+# analysts' copy taken after them. The lake assets the models depend on (raw_*, dim_*) are not in
+# it: ingestion runs from the landing sensor, the catalog with build_all or by hand; the models read
+# what those last committed.
 # Not video_tags (the content group): it changes only when the catalog does, and its automation
 # condition re-tags then. By group and name, not by imported key: tests build subsets of the defs.
 ANALYTICS_GROUPS = ("seeds", "staging", "intermediate", "marts")
