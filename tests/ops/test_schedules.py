@@ -49,6 +49,7 @@ def test_schedules_their_crons_targets_and_default_status(defs):
     assert {n: s.default_status for n, s in sensors.items()} == {
         "feature_dates_sensor": dg.DefaultSensorStatus.RUNNING,
         "landing_sensor": dg.DefaultSensorStatus.RUNNING,
+        "online_freshness_sensor": dg.DefaultSensorStatus.RUNNING,
         "online_update_sensor": dg.DefaultSensorStatus.RUNNING,
         "run_failure_alert_sensor": dg.DefaultSensorStatus.RUNNING,
         "automation_sensor": dg.DefaultSensorStatus.RUNNING,

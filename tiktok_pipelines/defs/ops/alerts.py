@@ -1,6 +1,7 @@
 """The run-failure sensor: every failed run of this code location becomes one line in the alert log.
 
-An alert names the run, its job, the steps that failed with their errors, the first error, the
+A check that enters FAIL without a run (online_ranker's follows_events) is recorded the same way
+(``lag_alert_record``). An alert names the run, its job, the steps that failed with their errors, the first error, the
 partition and what launched the run (schedule, sensor, backfill). It is appended to
 ``storage.alerts`` (``data/alerts/alerts.jsonl``) with one O_APPEND write (``tiktok_pipelines/alerts.py``)
 and logged at ERROR in the sensor's tick log, so a pager, a log shipper or ``tail -f`` can follow it.
@@ -62,3 +63,16 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext, storage: Platf
         f"ALERT run {record['run_id']} of {record['job']} failed "
         f"(steps: {', '.join(record['failed_steps']) or 'none'}): {record['error'][:500]}"
     )
+
+
+def lag_alert_record(check: str, error: str, metadata: dict) -> dict:
+    """The JSON object a check entering FAIL outside any run becomes (online_ranker's
+    follows_events: events arrive and the model does not follow). Same sink and time format as a
+    failed run's; ``check`` instead of ``run_id``/``job``."""
+    values = {k: getattr(v, "value", v) for k, v in metadata.items()}
+    return {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "check": check,
+        "error": error,
+        "details": {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool)) or v is None},
+    }

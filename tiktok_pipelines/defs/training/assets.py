@@ -3,6 +3,7 @@ sensor-driven online updates that publish deltas to the serving directory."""
 
 
 import json
+import math
 
 import dagster as dg
 import duckdb
@@ -12,7 +13,7 @@ import pyarrow.compute as pc
 from tiktok_pipelines.defs.ingest.assets import raw_key
 from tiktok_pipelines.defs.ops.policies import (
     BATCH_MODEL_FRESHNESS,
-    ONLINE_MODEL_FRESHNESS,
+    ONLINE_MODEL_LAG,
     TRAINING_RETRY,
     TRANSIENT_RETRY,
     retry_only_transient,
@@ -48,6 +49,86 @@ def _examples_lake(storage: PlatformStorage):
 ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
 
 
+# The labels, all booleans: a NULL would make a "0 or 1" that is neither.
+_BOOL_LABELS = ("played", "finished", "liked", "shared", "commented", "followed", "engaged")
+_KEYS = ("example_id", "ts_ms", "user_id", "video_id", "request_id", "event_date")
+EXAMPLE_CHECKS = {
+    "labels_valid": "Every label is 0 or 1 (no NULL), and they agree with each other and with the "
+    "sampling: finished = watch_ratio >= 1, engaged = liked or shared or commented or followed or "
+    "watch_ratio >= engaged_watch_ratio, watch_ratio >= 0, sample_rate = 1 for positives and r for negatives.",
+    "keys_present_and_unique": "No NULL in example_id, ts_ms, user_id, video_id, request_id, "
+    "event_date; one row per example_id.",
+    "point_in_time": "Each example lies in its impression's date (event_date = UTC date of ts_ms) and "
+    "no served feature describes a video published after the impression (video_age_h >= 0). The "
+    "history counts are counted strictly before the impression by the join itself (training/joiner.py).",
+    "not_empty": "Some examples, once the lake holds impressions.",
+}
+# A bad label or key trains a wrong model: the retrain downstream in the same run does not start.
+_BLOCKING = {"labels_valid", "keys_present_and_unique"}
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    """Four significant digits: what a person compares (0.7312, 0.001235, 1234.0), not 16."""
+    if x is None:
+        return None
+    x = float(x)
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, max(0, digits - 1 - math.floor(math.log10(abs(x)))))
+
+
+def _examples_checks(con: duckdb.DuckDBPyConnection, source: str | None, config, has_impressions: bool):
+    """The checks' results, from one scan of the examples' committed snapshot."""
+    if source is None:
+        counts = dict.fromkeys(("rows", "null_labels", "inconsistent_labels", "bad_sample_rate", "null_keys",
+                                "duplicate_ids", "misdated", "video_after_impression"), 0)
+    else:
+        r = config.negative_rate
+        row = con.sql(f"""
+            SELECT count(*) AS rows,
+                   count(*) FILTER (WHERE {" OR ".join(f"{c} IS NULL" for c in _BOOL_LABELS)}) AS null_labels,
+                   count(*) FILTER (WHERE watch_ratio < 0 OR finished <> (watch_ratio >= 1)
+                                    OR engaged <> (liked OR shared OR commented OR followed
+                                                   OR watch_ratio >= {config.engaged_watch_ratio!r})) AS inconsistent_labels,
+                   count(*) FILTER (WHERE sample_rate <> CASE WHEN engaged THEN 1.0 ELSE {r!r} END) AS bad_sample_rate,
+                   count(*) FILTER (WHERE {" OR ".join(f"{c} IS NULL" for c in _KEYS)}) AS null_keys,
+                   count(*) - count(DISTINCT example_id) AS duplicate_ids,
+                   count(*) FILTER (WHERE event_date::VARCHAR <> strftime(epoch_ms(ts_ms), '%Y-%m-%d')) AS misdated,
+                   count(*) FILTER (WHERE video_age_h < 0) AS video_after_impression
+            FROM {source}
+        """)
+        counts = dict(zip(row.columns, row.fetchall()[0]))
+    counts = {k: int(v or 0) for k, v in counts.items()}
+
+    def result(name: str, failing: dict[str, int], why: str = "") -> dg.AssetCheckResult:
+        bad = {k: v for k, v in failing.items() if v}
+        return dg.AssetCheckResult(
+            check_name=name, passed=not bad, severity=dg.AssetCheckSeverity.ERROR,
+            description=why or (f"{EXAMPLE_CHECKS[name]} Failing rows: " + ", ".join(f"{k} {v:,}" for k, v in bad.items())
+                                if bad else None),
+            metadata={**failing, "rows": counts["rows"]})
+
+    return [
+        result("labels_valid", {k: counts[k] for k in ("null_labels", "inconsistent_labels", "bad_sample_rate")}),
+        result("keys_present_and_unique", {k: counts[k] for k in ("null_keys", "duplicate_ids")}),
+        result("point_in_time", {k: counts[k] for k in ("misdated", "video_after_impression")}),
+        result("not_empty", {"missing_examples": int(has_impressions and counts["rows"] == 0)},
+               "the lake holds impressions and the examples table none" if has_impressions and not counts["rows"]
+               else ("" if counts["rows"] else "no impression in the lake yet: nothing to join")),
+    ]
+
+
+def _column_schema(lake) -> dg.TableSchema | None:
+    """The examples table's columns as its Delta log declares them (Arrow types)."""
+    from tiktok_pipelines.training.joiner import EXAMPLES_TABLE
+
+    t = lake.store.table(EXAMPLES_TABLE)
+    if t is None:
+        return None
+    schema = pa.schema(t.schema().to_arrow())
+    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+
+
 @dg.asset(
     group_name=GROUP,
     kinds={"duckdb", "parquet"},
@@ -63,9 +144,13 @@ ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
         "labels": ", ".join(LABELS),
         "features": ", ".join([*SERVED_FEATURES, *HISTORY_FEATURES, "hour_of_day"]),
     },
+    check_specs=[dg.AssetCheckSpec(name, asset="training_examples", description=text, blocking=name in _BLOCKING)
+                 for name, text in EXAMPLE_CHECKS.items()],
 )
 def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorage,
                       joiner_policy: JoinerPolicy) -> dg.MaterializeResult:
+    from tiktok_pipelines.ingest.engine import events_table
+
     config = joiner_policy.config()
     lake = _examples_lake(storage)
     report = build_examples(lake, config)
@@ -73,30 +158,40 @@ def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorag
     rows = 0
     table = "| date | examples | engaged | played | finished |\n|---|---|---|---|---|\n"
     con = duckdb.connect()
-    source = examples_source(con, lake) if report.built or report.skipped else None
-    if source is not None:
-        stats = con.sql(
-            f"""
-            SELECT event_date::VARCHAR, count(*), avg(engaged::INT), avg(played::INT), avg(finished::INT)
-            FROM {source}
-            GROUP BY 1 ORDER BY 1
-            """
-        ).fetchall()
-        rows = sum(r[1] for r in stats)
-        table += "\n".join(f"| {d} | {n:,} | {e:.3f} | {p:.3f} | {f:.3f} |" for d, n, e, p, f in stats)
-    con.close()
+    try:
+        source = examples_source(con, lake) if report.built or report.skipped else None
+        if source is not None:
+            stats = con.sql(
+                f"""
+                SELECT event_date::VARCHAR, count(*), avg(engaged::INT), avg(played::INT), avg(finished::INT)
+                FROM {source}
+                GROUP BY 1 ORDER BY 1
+                """
+            ).fetchall()
+            rows = sum(r[1] for r in stats)
+            table += "\n".join(f"| {d} | {n:,} | {e:.3f} | {p:.3f} | {f:.3f} |" for d, n, e, p, f in stats)
+        checks = _examples_checks(con, source, config, lake.store.row_count(events_table("impressions")) > 0)
+    finally:
+        con.close()
+    schema = _column_schema(lake)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
-            "dates_built": dg.MetadataValue.json(report.built),
+            **({"dagster/column_schema": schema} if schema is not None else {}),
+            "dates_built": dg.MetadataValue.table(
+                records=[dg.TableRecord({"date": d, "examples": n}) for d, n in sorted(report.built.items())],
+                schema=dg.TableSchema(columns=[dg.TableColumn("date", "string"), dg.TableColumn("examples", "int")])),
             "dates_unchanged": len(report.skipped),
-            # The Delta version of each events table this build read ({"events/views": 12, ...}):
-            # build_examples(..., versions=...) reads the same rows again (time travel).
-            "lake_versions": dg.MetadataValue.json(report.versions),
+            # The Delta version of each events table this build read: build_examples(...,
+            # versions=...) reads the same rows again (time travel).
+            "lake_versions": dg.MetadataValue.table(
+                records=[dg.TableRecord({"table": t, "version": v}) for t, v in sorted(report.versions.items())],
+                schema=dg.TableSchema(columns=[dg.TableColumn("table", "string"), dg.TableColumn("version", "int")])),
             "by_date (sampled rates)": dg.MetadataValue.md(table),
             "negative_rate": config.negative_rate,
             "label_window_s": config.label_window_s,
-        }
+        },
+        check_results=checks,
     )
 
 
@@ -186,11 +281,11 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
                                    margin=training_policy.promotion_margin_auc)
         context.log.info(f"{name} v{version}: AUC {metrics['auc']:.4f}, promoted={decision['promoted']}")
         for k in ("auc", "log_loss", "ece"):
-            metadata[f"{name}/{k}"] = float(metrics[k])
+            metadata[f"{name}/{k}"] = _round(metrics[k])
         metadata[f"{name}/version"] = version
         metadata[f"{name}/promoted"] = decision["promoted"]
         if champion_metrics:
-            metadata[f"{name}/champion_auc_same_day"] = float(champion_metrics["auc"])
+            metadata[f"{name}/champion_auc_same_day"] = _round(champion_metrics["auc"])
         if decision["promoted"] and isinstance(model, MonolithRanker):
             published = ServingPublisher(storage.serving_location,
                                          keep_full=training_policy.keep_full_snapshots).publish(
@@ -232,7 +327,8 @@ def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     "weights go out when `online_dense_every_s` of event time has passed; the trainer keeps its whole state "
     "(rows, dense weights, optimizer state) in its own checkpoint between runs. Driven by `online_update_sensor`.",
     retry_policy=TRANSIENT_RETRY,  # publishing is atomic and restarts from the served state: safe to retry
-    freshness_policy=ONLINE_MODEL_FRESHNESS,  # the deltas the model server applies
+    # No time-window freshness policy: it warned on an idle instance. The check follows_events
+    # (below) says whether the model follows the events that arrived.
     # One update at a time: each trains from the version the last one published. The serving
     # directory's writer lock already serialises them; the pool (one slot, dagster.yaml) makes a
     # second run wait in the queue, visibly, instead of in a process blocked on the lock.
@@ -345,6 +441,152 @@ def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformS
                         tags={"online/ingest_log_version": str(version)})
 
 
+# --- does the online model follow the events? ------------------------------------------------------
+
+FOLLOWS_EVENTS = "follows_events"
+FOLLOWS_EVENTS_TEXT = (
+    "The published online model follows the ingested events: the newest event time ingested (the "
+    "streams the online join reads) minus the newest trained-through time of the published "
+    "versions (a daily batch retrain's full version, trained through an earlier day, is no lag), "
+    "less what the streaming join must wait by design (label window + allowed lateness), is the "
+    "lag. WARN past TIKTOK_FRESHNESS_ONLINE_WARN_MIN (15), FAIL past _FAIL_MIN (60). No new event, "
+    "no lag: an idle platform stays green however old the model. Evaluated by "
+    "online_freshness_sensor whenever the ingest log or the serving directory changes.")
+
+
+def _newest_event_ms(lake) -> int | None:
+    """The newest event time ingested into the streams the online join reads: the max ``ts_ms`` of
+    each events table's newest date partition (the Delta log names its files; one day's ``ts_ms``
+    column is read). Event time, not the files' flush time: a producer flushes a batch window at
+    its end, so the newest flush runs ahead of the newest event by up to a window (45 min in the
+    simulator's hourly files at night), which is no lag of the model."""
+    from tiktok_pipelines.ingest.engine import events_table
+    from tiktok_pipelines.training.joiner import JOIN_STREAMS
+
+    newest = None
+    for stream in JOIN_STREAMS:
+        acts = lake.store.add_actions(events_table(stream))
+        if acts is None or acts.num_rows == 0:
+            continue
+        day = pc.max(acts.column("partition.event_date")).as_py()
+        ds = lake.store.dataset(events_table(stream), partitions=[("event_date", "=", day)])
+        ts = pc.max(ds.to_table(columns=["ts_ms"]).column("ts_ms")).as_py()
+        if ts is not None and (newest is None or ts > newest):
+            newest = int(ts)
+    return newest
+
+
+def _model_through_ms(serving, *, after_seq: int = 0, known_ms: int | None = None) -> tuple[int | None, int | None]:
+    """(newest seq, newest trained_through_ms) among the published versions after ``after_seq``,
+    starting from ``known_ms`` (what versions up to it were trained through): what the online path
+    has reached. The newest, not the newest version's: the daily full version of the batch retrain
+    is trained through the day before its evaluation day, and the next online update continues from
+    there over the stream's examples; a daily retrain is no lag of the online path. Manifests only."""
+    from tiktok_pipelines.serving.store import CorruptVersion, list_versions, read_version_manifest
+
+    seqs = list_versions(serving)
+    through = known_ms
+    for seq in seqs:
+        if seq <= after_seq:
+            continue
+        try:
+            value = (read_version_manifest(serving, seq).get("metadata") or {}).get("trained_through_ms")
+        except (CorruptVersion, FileNotFoundError):
+            continue
+        if value is not None and (through is None or int(value) > through):
+            through = int(value)
+    return (seqs[-1] if seqs else None), through
+
+
+def online_lag(storage: PlatformStorage, joiner_policy: JoinerPolicy, *, after_seq: int = 0,
+               known_ms: int | None = None) -> dict:
+    """What follows_events judges: the newest event time ingested, what the online path has
+    trained through, the gap the streaming join keeps by design, and the lag beyond it (ms; None
+    when not measurable). Both times are event time: the lag grows only as events arrive.
+    ``after_seq``/``known_ms``: versions already read (the sensor's cursor)."""
+    events = _newest_event_ms(_examples_lake(storage))
+    seq, model = _model_through_ms(storage.serving_location, after_seq=after_seq, known_ms=known_ms)
+    by_design = (joiner_policy.config().label_window_s + joiner_policy.stream().allowed_lateness_s) * 1000
+    lag = None if events is None or model is None else max(0, events - model - by_design)
+    return {"events_through_ms": events, "model_through_ms": model, "serving_seq": seq,
+            "by_design_ms": by_design, "lag_ms": lag}
+
+
+def follows_events_evaluation(lag: dict) -> tuple[str, dg.AssetCheckEvaluation]:
+    """("pass" | "warn" | "fail", the check's evaluation) for ``online_lag``'s numbers."""
+    warn, fail = ONLINE_MODEL_LAG.warn.total_seconds() * 1000, ONLINE_MODEL_LAG.fail.total_seconds() * 1000
+    ms = lag["lag_ms"]
+    if lag["events_through_ms"] is None:
+        status, why = "pass", "no event ingested yet: nothing to follow"
+    elif lag["model_through_ms"] is None:
+        status, why = "pass", ("no online model published yet (the batch retrain publishes the first; "
+                               "batch_rankers' freshness covers it)")
+    else:
+        status = "fail" if ms > fail else "warn" if ms > warn else "pass"
+        why = (f"the model trails the arrived events by {ms / 60_000:.1f} min beyond the "
+               f"{lag['by_design_ms'] / 60_000:.0f} min the streaming join waits by design "
+               f"(warn past {warn / 60_000:.0f}, fail past {fail / 60_000:.0f})")
+    metadata = {
+        "lag_minutes": None if ms is None else round(ms / 60_000, 1),
+        "warn_minutes": round(warn / 60_000, 1), "fail_minutes": round(fail / 60_000, 1),
+        "by_design_minutes": round(lag["by_design_ms"] / 60_000, 1),
+        "serving_seq": lag["serving_seq"],
+    }
+    for key in ("events_through_ms", "model_through_ms"):
+        if lag[key] is not None:
+            metadata[key.removesuffix("_ms")] = dg.MetadataValue.timestamp(lag[key] / 1000)
+    evaluation = dg.AssetCheckEvaluation(
+        asset_key=online_ranker.key, check_name=FOLLOWS_EVENTS, passed=status == "pass",
+        severity=dg.AssetCheckSeverity.ERROR if status == "fail" else dg.AssetCheckSeverity.WARN,
+        description=why, metadata=metadata)
+    return status, evaluation
+
+
+@dg.asset_check(asset=online_ranker, name=FOLLOWS_EVENTS, description=FOLLOWS_EVENTS_TEXT, blocking=False)
+def online_ranker_follows_events(storage: PlatformStorage, joiner_policy: JoinerPolicy) -> dg.AssetCheckResult:
+    """The same judgement on demand (the UI's "Execute"): online_freshness_sensor reports it without a run."""
+    _, e = follows_events_evaluation(online_lag(storage, joiner_policy))
+    return dg.AssetCheckResult(passed=e.passed, severity=e.severity, description=e.description, metadata=e.metadata)
+
+
+@dg.sensor(
+    name="online_freshness_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Evaluates online_ranker's follows_events check (no run) when the ingest log or the "
+    "serving directory changed, and records it when its status changes; entering FAIL also writes "
+    "an alert line (data/alerts/alerts.jsonl). Quiet while no event arrives.",
+)
+def online_freshness_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage,
+                            joiner_policy: JoinerPolicy):
+    from tiktok_pipelines.alerts import append_alert
+    from tiktok_pipelines.defs.ops.alerts import lag_alert_record
+    from tiktok_pipelines.serving.store import list_versions
+
+    # What can change the verdict: a new ingest_log version or a new serving version. The lag is in
+    # event time, so with neither nothing needs reading.
+    position = ingest_log_position(_examples_lake(storage))
+    seqs = list_versions(storage.serving_location)
+    state = {"log": list(position) if position else None, "seq": seqs[-1] if seqs else None}
+    mark = json.loads(context.cursor) if context.cursor else {}
+    if mark and {k: mark.get(k) for k in state} == state:
+        return dg.SkipReason(f"no new batch or model version since the last evaluation ({mark.get('status')})")
+    if state["seq"] is None or (mark.get("seq") or 0) > state["seq"]:
+        mark = {"status": mark.get("status")}  # a new serving directory: read its versions afresh
+    lag = online_lag(storage, joiner_policy, after_seq=mark.get("seq") or 0, known_ms=mark.get("model_through_ms"))
+    status, evaluation = follows_events_evaluation(lag)
+    cursor = json.dumps({**state, "status": status, "model_through_ms": lag["model_through_ms"]})
+    if mark.get("status") == status:
+        # Recorded already: one event per change of status, not one per ingested batch.
+        return dg.SensorResult(cursor=cursor, skip_reason=f"still {status}: {evaluation.description}")
+    if status == "fail":
+        record = lag_alert_record(f"{online_ranker.key.to_user_string()}:{FOLLOWS_EVENTS}", evaluation.description,
+                                  evaluation.metadata)
+        append_alert(storage.alerts, record)
+        context.log.error(f"ALERT {record['check']}: {record['error']}")
+    return dg.SensorResult(cursor=cursor, asset_events=[evaluation])
+
+
 daily_training_job = dg.define_asset_job(
     "daily_training_job", selection=[training_examples, batch_rankers],
     description="Refresh the examples, retrain and evaluate both rankers, promote or keep the champions.",
@@ -384,12 +626,12 @@ def monolith_experiments(context: dg.AssetExecutionContext, config: ExperimentCo
                              seeds=config.seeds)
     r = report.result
     metadata: dict = {"results": dg.MetadataValue.md(report.markdown)}
-    metadata.update({f"auc/online_{k}": round(float(v), 4) for k, v in r["auc_online_by_sync"].items()})
-    metadata.update({f"auc/{k.removeprefix('auc_')}": round(float(r[k]), 4)
+    metadata.update({f"auc/online_{k}": _round(v) for k, v in r["auc_online_by_sync"].items()})
+    metadata.update({f"auc/{k.removeprefix('auc_')}": _round(r[k])
                      for k in ("auc_popularity", "auc_mf", "auc_batch", "auc_collisionless", "auc_hashing")})
     metadata.update({f"verdict/{k}": str(v) for k, v in r["verdict"].items()})
-    metadata.update({f"hashing_collision_rate/{k}": float(v) for k, v in r["hashing_collision_rate"].items()})
-    metadata.update({f"closed_loop_engaged/{k}": float(v) for k, v in r.get("closed_loop_engaged_rate", {}).items()})
+    metadata.update({f"hashing_collision_rate/{k}": _round(v) for k, v in r["hashing_collision_rate"].items()})
+    metadata.update({f"closed_loop_engaged/{k}": _round(v) for k, v in r.get("closed_loop_engaged_rate", {}).items()})
     metadata.update({f"plot/{p.stem}": dg.MetadataValue.path(str(p)) for p in report.plots})
     return dg.MaterializeResult(metadata=metadata)
 
