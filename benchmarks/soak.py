@@ -301,7 +301,8 @@ def role_analyst(a) -> int:
             inode = os.stat(path).st_ino
             swaps += last_inode is not None and inode != last_inode
             last_inode = inode
-            con = duckdb.connect(str(path), read_only=True)
+            # as the README says: raw.* name the lake relative to the file's folder
+            con = duckdb.connect(str(path), read_only=True, config={"file_search_path": str(path.absolute().parent)})
             try:
                 for name, sql in queries.items():
                     n += 1

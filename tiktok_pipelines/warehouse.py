@@ -15,13 +15,19 @@ over the files that version names (absolute paths), so both files stay small; a 
 storage is loaded into the warehouse instead (DuckDB reads no ``s3://`` here): ``lake_relation``.
 The ``features.*`` views (``features/daily.py``) are made the same way; ``dims.*`` are tables
 loaded from the catalog's Delta tables (``dims/<name>``) on either store.
+
+The analysts' copy carries no absolute path: ``publish_analytics`` rewrites those views to name
+the files relative to its folder, where DuckDB finds them from that folder (the working
+directory) or with ``SET file_search_path`` to it (``connect_analytics``); copying the file and the
+lake together keeps it working. Its relations and columns carry the data dictionary's comments.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import duckdb
@@ -193,6 +199,94 @@ def connect_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(path))
 
 
+# A relation's documentation for the analysts' copy: (its description or None, {column: description}).
+RelationDoc = tuple[str | None, Mapping[str, str]]
+
+# An absolute path as a SQL string literal (quotes doubled inside): what ``sql_path`` writes.
+_ABS_LITERAL = re.compile(r"'(/(?:[^']|'')*)'")
+
+
+def _quote_ident(*parts: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+
+
+def _quote_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _absolute_files(sql: str) -> list[str]:
+    """The absolute paths of existing files that ``sql`` names as string literals."""
+    found = (m.group(1).replace("''", "'") for m in _ABS_LITERAL.finditer(sql))
+    return [f for f in found if os.path.isfile(f)]
+
+
+def _relative_views(con: duckdb.DuckDBPyConnection, base: Path) -> int:
+    """Rewrite every view that names files by absolute path (``raw.*`` and ``features.*`` over a
+    local lake) to name them relative to ``base``, the analytics file's folder; returns how many
+    views changed. DuckDB resolves a relative path against ``file_search_path`` (set to ``base``
+    on ``con``, as every reader of the copy sets it) or else the working directory, so the copy
+    and the lake move together. A view that names a file outside ``base`` gets ``../`` parts."""
+    views = con.execute("SELECT schema_name, view_name, sql FROM duckdb_views() WHERE NOT internal "
+                        "AND database_name = current_database()").fetchall()
+    changed = 0
+    for schema, view, sql in views:
+        if not _absolute_files(sql):
+            continue
+
+        def relative(m: re.Match) -> str:
+            path = m.group(1).replace("''", "'")
+            return _quote_str(os.path.relpath(path, base)) if os.path.isfile(path) else m.group(0)
+
+        con.execute(f"DROP VIEW {_quote_ident(schema, view)}")  # DuckDB binds dependent views lazily
+        con.execute(_ABS_LITERAL.sub(relative, sql))
+        changed += 1
+    return changed
+
+
+def absolute_paths(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Views (``schema.name``) whose SQL names an existing file by absolute path, with those paths:
+    none in a published copy."""
+    out = {}
+    for schema, view, sql in con.execute("SELECT schema_name, view_name, sql FROM duckdb_views() "
+                                         "WHERE NOT internal AND database_name = current_database()").fetchall():
+        files = _absolute_files(sql)
+        if files:
+            out[f"{schema}.{view}"] = files
+    return out
+
+
+def comment_relations(con: duckdb.DuckDBPyConnection, docs: Mapping[str, RelationDoc]) -> int:
+    """``COMMENT ON`` every relation of ``docs`` (``schema.name``) that exists and every column of it
+    that ``docs`` describes; returns the number of column comments set. A relation or column the
+    database lacks is skipped (a model not built yet, a feature table not published yet)."""
+    kinds = dict(((s, n), k) for s, n, k in con.execute(
+        "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE NOT internal "
+        "AND database_name = current_database() UNION ALL "
+        "SELECT schema_name, view_name, 'VIEW' FROM duckdb_views() WHERE NOT internal "
+        "AND database_name = current_database()").fetchall())
+    columns: dict[tuple[str, str], set[str]] = {}
+    for s, n, c in con.execute("SELECT schema_name, table_name, column_name FROM duckdb_columns() "
+                               "WHERE NOT internal AND database_name = current_database()").fetchall():
+        columns.setdefault((s, n), set()).add(c)
+    set_columns = 0
+    for relation, (description, column_docs) in docs.items():
+        schema, name = relation.split(".", 1)
+        kind = kinds.get((schema, name))
+        if kind is None:
+            continue
+        ident = _quote_ident(schema, name)
+        if description:
+            con.execute(f"COMMENT ON {kind} {ident} IS {_quote_str(' '.join(description.split()))}")
+        present = {c.lower(): c for c in columns.get((schema, name), ())}
+        for column, text in column_docs.items():
+            actual = present.get(column.lower())
+            if actual is None or not text:
+                continue
+            con.execute(f"COMMENT ON COLUMN {ident}.{_quote_ident(actual)} IS {_quote_str(' '.join(text.split()))}")
+            set_columns += 1
+    return set_columns
+
+
 class PublishError(RuntimeError):
     """analytics.duckdb was not published (the previous file, if any, is left as it was)."""
 
@@ -202,12 +296,24 @@ def wal_path(db: Path) -> Path:
     return db.with_name(db.name + ".wal")
 
 
+def connect_analytics(path: Path | str) -> duckdb.DuckDBPyConnection:
+    """Open the analysts' copy as the README says to: read-only, with ``file_search_path`` set to
+    its folder (the views name the lake's files relative to it)."""
+    path = Path(path).absolute()
+    return duckdb.connect(str(path), read_only=True, config={"file_search_path": str(path.parent)})
+
+
 def check_analytics(path: Path) -> int:
-    """Open ``path`` read-only, as analysts do, and read a row from every view (a view whose
-    Parquet files or relations are gone fails here). Returns the number of views; raises what
-    DuckDB raises."""
-    con = duckdb.connect(str(path), read_only=True)
+    """Open ``path`` as analysts do (``connect_analytics``: read-only, relative paths resolved
+    against its folder) and read a row from every view (a view whose Parquet files or relations
+    are gone fails here); a view naming a file by absolute path fails too. Returns the number of
+    views; raises what DuckDB raises (or ValueError)."""
+    con = connect_analytics(path)
     try:
+        absolute = absolute_paths(con)
+        if absolute:
+            raise ValueError(f"views name files by absolute path (the copy would break when moved): "
+                             f"{sorted(absolute)}")
         views = con.execute(
             "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal ORDER BY ALL"
         ).fetchall()
@@ -219,13 +325,18 @@ def check_analytics(path: Path) -> int:
         con.close()
 
 
-def publish_analytics(warehouse: Path, analytics: Path) -> int:
+def publish_analytics(warehouse: Path, analytics: Path, docs: Mapping[str, RelationDoc] | None = None) -> int:
     """Publish the (closed) warehouse as the analysts' file: a new file, swapped in by rename.
     Returns the published size in bytes.
 
     1. Copy the warehouse to a temp file beside ``analytics`` (with its WAL, if a writer died
-       before checkpointing), open the copy read-write and CHECKPOINT it: the new file holds
-       everything and has no WAL of its own.
+       before checkpointing) and open the copy read-write. Views that name the lake's files by
+       absolute path (the warehouse's ``raw.*`` and ``features.*`` on local disk) are rewritten
+       to name them relative to ``analytics``' folder, so the file and the lake can be copied
+       together; readers resolve them from that folder or with ``SET file_search_path`` to it
+       (``connect_analytics``). ``docs`` (``schema.name`` -> (description, {column: text}), the
+       data dictionary's source) become ``COMMENT ON`` the relations and their columns. Then
+       CHECKPOINT: the new file holds everything and has no WAL of its own.
     2. Make it read-only on disk (0444) and check it as an analyst opens it: read-only, a row from
        every view. Any failure up to here raises ``PublishError`` and leaves the previous file
        (and everything beside it) as it was; the temp files are removed.
@@ -243,8 +354,12 @@ def publish_analytics(warehouse: Path, analytics: Path) -> int:
         shutil.copyfile(warehouse, tmp)
         if wal_path(warehouse).exists():
             shutil.copyfile(wal_path(warehouse), wal_path(tmp))
-        con = duckdb.connect(str(tmp))
+        con = duckdb.connect(str(tmp), config={"file_search_path": str(analytics.parent.absolute())})
         try:
+            con.execute("BEGIN TRANSACTION")
+            _relative_views(con, analytics.parent.absolute())
+            comment_relations(con, docs or {})
+            con.execute("COMMIT")
             con.execute("CHECKPOINT")
         finally:
             con.close()

@@ -29,6 +29,7 @@ from tiktok_pipelines.ingest.engine import (
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.schemas import STREAMS
 from tiktok_pipelines.simulator import simulate
+from tiktok_pipelines.warehouse import connect_analytics
 
 REPO = Path(__file__).resolve().parents[2]
 KUAIREC = REPO.parent / "shared" / "data" / "kuairec"
@@ -165,7 +166,7 @@ def test_two_days_through_sensor_and_runs(tmp_path, instance):
 
     # The main job builds the warehouse and the analysts' database; the analyst SQL runs on it.
     assert defs.resolve_job_def("build_all").execute_in_process(instance=instance).success
-    con = duckdb.connect(str(data / "analytics.duckdb"), read_only=True)
+    con = connect_analytics(data / "analytics.duckdb")  # raw.* name the lake relative to its folder
     views = con.sql("SELECT count(*) FROM raw.views").fetchall()[0][0]
     assert views == lake_row_count(data / "lake", "views") > 0
     assert con.sql("SELECT count(*) FROM dims.videos").fetchall()[0][0] == 800

@@ -58,7 +58,8 @@ def test_analyst_queries_never_fail_while_runs_write(tmp_path, instance):
     stop = tmp_path / "stop"
     analysts = {
         mode: subprocess.Popen([sys.executable, "-c", ANALYST, str(data / "analytics.duckdb"), str(stop),
-                                str(tmp_path / f"{mode}.json"), mode])
+                                str(tmp_path / f"{mode}.json"), mode],
+                               cwd=data)  # from the file's folder: raw.* name the lake relative to it
         for mode in ("held", "fresh")
     }
     try:

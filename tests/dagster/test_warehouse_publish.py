@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tiktok_pipelines.lake import sql_path
-from tiktok_pipelines.warehouse import PublishError, publish_analytics
+from tiktok_pipelines.warehouse import PublishError, connect_analytics, publish_analytics
 
 # An analyst's read-write session on the published file: it drops the view, says "ready" once
 # the change is committed (so DuckDB has written it to the WAL), then sits there until killed.
@@ -58,7 +58,7 @@ def _build_warehouse(root: Path, rows: int) -> Path:
 
 
 def _views_count(path: Path) -> int:
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect_analytics(path)  # read-only, the lake's paths resolved from the file's folder
     try:
         return con.execute("SELECT count(*) FROM raw.views").fetchall()[0][0]
     finally:

@@ -34,6 +34,7 @@ from tiktok_pipelines.defs.features.assets import (
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.features import as_of_ms
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, analytics_db
+from tiktok_pipelines.warehouse import connect_analytics
 
 
 @pytest.fixture
@@ -109,7 +110,7 @@ def test_backfill_runs_each_partition_then_republishes_analytics(tmp_path, insta
     assert instance.get_dynamic_partitions(FEATURE_DATES) == ["2026-11-08", "2026-11-09"]
     assert instance.get_materialized_partitions(dg.AssetKey("user_features")) == {"2026-11-08", "2026-11-09"}
     assert seen == [1]  # creator 7, as of 11-09
-    con = duckdb.connect(str(tmp_path / "analytics.duckdb"), read_only=True)
+    con = connect_analytics(tmp_path / "analytics.duckdb")  # features.* name the lake relative to its folder
     try:
         # the copy's views may name the lake relative to the file's folder (how its readers open it)
         con.execute(f"SET file_search_path = '{tmp_path}'")
@@ -226,7 +227,7 @@ def test_cli_build_all_materialises_features_and_publishes_the_views(tmp_path, m
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["success"] is True
     assert summary["features"]["partitions"] == ["2026-11-01", "2026-11-02", "2026-11-03"]
-    con = duckdb.connect(str(data / "analytics.duckdb"), read_only=True)
+    con = connect_analytics(data / "analytics.duckdb")  # features.* name the lake relative to its folder
     try:
         con.execute(f"SET file_search_path = '{data}'")  # views may name the lake relative to the file
         by_date = dict(con.sql("SELECT feature_date::VARCHAR, count(*) FROM features.video_daily GROUP BY 1").fetchall())

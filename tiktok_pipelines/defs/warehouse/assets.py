@@ -11,8 +11,9 @@ from tiktok_pipelines.defs.ops.policies import (
     retry_only_transient,
 )
 from tiktok_pipelines.defs.resources import PlatformStorage
-from tiktok_pipelines.schemas import STREAMS
+from tiktok_pipelines.schemas import CATALOG, STREAMS
 from tiktok_pipelines.warehouse import (
+    RelationDoc,
     connect_warehouse,
     publish_analytics,
     refresh_lake_views,
@@ -63,19 +64,78 @@ def _published_relations() -> list[dg.AssetKey]:
     return keys + [key for key, _ in EXTERNAL_MODELS.values()]
 
 
+def analytics_docs() -> dict[str, RelationDoc]:
+    """``schema.name`` -> (description, {column: description}) for ``COMMENT ON`` in the analysts'
+    copy, from the sources the docs come from: the SQL models' YAML headers (what
+    docs/data_dictionary.md is generated from), the event contract (``raw.<stream>``, as the
+    lake assets' column tables show it), the catalog's table docs (``dims.*``), the tagger's
+    columns (``content.video_tags``) and the attribution marts' columns (docs/attribution.md)."""
+    from tiktok_pipelines.defs.analytics.external import load_models
+    from tiktok_pipelines.defs.ingest.assets import _column_schema
+    from tiktok_pipelines.defs.tagging.assets import _COLUMN_DOCS as TAG_COLUMNS
+    from tiktok_pipelines.defs.tagging.assets import TABLE as TAGS_TABLE
+
+    project = load_models()
+    docs: dict[str, RelationDoc] = {}
+    for stream in STREAMS:
+        cols = {c.name: c.description for c in _column_schema(stream).columns if c.description}
+        docs[f"raw.{stream}"] = (f"The lake's events/{stream} table at the committed version recorded in "
+                                 "raw._lake_versions (as of the last warehouse refresh).", cols)
+    for name, table in CATALOG.items():
+        docs[f"dims.{name}"] = (table.doc, {})
+    docs[TAGS_TABLE] = ("Tags, category and confidence per video (video_tags).", TAG_COLUMNS)
+    docs.update(ATTRIBUTION_DOCS)
+    for m in project.models.values():
+        docs[m.relation] = (m.description, {c.name: c.description for c in m.columns.values()})
+    return docs
+
+
+# The attribution marts' columns (built in Python by defs/attribution; docs/attribution.md, "The marts").
+ATTRIBUTION_DOCS: dict[str, RelationDoc] = {
+    "marts.attribution_journeys": ("One row per ad conversion and its journey of ad touches (attributed or not).", {
+        "conversion_id": "The conversion (raw.ad_events event_id).",
+        "user_id": "The converting user.",
+        "advertiser_id": "The advertiser; journeys are per (user, advertiser).",
+        "reported_campaign_id": "The campaign the conversion pixel reported.",
+        "conversion_type": "The conversion's type as reported (raw.ad_events conversion_type).",
+        "ts": "When the conversion happened (UTC).",
+        "day": "UTC date of the conversion.",
+        "value_cents": "Purchase value of the conversion, in cents.",
+        "attributed": "Whether any touch earned it (a click in the click window or a view in the view window).",
+        "touch_type": "click, view, or NULL when unattributed: what kind of touch earned it.",
+        "touches": "Number of touches in the journey (0 when unattributed).",
+        "channels": "The touches' channels (placements), in time order.",
+        "campaigns": "The touches' campaigns, in time order.",
+        "path": "The channels joined with ' > ' (e.g. 'search > feed').",
+        "first_touch_ts": "Time of the journey's first touch (UTC); NULL when unattributed.",
+        "last_touch_ts": "Time of the journey's last touch (UTC); NULL when unattributed.",
+    }),
+    "marts.attribution_credits": ("Credited conversions and value per attribution model, channel, campaign "
+                                  "and conversion day.", {
+        "model": "Attribution model: first_click, last_click, linear, position_based, time_decay, markov, shapley.",
+        "channel": "The touch channel (ad placement).",
+        "campaign_id": "The touched campaign credited.",
+        "day": "UTC date of the conversion.",
+        "credited_conversions": "Conversions credited (fractional).",
+        "credited_value_cents": "Purchase value credited, in cents (fractional).",
+    }),
+}
+
+
 @dg.asset(
     group_name=GROUP,
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
     deps=[warehouse_lake_tables, *_published_relations()],
     description="analytics.duckdb: the read-only copy analysts query, swapped in atomically after the "
-    "warehouse's tables, SQL models, tags, attribution and features are built.",
+    "warehouse's tables, SQL models, tags, attribution and features are built. Views name the lake's "
+    "files relative to its folder; columns carry the data dictionary's comments.",
     retry_policy=TRANSIENT_RETRY,
     freshness_policy=ANALYTICS_FRESHNESS,  # what analysts read: refreshed hourly (hourly_analytics_job)
 )
 @retry_only_transient
 def analytics_db(storage: PlatformStorage) -> dg.MaterializeResult:
-    size = publish_analytics(storage.warehouse, storage.analytics)
+    size = publish_analytics(storage.warehouse, storage.analytics, analytics_docs())
     return dg.MaterializeResult(
         metadata={"bytes": size, "path": dg.MetadataValue.path(str(storage.analytics))}
     )
