@@ -3,7 +3,9 @@ view and table still answers, and every column of every mart says what it means 
 
 The warehouse's raw.* and features.* are views over the lake's files by absolute path; the
 published copy names them relative to its own folder, resolved from that folder (the working
-directory) or with ``SET file_search_path`` to it (``connect_analytics``, the README).
+directory) or with ``SET file_search_path`` to it (``connect_analytics``, the README). And
+analytics_db is drawn as the sink it is: its edges come from the writers nothing else reads, while
+every SQL model stays upstream of it.
 """
 
 from __future__ import annotations
@@ -107,6 +109,37 @@ def test_every_column_of_every_mart_has_its_comment(built):
         for c in _column_schema(stream).columns:
             assert by_col[("raw", stream, c.name)] == (" ".join((c.description or "").split()) or None), (stream, c.name)
     assert rel_comments[("dims", "users")] and rel_comments[("content", "video_tags")]
+
+
+def test_analytics_db_is_the_sink_and_runs_after_every_sql_model():
+    from tiktok_pipelines.defs.analytics.assets import model_key
+    from tiktok_pipelines.defs.analytics.external import load_models
+    from tiktok_pipelines.defs.ops.schedules import hourly_analytics_job
+    from tiktok_pipelines.defs.warehouse.assets import _relation_key, published_sinks
+
+    project = load_models()
+    for name in [*project.models, *project.seeds, *project.external]:
+        assert _relation_key(project, name) == model_key(project, name), name
+    defs = load_defs()
+    graph = defs.resolve_asset_graph()
+    key = dg.AssetKey("analytics_db")
+    parents = set(graph.get(key).parent_keys)
+    assert parents == set(published_sinks())
+    assert parents <= set(graph.get_all_asset_keys())  # every edge is to a defined asset
+    ancestors = dg.AssetSelection.assets(key).upstream().resolve(graph) - {key}
+    job = defs.resolve_job_def(hourly_analytics_job.name)
+    in_job = set(job.asset_layer.executable_asset_keys) - {key}
+    models = {model_key(project, n) for n in project.models}
+    assert models <= in_job
+    assert in_job <= ancestors  # every SQL model (and seed, lake refresh, mart) of the job runs first
+    assert dg.AssetKey("warehouse_lake_tables") in ancestors and dg.AssetKey("video_tags") in ancestors
+    # A sink: no parent is upstream of another parent, except the lake refresh (kept so that a
+    # subset run still orders it before the publication) and the attribution marts' own chain
+    # (Python assets whose mutual deps the model files do not know).
+    redundant = {p for p in parents for q in parents - {p}
+                 if p in dg.AssetSelection.assets(q).upstream().resolve(graph)}
+    assert redundant <= {dg.AssetKey("warehouse_lake_tables"), dg.AssetKey(["marts", "attribution_journeys"])}
+    assert len(parents) < 15  # not the 35 relations it had
 
 
 def test_the_copy_and_the_lake_move_together(built, tmp_path):

@@ -52,16 +52,38 @@ def warehouse_lake_tables(storage: PlatformStorage) -> dg.MaterializeResult:
     )
 
 
-def _published_relations() -> list[dg.AssetKey]:
-    """Everything that writes warehouse.duckdb: the copy is taken after all of it. Read from the
-    model files and the external-model table (not from the analytics defs, which import this
-    module), so a new SQL model is published without touching this list."""
-    from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, load_models, model_asset_key
+def _relation_key(project, name: str) -> dg.AssetKey:
+    """The asset key of a model, seed or Python-built relation: ``defs.analytics.assets.model_key``'s
+    rule, from ``external.py`` (the analytics defs import this module, so ``model_key`` cannot be
+    imported here; tests/dagster/test_analytics_portable.py checks both agree on every name)."""
+    from tiktok_pipelines.defs.analytics.external import model_asset_key
+
+    if name in project.external:
+        return project.external[name][0]
+    node = project.node(name)
+    return model_asset_key(node.layer, node.name)
+
+
+def published_sinks() -> list[dg.AssetKey]:
+    """What analytics_db waits for: the warehouse writers nothing else in the warehouse reads.
+
+    Computed from the model files and the external-model table (not from the analytics defs, which
+    import this module): every seed, model and Python-built relation (video_tags, features,
+    attribution) that no SQL model ``ref``s. Every other writer is upstream of one of them, so the
+    copy is still taken after all of it (a test checks that every SQL model is an ancestor of
+    analytics_db), and the graph draws analytics_db as the sink it is instead of with an edge from
+    every relation. A new SQL model is published without touching this list.
+
+    Plus ``warehouse_lake_tables`` itself, though the models are downstream of it: the copy's
+    raw.*/dims.* are what it wrote, and a run of a subset (the lake refresh and the publication,
+    as a one-click "materialize selected" or a test) must still order the two."""
+    from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, load_models
 
     project = load_models()
-    keys = [dg.AssetKey(["seeds", name]) for name in project.seeds]
-    keys += [model_asset_key(m.layer, m.name) for m in project.models.values()]
-    return keys + [key for key, _ in EXTERNAL_MODELS.values()]
+    refd = {r for m in project.models.values() for r in m.refs}
+    names = [*sorted(project.seeds), *sorted(project.models), *sorted(EXTERNAL_MODELS)]
+    keys = [warehouse_lake_tables.key] + [_relation_key(project, n) for n in names if n not in refd]
+    return list(dict.fromkeys(keys))
 
 
 def analytics_docs() -> dict[str, RelationDoc]:
@@ -126,10 +148,11 @@ ATTRIBUTION_DOCS: dict[str, RelationDoc] = {
     group_name=GROUP,
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
-    deps=[warehouse_lake_tables, *_published_relations()],
+    deps=published_sinks(),
     description="analytics.duckdb: the read-only copy analysts query, swapped in atomically after the "
-    "warehouse's tables, SQL models, tags, attribution and features are built. Views name the lake's "
-    "files relative to its folder; columns carry the data dictionary's comments.",
+    "warehouse's tables, SQL models, tags, attribution and features are built (its edges: the writers "
+    "nothing else reads; everything else is upstream of them). Views name the lake's files relative "
+    "to its folder; columns carry the data dictionary's comments.",
     retry_policy=TRANSIENT_RETRY,
     freshness_policy=ANALYTICS_FRESHNESS,  # what analysts read: refreshed hourly (hourly_analytics_job)
 )
