@@ -33,7 +33,8 @@ def test_definitions_load_with_domains_jobs_and_sensor():
     assert groups["marts"] | groups["content"] | groups["staging"] <= ancestors
     assert {k.to_user_string() for k in graph.get(AssetKey("training_examples")).parent_keys} == {
         "raw_impressions", "raw_views", "raw_interactions"}
-    assert {s.name for s in defs.sensors} == {"landing_sensor", "online_update_sensor",
+    assert {s.name for s in defs.sensors} == {"landing_sensor", "online_update_sensor", "feature_dates_sensor",
+                                              "online_freshness_sensor",
                                               "run_failure_alert_sensor", "automation_sensor"}
     assert {"ingest_job", "build_all", "online_update_job", "daily_training_job", "experiments_job",
             "features_daily", "hourly_analytics_job"} <= {j.name for j in defs.jobs}
