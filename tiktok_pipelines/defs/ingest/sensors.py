@@ -139,18 +139,21 @@ def landing_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage
     in_flight = _files_in_flight(context.instance)
     done = Lake(storage.lake_location, storage.lake_store).ingested_keys()
     pending = [f for f in files if f.key not in done and f.rel_path not in in_flight]
+    held = _files_of_runs_ended_since(context.instance, state["swept_ns"]) if cursor is not None else set()
+    new = [f for f in pending if f.rel_path not in held]
+    # Only the files of runs that ended without ingesting them go under a sweep key: a file that
+    # merely arrived since the last tick is new on a sweep tick as on any other.
+    held_back = [f for f in pending if f.rel_path in held]
+    sweep: list = []
     if sweep_due:
         state["swept_ns"], state["sweeps"] = now_ns, state["sweeps"] + 1
-        new, sweep = [], pending
+        sweep = held_back
         if sweep:
             context.log.warning(
                 f"sweep {state['sweeps']}: {len(sweep)} landing files are not ingested and no run is taking "
                 f"them (first: {sweep[0].rel_path}); requesting them again")
-    else:
-        held = _files_of_runs_ended_since(context.instance, state["swept_ns"]) if cursor is not None else set()
-        new, sweep = [f for f in pending if f.rel_path not in held], []
-        if len(new) < len(pending):
-            context.log.info(f"{len(pending) - len(new)} landing files whose run failed wait for the next sweep")
+    elif held_back:
+        context.log.info(f"{len(held_back)} landing files whose run failed wait for the next sweep")
 
     if state != cursor:
         context.update_cursor(json.dumps(state))
