@@ -1,9 +1,10 @@
 """The Dagster UI in a real browser: `dagster dev` (as `make dev` starts it) on a small simulated
 world, driven by headless Chromium (Playwright from PyPI with Debian's `chromium`).
 
-The world is ingested with the CLI (no Dagster), so the lake holds real rows while the instance has
-never materialised anything: the first thing a user does in the UI is materialise an asset whose
-upstream Dagster has not seen, which makes the UI ask for confirmation.
+The world is ingested with the CLI (no Dagster), then `tiktok-pipelines run build_all` runs as the
+quick start does, on the same instance `dagster dev` then opens: what a user sees after
+`make quickstart && make dev` (lineage, partitions, freshness), and a materialisation launched from
+the UI on top of it.
 
 `TIKTOK_UPDATE_SCREENSHOTS=1` also writes the screenshots into docs/img/ (the README shows one);
 otherwise they stay in the test's temp dir, so CI does not dirty the clone.
@@ -141,10 +142,15 @@ def dagster_ui(browser, tmp_path_factory):
     # What `make dagster-home` does: the repo's instance settings (pools, run queue).
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "TIKTOK_DATA_DIR": str(data), "DAGSTER_HOME": str(home)}
+    # The quick start's job on this instance (`make run`).
+    built = subprocess.run([str(BIN / "tiktok-pipelines"), "run", "build_all"], env=env,
+                           capture_output=True, text=True, timeout=1200)
+    assert built.returncode == 0, built.stderr[-4000:]
+    assert json.loads(built.stdout.strip().splitlines()[-1])["success"] is True
 
     url = f"http://127.0.0.1:{_free_port()}"
     log = root / "dagster_dev.log"
-    env = {**os.environ, "TIKTOK_DATA_DIR": str(data), "DAGSTER_HOME": str(home)}
     with open(log, "wb") as out:
         # `make dev`'s command. Its own process group: dagster dev ignores SIGTERM for its children
         # (webserver, daemon, code servers, run workers), so the whole group is killed at the end.
@@ -260,7 +266,8 @@ def test_global_lineage_graph_renders(dagster_ui, page):
     # Collapsed (the default): one node per group, joined by edges.
     page.goto("/asset-groups")
     for group in groups:
-        expect(page.locator("foreignObject").filter(has_text=re.compile(rf"^{re.escape(group)}$"))).to_have_count(1)
+        # A group node holds its name and, once assets are materialised, their status counts.
+        expect(page.locator("foreignObject").filter(has=page.get_by_text(group, exact=True))).to_have_count(1)
     assert page.locator("svg path").count() >= len(groups) - 1
 
     # The landing side expanded, as the UI links it: asset nodes with their names and the edges
@@ -274,3 +281,53 @@ def test_global_lineage_graph_renders(dagster_ui, page):
     assert page.locator("svg path").count() >= len(GRAPH_NODES) - 1
     page.wait_for_timeout(1500)  # the viewport's zoom animation settles before the picture
     _screenshot(page, dagster_ui, "asset_graph.png")
+
+
+_NODES = ("{ assetNodes { assetKey { path } groupName dependencyKeys { path } isPartitioned "
+          "partitionStats { numMaterialized numPartitions numFailed } "
+          "freshnessStatusInfo { freshnessStatus } } }")
+
+
+def _nodes(url: str) -> dict[tuple[str, ...], dict]:
+    return {tuple(n["assetKey"]["path"]): n for n in _graphql(url, _NODES)["assetNodes"]}
+
+
+def test_lineage_shows_the_raw_stream_each_model_reads(dagster_ui, page):
+    from playwright.sync_api import expect
+
+    nodes = _nodes(dagster_ui.url)
+    deps = {key: {tuple(d["path"]) for d in n["dependencyKeys"]} for key, n in nodes.items()}
+    assert ("raw_views",) in deps[("staging", "views")]
+    assert ("dim_users",) in deps[("staging", "users")]
+    staging = [key for key, n in nodes.items() if n["groupName"] == "staging"]
+    assert len(staging) >= 8
+    # No model hangs off the one refresh node any more: each names the lake table it reads.
+    assert not [key for key in staging if ("warehouse_lake_tables",) in deps[key]]
+    # analytics_db is drawn as the sink it is: a few edges from what nothing else reads, not one per relation.
+    assert ("marts", "creator_daily") in deps[("analytics_db",)]
+    assert len(deps[("analytics_db",)]) <= 15, deps[("analytics_db",)]
+
+    # What a user sees: the model's lineage tab names the raw stream above it.
+    page.goto("/assets/staging/views?view=lineage")
+    expect(page.get_by_text("raw_views", exact=True).first).to_be_visible()
+
+
+def test_after_the_quick_start_no_partition_is_missing_and_nothing_is_stale(dagster_ui, page):
+    from playwright.sync_api import expect
+
+    nodes = _nodes(dagster_ui.url)
+    daily = {key: n["partitionStats"] for key, n in nodes.items() if n["isPartitioned"]}
+    assert {("creator_features",), ("user_features",), ("video_features",)} <= set(daily)
+    for key, stats in daily.items():
+        # Partitions are the dates the lake informs: every one of them was built by the quick start.
+        assert stats["numPartitions"] > 0 and stats["numFailed"] == 0, (key, stats)
+        assert stats["numMaterialized"] == stats["numPartitions"], (key, stats)
+    # An idle instance right after the quick start: no freshness warning anywhere.
+    stale = {key: n["freshnessStatusInfo"]["freshnessStatus"] for key, n in nodes.items()
+             if n["freshnessStatusInfo"] and n["freshnessStatusInfo"]["freshnessStatus"] in ("WARNING", "DEGRADED")}
+    assert not stale, stale
+
+    page.goto("/assets/creator_features?view=partitions")
+    expect(page.get_by_text(re.compile(r"Materialized")).first).to_be_visible()
+    page.wait_for_timeout(1000)
+    _screenshot(page, dagster_ui, "partitions.png")
