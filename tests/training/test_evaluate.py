@@ -75,3 +75,58 @@ def test_a_downsampled_evaluation_set_is_reweighted_to_the_full_distribution() -
     assert sampled["auc"] == pytest.approx(full["auc"], abs=0.01)
     assert sampled["ece"] < 0.02 and full["ece"] < 0.02
     assert evaluate(y[kept], p_true[kept], 1.0)["observed_rate"] > full["observed_rate"] + 0.1
+
+
+# The hand-written formulas these metrics had before they came from scikit-learn, kept as the
+# reference that the library's numbers equal them: the promotion history compares versions
+# evaluated before and after the change.
+def _rank_auc(y, s, w):
+    from scipy.stats import rankdata
+
+    y = y.astype(bool)
+    if w is None:
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        return float((rankdata(s)[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    order = np.argsort(s, kind="mergesort")
+    s, y, w = s[order], y[order], w[order]
+    _, start = np.unique(s, return_index=True)
+    neg_w = np.where(~y, w, 0.0)
+    group_of = np.searchsorted(start, np.arange(len(s)), side="right") - 1
+    below = (np.concatenate(([0.0], np.cumsum(neg_w)))[start][group_of]
+             + 0.5 * np.add.reduceat(neg_w, start)[group_of])
+    pos_w = np.where(y, w, 0.0)
+    return float((pos_w * below).sum() / (pos_w.sum() * neg_w.sum()))
+
+
+def _clipped_log_loss(y, p, w, eps=1e-7):
+    p = np.clip(p, eps, 1 - eps)
+    return float(np.average(-(y * np.log(p) + (1 - y) * np.log(1 - p)), weights=w))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_library_metrics_equal_the_former_formulas(weighted) -> None:
+    """Scores with ties, exact 0s and 1s (the clip at 1e-7 matters) and downsampling weights."""
+    rng = np.random.default_rng(18)
+    y = (rng.random(5000) < 0.3).astype(float)
+    p = np.round(rng.beta(2, 5, 5000), 3)  # rounding: many tied scores
+    p[:20], p[20:40] = 0.0, 1.0
+    w = np.where(y == 1, 1.0, 1 / 0.3) if weighted else None
+    assert auc(y, p, w) == pytest.approx(_rank_auc(y, p, w), abs=1e-9)
+    assert log_loss(y, p, w) == pytest.approx(_clipped_log_loss(y, p, w), abs=1e-9)
+    assert log_loss(np.ones(3), np.array([0.2, 0.5, 1.0])) == pytest.approx(
+        _clipped_log_loss(np.ones(3), np.array([0.2, 0.5, 1.0]), None), abs=1e-12)  # one class only
+
+
+def test_unweighted_calibration_bins_are_scikit_learns_quantile_bins() -> None:
+    """calibration() stays hand-written for its weights; without them (and without ties) its
+    equal-count bins are calibration_curve's quantile bins, mean for mean."""
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.01, 0.6, 1000)
+    y = (rng.random(1000) < p).astype(float)
+    rate, mean_p = calibration_curve(y, p, n_bins=10, strategy="quantile")
+    rows = calibration(y, p, bins=10)["bins"]
+    assert [n for _, _, n in rows] == [100.0] * 10
+    np.testing.assert_allclose([mp for mp, _, _ in rows], mean_p, rtol=0, atol=1e-12)
+    np.testing.assert_allclose([my for _, my, _ in rows], rate, rtol=0, atol=1e-12)
