@@ -288,30 +288,71 @@ def _generated_videos(r: np.random.Generator, n: int, categories: tuple[str, ...
 
 def build_world(*, seed: int, users: int, videos: int, start_date: dt.date,
                 kuairec_dir: str | Path | None = None) -> World:
+    """Every entity of the platform and its latent truth, from (seed, sizes, start date, catalog).
+
+    The steps run in this order, each drawing from the one generator ``rng(seed, "world")``: the
+    order of the draws is part of the seed's meaning (same arguments, same world, same bytes), so a
+    step that draws must never move. Each step returns the ``World`` fields it decides.
+    """
     if users < 2 or videos < 1:
         raise ValueError("need at least 2 users and 1 video")
     r = rng_for(seed, "world")
     start_ms = day_start_ms(start_date, 0)
-
-    # --- video catalog source: real KuaiRec rows first, generated rows for the rest
-    if kuairec_dir is not None:
-        from tiktok_pipelines.simulator.kuairec import load_kuairec_videos
-
-        kr = load_kuairec_videos(kuairec_dir)
-        rr = rng_for(seed, "kuairec-pick")
-        if videos < kr.height:  # a seed-chosen subset, kept in catalog order
-            kr = kr[np.sort(rr.choice(kr.height, videos, replace=False))]
-        categories = tuple(sorted(c for c in kr["category"].unique().to_list() if c is not None))
-        catalog_source = "kuairec"
-    else:
-        kr = None
-        categories = tuple(text.CATEGORIES)
-        catalog_source = "generated"
+    kr, categories, catalog_source = _catalog_source(seed, videos, kuairec_dir)
     n_cat = len(categories)
-    cat_index = {c: i for i, c in enumerate(categories)}
 
-    # --- users
-    n_users = users
+    user = _draw_users(r, users, n_cat, start_ms)
+    video_cat, video_cat_known, cat_freq = _draw_video_categories(r, kr, videos, categories)
+    creator = _draw_creators(r, cat_freq, user, n_videos=videos, start_ms=start_ms)
+    # who makes which kind of content: the videos' creators and the follow graph both draw from it
+    creator_by_cat = GroupedSampler(creator["creator_cat"], np.sqrt(creator["creator_followers"]), n_cat)
+    video = _draw_videos(r, video_cat, creator, creator_by_cat, start_ms)
+    texts = _captions_and_hashtags(r, kr, categories, video_cat, creator["creator_lang"], video["video_creator"])
+    tags = _hashtag_index(texts.pop("hashtags"))
+    follow = _draw_follows(r, user["z_base"], creator_by_cat, n_creators=creator["n_creators"])
+    adv, adv_objective, adv_target_age = _draw_advertisers(r, user, n_creators=creator["n_creators"], n_cat=n_cat)
+    videos_by_cat = GroupedSampler(video_cat, video["video_weight"], n_cat)
+    camp = _draw_campaigns(r, adv_objective, adv_target_age, adv["adv_target_cat"], videos_by_cat, start_ms)
+
+    world = World(
+        seed=seed, start_date=start_date, start_ms=start_ms, categories=categories,
+        catalog_source=catalog_source, n_users=users, **user,
+        **{k: v for k, v in creator.items() if k != "creator_lang"},
+        n_videos=videos, video_cat=video_cat, video_cat_known=video_cat_known, **video, **texts, **tags,
+        **follow, **adv, **camp,
+    )
+    world.samplers = {
+        "video_by_cat": videos_by_cat,
+        "video_by_creator": GroupedSampler(world.video_creator, world.video_weight, world.n_creators),
+        "video_global": np.cumsum(world.video_weight),
+        "user_activity": np.cumsum(world.user_session_rate),
+    }
+    return world
+
+
+def _catalog_source(seed: int, videos: int, kuairec_dir: str | Path | None):
+    """(KuaiRec rows or None, the categories, "kuairec"/"generated").
+
+    With KuaiRec, the real rows come first in the catalog (a seed-chosen subset when fewer videos
+    are asked for, from its own generator so the world's draws stay the same) and its categories
+    are the world's; otherwise the generated categories of ``text.CATEGORIES``."""
+    if kuairec_dir is None:
+        return None, tuple(text.CATEGORIES), "generated"
+    from tiktok_pipelines.simulator.kuairec import load_kuairec_videos
+
+    kr = load_kuairec_videos(kuairec_dir)
+    rr = rng_for(seed, "kuairec-pick")
+    if videos < kr.height:  # a seed-chosen subset, kept in catalog order
+        kr = kr[np.sort(rr.choice(kr.height, videos, replace=False))]
+    categories = tuple(sorted(c for c in kr["category"].unique().to_list() if c is not None))
+    return kr, categories, "kuairec"
+
+
+def _draw_users(r: np.random.Generator, n_users: int, n_cat: int, start_ms: int) -> dict:
+    """Users' demographics, language, activity and latent base interests (``user_*``, ``z_base``).
+
+    Interests are a demographic prior (age x gender) plus 1-3 personal favourites, so segments
+    differ on average and users within one still differ."""
     user_age = sample_weighted(r, np.cumsum(text.AGE_BAND_WEIGHTS), n_users)
     user_gender = sample_weighted(r, np.cumsum(text.GENDER_WEIGHTS), n_users)
     user_country = sample_weighted(r, np.cumsum([c[2] for c in text.COUNTRIES]), n_users)
@@ -322,7 +363,6 @@ def build_world(*, seed: int, users: int, videos: int, start_date: dt.date,
     user_activity = sample_weighted(r, np.cumsum(text.ACTIVITY_WEIGHTS), n_users)
     user_registered_ms = start_ms - r.integers(DAY_MS, 5 * 365 * DAY_MS, n_users)
     user_session_rate = np.array(text.SESSIONS_PER_DAY)[user_activity] * r.lognormal(0, 0.35, n_users)
-    # Interests: a demographic prior (age x gender) plus 1-3 personal favourites.
     prior = r.normal(0, 0.6, size=(len(text.AGE_BANDS), len(text.GENDERS), n_cat))
     z_base = prior[user_age, user_gender].astype(np.float32)
     n_fav = r.integers(1, 4, n_users)
@@ -330,13 +370,24 @@ def build_world(*, seed: int, users: int, videos: int, start_date: dt.date,
         has = n_fav > j
         rows = np.flatnonzero(has)
         z_base[rows, r.integers(0, n_cat, len(rows))] += r.uniform(1.5, 3.0, len(rows)).astype(np.float32)
+    return {"user_age": user_age, "user_gender": user_gender, "user_country": user_country,
+            "user_lang": user_lang, "user_activity": user_activity, "user_registered_ms": user_registered_ms,
+            "user_session_rate": user_session_rate, "z_base": z_base}
 
-    # --- videos: categories first, then creators who make that kind of content
-    n_videos = videos
+
+def _draw_video_categories(r: np.random.Generator, kr: pl.DataFrame | None, n_videos: int,
+                           categories: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(latent category per video, whether the catalog knows it, category frequencies).
+
+    Categories come before creators, who are then drawn to make that kind of content. Real rows
+    keep their label (a drawn one where it is missing, marked unknown); generated rows follow the
+    real rows' frequencies, or a Dirichlet draw without KuaiRec."""
+    n_cat = len(categories)
     n_real = 0 if kr is None else kr.height
     video_cat = np.empty(n_videos, dtype=np.int64)
     video_cat_known = np.ones(n_videos, dtype=bool)
     if kr is not None:
+        cat_index = {c: i for i, c in enumerate(categories)}
         raw = kr["category"].to_list()
         known = np.array([c is not None for c in raw])
         video_cat[:n_real] = [cat_index.get(c, 0) if c is not None else 0 for c in raw]
@@ -346,55 +397,85 @@ def build_world(*, seed: int, users: int, videos: int, start_date: dt.date,
     else:
         freq = r.dirichlet(np.full(n_cat, 3.0)) * 100
     video_cat[n_real:] = sample_weighted(r, np.cumsum(freq), n_videos - n_real)
+    return video_cat, video_cat_known, freq
 
+
+def _draw_creators(r: np.random.Generator, cat_freq: np.ndarray, user: dict, *, n_videos: int,
+                   start_ms: int) -> dict:
+    """Creators (one per ~8 videos, each a distinct user): category, audience, guild, live and shop
+    flags (``creator_*``; ``creator_lang`` is for the captions, not a World field)."""
+    n_users = len(user["user_age"])
     n_creators = int(min(n_users, max(1, n_videos // 8)))
-    creator_cat = sample_weighted(r, np.cumsum(freq), n_creators)
+    creator_cat = sample_weighted(r, np.cumsum(cat_freq), n_creators)
     creator_user = r.choice(n_users, n_creators, replace=False)
-    creator_country = user_country[creator_user]
-    creator_lang = user_lang[creator_user]
     creator_followers = np.maximum(1, r.lognormal(6.0, 1.8, n_creators)).astype(np.int64)
     in_guild = r.random(n_creators) < 0.3
     n_guilds = max(1, int(in_guild.sum()) // 12)
     creator_guild = np.where(in_guild, r.integers(0, n_guilds, n_creators), -1)
     guild_share = np.round(r.uniform(0.40, 0.55, n_guilds), 4)
-    creator_guild_share = np.where(in_guild, guild_share[np.maximum(creator_guild, 0)], np.nan)
     creator_live = (r.random(n_creators) < 0.25) | in_guild  # guilds sign live streamers
     creator_shop = r.random(n_creators) < 0.3
-    creator_joined_ms = np.maximum(user_registered_ms[creator_user], start_ms - r.integers(DAY_MS, 3 * 365 * DAY_MS, n_creators))
+    creator_joined_ms = np.maximum(user["user_registered_ms"][creator_user],
+                                   start_ms - r.integers(DAY_MS, 3 * 365 * DAY_MS, n_creators))
+    return {"n_creators": n_creators, "creator_user": creator_user, "creator_guild": creator_guild,
+            "creator_guild_share": np.where(in_guild, guild_share[np.maximum(creator_guild, 0)], np.nan),
+            "creator_live": creator_live, "creator_shop": creator_shop,
+            "creator_country": user["user_country"][creator_user], "creator_joined_ms": creator_joined_ms,
+            "creator_cat": creator_cat, "creator_followers": creator_followers,
+            "creator_lang": user["user_lang"][creator_user]}
 
-    creator_sampler = GroupedSampler(creator_cat, np.sqrt(creator_followers), n_cat)
+
+def _draw_videos(r: np.random.Generator, video_cat: np.ndarray, creator: dict, creator_by_cat: GroupedSampler,
+                 start_ms: int) -> dict:
+    """Each video's creator (85% one of its category), latent quality, duration, publication time
+    (never before its creator joined) and serving weight (quality x audience x luck)."""
+    n_videos, n_creators = len(video_cat), creator["n_creators"]
     on_topic = r.random(n_videos) < 0.85
-    video_creator = np.where(on_topic, creator_sampler.sample(r, video_cat), r.integers(0, n_creators, n_videos))
+    video_creator = np.where(on_topic, creator_by_cat.sample(r, video_cat), r.integers(0, n_creators, n_videos))
     video_quality = r.normal(0, 0.6, n_videos).astype(np.float32)
     video_duration_ms = np.clip(r.lognormal(np.log(22_000), 0.8, n_videos), 3_000, 600_000).astype(np.int64)
     video_published_ms = start_ms - r.integers(HOUR_MS, 365 * DAY_MS, n_videos)
-    video_published_ms = np.maximum(video_published_ms, creator_joined_ms[video_creator])
-    video_weight = np.exp(video_quality) * np.sqrt(creator_followers[video_creator]) * r.lognormal(0, 0.7, n_videos)
+    video_published_ms = np.maximum(video_published_ms, creator["creator_joined_ms"][video_creator])
+    video_weight = (np.exp(video_quality) * np.sqrt(creator["creator_followers"][video_creator])
+                    * r.lognormal(0, 0.7, n_videos))
+    return {"video_creator": video_creator, "video_quality": video_quality, "video_duration_ms": video_duration_ms,
+            "video_published_ms": video_published_ms, "video_weight": video_weight}
 
-    # captions and hashtags
-    if kr is not None:
-        captions = kr["caption"].to_list()
-        hashtags = kr["hashtags"].to_list()
-        sources = ["kuairec"] * n_real
-        source_ids = np.full(n_videos, -1, dtype=np.int64)
-        source_ids[:n_real] = kr["source_video_id"].to_numpy()
-        video_lang = np.full(n_videos, text.LANGUAGES.index("zh"), dtype=np.int64)
-        if n_videos > n_real:
-            # Extra videos remix a real video of the same category: its caption and some of its tags.
-            by_cat = GroupedSampler(video_cat[:n_real], np.ones(n_real), n_cat)
-            tmpl = by_cat.sample(r, video_cat[n_real:])
-            prefixes = ("", "续集：", "合拍 ", "再来一次！", "")
-            pre = r.integers(0, len(prefixes), len(tmpl))
-            for j, t in enumerate(tmpl):
-                captions.append(prefixes[pre[j]] + captions[t])
-                hashtags.append(list(hashtags[t]))
-            sources += ["generated"] * (n_videos - n_real)
-    else:
-        video_lang = creator_lang[video_creator]
+
+def _captions_and_hashtags(r: np.random.Generator, kr: pl.DataFrame | None, categories: tuple[str, ...],
+                           video_cat: np.ndarray, creator_lang: np.ndarray, video_creator: np.ndarray) -> dict:
+    """Caption, hashtags, language and source of every video.
+
+    KuaiRec rows keep their own (Chinese) text; videos beyond them remix a real video of the same
+    category. Without KuaiRec the text is generated in the creator's language."""
+    n_videos = len(video_cat)
+    source_ids = np.full(n_videos, -1, dtype=np.int64)
+    if kr is None:
         captions, hashtags = _generated_videos(r, n_videos, categories, creator_lang, video_creator, video_cat)
-        sources = ["generated"] * n_videos
-        source_ids = np.full(n_videos, -1, dtype=np.int64)
+        return {"video_caption": captions, "hashtags": hashtags, "video_lang": creator_lang[video_creator],
+                "video_source": ["generated"] * n_videos, "video_source_id": source_ids}
+    n_real = kr.height
+    captions = kr["caption"].to_list()
+    hashtags = kr["hashtags"].to_list()
+    sources = ["kuairec"] * n_real
+    source_ids[:n_real] = kr["source_video_id"].to_numpy()
+    if n_videos > n_real:
+        # Extra videos remix a real video of the same category: its caption and some of its tags.
+        by_cat = GroupedSampler(video_cat[:n_real], np.ones(n_real), len(categories))
+        tmpl = by_cat.sample(r, video_cat[n_real:])
+        prefixes = ("", "续集：", "合拍 ", "再来一次！", "")
+        pre = r.integers(0, len(prefixes), len(tmpl))
+        for j, t in enumerate(tmpl):
+            captions.append(prefixes[pre[j]] + captions[t])
+            hashtags.append(list(hashtags[t]))
+        sources += ["generated"] * (n_videos - n_real)
+    return {"video_caption": captions, "hashtags": hashtags,
+            "video_lang": np.full(n_videos, text.LANGUAGES.index("zh"), dtype=np.int64),
+            "video_source": sources, "video_source_id": source_ids}
 
+
+def _hashtag_index(hashtags: list[list[str]]) -> dict:
+    """The videos' hashtags as ids in first-seen order: ``tag_names`` and the CSR ``tag_indptr``/``tag_ids``."""
     tag_index: dict[str, int] = {}
     flat: list[int] = []
     indptr = [0]
@@ -402,45 +483,65 @@ def build_world(*, seed: int, users: int, videos: int, start_date: dt.date,
         for t in tags:
             flat.append(tag_index.setdefault(t, len(tag_index)))
         indptr.append(len(flat))
-    tag_names = list(tag_index)
+    return {"tag_names": list(tag_index), "tag_indptr": np.array(indptr, dtype=np.int64),
+            "tag_ids": np.array(flat, dtype=np.int64)}
 
-    # --- follow graph: users follow creators of the categories they like
+
+def _draw_follows(r: np.random.Generator, z_base: np.ndarray, creator_by_cat: GroupedSampler, *,
+                  n_creators: int) -> dict:
+    """The follow graph (CSR user -> creators): ~6 follows per user, each of a creator of a category
+    drawn from the user's base interests, so following and liking agree."""
+    n_users, n_cat = z_base.shape
     n_follow = r.poisson(6, n_users)
     follower_of = np.repeat(np.arange(n_users), n_follow)
     zf = z_base[follower_of]
     cum = np.cumsum(np.exp(zf - zf.max(axis=1, keepdims=True)), axis=1)
     fav_cat = (cum < r.random(len(follower_of))[:, None] * cum[:, -1:]).sum(axis=1)
-    followed = creator_sampler.sample(r, np.minimum(fav_cat, n_cat - 1))
+    followed = creator_by_cat.sample(r, np.minimum(fav_cat, n_cat - 1))
     pair = np.unique(follower_of.astype(np.int64) * n_creators + followed)
     follow_indptr, follow_creators = _csr(pair // n_creators, pair % n_creators, n_users)
+    return {"follow_indptr": follow_indptr, "follow_creators": follow_creators}
 
-    # --- advertisers and campaigns
+
+def _draw_advertisers(r: np.random.Generator, user: dict, *, n_creators: int, n_cat: int):
+    """(advertiser fields, objective per advertiser, target age per advertiser or -1).
+
+    Each advertiser targets a category (and half of them an age band) and has an audience pool:
+    users who match the targeting are far likelier to be reached again and again."""
+    n_users = len(user["user_age"])
     n_adv = int(min(500, max(4, n_users // 400)))
     adv_objective = r.choice(len(OBJECTIVES), n_adv, p=[0.55, 0.2, 0.15, 0.1])
-    adv_conversion = [OBJECTIVE_CONVERSION[OBJECTIVES[o]] for o in adv_objective]
     adv_creator = r.integers(0, n_creators, n_adv)
     adv_target_cat = r.integers(0, n_cat, n_adv)
     adv_target_age = np.where(r.random(n_adv) < 0.5, r.integers(0, len(text.AGE_BANDS), n_adv), -1)
-    # audience pools: users who match the targeting are far likelier to be reached again and again
     pool_size = int(np.clip(n_users * 0.04, 20, 20_000))
     pool_owner, pool_members = [], []
     for a in range(n_adv):
-        w = np.exp(z_base[:, adv_target_cat[a]]).astype(np.float64)
+        w = np.exp(user["z_base"][:, adv_target_cat[a]]).astype(np.float64)
         if adv_target_age[a] >= 0:
-            w = w * np.where(user_age == adv_target_age[a], 4.0, 1.0)
+            w = w * np.where(user["user_age"] == adv_target_age[a], 4.0, 1.0)
         members = np.unique(sample_weighted(r, np.cumsum(w), pool_size))
         pool_owner.append(np.full(len(members), a))
         pool_members.append(members)
     pool_indptr, pool_users = _csr(np.concatenate(pool_owner), np.concatenate(pool_members), n_adv)
+    fields = {"n_advertisers": n_adv,
+              "adv_conversion": [OBJECTIVE_CONVERSION[OBJECTIVES[o]] for o in adv_objective],
+              "adv_creator": adv_creator, "adv_target_cat": adv_target_cat,
+              "pool_indptr": pool_indptr, "pool_users": pool_users}
+    return fields, adv_objective, adv_target_age
 
+
+def _draw_campaigns(r: np.random.Generator, adv_objective: np.ndarray, adv_target_age: np.ndarray,
+                    adv_target_cat: np.ndarray, videos_by_cat: GroupedSampler, start_ms: int) -> dict:
+    """Each advertiser's campaigns (``camp_*``): 1-2 CPM feed campaigns, sometimes 1-3 flat-fee
+    splash takeovers, and 1-3 DOU+ orders promoting a video of its target category."""
     camp = {k: [] for k in ("adv", "fmt", "cpm", "fee", "budget", "age", "video", "start", "end")}
-    videos_by_cat = GroupedSampler(video_cat, video_weight, n_cat)
 
     def add(a, fmt, cpm, fee, budget, video, start, end):
         for k, v in zip(camp, (a, fmt, cpm, fee, budget, adv_target_age[a], video, start, end)):
             camp[k].append(v)
 
-    for a in range(n_adv):
+    for a in range(len(adv_objective)):
         for _ in range(r.integers(1, 3)):
             s = start_ms + int(r.integers(-20, 6)) * DAY_MS
             add(a, 0, int(r.integers(2_000, 12_001)) * 1000, 0, int(r.integers(1_000, 50_001)) * 100, -1,
@@ -457,38 +558,11 @@ def build_world(*, seed: int, users: int, videos: int, start_date: dt.date,
             video = int(videos_by_cat.sample(r, np.array([adv_target_cat[a]]))[0])
             add(a, 2, 0, fee, fee, video, s, s + int(r.integers(4, 15)) * DAY_MS)
     camp_adv = np.array(camp["adv"], dtype=np.int64)
-    camp_objective = [OBJECTIVES[adv_objective[a]] for a in camp_adv]
 
-    world = World(
-        seed=seed, start_date=start_date, start_ms=start_ms, categories=categories,
-        catalog_source=catalog_source,
-        n_users=n_users, user_age=user_age, user_gender=user_gender, user_country=user_country,
-        user_lang=user_lang, user_activity=user_activity, user_registered_ms=user_registered_ms,
-        user_session_rate=user_session_rate, z_base=z_base,
-        n_creators=n_creators, creator_user=creator_user, creator_guild=creator_guild,
-        creator_guild_share=creator_guild_share, creator_live=creator_live, creator_shop=creator_shop,
-        creator_country=creator_country, creator_joined_ms=creator_joined_ms, creator_cat=creator_cat,
-        creator_followers=creator_followers,
-        n_videos=n_videos, video_creator=video_creator, video_cat=video_cat, video_cat_known=video_cat_known,
-        video_duration_ms=video_duration_ms, video_lang=video_lang, video_published_ms=video_published_ms,
-        video_quality=video_quality, video_weight=video_weight, video_caption=captions,
-        video_source=sources, video_source_id=source_ids,
-        tag_names=tag_names, tag_indptr=np.array(indptr, dtype=np.int64), tag_ids=np.array(flat, dtype=np.int64),
-        follow_indptr=follow_indptr, follow_creators=follow_creators,
-        n_advertisers=n_adv, adv_conversion=adv_conversion, adv_creator=adv_creator,
-        adv_target_cat=adv_target_cat, pool_indptr=pool_indptr, pool_users=pool_users,
-        n_campaigns=len(camp_adv), camp_adv=camp_adv, camp_format=np.array(camp["fmt"], dtype=np.int64),
-        camp_objective=camp_objective, camp_cpm_micros=np.array(camp["cpm"], dtype=np.int64),
-        camp_flat_fee_cents=np.array(camp["fee"], dtype=np.int64),
-        camp_budget_cents=np.array(camp["budget"], dtype=np.int64),
-        camp_target_age=np.array(camp["age"], dtype=np.int64),
-        camp_promoted_video=np.array(camp["video"], dtype=np.int64),
-        camp_start_ms=np.array(camp["start"], dtype=np.int64), camp_end_ms=np.array(camp["end"], dtype=np.int64),
-    )
-    world.samplers = {
-        "video_by_cat": videos_by_cat,
-        "video_by_creator": GroupedSampler(video_creator, video_weight, n_creators),
-        "video_global": np.cumsum(video_weight),
-        "user_activity": np.cumsum(user_session_rate),
-    }
-    return world
+    def ints(k: str) -> np.ndarray:
+        return np.array(camp[k], dtype=np.int64)
+
+    return {"n_campaigns": len(camp_adv), "camp_adv": camp_adv, "camp_format": ints("fmt"),
+            "camp_objective": [OBJECTIVES[adv_objective[a]] for a in camp_adv], "camp_cpm_micros": ints("cpm"),
+            "camp_flat_fee_cents": ints("fee"), "camp_budget_cents": ints("budget"), "camp_target_age": ints("age"),
+            "camp_promoted_video": ints("video"), "camp_start_ms": ints("start"), "camp_end_ms": ints("end")}
