@@ -12,8 +12,8 @@ really happened (``ts_ms`` equals it for clean records; dirty ones may lie about
 from __future__ import annotations
 
 import datetime as dt
-
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -162,32 +162,105 @@ def _comment_texts(r: np.random.Generator, world: World, lang: np.ndarray, cat: 
 Recommender = Callable[[np.ndarray, int], np.ndarray]
 
 
+@dataclass(eq=False)
+class _FeedDay:
+    """One day of the feed as the steps of ``gen_feed`` build it up, one array per slot.
+
+    A slot is one position of a served page (an impression); it is *viewed* when the session got
+    that far. Each step fills the fields under its heading and draws from ``r`` in a fixed order.
+    """
+
+    world: World
+    day: int
+    r: np.random.Generator
+    d0: int  # the day's first and one-past-last epoch ms
+    d1: int
+    tag: str  # the date in event ids
+    interests: np.ndarray  # [users, categories] today's latent interests
+    trend: np.ndarray  # per video: today's trending boost
+    # _draw_sessions
+    n_sess: int = 0
+    slot_start: np.ndarray = field(init=False)  # per session: its first slot
+    sess: np.ndarray = field(init=False)  # per slot: its session
+    k: np.ndarray = field(init=False)  # per slot: its position in the session
+    viewed: np.ndarray = field(init=False)
+    u: np.ndarray = field(init=False)  # per slot: the user index
+    sk: np.ndarray = field(init=False)  # per slot: the surface (index into FEED_SURFACES)
+    # _choose_videos
+    src: np.ndarray = field(init=False)  # per slot: candidate source (CS)
+    vid: np.ndarray = field(init=False)  # per slot: video index
+    creator_idx: np.ndarray = field(init=False)  # per slot: the video's creator index
+    # _react
+    vcat: np.ndarray = field(init=False)
+    signal: np.ndarray = field(init=False)  # what drives the reactions, without noise
+    e: np.ndarray = field(init=False)  # signal plus this play's noise
+    skip: np.ndarray = field(init=False)
+    dur: np.ndarray = field(init=False)
+    watch: np.ndarray = field(init=False)
+    # _time_plays
+    item_start: np.ndarray = field(init=False)
+    view_ts: np.ndarray = field(init=False)
+    page_first: np.ndarray = field(init=False)  # per slot: the first slot of its page (the request)
+    imp_ts: np.ndarray = field(init=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.sess)
+
+
+
 def gen_feed(world: World, day: int, events_per_day: int,
              recommender: Recommender | None = None) -> dict[str, pl.DataFrame]:
-    r = rng_for(world.seed, "feed", day)
-    d0 = day_start_ms(world.start_date, day)
-    d1 = d0 + DAY_MS
-    tag = date_tag(world.start_date, day)
-    n_cat = len(world.categories)
-    interests = world.interests(day)
-    trend = world.video_trend_boost(day)
+    """The feed's streams for ``day``: impressions, views, interactions and orders through videos.
 
+    Sessions are drawn first, then what each slot shows, how the user reacts, and when; the
+    frames are cut from those arrays. Every step draws from rng(seed, "feed", day) in this order,
+    which is part of the seed's meaning (same arguments, same bytes).
+    """
+    d0 = day_start_ms(world.start_date, day)
+    fd = _FeedDay(world=world, day=day, r=rng_for(world.seed, "feed", day), d0=d0, d1=d0 + DAY_MS,
+                  tag=date_tag(world.start_date, day), interests=world.interests(day),
+                  trend=world.video_trend_boost(day))
+    _draw_sessions(fd, events_per_day)
+    _choose_videos(fd, recommender)
+    _react(fd)
+    _time_plays(fd)
+    model_version, session_ids = _session_labels(fd)
+    im, imp_cols = _impression_columns(fd, model_version, session_ids)
+    frames = {"views": _views_frame(fd, session_ids)}
+    frames["interactions"], rows, etype, its = _interactions(fd)
+    imp_cols["served_features.creator_followers"] = _followers_seen(fd, im, rows, etype, its)
+    frames["impressions"] = _frame("impressions", imp_cols, fd.imp_ts[im])
+    frames["orders"] = _feed_orders(fd)
+    return frames
+
+
+def _draw_sessions(fd: _FeedDay, events_per_day: int) -> None:
+    """Sessions (users by activity, a surface each) and their slots: whole pages of PAGE_SIZE, of
+    which the first ``n_views`` are played; a shared link plays one video and serves no page."""
+    r = fd.r
     n_sess = max(1, round(VIEW_SHARE * events_per_day / MEAN_SESSION_VIEWS))
-    sess_user = sample_weighted(r, world.samplers["user_activity"], n_sess)
+    sess_user = sample_weighted(r, fd.world.samplers["user_activity"], n_sess)
     kind = sample_weighted(r, np.cumsum(FEED_SURFACE_WEIGHTS), n_sess)
     share_link = kind == 4
     n_views = np.minimum(r.geometric(1 / MEAN_SESSION_VIEWS, n_sess), 200)
     n_views[share_link] = 1
     n_slots = np.where(share_link, 1, -(-n_views // PAGE_SIZE) * PAGE_SIZE)
-    slot_start = np.concatenate(([0], np.cumsum(n_slots)[:-1]))
-    n = int(n_slots.sum())
-    sess = np.repeat(np.arange(n_sess), n_slots)
-    k = np.arange(n) - slot_start[sess]
-    viewed = k < n_views[sess]
-    u = sess_user[sess]
-    sk = kind[sess]
+    fd.n_sess = n_sess
+    fd.slot_start = np.concatenate(([0], np.cumsum(n_slots)[:-1]))
+    fd.sess = np.repeat(np.arange(n_sess), n_slots)
+    fd.k = np.arange(int(n_slots.sum())) - fd.slot_start[fd.sess]
+    fd.viewed = fd.k < n_views[fd.sess]
+    fd.u = sess_user[fd.sess]
+    fd.sk = kind[fd.sess]
 
-    # --- candidate source and video for every slot
+
+def _choose_videos(fd: _FeedDay, recommender: Recommender | None) -> None:
+    """The candidate source and video of every slot, source by source; a slot whose source has
+    nothing to offer (no follows, no trend, no DOU+ order) falls back to explore. A
+    ``recommender`` replaces the For-You personal picks after they were drawn (see
+    ``_serve_recommendations``)."""
+    r, world, n, sk, u = fd.r, fd.world, fd.n, fd.sk, fd.u
     src = np.full(n, CS["explore"], dtype=np.int64)
     fy = np.flatnonzero(sk == 0)
     src[fy] = np.array([s for s, _ in FORYOU_SOURCES])[
@@ -212,171 +285,206 @@ def gen_feed(world: World, day: int, events_per_day: int,
     explore(m[~has])
     # personal (including search): a video of a category drawn from today's interests
     m = np.flatnonzero((src == CS["personal"]) & (sk != 3))
-    vid[m] = by_cat.sample(r, _pick_category(r, interests[u[m]]))
+    vid[m] = by_cat.sample(r, _pick_category(r, fd.interests[u[m]]))
     if recommender is not None:
-        _serve_recommendations(world, day, recommender, np.flatnonzero((src == CS["personal"]) & (sk == 0)),
-                               u, sess, vid)
+        _serve_recommendations(world, fd.day, recommender, np.flatnonzero((src == CS["personal"]) & (sk == 0)),
+                               u, fd.sess, vid)
     # profile: every slot of the session shows one creator's videos
     m = np.flatnonzero(sk == 3)
-    prof_creator = world.video_creator[sample_weighted(r, world.samplers["video_global"], n_sess)]
-    vid[m] = by_creator.sample(r, prof_creator[sess[m]])
+    prof_creator = world.video_creator[sample_weighted(r, world.samplers["video_global"], fd.n_sess)]
+    vid[m] = by_creator.sample(r, prof_creator[fd.sess[m]])
     # trending: videos carrying one of today's trending hashtags
     m = np.flatnonzero(src == CS["trending"])
-    tv = np.flatnonzero(trend > 0)
+    tv = np.flatnonzero(fd.trend > 0)
     if len(tv):
-        vid[m] = tv[sample_weighted(r, np.cumsum(world.video_weight[tv] * (1 + trend[tv])), len(m))]
+        vid[m] = tv[sample_weighted(r, np.cumsum(world.video_weight[tv] * (1 + fd.trend[tv])), len(m))]
     else:
         explore(m)
     # promoted: DOU+ orders running today
     m = np.flatnonzero(src == CS["promoted"])
-    active = np.flatnonzero((world.camp_format == 2) & (world.camp_start_ms < d1) & (world.camp_end_ms > d0))
+    active = np.flatnonzero((world.camp_format == 2) & (world.camp_start_ms < fd.d1) & (world.camp_end_ms > fd.d0))
     if len(active):
-        vid[m] = world.camp_promoted_video[active[sample_weighted(r, np.cumsum(np.sqrt(world.camp_flat_fee_cents[active])), len(m))]]
+        fees = np.sqrt(world.camp_flat_fee_cents[active])
+        vid[m] = world.camp_promoted_video[active[sample_weighted(r, np.cumsum(fees), len(m))]]
     else:
         explore(m)
     explore(np.flatnonzero((src == CS["explore"]) & (sk != 3)))
+    fd.src, fd.vid, fd.creator_idx = src, vid, world.video_creator[vid]
 
-    # --- the user's reaction, driven by latent interest, quality, trends and language
-    vcat = world.video_cat[vid]
-    affinity = np.clip(np.log(interests[u, vcat] * n_cat + 1e-6), -3, 3)
+
+def _react(fd: _FeedDay) -> None:
+    """The user's reaction to each slot, driven by latent interest, quality, trends and language:
+    a noisy ``e`` decides skips and the watched share (above 1: rewatched, looped)."""
+    r, world, n, u, vid = fd.r, fd.world, fd.n, fd.u, fd.vid
+    fd.vcat = world.video_cat[vid]
+    affinity = np.clip(np.log(fd.interests[u, fd.vcat] * len(world.categories) + 1e-6), -3, 3)
     lang_match = world.user_lang[u] == world.video_lang[vid]
-    signal = (0.9 * affinity + world.video_quality[vid] + trend[vid] + 0.3 * lang_match
-              + 0.3 * (src == CS["following"]))
-    e = signal + r.normal(0, 0.7, n)
-    skip = r.random(n) < sigmoid(-0.8 - 1.1 * e)
-    dur = world.video_duration_ms[vid]
-    frac = sigmoid(0.2 + 0.9 * e + r.normal(0, 0.6, n)) * 1.5  # > 1: rewatched (looped)
-    watch = np.where(skip, r.integers(150, 1800, n), frac * dur).astype(np.int64)
+    fd.signal = (0.9 * affinity + world.video_quality[vid] + fd.trend[vid] + 0.3 * lang_match
+                 + 0.3 * (fd.src == CS["following"]))
+    fd.e = fd.signal + r.normal(0, 0.7, n)
+    fd.skip = r.random(n) < sigmoid(-0.8 - 1.1 * fd.e)
+    fd.dur = world.video_duration_ms[vid]
+    frac = sigmoid(0.2 + 0.9 * fd.e + r.normal(0, 0.6, n)) * 1.5  # > 1: rewatched (looped)
+    fd.watch = np.where(fd.skip, r.integers(150, 1800, n), frac * fd.dur).astype(np.int64)
 
-    # --- timing: a session plays its items back to back
-    dwell = np.where(viewed, watch + r.integers(300, 2500, n), 0)
+
+def _time_plays(fd: _FeedDay) -> None:
+    """When things happen: a session starts on the diurnal curve (kept inside the day) and plays
+    its items back to back; a page's impressions are logged just before its first item plays."""
+    r, sess, slot_start = fd.r, fd.sess, fd.slot_start
+    dwell = np.where(fd.viewed, fd.watch + r.integers(300, 2500, fd.n), 0)
     cs = np.cumsum(dwell)
     sess_before = (cs - dwell)[slot_start]
     offset = cs - dwell - sess_before[sess]
     sess_dur = np.add.reduceat(dwell, slot_start)
-    st = diurnal_times(r, n_sess, d0)
-    st = np.maximum(np.minimum(st, d1 - 1_000 - sess_dur), d0 + 1_000)
-    item_start = st[sess] + offset
-    view_ts = np.minimum(item_start + watch, d1 - 1)
-    page_first = slot_start[sess] + (k // PAGE_SIZE) * PAGE_SIZE
-    imp_ts = item_start[page_first] - 150 + k % PAGE_SIZE
+    st = diurnal_times(r, fd.n_sess, fd.d0)
+    st = np.maximum(np.minimum(st, fd.d1 - 1_000 - sess_dur), fd.d0 + 1_000)
+    fd.item_start = st[sess] + offset
+    fd.view_ts = np.minimum(fd.item_start + fd.watch, fd.d1 - 1)
+    fd.page_first = slot_start[sess] + (fd.k // PAGE_SIZE) * PAGE_SIZE
+    fd.imp_ts = fd.item_start[fd.page_first] - 150 + fd.k % PAGE_SIZE
 
-    creator_idx = world.video_creator[vid]
-    ver = 40 + day // 3
-    canary = r.random(n_sess) < 0.05
+
+def _session_labels(fd: _FeedDay) -> tuple[np.ndarray, pl.Series]:
+    """(ranker version per session, with a 5% canary of the next version; session ids)."""
+    ver = 40 + fd.day // 3
+    canary = fd.r.random(fd.n_sess) < 0.05
     model_version = np.where(canary, f"ranker-v{ver + 1}-canary", f"ranker-v{ver}")
-    session_ids = _ids(f"ses{tag}-", np.arange(n_sess))
-    frames: dict[str, pl.DataFrame] = {}
+    return model_version, _ids(f"ses{fd.tag}-", np.arange(fd.n_sess))
 
-    # --- impressions: the serve-time feature log (only what the server knew when serving)
-    im = np.flatnonzero(sk != 4)
-    im = im[np.argsort(imp_ts[im], kind="stable")]  # time order, so the frame needs no sort
+
+def _impression_columns(fd: _FeedDay, model_version: np.ndarray, session_ids: pl.Series) -> tuple[np.ndarray, dict]:
+    """(impression slots in time order, their columns): the serve-time feature log, holding only
+    what the server knew when serving. ``creator_followers`` is left to ``_followers_seen``."""
+    world, tag, u, vid, k = fd.world, fd.tag, fd.u, fd.vid, fd.k
+    im = np.flatnonzero(fd.sk != 4)
+    im = im[np.argsort(fd.imp_ts[im], kind="stable")]  # time order, so the frame needs no sort
     iv = vid[im]
-    age_h = (imp_ts[im] - world.video_published_ms[iv]) / HOUR_MS
+    age_h = (fd.imp_ts[im] - world.video_published_ms[iv]) / HOUR_MS
     # Counters of today's plays before each impression: what a serving stack has observed, never
     # the latent quality or trend that drive the reactions (simulator/observed.py).
-    vw = np.flatnonzero(viewed)
-    seen = video_counters(vid[vw], view_ts[vw], watch[vw] >= ENGAGED_WATCH_RATIO * dur[vw], iv, imp_ts[im])
+    vw = np.flatnonzero(fd.viewed)
+    seen = video_counters(vid[vw], fd.view_ts[vw], fd.watch[vw] >= ENGAGED_WATCH_RATIO * fd.dur[vw], iv,
+                          fd.imp_ts[im])
     vcat_known = world.video_cat_known[iv]
     # kept flat (cheap to sort and gather); assembled into the JSON object when serialised
-    served = {f"served_features.{k}": v for k, v in {
+    served = {f"served_features.{name}": v for name, v in {
         "age_band": _strs(text.AGE_BANDS, world.user_age[u[im]]),
         "country": _strs([c[0] for c in text.COUNTRIES], world.user_country[u[im]]),
         "language": _strs(text.LANGUAGES, world.user_lang[u[im]]),
-        "category": _strs(world.categories, vcat[im]).set(pl.Series(~vcat_known), None),
-        "video_duration_ms": dur[im],
+        "category": _strs(world.categories, fd.vcat[im]).set(pl.Series(~vcat_known), None),
+        "video_duration_ms": fd.dur[im],
         "video_age_h": np.round(age_h, 1),
-        "creator_followers": None,  # counted below, once today's follows are drawn
+        "creator_followers": None,  # counted once today's follows are drawn
         "video_ctr": np.round(seen.ctr, 4),
         "trending_tag": seen.trending,
-        "follows_creator": src[im] == CS["following"],
+        "follows_creator": fd.src[im] == CS["following"],
     }.items()}
-    score = np.round(sigmoid(signal[im] - 1.5 + r.normal(0, 0.8, len(im))), 5)
-    imp_cols = {
+    score = np.round(sigmoid(fd.signal[im] - 1.5 + fd.r.normal(0, 0.8, len(im))), 5)
+    return im, {
         "event_id": _ids(f"imp{tag}-", im),
-        "ts_ms": imp_ts[im],
+        "ts_ms": fd.imp_ts[im],
         "user_id": u[im] + 1,
-        "request_id": _ids(f"req{tag}-", page_first[im]),  # one id per served page
-        "session_id": session_ids.gather(sess[im]),
+        "request_id": _ids(f"req{tag}-", fd.page_first[im]),  # one id per served page
+        "session_id": session_ids.gather(fd.sess[im]),
         "video_id": iv + 1,
-        "creator_id": creator_idx[im] + 1,
+        "creator_id": fd.creator_idx[im] + 1,
         "position": k[im] % PAGE_SIZE,
-        "surface": _strs(FEED_SURFACES, sk[im]),
-        "candidate_source": _strs(schemas.CANDIDATE_SOURCES, src[im]),
-        "model_version": pl.Series(model_version).gather(sess[im]),
+        "surface": _strs(FEED_SURFACES, fd.sk[im]),
+        "candidate_source": _strs(schemas.CANDIDATE_SOURCES, fd.src[im]),
+        "model_version": pl.Series(model_version).gather(fd.sess[im]),
         "score": score,
         **served,
     }
 
-    # --- views: every play; feed plays carry the impression's request_id
-    vw = vw[np.argsort(view_ts[vw], kind="stable")]
-    req = _ids(f"req{tag}-", page_first[vw])
-    frames["views"] = _frame("views", {
-        "event_id": _ids(f"view{tag}-", vw),
-        "ts_ms": view_ts[vw],
-        "user_id": u[vw] + 1,
-        "session_id": session_ids.gather(sess[vw]),
-        "request_id": req.set(pl.Series(sk[vw] == 4), None),
-        "video_id": vid[vw] + 1,
-        "creator_id": creator_idx[vw] + 1,
-        "watch_time_ms": watch[vw],
-        "video_duration_ms": dur[vw],
-        "traffic_source": _strs(FEED_SURFACES, sk[vw]),
-    }, view_ts[vw])
 
-    # --- interactions
-    base = viewed & ~skip
+def _views_frame(fd: _FeedDay, session_ids: pl.Series) -> pl.DataFrame:
+    """Every play; feed plays carry the impression's request_id (a shared link has none)."""
+    tag, vw = fd.tag, np.flatnonzero(fd.viewed)
+    vw = vw[np.argsort(fd.view_ts[vw], kind="stable")]
+    req = _ids(f"req{tag}-", fd.page_first[vw])
+    return _frame("views", {
+        "event_id": _ids(f"view{tag}-", vw),
+        "ts_ms": fd.view_ts[vw],
+        "user_id": fd.u[vw] + 1,
+        "session_id": session_ids.gather(fd.sess[vw]),
+        "request_id": req.set(pl.Series(fd.sk[vw] == 4), None),
+        "video_id": fd.vid[vw] + 1,
+        "creator_id": fd.creator_idx[vw] + 1,
+        "watch_time_ms": fd.watch[vw],
+        "video_duration_ms": fd.dur[vw],
+        "traffic_source": _strs(FEED_SURFACES, fd.sk[vw]),
+    }, fd.view_ts[vw])
+
+
+def _interactions(fd: _FeedDay) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """(interactions frame, their slots, type index, time): likes, shares, comments and follows of
+    the plays not skipped, likelier the better ``e``, each during the play."""
+    r, n, e, tag, u = fd.r, fd.n, fd.e, fd.tag, fd.u
+    base = fd.viewed & ~fd.skip
     types = (
         ("like", base & (r.random(n) < sigmoid(-4.0 + 1.2 * e))),
         ("share", base & (r.random(n) < sigmoid(-6.0 + 1.1 * e))),
         ("comment", base & (r.random(n) < sigmoid(-6.2 + 1.0 * e))),
-        ("follow", base & (src != CS["following"]) & (r.random(n) < sigmoid(-6.8 + 1.0 * e))),
+        ("follow", base & (fd.src != CS["following"]) & (r.random(n) < sigmoid(-6.8 + 1.0 * e))),
     )
     rows = np.concatenate([np.flatnonzero(mask) for _, mask in types])
     etype = np.concatenate([np.full(int(mask.sum()), schemas.INTERACTION_TYPES.index(t)) for t, mask in types])
     order = np.argsort(rows, kind="stable")
     rows, etype = rows[order], etype[order]
-    its = np.minimum(item_start[rows] + (r.uniform(0.3, 1.0, len(rows)) * watch[rows]).astype(np.int64) + 1, d1 - 1)
+    its = np.minimum(fd.item_start[rows] + (r.uniform(0.3, 1.0, len(rows)) * fd.watch[rows]).astype(np.int64) + 1,
+                     fd.d1 - 1)
     is_comment = etype == schemas.INTERACTION_TYPES.index("comment")
     is_share = etype == schemas.INTERACTION_TYPES.index("share")
-    comments = _comment_texts(r, world, world.user_lang[u[rows]], vcat[rows])
+    comments = _comment_texts(r, fd.world, fd.world.user_lang[u[rows]], fd.vcat[rows])
     channels = _strs(schemas.SHARE_CHANNELS, sample_weighted(r, np.cumsum([0.6, 0.3, 0.1]), len(rows)))
-    frames["interactions"] = _frame("interactions", {
+    frame = _frame("interactions", {
         "event_id": _ids(f"int{tag}-", np.arange(len(rows))),
         "ts_ms": its,
         "user_id": u[rows] + 1,
         "event_type": _strs(schemas.INTERACTION_TYPES, etype),
-        "video_id": vid[rows] + 1,
-        "creator_id": creator_idx[rows] + 1,
+        "video_id": fd.vid[rows] + 1,
+        "creator_id": fd.creator_idx[rows] + 1,
         "comment_text": comments.set(pl.Series(~is_comment), None),
         "share_channel": channels.set(pl.Series(~is_share), None),
         # an action on a served feed item carries the impression's request, as clients log it
-        "request_id": _ids(f"req{tag}-", page_first[rows]).set(pl.Series(sk[rows] == 4), None),
+        "request_id": _ids(f"req{tag}-", fd.page_first[rows]).set(pl.Series(fd.sk[rows] == 4), None),
     }, its)
-    # followers as counted: the catalog's count (the platform's creator table when it was
-    # exported) plus today's follows of the creator before the impression, never a latent value
+    return frame, rows, etype, its
+
+
+def _followers_seen(fd: _FeedDay, im: np.ndarray, rows: np.ndarray, etype: np.ndarray,
+                    its: np.ndarray) -> np.ndarray:
+    """Followers as a server counts them at each impression: the catalog's count (the platform's
+    creator table when it was exported) plus today's follows of the creator before the
+    impression, never a latent value."""
+    creator_idx = fd.creator_idx
     fol = etype == schemas.INTERACTION_TYPES.index("follow")
     follows_before = video_counters(creator_idx[rows[fol]], its[fol], np.zeros(int(fol.sum()), bool),
-                                    creator_idx[im], imp_ts[im]).plays_before
-    imp_cols["served_features.creator_followers"] = world.creator_followers[creator_idx[im]] + follows_before
-    frames["impressions"] = _frame("impressions", imp_cols, imp_ts[im])
+                                    creator_idx[im], fd.imp_ts[im]).plays_before
+    return fd.world.creator_followers[creator_idx[im]] + follows_before
 
-    # --- orders through a creator's video (shop creators) and through showcases
-    om = np.flatnonzero(base & world.creator_shop[creator_idx] & (r.random(n) < 0.008 * sigmoid(e)))
+
+def _feed_orders(fd: _FeedDay) -> pl.DataFrame:
+    """Orders through a shop creator's video (a few minutes after the play) and through
+    showcases (at any time of the day, with no video)."""
+    r, world, u = fd.r, fd.world, fd.u
+    creator_idx = fd.creator_idx
+    bought = r.random(fd.n) < 0.008 * sigmoid(fd.e)
+    om = np.flatnonzero(fd.viewed & ~fd.skip & world.creator_shop[creator_idx] & bought)
     n_show = int(r.poisson(0.3 * len(om) + 1))
     shop_creators = np.flatnonzero(world.creator_shop)
     if len(shop_creators) == 0:
         om, n_show = om[:0], 0
-    o_ts = np.concatenate([np.minimum(view_ts[om] + r.integers(10_000, 600_000, len(om)), d1 - 1),
-                           diurnal_times(r, n_show, d0)])
+    o_ts = np.concatenate([np.minimum(fd.view_ts[om] + r.integers(10_000, 600_000, len(om)), fd.d1 - 1),
+                           diurnal_times(r, n_show, fd.d0)])
     o_user = np.concatenate([u[om], sample_weighted(r, world.samplers["user_activity"], n_show)])
     o_creator = np.concatenate([creator_idx[om], shop_creators[r.integers(0, max(1, len(shop_creators)), n_show)]
                                 if n_show else np.zeros(0, np.int64)])
-    o_video = pl.Series(np.concatenate([vid[om] + 1, np.zeros(n_show, np.int64)])).set(
+    o_video = pl.Series(np.concatenate([fd.vid[om] + 1, np.zeros(n_show, np.int64)])).set(
         pl.Series(np.arange(len(o_ts)) >= len(om)), None)
-    frames["orders"] = _orders(r, tag, "v", o_ts, o_user, o_creator, video_id=o_video,
-                               source=np.where(np.arange(len(o_ts)) < len(om), "video", "showcase"))
-    return frames
+    return _orders(r, fd.tag, "v", o_ts, o_user, o_creator, video_id=o_video,
+                   source=np.where(np.arange(len(o_ts)) < len(om), "video", "showcase"))
 
 
 def _orders(r, tag: str, part: str, ts, user_idx, creator_idx, *, source, video_id=None, stream_id=None,
