@@ -1,0 +1,183 @@
+"""tiktok_pipelines.publish: a process killed with SIGKILL at every step of a publication leaves
+the old state or the new one whole, and the next publication removes what it left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.lake.publish_worker import FILES, content
+from tiktok_pipelines import publish
+
+REPO = Path(__file__).resolve().parents[2]
+DIR_STEPS = ["staged", "half", "written", "synced", "manifest", "renamed", "done"]
+REPLACE_STEPS = ["staged", "half", "written", "synced", "manifest", "renamed", "linked", "swapped", "done"]
+FILE_STEPS = ["written", "synced", "renamed", "done"]
+
+
+def run_worker(mode: str, target: Path, tag: str, at: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tests.lake.publish_worker", mode, str(target), tag, at],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def state(target: Path) -> str | None:
+    """The tag of the whole folder at ``target`` (None if there is none); fails on a mix."""
+    if not os.path.lexists(target):
+        return None
+    folder = target.resolve()  # one version, even if the link is swapped meanwhile
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tag = manifest["tag"]
+    assert sorted(manifest["files"]) == sorted(FILES)
+    on_disk = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    if not folder.is_dir():
+        raise FileNotFoundError(folder)  # removed (renamed away whole) while it was listed
+    assert on_disk == sorted([*FILES, "manifest.json"])
+    for name, digest in manifest["files"].items():
+        assert publish.sha256_file(folder / name) == digest
+        assert (folder / name).read_bytes() == content(tag, name)
+    return tag
+
+
+def publish_in_process(mode: str, target: Path, tag: str) -> None:
+    from tests.lake.publish_worker import main
+
+    main(mode, str(target), tag)
+
+
+@pytest.mark.parametrize("step", DIR_STEPS)
+def test_new_folder_killed_at_every_step(tmp_path: Path, step: str) -> None:
+    target = tmp_path / "v0002"
+    publish_in_process("dir", tmp_path / "v0001", "old")
+    proc = run_worker("dir", target, "new", step)
+    assert proc.returncode == -9, proc.stderr  # it got to that step and died there
+    assert state(tmp_path / "v0001") == "old"
+    seen = state(target)
+    assert seen == ("new" if step in ("renamed", "done") else None)
+    if seen is None:
+        publish_in_process("dir", target, "next")
+        assert state(target) == "next"
+    else:
+        publish_in_process("dir", tmp_path / "v0003", "next")
+    # the crash's staging folder is gone: only published folders are left
+    assert sorted(os.listdir(tmp_path)) == ["v0001", "v0002"] + (["v0003"] if seen else [])
+
+
+@pytest.mark.parametrize("step", REPLACE_STEPS)
+def test_replaced_folder_killed_at_every_step(tmp_path: Path, step: str) -> None:
+    target = tmp_path / "model"
+    publish_in_process("replace", target, "old")
+    proc = run_worker("replace", target, "new", step)
+    assert proc.returncode == -9, proc.stderr
+    assert state(target) == ("new" if step in ("swapped", "done") else "old")
+    publish_in_process("replace", target, "next")
+    assert state(target) == "next"
+    # left: the link, the version it names and the one it replaced (kept for readers in flight)
+    names = sorted(os.listdir(tmp_path))
+    assert names[-1] == "model" and len(names) == 3, names
+    assert all(n.startswith(".model.v-") for n in names[:-1]), names
+    assert os.readlink(target) in names
+
+
+@pytest.mark.parametrize("step", FILE_STEPS)
+def test_file_killed_at_every_step(tmp_path: Path, step: str) -> None:
+    target = tmp_path / "champion.json"
+    publish_in_process("file", target, "old")
+    proc = run_worker("file", target, "new", step)
+    assert proc.returncode == -9, proc.stderr
+    assert target.read_bytes() == content("new" if step in ("renamed", "done") else "old", "file")
+    publish_in_process("file", target, "next")
+    assert target.read_bytes() == content("next", "file")
+    assert os.listdir(tmp_path) == ["champion.json"]
+
+
+def test_a_live_publishers_staging_is_not_taken_for_a_leftover(tmp_path: Path) -> None:
+    """Another publisher of the same target, paused after writing its files: publishing meanwhile
+    (which cleans leftovers) leaves its staging folder alone, and it then completes."""
+    target = tmp_path / "model"
+    slow = subprocess.Popen([sys.executable, "-m", "tests.lake.publish_worker", "replace", str(target), "slow",
+                             "wait:synced"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert slow.stdout.readline().strip() == "waiting"
+        publish_in_process("replace", target, "fast")
+        assert state(target) == "fast"
+        slow.stdin.write("go\n")
+        slow.stdin.flush()
+        assert slow.wait(timeout=60) == 0
+    finally:
+        slow.kill()
+    assert state(target) == "slow"
+
+
+def test_a_replaced_folder_is_never_missing(tmp_path: Path) -> None:
+    """A reader polling while another process swaps in version after version: ``target`` is
+    always there, and what it reads is always one whole version."""
+    target = tmp_path / "model"
+    publish_in_process("replace", target, "v0")
+    stop = threading.Event()
+    problems: list[str] = []
+    reads = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            if not os.path.exists(target / "manifest.json"):
+                problems.append("target missing")
+            try:
+                reads.append(state(target))
+            except FileNotFoundError:
+                pass  # the version it resolved was removed two swaps later: a reader retries
+            except AssertionError as e:
+                problems.append(f"mixed: {e}")
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        code = ("from tests.lake.publish_worker import main\n"
+                f"for i in range(1, 31): main('replace', {str(target)!r}, f'v{{i}}')\n")
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+    finally:
+        stop.set()
+        t.join()
+    assert problems == []
+    assert len(reads) > 10 and state(target) == "v30"
+
+
+def test_legacy_folder_becomes_a_link_without_a_gap(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("published before links")
+    publish_in_process("replace", target, "new")
+    assert target.is_symlink() and state(target) == "new"
+    assert sorted(os.listdir(tmp_path)) == [os.readlink(target), "model"]
+
+
+def test_new_folder_never_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "v0001"
+    target.mkdir()
+    with pytest.raises(FileExistsError):
+        with publish.publish_dir(target) as tmp:
+            (tmp / "x").write_text("x")
+    # raced: the target appears while the folder is being written; the rename refuses
+    with pytest.raises(FileExistsError):
+        with publish.publish_dir(tmp_path / "v0002") as tmp:
+            (tmp / "x").write_text("x")
+            (tmp_path / "v0002").mkdir()
+    assert os.listdir(tmp_path / "v0002") == [] and sorted(os.listdir(tmp_path)) == ["v0001", "v0002"]
+
+
+def test_a_failed_block_publishes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with publish.publish_dir(tmp_path / "v0001") as tmp:
+            (tmp / "x").write_text("x")
+            raise RuntimeError("writer failed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_makedirs_creates_missing_parents(tmp_path: Path) -> None:
+    publish.atomic_write_json(tmp_path / "a" / "b" / "c.json", {"x": 1})
+    assert json.loads((tmp_path / "a" / "b" / "c.json").read_text()) == {"x": 1}
