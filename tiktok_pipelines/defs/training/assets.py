@@ -24,15 +24,13 @@ from tiktok_pipelines.defs.resources import (
     PlatformStorage,
     TrainingPolicy,
 )
+from tiktok_pipelines.training.batch import BatchReport, BatchSettings, retrain_and_promote
 from tiktok_pipelines.training.joiner import (
     HISTORY_FEATURES,
     LABELS,
     SERVED_FEATURES,
     build_examples,
-    examples_lake_versions,
     examples_source,
-    has_examples,
-    read_examples,
 )
 
 GROUP = "training"
@@ -195,17 +193,6 @@ def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorag
     )
 
 
-def _examples_by_day(storage: PlatformStorage):
-    """(every example, ordered by time; its distinct impression dates, ascending)."""
-    lake = _examples_lake(storage)
-    if not has_examples(lake):
-        return None, []
-    table = read_examples(lake, order_by="ts_ms")  # the table's committed snapshot
-    if table is None:
-        return None, []
-    return table, sorted(set(table.column("event_date").to_pylist()))
-
-
 @dg.asset(
     group_name=GROUP,
     kinds={"lightgbm", "pytorch"},
@@ -222,97 +209,38 @@ def _examples_by_day(storage: PlatformStorage):
 @retry_only_transient
 def batch_rankers(context: dg.AssetExecutionContext, storage: PlatformStorage, joiner_policy: JoinerPolicy,
                   training_policy: TrainingPolicy) -> dg.MaterializeResult:
-    from tiktok_pipelines.serving.store import ServingPublisher
-    from tiktok_pipelines.training.evaluate import evaluate
-    from tiktok_pipelines.training.lgbm import LGBMRanker
-    from tiktok_pipelines.training.registry import ModelRegistry
-    from tiktok_pipelines.training.torch_ranker import IncompatibleModel, MonolithRanker
-
-    table, days = _examples_by_day(storage)
-    if len(days) < 2:
-        # Day one of a deployment: nothing to evaluate on yet. Not a failure of build_all.
-        context.log.warning(f"batch retraining needs two days of examples, found {len(days)}; skipped")
+    settings = BatchSettings(
+        negative_rate=joiner_policy.negative_rate, lgbm_rounds=training_policy.lgbm_rounds,
+        torch_dim=training_policy.torch_dim, torch_admit_min_count=training_policy.torch_admit_min_count,
+        torch_batch_size=training_policy.torch_batch_size,
+        promotion_margin_auc=training_policy.promotion_margin_auc,
+        keep_full_snapshots=training_policy.keep_full_snapshots)
+    report = retrain_and_promote(_examples_lake(storage), storage.models, storage.serving_location, settings,
+                                 logger=context.log)
+    if report.skipped:
+        context.log.warning(f"{report.skipped}; skipped")
         return
-    eval_date = days[-1]
-    eval_day = eval_date.isoformat()
-    train = table.filter(pc.less(table.column("event_date"), pa.scalar(eval_date)))
-    test = table.filter(pc.equal(table.column("event_date"), pa.scalar(eval_date)))
-    y, rate = test.column("engaged").to_numpy().astype(float), test.column("sample_rate").to_numpy()
-    r = joiner_policy.negative_rate
-    registry = ModelRegistry(storage.models)
-    now_s = int(train.column("ts_ms")[train.num_rows - 1].as_py() // 1000)
-    card = {"train_window": [days[0].isoformat(), days[-2].isoformat()], "eval_day": eval_day, "negative_rate": r,
-            "train_examples": train.num_rows, "eval_examples": test.num_rows,
-            # Per example date, the events tables' Delta versions its examples were joined from:
-            # build_examples(..., versions=...) at these rebuilds exactly what this model saw.
-            "lake_versions": {d: v for d, v in examples_lake_versions(_examples_lake(storage)).items()
-                              if days[0].isoformat() <= d <= eval_day}}
+    yield dg.MaterializeResult(metadata=_batch_metadata(report))
 
-    trained = {
-        "lgbm_ranker": (LGBMRanker.fit(train, rounds=training_policy.lgbm_rounds), LGBMRanker),
-        "torch_ranker": (MonolithRanker(dim=training_policy.torch_dim,
-                                        admit_min_count=training_policy.torch_admit_min_count), MonolithRanker),
-    }
-    torch_fit = trained["torch_ranker"][0].fit(train, batch_size=training_policy.torch_batch_size)
-    metadata: dict = {"eval_day": eval_day, "train_days": len(days) - 1,
-                      "torch_ranker/epochs": torch_fit.epochs}
-    for name, (model, cls) in trained.items():
-        metrics = evaluate(y, model.predict(test), r, rate)
-        champion = registry.champion(name)
-        champion_metrics = None
-        if champion is not None:
-            try:
-                champion_model = cls.load(registry.path(name, champion["version"]))
-            except IncompatibleModel as e:  # saved by an older release: nothing to compare with
-                context.log.warning(f"{name}: champion v{champion['version']} cannot be loaded ({e}); "
-                                    "the challenger is judged without it")
-            else:
-                champion_metrics = evaluate(y, champion_model.predict(test), r, rate)
 
-        def write(d, model=model):
-            if isinstance(model, MonolithRanker):
-                model.save(d, now_s=now_s)
-            else:
-                model.save(d)
-
-        version = registry.register(name, write, {**card, "metrics": metrics})
-        decision = registry.decide(name, version, metrics["auc"],
-                                   champion_metrics["auc"] if champion_metrics else None,
-                                   margin=training_policy.promotion_margin_auc)
-        context.log.info(f"{name} v{version}: AUC {metrics['auc']:.4f}, promoted={decision['promoted']}")
+def _batch_metadata(report: BatchReport) -> dict:
+    metadata: dict = {"eval_day": report.eval_day, "train_days": report.train_days,
+                      "torch_ranker/epochs": report.torch_epochs}
+    for name, m in report.models.items():
         for k in ("auc", "log_loss", "ece"):
-            metadata[f"{name}/{k}"] = _round(metrics[k])
-        metadata[f"{name}/version"] = version
-        metadata[f"{name}/promoted"] = decision["promoted"]
-        if champion_metrics:
-            metadata[f"{name}/champion_auc_same_day"] = _round(champion_metrics["auc"])
-        if decision["promoted"] and isinstance(model, MonolithRanker):
-            published = ServingPublisher(storage.serving_location,
-                                         keep_full=training_policy.keep_full_snapshots).publish(
-                model.embeddings.tables, now_s=now_s, dense=model.dense_state(), full=True,
-                # A fresh model: its export drops the ids not seen within the TTL before the end of
-                # its training window, which is what expiry is for (a window longer than the TTL
-                # drops many). The mass-expiry guard is for updates of served tables (online);
-                # here the clock is the training data's last event, validated and bounded by the
-                # wall clock at ingest.
-                allow_mass_expiry=True,
-                metadata={"model": name, "version": version, "eval_day": eval_day,
-                          # the server corrects the ranker's scores for the negatives it dropped
-                          "negative_rate": r,
-                          # the online updates continue from the end of the training window
-                          "trained_through_ms": int(train.column("ts_ms")[train.num_rows - 1].as_py())})
-            metadata["serving_seq"] = published["seq"]
-
+            metadata[f"{name}/{k}"] = _round(m.metrics[k])
+        metadata[f"{name}/version"] = m.version
+        metadata[f"{name}/promoted"] = m.promoted
+        if m.champion_auc is not None:
+            metadata[f"{name}/champion_auc_same_day"] = _round(m.champion_auc)
+    if report.serving_seq is not None:
+        metadata["serving_seq"] = report.serving_seq
     history = "| model | version | eval day | AUC | log loss | ECE | promoted |\n|---|---|---|---|---|---|---|\n"
-    for name in trained:
-        promoted = {h["challenger"]: h["promoted"] for h in (registry.champion(name) or {}).get("history", [])}
-        for v in registry.versions(name):
-            c = registry.card(name, v)
-            m = c["metrics"]
-            history += (f"| {name} | {v} | {c['eval_day']} | {m['auc']:.4f} | {m['log_loss']:.4f} | "
-                        f"{m['ece']:.4f} | {promoted.get(v, False)} |\n")
+    for name, v, eval_day, m, promoted in report.history:
+        history += (f"| {name} | {v} | {eval_day} | {m['auc']:.4f} | {m['log_loss']:.4f} | "
+                    f"{m['ece']:.4f} | {promoted} |\n")
     metadata["registry (AUC over days)"] = dg.MetadataValue.md(history)
-    yield dg.MaterializeResult(metadata=metadata)
+    return metadata
 
 
 @dg.asset(
