@@ -40,7 +40,7 @@ def _json_default(o: object) -> object:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from tiktok_pipelines.simulator import simulate
+    from tiktok_pipelines.simulator import SimulationConfig, simulate
 
     kuairec = None
     if args.kuairec and args.kuairec != "none":
@@ -54,20 +54,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         runs_file = out / "truth" / "runs.json"
         runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
         first_day = max((r["first_day"] + r["days"] for r in runs), default=0)
-    summary = simulate(
-        out,
-        first_day=int(first_day),
-        seed=args.seed,
-        users=args.users,
-        videos=args.videos,
-        days=args.days,
-        events_per_day=args.events_per_day,
-        start_date=dt.date.fromisoformat(args.start_date),
-        kuairec_dir=kuairec,
-        batch_minutes=args.batch_minutes,
-        dirty_rate=args.dirty_rate,
-        late_rate=args.late_rate,
-    )
+    # only what was given on the command line: every default lives in SimulationConfig
+    given = {"seed": args.seed, "users": args.users, "videos": args.videos, "days": args.days,
+             "events_per_day": args.events_per_day, "start_date": args.start_date,
+             "batch_minutes": args.batch_minutes, "dirty_rate": args.dirty_rate, "late_rate": args.late_rate}
+    config = SimulationConfig(first_day=int(first_day), kuairec_dir=kuairec,
+                              **{k: v for k, v in given.items() if v is not None})
+    summary = simulate(out, config)
     print(json.dumps(summary.to_dict(), default=_json_default))
     return 0
 
@@ -449,21 +442,22 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
+    # the world's options have no default here: one left out takes SimulationConfig's
     s = sub.add_parser("simulate", help="write a simulated platform's landing files, catalog and truth")
     s.add_argument("--out", default=os.environ.get("TIKTOK_DATA_DIR", "data"))
-    s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--users", type=int, default=10_000)
-    s.add_argument("--videos", type=int, default=20_000)
-    s.add_argument("--days", type=int, default=7)
-    s.add_argument("--events-per-day", type=int, default=300_000)
-    s.add_argument("--start-date", default="2026-11-01", help="the world's day 0")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--users", type=int)
+    s.add_argument("--videos", type=int)
+    s.add_argument("--days", type=int)
+    s.add_argument("--events-per-day", type=int)
+    s.add_argument("--start-date", help="the world's day 0 (YYYY-MM-DD)")
     s.add_argument("--first-day", default="0",
                    help="first day to simulate, counted from --start-date; 'next' continues the world in --out")
     s.add_argument("--kuairec", default=str(DEFAULT_KUAIREC),
                    help="KuaiRec folder for the real catalog ('none' to generate captions)")
-    s.add_argument("--batch-minutes", type=int, default=15)
-    s.add_argument("--dirty-rate", type=float, default=0.01)
-    s.add_argument("--late-rate", type=float, default=0.005)
+    s.add_argument("--batch-minutes", type=int)
+    s.add_argument("--dirty-rate", type=float)
+    s.add_argument("--late-rate", type=float)
     s.set_defaults(func=_cmd_simulate)
 
     i = sub.add_parser("ingest", help="ingest every pending landing file (no Dagster)")

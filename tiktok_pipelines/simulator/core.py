@@ -22,7 +22,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -238,21 +238,19 @@ def _window_bounds(dw: np.ndarray, offset: int = 0) -> dict[int, tuple[int, int]
 class _Run:
     """State of one simulate() call: windows, carried-over records, sequence numbers, truth."""
 
-    def __init__(self, out: Path, world: World, *, first_day: int, days: int, batch_minutes: int,
-                 dirty_rate: float, late_rate: float, weights: dict[str, float], events_per_day: int,
-                 recommender=None):
+    def __init__(self, out: Path, world: World, config: SimulationConfig, *, recommender=None):
         self.out, self.world = out, world
         self.recommender = recommender
         self.landing = out / "landing"
-        self.first_day, self.days = first_day, days
-        self.batch_ms = batch_minutes * 60_000
+        self.first_day, self.days = config.first_day, config.days
+        self.batch_ms = config.batch_minutes * 60_000
         self.windows_per_day = DAY_MS // self.batch_ms
-        self.run_start = day_start_ms(world.start_date, first_day)
-        self.run_end = self.run_start + days * DAY_MS
+        self.run_start = day_start_ms(world.start_date, config.first_day)
+        self.run_end = self.run_start + config.days * DAY_MS
         tail_ms = max(dirty_mod.MAX_LATE_MS, dirty_mod.MAX_DUP_DELAY_WINDOWS * self.batch_ms)
-        self.last_window = days * self.windows_per_day + -(-tail_ms // self.batch_ms)
-        self.dirty_rate, self.late_rate, self.weights = dirty_rate, late_rate, weights
-        self.events_per_day = events_per_day
+        self.last_window = config.days * self.windows_per_day + -(-tail_ms // self.batch_ms)
+        self.dirty_rate, self.late_rate, self.weights = config.dirty_rate, config.late_rate, config.weights
+        self.events_per_day = config.events_per_day
         self.seq = next_seqs(self.landing)
         # Records waiting for a later window (late, re-sent, or happening after today).
         self.carry: dict[str, list[pl.DataFrame]] = {s: [] for s in STREAM_NAMES}
@@ -452,122 +450,175 @@ class _Run:
         return files, recs
 
 
-def _world_key(seed, users, videos, start_date: dt.date, kuairec_dir) -> dict:
-    return {"seed": seed, "users": users, "videos": videos, "start_date": start_date.isoformat(),
-            "catalog_source": "kuairec" if kuairec_dir is not None else "generated"}
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that decides what a simulation writes: the defaults live here and only here.
+
+    Same config (and recommender), same bytes. To continue a world, keep seed, users, videos,
+    start_date and kuairec_dir, and give a later ``first_day``. ``start_date`` may be given as an ISO string
+    and ``kuairec_dir`` as a string; both are normalised, and the values are checked, on creation.
+    """
+
+    seed: int = 7
+    users: int = 10_000
+    videos: int = 20_000
+    days: int = 7
+    first_day: int = 0  # day 0 is start_date
+    events_per_day: int = 300_000  # approximate records a day produces across all streams
+    start_date: dt.date = dt.date(2026, 11, 1)
+    kuairec_dir: Path | None = None  # real captions/categories from KuaiRec, else generated ones
+    batch_minutes: int = 15  # a landing file holds one stream's records of one such window
+    dirty_rate: float = 0.01  # share of records that come out dirty, spread over the kinds by dirty_weights
+    late_rate: float = 0.005  # share of valid records delivered in a later window's file
+    dirty_weights: dict[str, float] | None = None  # None: dirty.DEFAULT_DIRTY_WEIGHTS
+    write_truth: bool = True  # truth/ (the answers tests and benchmarks check against)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.start_date, str):
+            object.__setattr__(self, "start_date", dt.date.fromisoformat(self.start_date))
+        if self.kuairec_dir is not None and not isinstance(self.kuairec_dir, Path):
+            object.__setattr__(self, "kuairec_dir", Path(self.kuairec_dir))
+        if self.days < 1 or self.first_day < 0 or self.events_per_day < 1:
+            raise ValueError("days >= 1, first_day >= 0 and events_per_day >= 1 are required")
+        if self.batch_minutes < 1 or 1440 % self.batch_minutes:
+            raise ValueError("batch_minutes must divide a day (1440 minutes)")
+        if not (0 <= self.dirty_rate and 0 <= self.late_rate and self.dirty_rate + self.late_rate < 1):
+            raise ValueError("dirty_rate and late_rate must be shares in [0, 1)")
+        unknown = set(self.weights) - set(dirty_mod.DIRTY_KINDS)
+        if unknown:
+            raise ValueError(f"unknown dirty kinds: {sorted(unknown)}")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The dirty kinds' weights, defaults filled in."""
+        return dict(dirty_mod.DEFAULT_DIRTY_WEIGHTS if self.dirty_weights is None else self.dirty_weights)
+
+    def world_key(self) -> dict:
+        """What truth/world.json records of the world, to refuse mixing two worlds in one out_dir."""
+        return {"seed": self.seed, "users": self.users, "videos": self.videos,
+                "start_date": self.start_date.isoformat(),
+                "catalog_source": "kuairec" if self.kuairec_dir is not None else "generated"}
+
+    def date(self, day: int) -> dt.date:
+        return self.start_date + dt.timedelta(days=day)
 
 
-def simulate(
-    out_dir: str | Path,
-    *,
-    seed: int = 7,
-    users: int = 10_000,
-    videos: int = 20_000,
-    days: int = 7,
-    events_per_day: int = 300_000,
-    start_date: str | dt.date = "2026-11-01",
-    kuairec_dir: str | Path | None = None,
-    batch_minutes: int = 15,
-    dirty_rate: float = 0.01,
-    late_rate: float = 0.005,
-    first_day: int = 0,
-    dirty_weights: dict[str, float] | None = None,
-    write_truth: bool = True,
-    recommender=None,
-) -> SimulationSummary:
-    """Simulate days ``first_day .. first_day + days - 1`` (day 0 = ``start_date``) into ``out_dir``.
+def simulate(out_dir: str | Path, config: SimulationConfig | None = None, *, recommender=None,
+             **overrides) -> SimulationSummary:
+    """Simulate days ``first_day .. first_day + days - 1`` of ``config`` into ``out_dir``.
 
-    ``events_per_day`` is the approximate number of records a day produces across all streams.
-    ``dirty_rate`` is the share of records that come out dirty (spread over the kinds by
-    ``dirty_weights``, default ``dirty.DEFAULT_DIRTY_WEIGHTS``); ``late_rate`` the share of valid
-    records delivered in a later file. ``recommender`` (see ``events.Recommender``) serves the
-    For-You personal slots instead of the simulator's own choice, so users react to what a
-    model served (the closed loop). Same arguments, same bytes. To continue a world, call again
-    with the same seed/users/videos/start_date/kuairec_dir and a later ``first_day``.
+    ``overrides`` are ``SimulationConfig`` fields (``simulate(out, days=2, seed=3)`` is
+    ``simulate(out, SimulationConfig(days=2, seed=3))``). ``recommender`` (see
+    ``events.Recommender``) serves the For-You personal slots instead of the simulator's own
+    choice, so users react to what a model served (the closed loop).
     """
     t0 = time.perf_counter()
-    if isinstance(start_date, str):
-        start_date = dt.date.fromisoformat(start_date)
-    if days < 1 or first_day < 0 or events_per_day < 1:
-        raise ValueError("days >= 1, first_day >= 0 and events_per_day >= 1 are required")
-    if batch_minutes < 1 or 1440 % batch_minutes:
-        raise ValueError("batch_minutes must divide a day (1440 minutes)")
-    if not (0 <= dirty_rate and 0 <= late_rate and dirty_rate + late_rate < 1):
-        raise ValueError("dirty_rate and late_rate must be shares in [0, 1)")
-    weights = dict(dirty_mod.DEFAULT_DIRTY_WEIGHTS if dirty_weights is None else dirty_weights)
-    unknown = set(weights) - set(dirty_mod.DIRTY_KINDS)
-    if unknown:
-        raise ValueError(f"unknown dirty kinds: {sorted(unknown)}")
-
+    config = replace(config or SimulationConfig(), **overrides)
     out = Path(out_dir)
+    runs = _previous_runs(out, config)
+    world = build_world(seed=config.seed, users=config.users, videos=config.videos, start_date=config.start_date,
+                        kuairec_dir=config.kuairec_dir)
+    summary = SimulationSummary(
+        out_dir=str(out), seed=config.seed, first_day=config.first_day, days=config.days,
+        start_date=config.date(config.first_day).isoformat(),
+        end_date=config.date(config.first_day + config.days - 1).isoformat(),
+        catalog_source=world.catalog_source,
+    )
+    summary.catalog_rows = _write_catalog(out, world)
+    if config.write_truth:
+        _write_world_truth(out / "truth", config, world)
+    run = _Run(out, world, config, recommender=recommender)
+    run.lookback()
+    _generate_and_emit(run, config)
+    files, recs = run.truth_tables()
+    _count(summary, files)
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    summary.phase_seconds = {k: round(v, 3) for k, v in run.phase.items()}
+    if config.write_truth:
+        _write_run_truth(out / "truth", config, summary, files, recs, runs)
+    return summary
+
+
+def _previous_runs(out: Path, config: SimulationConfig) -> list[dict]:
+    """The runs already simulated into ``out`` (truth/runs.json), after checking that ``config``
+    continues them: the same world, and days none of them covered. Mixing two worlds or
+    simulating a day twice would leave landing files that contradict each other."""
     truth = out / "truth"
-    key = _world_key(seed, users, videos, start_date, kuairec_dir)
-    world_file = truth / "world.json"
-    runs_file = truth / "runs.json"
+    key = config.world_key()
+    world_file, runs_file = truth / "world.json", truth / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
     if world_file.exists():
         prev = json.loads(world_file.read_text())
         if {k: prev.get(k) for k in key} != key:
             raise ValueError(f"{out} holds another world ({ {k: prev.get(k) for k in key} }); refusing to mix")
+    first, days = config.first_day, config.days
     for run in runs:
-        if first_day < run["first_day"] + run["days"] and run["first_day"] < first_day + days:
-            raise ValueError(f"days {first_day}..{first_day + days - 1} overlap a previous run into {out}: {run}")
+        if first < run["first_day"] + run["days"] and run["first_day"] < first + days:
+            raise ValueError(f"days {first}..{first + days - 1} overlap a previous run into {out}: {run}")
+    return runs
 
-    world = build_world(seed=seed, users=users, videos=videos, start_date=start_date, kuairec_dir=kuairec_dir)
-    summary = SimulationSummary(
-        out_dir=str(out), seed=seed, first_day=first_day, days=days,
-        start_date=(start_date + dt.timedelta(days=first_day)).isoformat(),
-        end_date=(start_date + dt.timedelta(days=first_day + days - 1)).isoformat(),
-        catalog_source=world.catalog_source,
-    )
 
+def _write_catalog(out: Path, world: World) -> dict[str, int]:
+    """catalog/{users,creators,videos,campaigns}.parquet (rewritten identically by every run of
+    the world); their row counts."""
     catalogs = {"users": world.catalog_users(), "creators": world.catalog_creators(),
                 "videos": world.catalog_videos(), "campaigns": world.catalog_campaigns()}
     for name, df in catalogs.items():
         _atomic_parquet(out / "catalog" / f"{name}.parquet", _catalog_table(name, df))
-        summary.catalog_rows[name] = df.height
-    if write_truth:
-        _atomic_bytes(world_file, json.dumps(
-            {**key, "categories": list(world.categories), "batch_minutes": batch_minutes,
-             "kinds": list(KINDS)}, ensure_ascii=False, indent=2).encode())
-        _atomic_parquet(truth / "videos.parquet", world.truth_videos())
+    return {name: df.height for name, df in catalogs.items()}
 
-    run = _Run(out, world, first_day=first_day, days=days, batch_minutes=batch_minutes, dirty_rate=dirty_rate,
-               late_rate=late_rate, weights=weights, events_per_day=events_per_day, recommender=recommender)
-    run.lookback()
+
+def _write_world_truth(truth: Path, config: SimulationConfig, world: World) -> None:
+    """truth/world.json (what identifies the world, see ``_previous_runs``) and the videos' latent
+    truth."""
+    _atomic_bytes(truth / "world.json", json.dumps(
+        {**config.world_key(), "categories": list(world.categories), "batch_minutes": config.batch_minutes,
+         "kinds": list(KINDS)}, ensure_ascii=False, indent=2).encode())
+    _atomic_parquet(truth / "videos.parquet", world.truth_videos())
+
+
+def _write_day_truth(truth: Path, world: World, date: str, day: int) -> None:
+    """truth/user_interests and truth/trending of one day: the latent state the day was drawn from."""
+    probs = world.interests(day)
     cats = pl.Series(list(world.categories), dtype=pl.String)
+    _atomic_parquet(truth / "user_interests" / f"dt={date}.parquet", pl.DataFrame({
+        "user_id": np.arange(1, world.n_users + 1, dtype=np.int64),
+        "interest": pl.Series(probs).cast(pl.List(pl.Float32)),
+        "top_category": cats.gather(probs.argmax(axis=1)),
+    }))
+    tags, boost = world.trending(day)
+    _atomic_parquet(truth / "trending" / f"dt={date}.parquet", pl.DataFrame({
+        "hashtag": pl.Series([world.tag_names[t] for t in tags], dtype=pl.String),
+        "boost": pl.Series(boost, dtype=pl.Float64),
+    }))
 
+
+def _generate_and_emit(run: _Run, config: SimulationConfig) -> None:
+    """Generate each day and write its windows, in day order. With ``PIPELINE_DAYS`` day i+1 is
+    generated in a background thread while day i is written (numpy and polars release the GIL);
+    the bytes are the same either way."""
     def generate_day(day: int):
         generated = run.generate(day)
-        if write_truth:  # here, in the generating thread: the world's interest cache is not shared
-            date = (start_date + dt.timedelta(days=day)).isoformat()
-            probs = world.interests(day)
-            _atomic_parquet(truth / "user_interests" / f"dt={date}.parquet", pl.DataFrame({
-                "user_id": np.arange(1, world.n_users + 1, dtype=np.int64),
-                "interest": pl.Series(probs).cast(pl.List(pl.Float32)),
-                "top_category": cats.gather(probs.argmax(axis=1)),
-            }))
-            tags, boost = world.trending(day)
-            _atomic_parquet(truth / "trending" / f"dt={date}.parquet", pl.DataFrame({
-                "hashtag": pl.Series([world.tag_names[t] for t in tags], dtype=pl.String),
-                "boost": pl.Series(boost, dtype=pl.Float64),
-            }))
+        if config.write_truth:  # here, in the generating thread: the world's interest cache is not shared
+            _write_day_truth(run.out / "truth", run.world, config.date(day).isoformat(), day)
         return generated
 
-    # Day i+1 is generated in the background while day i is written (numpy and polars release the GIL).
-    if PIPELINE_DAYS:
-        with ThreadPoolExecutor(max_workers=1) as gen_pool:
-            pending = gen_pool.submit(generate_day, first_day)
-            for i in range(days):
-                generated = pending.result()
-                if i + 1 < days:
-                    pending = gen_pool.submit(generate_day, first_day + i + 1)
-                run.emit(i, generated, final=(i == days - 1))
-    else:
+    days, first_day = config.days, config.first_day
+    if not PIPELINE_DAYS:
         for i in range(days):
             run.emit(i, generate_day(first_day + i), final=(i == days - 1))
+        return
+    with ThreadPoolExecutor(max_workers=1) as gen_pool:
+        pending = gen_pool.submit(generate_day, first_day)
+        for i in range(days):
+            generated = pending.result()
+            if i + 1 < days:
+                pending = gen_pool.submit(generate_day, first_day + i + 1)
+            run.emit(i, generated, final=(i == days - 1))
 
-    files, recs = run.truth_tables()
+
+def _count(summary: SimulationSummary, files: pl.DataFrame) -> None:
+    """The summary's per-stream and per-kind counts, from the truth's file table."""
     summary.files_written = files.height
     for stream in STREAM_NAMES:
         f = files.filter(pl.col("stream") == stream)
@@ -577,17 +628,20 @@ def simulate(
         summary.late_by_stream[stream] = int(f["late"].sum()) if f.height else 0
     for k in dirty_mod.DIRTY_KINDS:
         summary.dirty_by_kind[k] = int(files[k].sum()) if files.height else 0
-    summary.seconds = round(time.perf_counter() - t0, 3)
-    summary.phase_seconds = {k: round(v, 3) for k, v in run.phase.items()}
-    if write_truth:
-        run_dir = truth / "runs" / f"{summary.start_date}_{summary.end_date}"
-        _atomic_parquet(run_dir / "files.parquet", files)
-        _atomic_parquet(run_dir / "records.parquet", recs)
-        # without the timing, so the truth is byte-identical for the same arguments too
-        stable = {k: v for k, v in summary.to_dict().items()
-                  if k not in ("seconds", "phase_seconds", "events_per_s", "out_dir")}
-        _atomic_bytes(run_dir / "summary.json", json.dumps(stable, indent=2).encode())
-        runs.append({"first_day": first_day, "days": days, "start_date": summary.start_date,
-                     "end_date": summary.end_date, "dir": f"runs/{summary.start_date}_{summary.end_date}"})
-        _atomic_bytes(runs_file, json.dumps(runs, indent=2).encode())
-    return summary
+
+
+def _write_run_truth(truth: Path, config: SimulationConfig, summary: SimulationSummary, files: pl.DataFrame,
+                     recs: pl.DataFrame, runs: list[dict]) -> None:
+    """truth/runs/<start>_<end>/ (files, records, summary) and the run appended to truth/runs.json,
+    last: a run is listed only once its truth is complete."""
+    name = f"{summary.start_date}_{summary.end_date}"
+    run_dir = truth / "runs" / name
+    _atomic_parquet(run_dir / "files.parquet", files)
+    _atomic_parquet(run_dir / "records.parquet", recs)
+    # without the timing, so the truth is byte-identical for the same arguments too
+    stable = {k: v for k, v in summary.to_dict().items()
+              if k not in ("seconds", "phase_seconds", "events_per_s", "out_dir")}
+    _atomic_bytes(run_dir / "summary.json", json.dumps(stable, indent=2).encode())
+    runs = [*runs, {"first_day": config.first_day, "days": config.days, "start_date": summary.start_date,
+                    "end_date": summary.end_date, "dir": f"runs/{name}"}]
+    _atomic_bytes(truth / "runs.json", json.dumps(runs, indent=2).encode())
