@@ -42,6 +42,7 @@ from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.serving.server import ModelServer
 from tiktok_pipelines.serving.store import ServingPublisher
 from tiktok_pipelines.simulator import simulate
+from tiktok_pipelines.sqlfiles import load_sql
 from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, examples_source, read_examples
 from tiktok_pipelines.training.online import online_update
 from tiktok_pipelines.training.stream_join import run_stream_join
@@ -70,13 +71,7 @@ def served_engagement(lake: Path, date: str) -> dict:
     source = examples_source(con, lake, days=[date])
     if source is None:
         return {"date": date, "impressions": 0, "engaged_rate": None, "play_rate": None, "mean_watch_ratio": None}
-    row = con.sql(f"""
-        SELECT sum(1 / sample_rate) AS impressions,
-               sum(engaged::DOUBLE / sample_rate) / sum(1 / sample_rate) AS engaged_rate,
-               sum(played::DOUBLE / sample_rate) / sum(1 / sample_rate) AS play_rate,
-               sum(coalesce(watch_ratio, 0) / sample_rate) / sum(1 / sample_rate) AS mean_watch_ratio
-        FROM {source}
-        WHERE surface = 'foryou' AND candidate_source = 'personal'""").fetchall()[0]
+    row = con.sql(load_sql(__package__, "served_engagement", source=source)).fetchall()[0]
     con.close()
     return {"date": date, "impressions": round(row[0] or 0), "engaged_rate": row[1],
             "play_rate": row[2], "mean_watch_ratio": row[3]}

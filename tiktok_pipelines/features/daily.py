@@ -35,6 +35,7 @@ import pyarrow as pa
 from tiktok_pipelines.dims import dim_table
 from tiktok_pipelines.ingest.engine import Lake, events_table, lake_dates, table_source
 from tiktok_pipelines.lake import sql_path
+from tiktok_pipelines.sqlfiles import load_sql
 from tiktok_pipelines.warehouse import lake_relation
 
 FEATURES_DIR = "features"
@@ -280,56 +281,9 @@ def user_sql(day: str) -> str:
             rates += [f"coalesce(aa.{t}s_{w}d, 0) AS {t}s_{w}d",
                       f"coalesce(aa.{t}s_{w}d, 0) / nullif(coalesce(va.plays_{w}d, 0), 0)::DOUBLE AS {t}_rate_{w}d"]
     hours = ", ".join(f"count(*) FILTER (WHERE hour_utc = {h}) / count(*)::DOUBLE" for h in range(24))
-    return f"""
-WITH v AS (
-    SELECT user_id, video_id, ts_ms, watch_time_ms,
-           watch_time_ms / video_duration_ms::DOUBLE AS watch_ratio,
-           (ts_ms // 3600000) % 24 AS hour_utc
-    FROM views
-), va AS (
-    SELECT user_id,
-           {", ".join(per_view)},
-           quantile_cont(watch_ratio, 0.5) AS watch_ratio_p50_{long}d,
-           quantile_cont(watch_ratio, 0.9) AS watch_ratio_p90_{long}d,
-           avg(watch_time_ms) AS watch_time_ms_mean_{long}d,
-           quantile_cont(watch_time_ms, 0.5) AS watch_time_ms_p50_{long}d,
-           quantile_cont(watch_time_ms, 0.9) AS watch_time_ms_p90_{long}d,
-           [{hours}] AS hour_share_{long}d,
-           count(DISTINCT ts_ms // {DAY_MS}) AS active_days_{long}d
-    FROM v GROUP BY user_id
-), ia AS (
-    SELECT user_id, {", ".join(per_imp)} FROM imps GROUP BY user_id
-), aa AS (
-    SELECT user_id, {", ".join(per_act)} FROM inter GROUP BY user_id
-), cat AS (
-    SELECT v.user_id, coalesce(c.category, '{UNKNOWN_CATEGORY}') AS category, sum(v.watch_time_ms) AS wt
-    FROM v LEFT JOIN catalog_videos c USING (video_id)
-    GROUP BY ALL
-), ca AS (
-    SELECT user_id,
-           CASE WHEN sum(wt) > 0 THEN map_from_entries(list({{'k': category, 'v': wt / total}}
-                ORDER BY wt DESC, category)) END AS category_affinity_{long}d,
-           CASE WHEN sum(wt) > 0 THEN list(category ORDER BY wt DESC, category)[1] END AS top_category_{long}d
-    FROM (SELECT *, sum(wt) OVER (PARTITION BY user_id)::DOUBLE AS total FROM cat)
-    GROUP BY user_id
-), ids AS (
-    SELECT user_id FROM views UNION SELECT user_id FROM imps UNION SELECT user_id FROM inter
-)
-SELECT ids.user_id,
-       {cutoff}::BIGINT AS as_of_ms,
-       {", ".join(rates)},
-       va.watch_ratio_p50_{long}d, va.watch_ratio_p90_{long}d,
-       va.watch_time_ms_mean_{long}d, va.watch_time_ms_p50_{long}d, va.watch_time_ms_p90_{long}d,
-       va.hour_share_{long}d,
-       CASE WHEN va.hour_share_{long}d IS NOT NULL
-            THEN list_position(va.hour_share_{long}d, list_max(va.hour_share_{long}d)) - 1 END AS peak_hour_{long}d,
-       coalesce(va.active_days_{long}d, 0) AS active_days_{long}d,
-       ca.category_affinity_{long}d, ca.top_category_{long}d
-FROM ids
-LEFT JOIN va USING (user_id) LEFT JOIN ia USING (user_id) LEFT JOIN aa USING (user_id) LEFT JOIN ca USING (user_id)
-WHERE ids.user_id IS NOT NULL
-ORDER BY ids.user_id
-"""
+    return load_sql(__package__, "user_features", cutoff=cutoff, long=long, day_ms=DAY_MS,
+                    unknown_category=UNKNOWN_CATEGORY, per_view=", ".join(per_view), per_imp=", ".join(per_imp),
+                    per_act=", ".join(per_act), hours=hours, rates=", ".join(rates))
 
 
 def video_sql(day: str) -> str:
@@ -363,39 +317,10 @@ def video_sql(day: str) -> str:
     # so sum * ln2 / h * DAY_MS estimates plays per day, weighted towards the last hours.
     velocity = f"coalesce(va.decayed_plays, 0) * {math.log(2)!r} / {hl_ms} * {DAY_MS}"
     baseline = f"coalesce(va.baseline_plays, 0) / {TRENDING_BASELINE_DAYS}.0"
-    return f"""
-WITH va AS (
-    SELECT video_id, {", ".join(per_view)},
-           sum(pow(2.0, -({cutoff} - ts_ms) / {hl_ms}.0)) AS decayed_plays,
-           count(*) FILTER (WHERE ts_ms < {cutoff - DAY_MS}
-                            AND ts_ms >= {cutoff - (1 + TRENDING_BASELINE_DAYS) * DAY_MS}) AS baseline_plays,
-           any_value(creator_id) AS event_creator_id
-    FROM views GROUP BY video_id
-), ia AS (
-    SELECT video_id, {", ".join(per_imp)} FROM imps GROUP BY video_id
-), aa AS (
-    SELECT video_id, {", ".join(per_act)} FROM inter WHERE video_id IS NOT NULL GROUP BY video_id
-), ids AS (
-    SELECT video_id FROM views UNION SELECT video_id FROM imps
-    UNION SELECT video_id FROM inter WHERE event_type IN ('like', 'share', 'comment')
-), scored AS (
-    SELECT ids.video_id,
-           {cutoff}::BIGINT AS as_of_ms,
-           coalesce(c.creator_id, va.event_creator_id) AS creator_id,
-           coalesce(c.category, '{UNKNOWN_CATEGORY}') AS category,
-           CASE WHEN c.published_at_ms <= {cutoff} THEN ({cutoff} - c.published_at_ms) / {DAY_MS}.0 END AS video_age_days,
-           {", ".join(cols)},
-           {velocity} AS play_velocity_per_day,
-           {baseline} AS baseline_plays_per_day
-    FROM ids
-    LEFT JOIN va USING (video_id) LEFT JOIN ia USING (video_id) LEFT JOIN aa USING (video_id)
-    LEFT JOIN catalog_videos c USING (video_id)
-    WHERE ids.video_id IS NOT NULL
-)
-SELECT *, ln((1 + play_velocity_per_day) / (1 + baseline_plays_per_day)) AS trending_score
-FROM scored
-ORDER BY video_id
-"""
+    return load_sql(__package__, "video_features", cutoff=cutoff, half_life_ms=hl_ms, day_ms=DAY_MS,
+                    last_day_start=cutoff - DAY_MS, baseline_start=cutoff - (1 + TRENDING_BASELINE_DAYS) * DAY_MS,
+                    unknown_category=UNKNOWN_CATEGORY, per_view=", ".join(per_view), per_imp=", ".join(per_imp),
+                    per_act=", ".join(per_act), cols=", ".join(cols), velocity=velocity, baseline=baseline)
 
 
 def creator_sql(day: str) -> str:
@@ -422,32 +347,10 @@ def creator_sql(day: str) -> str:
     for w in CREATOR_WINDOWS:
         growth += [f"count(*) FILTER (WHERE first_ms >= {cutoff - w * DAY_MS}) AS follower_growth_{w}d"]
     longest = max(CREATOR_WINDOWS)
-    return f"""
-WITH firsts AS (
-    -- a follower counts once, from their first follow (the event contract has no unfollow)
-    SELECT creator_id, user_id, min(ts_ms) AS first_ms FROM follows
-    WHERE creator_id IS NOT NULL GROUP BY creator_id, user_id
-), fa AS (
-    SELECT creator_id, count(*) AS followers, {", ".join(growth)} FROM firsts GROUP BY creator_id
-), va AS (
-    SELECT creator_id, {", ".join(per_view)} FROM views GROUP BY creator_id
-), aa AS (
-    SELECT creator_id, {", ".join(per_act)} FROM inter GROUP BY creator_id
-), ids AS (
-    SELECT creator_id FROM fa UNION SELECT creator_id FROM views UNION SELECT creator_id FROM inter
-)
-SELECT ids.creator_id,
-       {cutoff}::BIGINT AS as_of_ms,
-       coalesce(fa.followers, 0) AS followers,
-       {", ".join(f"coalesce(fa.follower_growth_{w}d, 0) AS follower_growth_{w}d" for w in CREATOR_WINDOWS)},
-       coalesce(fa.follower_growth_{longest}d, 0)
-           / nullif(coalesce(fa.followers, 0) - coalesce(fa.follower_growth_{longest}d, 0), 0)::DOUBLE
-           AS follower_growth_rate_{longest}d,
-       {", ".join(cols)}
-FROM ids LEFT JOIN fa USING (creator_id) LEFT JOIN va USING (creator_id) LEFT JOIN aa USING (creator_id)
-WHERE ids.creator_id IS NOT NULL
-ORDER BY ids.creator_id
-"""
+    growth_cols = ", ".join(f"coalesce(fa.follower_growth_{w}d, 0) AS follower_growth_{w}d" for w in CREATOR_WINDOWS)
+    return load_sql(__package__, "creator_features", cutoff=cutoff, longest=longest, growth=", ".join(growth),
+                    per_view=", ".join(per_view), per_act=", ".join(per_act), growth_cols=growth_cols,
+                    cols=", ".join(cols))
 
 
 SQL = {"user": user_sql, "video": video_sql, "creator": creator_sql}

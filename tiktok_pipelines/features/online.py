@@ -42,6 +42,7 @@ from tiktok_pipelines.simulator.observed import (
     TRENDING_PLAYS,
     TRENDING_WINDOW_MS,
 )
+from tiktok_pipelines.sqlfiles import load_sql
 from tiktok_pipelines.tables import TableStore
 
 COUNTERS_TABLE = "online_counters"
@@ -80,23 +81,10 @@ def compute_counters(views: pa.Table, interactions: pa.Table, as_of_ms: int) -> 
         con.execute("SET threads = 1")
         con.register("v", views)
         con.register("x", interactions)
-        return con.sql(f"""
-            WITH vw AS (SELECT * FROM v WHERE ts_ms <= {as_of_ms} AND ts_ms > {as_of_ms - DAY_MS}),
-                 xw AS (SELECT * FROM x WHERE ts_ms <= {as_of_ms} AND ts_ms > {as_of_ms - DAY_MS}),
-                 today AS (SELECT * FROM v WHERE ts_ms <= {as_of_ms} AND ts_ms >= {day0})
-            SELECT 'user' AS entity, user_id AS id, 'views_24h' AS counter, count(*) AS value FROM vw GROUP BY 1, 2
-            UNION ALL SELECT 'user', user_id, 'engagements_24h', count(*) FROM xw GROUP BY 1, 2
-            UNION ALL SELECT 'video', video_id, 'views_24h', count(*) FROM vw GROUP BY 1, 2
-            UNION ALL SELECT 'video', video_id, 'plays_today', count(*) FROM today GROUP BY 1, 2
-            UNION ALL SELECT 'video', video_id, 'engaged_today',
-                             count(*) FILTER (WHERE watch_time_ms >= {ENGAGED_WATCH_RATIO!r} * video_duration_ms)
-                      FROM today GROUP BY 1, 2
-            UNION ALL SELECT 'video', video_id, 'plays_last_hour', count(*) FROM today
-                      WHERE ts_ms > {as_of_ms - TRENDING_WINDOW_MS} GROUP BY 1, 2
-            UNION ALL SELECT 'creator', creator_id, 'follows_today', count(*) FROM x
-                      WHERE event_type = 'follow' AND ts_ms <= {as_of_ms} AND ts_ms >= {day0} GROUP BY 1, 2
-            ORDER BY 1, 3, 2
-        """).to_arrow_table().cast(SCHEMA)
+        sql = load_sql(__package__, "online_counters", as_of_ms=as_of_ms, day_ago_ms=as_of_ms - DAY_MS,
+                       day0_ms=day0, engaged_watch_ratio=repr(ENGAGED_WATCH_RATIO),
+                       trending_start_ms=as_of_ms - TRENDING_WINDOW_MS)
+        return con.sql(sql).to_arrow_table().cast(SCHEMA)
     finally:
         con.close()
 

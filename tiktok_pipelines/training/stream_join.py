@@ -74,6 +74,7 @@ import pyarrow.parquet as pq
 from tiktok_pipelines.features.online import COUNTERS_TABLE, compute_counters, write_counters
 from tiktok_pipelines.ingest.engine import Lake
 from tiktok_pipelines.lake import exclusive_lock, fsync_path
+from tiktok_pipelines.sqlfiles import load_sql
 from tiktok_pipelines.tables import TableStore
 from tiktok_pipelines.training.joiner import (
     _IMP_COLUMNS,
@@ -197,12 +198,8 @@ class StreamJoiner:
                     f"SELECT count(*) FROM new_imp WHERE ts_ms + {w_ms} < {before}").fetchall()[0][0]
                 imp = con.sql(f"SELECT * FROM new_imp WHERE ts_ms + {w_ms} >= {before}").to_arrow_table()
             # Late actions: they name an impression that was already emitted, inside its window.
-            counts.late_actions = con.execute(f"""
-                SELECT count(*) FROM (
-                    SELECT request_id, video_id, user_id, ts_ms FROM new_views
-                    UNION ALL SELECT request_id, video_id, user_id, ts_ms FROM new_inter) a
-                JOIN st_closed c USING (request_id, video_id, user_id)
-                WHERE a.ts_ms BETWEEN c.ts_ms AND c.ts_ms + {w_ms}""").fetchall()[0][0]
+            counts.late_actions = con.execute(
+                load_sql(__package__, "late_actions", label_window_ms=w_ms)).fetchall()[0][0]
             # every arrival moves event time, a late impression's too
             raw_max = max((pa.compute.max(t.column("ts_ms")).as_py() for t in (arrived, vw, it) if t.num_rows),
                           default=None)
