@@ -392,6 +392,10 @@ def load_project(
 
     ``external``: models built in Python, name -> (asset key, relation "schema.table"), ref'able
     by name. ``sources``: schema -> tables ``{{ source() }}`` may name (default: the warehouse's).
+
+    Two passes: every name is claimed first (external models, seeds, model files with their
+    headers), so the second pass can resolve each model's refs, sources and relationship tests
+    against all of them whatever the file order; then the graph is checked for cycles.
     """
     root = Path(root)
     if not root.is_dir():
@@ -399,122 +403,173 @@ def load_project(
     external = dict(external or {})
     srcs = {k: tuple(v) for k, v in (sources if sources is not None else default_sources()).items()}
     seed_paths, model_paths = _discover(root)
+    names = _Names()
+    names.claim_external(external)
+    seeds = _load_seeds(root, seed_paths, names)
+    drafts = _draft_models(root, model_paths, names)
+    targets = _Targets(drafts=drafts, seeds=seeds, external=external, sources=srcs)
+    models = {name: _resolve_model(draft, targets) for name, draft in drafts.items()}
+    _check_cycles(models)
+    return Project(root=root, models=models, seeds=seeds, external=external, sources=srcs)
 
-    owners: dict[str, str] = {}  # lower-cased name -> who has it, for duplicate messages
-    relations: set[str] = set()
-    for name, (_key, relation) in external.items():
-        parts = relation.split(".")
-        if not is_identifier(name) or len(parts) != 2 or not all(map(is_identifier, parts)):
-            raise ValueError(f"external model {name!r} -> {relation!r}: need an identifier and 'schema.table'")
-        owners[name.lower()] = f"the external model {name!r} ({relation}, built in Python)"
-        relations.add(relation.lower())
 
+class _Names:
+    """The names and relations taken so far, to refuse a second owner with a message naming the
+    first. Names compare case-insensitively, as DuckDB compares identifiers."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str] = {}  # lower-cased name -> who has it
+        self.relations: set[str] = set()  # lower-cased "schema.table" of the external models
+
+    def claim_external(self, external: dict[str, tuple[Any, str]]) -> None:
+        for name, (_key, relation) in external.items():
+            parts = relation.split(".")
+            if not is_identifier(name) or len(parts) != 2 or not all(map(is_identifier, parts)):
+                raise ValueError(f"external model {name!r} -> {relation!r}: need an identifier and 'schema.table'")
+            self.owners[name.lower()] = f"the external model {name!r} ({relation}, built in Python)"
+            self.relations.add(relation.lower())
+
+    def claim_seed(self, seed: Seed) -> None:
+        if seed.name.lower() in self.owners:
+            raise ModelError(seed.display_path, 1,
+                             f"seed name {seed.name!r} is already used by {self.owners[seed.name.lower()]}")
+        self.owners[seed.name.lower()] = seed.display_path
+
+    def claim_model(self, name: str, layer: str, display: str) -> None:
+        if not is_identifier(name):
+            raise ModelError(display, 1, f"model name {name!r} (the file name) is not {IDENTIFIER_RULE}")
+        if name.lower() in self.owners:
+            raise ModelError(display, 1, f"model name {name!r} is already used by {self.owners[name.lower()]} "
+                             "(names are unique across layers, seeds and external models)")
+        self.owners[name.lower()] = display
+        if f"{layer}.{name}".lower() in self.relations:
+            raise ModelError(display, 1, f"relation {layer}.{name} is already an external model's relation")
+
+
+def _load_seeds(root: Path, paths: list[Path], names: _Names) -> dict[str, Seed]:
+    """Every seed CSV, its name claimed."""
     seeds: dict[str, Seed] = {}
-    for path in seed_paths:
+    for path in paths:
         seed = _load_seed(root, path)
-        if seed.name.lower() in owners:
-            raise ModelError(seed.display_path, 1, f"seed name {seed.name!r} is already used by {owners[seed.name.lower()]}")
-        owners[seed.name.lower()] = seed.display_path
+        names.claim_seed(seed)
         seeds[seed.name] = seed
+    return seeds
 
+
+def _draft_models(root: Path, paths: list[Path], names: _Names) -> dict[str, _Draft]:
+    """Every model file parsed, its name claimed and its header checked; refs not yet resolved."""
     drafts: dict[str, _Draft] = {}
-    for path in model_paths:
+    for path in paths:
         disp = _display(root, path)
         name, layer = path.stem, path.parent.name
-        if not is_identifier(name):
-            raise ModelError(disp, 1, f"model name {name!r} (the file name) is not {IDENTIFIER_RULE}")
-        if name.lower() in owners:
-            raise ModelError(disp, 1, f"model name {name!r} is already used by {owners[name.lower()]} "
-                             "(names are unique across layers, seeds and external models)")
-        owners[name.lower()] = disp
-        if f"{layer}.{name}".lower() in relations:
-            raise ModelError(disp, 1, f"relation {layer}.{name} is already an external model's relation")
+        names.claim_model(name, layer, disp)
         parsed = parse_model_file(path.read_text(encoding="utf-8"), disp)
         drafts[name] = _check_header(name, layer, path, disp, parsed)
+    return drafts
 
-    def relation_of(kind: str, args: tuple[str, ...]) -> str:
-        if kind == "source":
-            return f"{args[0]}.{args[1]}"
-        (n,) = args
-        if n in drafts:
-            return f"{drafts[n].layer}.{n}"
-        if n in seeds:
-            return seeds[n].relation
-        return external[n][1]
 
-    def check_target(draft: _Draft, kind: str, args: tuple[str, ...], line: int) -> None:
+@dataclass
+class _Targets:
+    """What a ``ref``/``source`` (or a relationships test's ``to``) may name, and its relation."""
+
+    drafts: dict[str, _Draft]
+    seeds: dict[str, Seed]
+    external: dict[str, tuple[Any, str]]
+    sources: dict[str, tuple[str, ...]]
+
+    def check(self, draft: _Draft, kind: str, args: tuple[str, ...], line: int) -> None:
+        """Raise a ModelError at ``line`` of ``draft`` unless the target exists."""
         if kind == "source":
             schema, table = args
-            if schema not in srcs:
+            if schema not in self.sources:
                 raise ModelError(draft.display, line, f"unknown source schema {schema!r} (sources: "
-                                 f"{', '.join(f'{s}.<table>' for s in srcs)})")
-            if table not in srcs[schema]:
-                raise ModelError(draft.display, line, f"unknown source {schema}.{table} ({schema} has: {', '.join(srcs[schema])})")
+                                 f"{', '.join(f'{s}.<table>' for s in self.sources)})")
+            if table not in self.sources[schema]:
+                raise ModelError(draft.display, line,
+                                 f"unknown source {schema}.{table} ({schema} has: {', '.join(self.sources[schema])})")
             return
         (n,) = args
-        if n not in drafts and n not in seeds and n not in external:
-            near = [m for m in (*drafts, *seeds, *external) if m.lower() == n.lower()]
+        if n not in self.drafts and n not in self.seeds and n not in self.external:
+            near = [m for m in (*self.drafts, *self.seeds, *self.external) if m.lower() == n.lower()]
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise ModelError(draft.display, line, f"unknown ref {n!r}: no model, seed or external model has that "
                              f"name{hint}")
 
-    models: dict[str, Model] = {}
-    for name, draft in drafts.items():
-        refs: dict[str, int] = {}
-        used_sources: dict[str, int] = {}
-        for tag in draft.parsed.tags:
-            check_target(draft, tag.kind, tag.args, tag.line)
-            if tag.kind == "ref":
-                target = tag.args[0]
-                if target in drafts and LAYERS.index(drafts[target].layer) > LAYERS.index(draft.layer):
-                    raise ModelError(draft.display, tag.line, f"{draft.layer} model {name!r} refs "
-                                     f"{drafts[target].layer} model {target!r}: {LAYER_RULE}")
-                refs.setdefault(target, tag.line)
-            else:
-                used_sources.setdefault(".".join(tag.args), tag.line)
-        relation_map = {(t.kind, t.args): relation_of(t.kind, t.args) for t in draft.parsed.tags}
-        sql = render(draft.parsed, relation_map)
-        if not sql:
-            raise ModelError(draft.display, draft.parsed.header.first_line, "no SQL after the header")
-        relation = f"{draft.layer}.{name}"
-        tests: list[ColumnTest] = []
-        columns: dict[str, Column] = {}
-        for col, (cdesc, specs) in draft.columns.items():
-            col_tests = []
-            for spec in specs:
-                to_rel = None
-                if spec["kind"] == "relationships":
-                    check_target(draft, *spec["to"], spec["line"])
-                    to_rel = relation_of(*spec["to"])
-                t = _make_test(name, relation, col, spec, to_rel)
-                col_tests.append(t)
-            columns[col] = Column(col, cdesc, tuple(col_tests))
-            tests.extend(col_tests)
-        if draft.unique_key:
-            cols = ", ".join(_q(c) for c in draft.unique_key)
-            tests.append(ColumnTest(
-                model=name, column=", ".join(draft.unique_key), kind="unique_key",
-                name="unique_key_" + "_".join(draft.unique_key), severity="error", line=draft.unique_key_line,
-                columns=draft.unique_key,
-                sql=(f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {_qrel(relation)} "
-                     f"GROUP BY {cols} HAVING count(*) > 1)"),
-            ))
-        names: dict[str, int] = {}
-        for t in tests:
-            if t.name in names:
-                raise ModelError(draft.display, t.line, f"two tests named {t.name!r} on {name!r} (first on line "
-                                 f"{names[t.name]}): each test of a column must be of a different kind")
-            names[t.name] = t.line
-        models[name] = Model(
-            name=name, layer=draft.layer, path=draft.path, materialized=draft.materialized,
-            description=draft.description, columns=columns, unique_key=draft.unique_key,
-            refs=tuple(refs), sources=tuple(used_sources), sql=sql,
-            raw_sql=draft.parsed.body.strip(), display_path=draft.display, tests=tuple(tests),
-            code_version=file_hash(draft.path), ref_lines=refs,
-        )
+    def relation_of(self, kind: str, args: tuple[str, ...]) -> str:
+        """The "schema.table" a checked target is built in."""
+        if kind == "source":
+            return f"{args[0]}.{args[1]}"
+        (n,) = args
+        if n in self.drafts:
+            return f"{self.drafts[n].layer}.{n}"
+        if n in self.seeds:
+            return self.seeds[n].relation
+        return self.external[n][1]
 
-    _check_cycles(models)
-    return Project(root=root, models=models, seeds=seeds, external=external, sources=srcs)
+
+def _resolve_model(draft: _Draft, targets: _Targets) -> Model:
+    """A draft made a Model: its refs and sources checked (existence, layer order), its SQL
+    rendered with their relations, its tests made."""
+    name = draft.name
+    refs: dict[str, int] = {}
+    used_sources: dict[str, int] = {}
+    for tag in draft.parsed.tags:
+        targets.check(draft, tag.kind, tag.args, tag.line)
+        if tag.kind == "ref":
+            target = tag.args[0]
+            other = targets.drafts.get(target)
+            if other is not None and LAYERS.index(other.layer) > LAYERS.index(draft.layer):
+                raise ModelError(draft.display, tag.line, f"{draft.layer} model {name!r} refs "
+                                 f"{other.layer} model {target!r}: {LAYER_RULE}")
+            refs.setdefault(target, tag.line)
+        else:
+            used_sources.setdefault(".".join(tag.args), tag.line)
+    sql = render(draft.parsed, {(t.kind, t.args): targets.relation_of(t.kind, t.args) for t in draft.parsed.tags})
+    if not sql:
+        raise ModelError(draft.display, draft.parsed.header.first_line, "no SQL after the header")
+    columns, tests = _model_tests(draft, targets)
+    return Model(
+        name=name, layer=draft.layer, path=draft.path, materialized=draft.materialized,
+        description=draft.description, columns=columns, unique_key=draft.unique_key,
+        refs=tuple(refs), sources=tuple(used_sources), sql=sql,
+        raw_sql=draft.parsed.body.strip(), display_path=draft.display, tests=tuple(tests),
+        code_version=file_hash(draft.path), ref_lines=refs,
+    )
+
+
+def _model_tests(draft: _Draft, targets: _Targets) -> tuple[dict[str, Column], list[ColumnTest]]:
+    """(the header's columns with their tests, every test of the model): the columns' tests in
+    header order, then the unique_key test; two tests of one name (a kind twice on a column) are
+    refused, since a test's name is its asset check's name."""
+    name, relation = draft.name, f"{draft.layer}.{draft.name}"
+    tests: list[ColumnTest] = []
+    columns: dict[str, Column] = {}
+    for col, (cdesc, specs) in draft.columns.items():
+        col_tests = []
+        for spec in specs:
+            to_rel = None
+            if spec["kind"] == "relationships":
+                targets.check(draft, *spec["to"], spec["line"])
+                to_rel = targets.relation_of(*spec["to"])
+            col_tests.append(_make_test(name, relation, col, spec, to_rel))
+        columns[col] = Column(col, cdesc, tuple(col_tests))
+        tests.extend(col_tests)
+    if draft.unique_key:
+        cols = ", ".join(_q(c) for c in draft.unique_key)
+        tests.append(ColumnTest(
+            model=name, column=", ".join(draft.unique_key), kind="unique_key",
+            name="unique_key_" + "_".join(draft.unique_key), severity="error", line=draft.unique_key_line,
+            columns=draft.unique_key,
+            sql=(f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {_qrel(relation)} "
+                 f"GROUP BY {cols} HAVING count(*) > 1)"),
+        ))
+    seen: dict[str, int] = {}
+    for t in tests:
+        if t.name in seen:
+            raise ModelError(draft.display, t.line, f"two tests named {t.name!r} on {name!r} (first on line "
+                             f"{seen[t.name]}): each test of a column must be of a different kind")
+        seen[t.name] = t.line
+    return columns, tests
 
 
 def _make_test(model: str, relation: str, col: str, spec: dict, to_relation: str | None) -> ColumnTest:
