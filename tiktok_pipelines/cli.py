@@ -40,6 +40,7 @@ def _json_default(o: object) -> object:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from tiktok_pipelines.layout import DataLayout
     from tiktok_pipelines.simulator import SimulationConfig, simulate
 
     kuairec = None
@@ -51,7 +52,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     first_day = args.first_day
     if first_day == "next":
-        runs_file = out / "truth" / "runs.json"
+        runs_file = DataLayout(out).truth / "runs.json"
         runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
         first_day = max((r["first_day"] + r["days"] for r in runs), default=0)
     # only what was given on the command line: every default lives in SimulationConfig
@@ -68,9 +69,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from tiktok_pipelines.ingest.engine import IngestSettings, ingest_files
     from tiktok_pipelines.ingest.landing import list_landing_files
+    from tiktok_pipelines.layout import DataLayout
 
     data = Path(args.data_dir)
-    landing, lake = data / "landing", args.lake or data / "lake"
+    landing, lake = DataLayout(data).landing, args.lake or DataLayout(data).lake
     report = ingest_files(
         list_landing_files(landing),
         landing_root=landing,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from tiktok_pipelines import layout
 from tiktok_pipelines.ingest.engine import IngestSettings
 from tiktok_pipelines.tables import TableStore
 from tiktok_pipelines.training.joiner import JoinerConfig
@@ -49,11 +50,11 @@ class PlatformStorage(dg.ConfigurableResource):
 
     @property
     def landing(self) -> Path:
-        return self._under(self.landing_dir, "landing").absolute()
+        return self._under(self.landing_dir, layout.LANDING).absolute()
 
     @property
     def lake(self) -> Path:
-        return self._under(self.lake_dir, "lake").absolute()
+        return self._under(self.lake_dir, layout.LAKE).absolute()
 
     @property
     def lake_location(self) -> str:
@@ -67,23 +68,23 @@ class PlatformStorage(dg.ConfigurableResource):
 
     @property
     def catalog(self) -> Path:
-        return self._under(self.catalog_dir, "catalog").absolute()
+        return self._under(self.catalog_dir, layout.CATALOG).absolute()
 
     @property
     def warehouse(self) -> Path:
-        return self._under(self.warehouse_path, "warehouse.duckdb").absolute()
+        return self._under(self.warehouse_path, layout.WAREHOUSE_DB).absolute()
 
     @property
     def analytics(self) -> Path:
-        return self._under(self.analytics_path, "analytics.duckdb").absolute()
+        return self._under(self.analytics_path, layout.ANALYTICS_DB).absolute()
 
     @property
     def models(self) -> Path:
-        return (Path(self.data_dir) / "models").absolute()
+        return (Path(self.data_dir) / layout.MODELS).absolute()
 
     @property
     def serving(self) -> Path:
-        return (Path(self.data_dir) / "serving").absolute()
+        return (Path(self.data_dir) / layout.SERVING).absolute()
 
     @property
     def serving_location(self) -> str:

@@ -39,6 +39,7 @@ import numpy as np
 from tiktok_pipelines.features.online import counters_path
 from tiktok_pipelines.ingest.engine import ingest_files
 from tiktok_pipelines.ingest.landing import list_landing_files
+from tiktok_pipelines.layout import DataLayout
 from tiktok_pipelines.serving.server import ModelServer
 from tiktok_pipelines.serving.store import ServingPublisher
 from tiktok_pipelines.simulator import simulate
@@ -52,7 +53,7 @@ ARMS = ("random", "simulator_policy", "batch_only", "online")
 
 
 def _ingest_and_join(data: Path, config: JoinerConfig) -> None:
-    landing, lake = data / "landing", data / "lake"
+    landing, lake = DataLayout(data).landing, DataLayout(data).lake
     ingest_files(list_landing_files(landing), landing_root=landing, lake_root=lake)
     build_examples(lake, config)
     # The streaming joiner runs in every arm, as it does in production whatever the training:
@@ -90,11 +91,11 @@ def closed_loop(work: str | Path, *, seed: int = 7, users: int = 3000, videos: i
         shutil.rmtree(base)
     simulate(base, days=warmup_days, **world)
     _ingest_and_join(base, config)
-    train = _examples(base / "lake")
+    train = _examples(DataLayout(base).lake)
     model = MonolithRanker(dim=dim, seed=seed)
     model.fit(train)
     last_ms = int(train.column("ts_ms")[train.num_rows - 1].as_py())
-    ServingPublisher(base / "serving").publish(
+    ServingPublisher(DataLayout(base).serving).publish(
         model.embeddings.tables, now_s=last_ms // 1000, dense=model.dense_state(), full=True,
         metadata={"model": "torch_ranker", "trained_through_ms": last_ms, "experiment": "closed_loop"})
 
@@ -107,7 +108,8 @@ def closed_loop(work: str | Path, *, seed: int = 7, users: int = 3000, videos: i
         shutil.copytree(base, d)
         server = None
         if arm in ("batch_only", "online"):
-            server = ModelServer(d / "serving", catalog_dir=d / "catalog", counters_path=counters_path(d / "lake"))
+            dl = DataLayout(d)
+            server = ModelServer(dl.serving, catalog_dir=dl.catalog, counters_path=counters_path(dl.lake))
 
             def recommender(user_ids: np.ndarray, day: int, server=server) -> np.ndarray:
                 # what /recommend answers: retrieval, then the full ranker on the features the
@@ -126,9 +128,9 @@ def closed_loop(work: str | Path, *, seed: int = 7, users: int = 3000, videos: i
         for i in range(loop_days):
             summary = simulate(d, first_day=warmup_days + i, days=1, recommender=recommender, **world)
             _ingest_and_join(d, config)
-            day = served_engagement(d / "lake", summary.start_date)
+            day = served_engagement(dl.lake, summary.start_date)
             if arm == "online":
-                report = online_update(d / "lake", d / "serving", config)
+                report = online_update(dl.lake, dl.serving, config)
                 server.reload()
                 day["online_examples"] = report.examples
                 day["serving_seq"] = server.state.seq

@@ -17,6 +17,7 @@ from tiktok_pipelines.experiments.closed_loop import closed_loop
 from tiktok_pipelines.experiments.monolith import ExperimentConfig, compare, markdown, split_days
 from tiktok_pipelines.experiments.plots import plot_closed_loop, plot_collisionless_vs_hashing, plot_sync_intervals
 from tiktok_pipelines.lake import atomic_write_json
+from tiktok_pipelines.layout import DataLayout
 from tiktok_pipelines.training.joiner import JoinerConfig, build_examples, has_examples, read_examples
 
 KUAIREC = Path(__file__).resolve().parents[3] / "shared" / "data" / "kuairec"
@@ -37,7 +38,7 @@ def run_experiments(data_dir: str | Path, *, train_days: int = 5, negative_rate:
                     closed_loop_days: int = 4, kuairec_dir: str | Path | None = KUAIREC,
                     seeds: int = 3) -> ExperimentReport:
     data = Path(data_dir)
-    lake = data / "lake"
+    lake = DataLayout(data).lake
     config = JoinerConfig(negative_rate=negative_rate)
     build_examples(lake, config)  # no-op when the examples are current
     if not has_examples(lake):

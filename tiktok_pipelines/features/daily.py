@@ -35,10 +35,10 @@ import pyarrow as pa
 from tiktok_pipelines.dims import dim_table
 from tiktok_pipelines.ingest.engine import Lake, events_table, lake_dates, table_source
 from tiktok_pipelines.lake import sql_path
+from tiktok_pipelines.layout import FEATURES_DIR
 from tiktok_pipelines.sqlfiles import load_sql
 from tiktok_pipelines.warehouse import lake_relation
 
-FEATURES_DIR = "features"
 DATE_COLUMN = "feature_date"  # the tables' partition column (DATE)
 ENTITIES = ("user", "video", "creator")
 # Warehouse views (schema ``features``) over every partition of each entity.

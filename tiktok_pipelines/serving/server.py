@@ -68,6 +68,7 @@ from starlette.routing import Route
 
 from tiktok_pipelines.features.online import OnlineCounters
 from tiktok_pipelines.features.online import CountersSource
+from tiktok_pipelines.layout import DataLayout
 from tiktok_pipelines.schemas import landing_rel_path
 from tiktok_pipelines.serving.objectstore import S3Root, is_remote
 from tiktok_pipelines.serving.store import ServingReader
@@ -886,10 +887,10 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, reload_i
     ``<data_dir>/serving``); ``lake``: where the online counters are (default ``<data_dir>/lake``)."""
     import uvicorn
 
-    server = ModelServer(serving or data_dir / "serving", catalog_dir=data_dir / "catalog",
-                         landing=data_dir / "landing",
-                         reload_interval_s=reload_interval_s, models_root=data_dir / "models",
-                         counters_lake=lake or data_dir / "lake")
+    data = DataLayout(data_dir)
+    server = ModelServer(serving or data.serving, catalog_dir=data.catalog, landing=data.landing,
+                         reload_interval_s=reload_interval_s, models_root=data.models,
+                         counters_lake=lake or data.lake)
     server.start()
     server.warm_up()
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tiktok_pipelines import schemas
+from tiktok_pipelines.layout import DataLayout
 from tiktok_pipelines.simulator import dirty as dirty_mod
 from tiktok_pipelines.simulator.dirty import KINDS, LINE_KINDS, corrupt_line
 from tiktok_pipelines.simulator.events import (
@@ -241,7 +242,7 @@ class _Run:
     def __init__(self, out: Path, world: World, config: SimulationConfig, *, recommender=None):
         self.out, self.world = out, world
         self.recommender = recommender
-        self.landing = out / "landing"
+        self.landing = DataLayout(out).landing
         self.first_day, self.days = config.first_day, config.days
         self.batch_ms = config.batch_minutes * 60_000
         self.windows_per_day = DAY_MS // self.batch_ms
@@ -526,7 +527,7 @@ def simulate(out_dir: str | Path, config: SimulationConfig | None = None, *, rec
     )
     summary.catalog_rows = _write_catalog(out, world)
     if config.write_truth:
-        _write_world_truth(out / "truth", config, world)
+        _write_world_truth(DataLayout(out).truth, config, world)
     run = _Run(out, world, config, recommender=recommender)
     run.lookback()
     _generate_and_emit(run, config)
@@ -535,7 +536,7 @@ def simulate(out_dir: str | Path, config: SimulationConfig | None = None, *, rec
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.phase_seconds = {k: round(v, 3) for k, v in run.phase.items()}
     if config.write_truth:
-        _write_run_truth(out / "truth", config, summary, files, recs, runs)
+        _write_run_truth(DataLayout(out).truth, config, summary, files, recs, runs)
     return summary
 
 
@@ -543,7 +544,7 @@ def _previous_runs(out: Path, config: SimulationConfig) -> list[dict]:
     """The runs already simulated into ``out`` (truth/runs.json), after checking that ``config``
     continues them: the same world, and days none of them covered. Mixing two worlds or
     simulating a day twice would leave landing files that contradict each other."""
-    truth = out / "truth"
+    truth = DataLayout(out).truth
     key = config.world_key()
     world_file, runs_file = truth / "world.json", truth / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
@@ -564,7 +565,7 @@ def _write_catalog(out: Path, world: World) -> dict[str, int]:
     catalogs = {"users": world.catalog_users(), "creators": world.catalog_creators(),
                 "videos": world.catalog_videos(), "campaigns": world.catalog_campaigns()}
     for name, df in catalogs.items():
-        _atomic_parquet(out / "catalog" / f"{name}.parquet", _catalog_table(name, df))
+        _atomic_parquet(DataLayout(out).catalog / f"{name}.parquet", _catalog_table(name, df))
     return {name: df.height for name, df in catalogs.items()}
 
 
@@ -600,7 +601,7 @@ def _generate_and_emit(run: _Run, config: SimulationConfig) -> None:
     def generate_day(day: int):
         generated = run.generate(day)
         if config.write_truth:  # here, in the generating thread: the world's interest cache is not shared
-            _write_day_truth(run.out / "truth", run.world, config.date(day).isoformat(), day)
+            _write_day_truth(DataLayout(run.out).truth, run.world, config.date(day).isoformat(), day)
         return generated
 
     days, first_day = config.days, config.first_day
