@@ -151,12 +151,12 @@ def test_files_are_parquet_and_json_with_checksums(tmp_path: Path) -> None:
 def test_publish_is_atomic_and_immutable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = _table()
     table.lookup_or_insert(np.arange(20), now_s=0)
-    from tiktok_pipelines.embedding import export
+    from tiktok_pipelines import publish
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "_write_durably", crash)
+    monkeypatch.setattr(publish, "write_manifest", crash)  # the manifest, written last, fails
     with pytest.raises(OSError):
         table.export_snapshot(tmp_path / "s", now_s=0)
     assert list(tmp_path.iterdir()) == [], "a failed export must leave nothing behind"

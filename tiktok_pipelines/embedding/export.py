@@ -1,7 +1,8 @@
 """Snapshots and deltas of an embedding table: Parquet + a JSON manifest, never pickle.
 
-One export is one directory, published atomically (written under a temporary name, fsynced,
-renamed; the manifest is written last, so a directory with a manifest is complete):
+One export is one directory, published atomically by ``publish.publish_dir`` (written under a
+temporary name, fsynced, renamed; the manifest is written last, so a directory with a manifest is
+complete):
 
     manifest.json      format, kind (snapshot|delta), table name/kind, dim, seq, base_seq,
                        created_at_s, row counts, table + admission config, sha256 of each file
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from tiktok_pipelines.embedding.table import (
     RowTable,
     TableConfig,
 )
-from tiktok_pipelines.lake import fsync_path, sha256_file
+from tiktok_pipelines.publish import publish_dir, sha256_file
 
 FORMAT = "tiktok_pipelines.embedding/v1"
 MANIFEST = "manifest.json"
@@ -83,64 +82,47 @@ def _fixed_size_list(values: np.ndarray) -> pa.FixedSizeListArray:
 
 def _publish(table: RowTable, directory: Path, *, kind: str, rows: np.ndarray, deleted: np.ndarray | None,
              include_optimizer_state: bool, now_s: int) -> dict[str, Any]:
+    seq = table.export_seq + 1
+    files: dict[str, dict[str, Any]] = {}  # filled as the files are written
+    manifest = {
+        "format": FORMAT,
+        "kind": kind,
+        "table": table.name,
+        "table_kind": table.kind,
+        "dim": table.dim,
+        "seq": seq,
+        "base_seq": table.export_seq if kind == "delta" else None,
+        "created_at_s": int(now_s),
+        "num_rows": int(rows.size),
+        "num_deleted": int(deleted.size) if deleted is not None else 0,
+        "includes_optimizer_state": include_optimizer_state,
+        "table_config": table.config.to_dict(),
+        "admission": table.admission.config() if hasattr(table, "admission") else None,
+        "evicted_total": table.eviction_log.total_evicted,
+        "files": files,
+    }
     if directory.exists():
         raise FileExistsError(f"{directory} exists; exports are immutable, pick a new directory")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    with publish_dir(directory, manifest_name=MANIFEST, manifest=lambda _: manifest) as tmp:
         state = table.row_state(rows)
         columns = {"id": pa.array(state["id"]), "embedding": _fixed_size_list(state["embedding"])}
         if include_optimizer_state:
             columns["adagrad_accumulator"] = _fixed_size_list(state["adagrad_accumulator"])
             columns["last_update_s"] = pa.array(state["last_update_s"])
             columns["count"] = pa.array(state["count"])
-        files = {ROWS_FILE: _write_parquet(pa.table(columns), tmp / ROWS_FILE)}
+        files[ROWS_FILE] = _write_parquet(pa.table(columns), tmp / ROWS_FILE)
         if deleted is not None:
             files[DELETED_FILE] = _write_parquet(pa.table({"id": pa.array(deleted.astype(np.int64))}),
                                                  tmp / DELETED_FILE)
-        seq = table.export_seq + 1
-        manifest = {
-            "format": FORMAT,
-            "kind": kind,
-            "table": table.name,
-            "table_kind": table.kind,
-            "dim": table.dim,
-            "seq": seq,
-            "base_seq": table.export_seq if kind == "delta" else None,
-            "created_at_s": int(now_s),
-            "num_rows": int(rows.size),
-            "num_deleted": int(deleted.size) if deleted is not None else 0,
-            "includes_optimizer_state": include_optimizer_state,
-            "table_config": table.config.to_dict(),
-            "admission": table.admission.config() if hasattr(table, "admission") else None,
-            "evicted_total": table.eviction_log.total_evicted,
-            "files": files,
-        }
-        _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-        fsync_path(tmp)
-        os.rename(tmp, directory)
-        fsync_path(directory.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     table.mark_exported(seq)
     return manifest
 
 
 def _write_parquet(data: pa.Table, path: Path) -> dict[str, Any]:
     # Embeddings are incompressible floats: no dictionary, a fast codec that skips them cheaply.
+    # (publish_dir fsyncs the files before the folder is renamed into place.)
     pq.write_table(data, path, row_group_size=_ROW_GROUP_ROWS, compression="snappy", use_dictionary=False)
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size, "rows": data.num_rows}
-
-
-def _write_durably(path: Path, payload: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import torch
 
 from tiktok_pipelines.embedding.admission import filter_from_state, filter_state, is_stateful
 from tiktok_pipelines.embedding.table import CollisionlessEmbeddingTable, TableConfig
-from tiktok_pipelines.lake import atomic_write_bytes
+from tiktok_pipelines.publish import atomic_write_bytes
 from tiktok_pipelines.training.torch_ranker import MonolithRanker
 
 CHECKPOINT_FILE = "online_trainer.npz"
@@ -70,7 +70,6 @@ def save_checkpoint(root: str | os.PathLike, model: MonolithRanker, *, serving_s
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path = checkpoint_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 

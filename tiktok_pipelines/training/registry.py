@@ -5,8 +5,9 @@
     <root>/<model>/v0001/...           the model's own files (LightGBM text model, .npz, ...)
     <root>/<model>/champion.json       the version serving now, and every promotion decision
 
-Versions are published like everything else here (DESIGN.md decision 6): written under a temp
-name, fsynced, renamed. The champion pointer is replaced atomically. A challenger is promoted
+Versions are published like everything else here (``publish.publish_dir``, DESIGN.md decision 6):
+written under a temp name, fsynced, the card last, renamed. The champion pointer is replaced
+atomically (``publish.atomic_write_json``). A challenger is promoted
 only if it is not worse than the champion by more than ``margin`` on the *same* evaluation data
 (the caller evaluates both).
 """
@@ -19,12 +20,11 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tiktok_pipelines.lake import atomic_write_json, fsync_path, sha256_file
+from tiktok_pipelines.publish import atomic_write_json, file_sha256s, publish_dir
 
 CARD = "card.json"
 CHAMPION = "champion.json"
@@ -68,27 +68,16 @@ class ModelRegistry:
     def register(self, model: str, write_files: Callable[[Path], None], card: dict[str, Any]) -> int:
         """Publish a new version: ``write_files(dir)`` writes the model's files, the card goes last."""
         d = self.root / model
-        d.mkdir(parents=True, exist_ok=True)
-        for p in d.glob(".tmp-*"):  # left by a crashed registration
+        for p in d.glob(".tmp-*"):  # left by a registration that crashed before publish.py
             shutil.rmtree(p, ignore_errors=True)
-        tmp = d / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
+        version = (self.versions(model) or [0])[-1] + 1
+
+        def full_card(tmp: Path) -> dict[str, Any]:
+            return {**card, "model": model, "version": version, "created_at": time.time(),
+                    "code_version": card.get("code_version") or code_version(), "files": file_sha256s(tmp)}
+
+        with publish_dir(self.path(model, version), manifest_name=CARD, manifest=full_card) as tmp:
             write_files(tmp)
-            files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-            version = (self.versions(model) or [0])[-1] + 1
-            full_card = {**card, "model": model, "version": version, "created_at": time.time(),
-                         "code_version": card.get("code_version") or code_version(), "files": files}
-            with open(tmp / CARD, "w") as f:
-                json.dump(full_card, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            fsync_path(tmp)
-            os.rename(tmp, self.path(model, version))
-            fsync_path(d)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return version
 
     def champion(self, model: str) -> dict[str, Any] | None:
