@@ -1,26 +1,17 @@
-"""Attribution marts: journeys from ad touches to conversions, and credits for seven models.
+"""Attribution marts as assets: ``marts.attribution_journeys`` (one row per ad conversion) and
+``marts.attribution_credits`` (credits for seven models), with their checks.
 
-Reads ``raw.ad_events`` in the warehouse (touch = an ad impression (view) or click, channel = its
-``placement``, campaign = ``campaign_id``; conversion = ``event_type = 'conversion'`` with
-``value_cents``; journeys per ``(user_id, advertiser_id)``) and writes, in one transaction:
-
-- ``marts.attribution_journeys``: one row per conversion (attributed or not, never dropped);
-- ``marts.attribution_credits``: credited conversions and value per model, channel, campaign, day.
-
-Rules and model definitions: ``tiktok_pipelines/attribution`` and ``docs/attribution.md``.
+What they hold and how they are built: ``tiktok_pipelines/attribution/marts.py`` (``build``, its SQL in
+``marts.sql``); rules and model definitions: ``tiktok_pipelines/attribution`` and ``docs/attribution.md``.
+This module only maps ``build``'s report to metadata and check results.
 """
 
 
 import dagster as dg
 import polars as pl
 
-from tiktok_pipelines.attribution.credits import MODELS, credit_journeys
-from tiktok_pipelines.attribution.journeys import (
-    Windows,
-    ad_conversions_sql,
-    ad_touches_sql,
-    build_journeys,
-)
+from tiktok_pipelines.attribution import marts
+from tiktok_pipelines.attribution.journeys import Windows
 from tiktok_pipelines.defs.ops.policies import (
     ANALYTICS_FRESHNESS,
     TRANSIENT_RETRY,
@@ -34,8 +25,6 @@ GROUP = "marts"
 JOURNEYS_KEY = dg.AssetKey(["marts", "attribution_journeys"])
 CREDITS_KEY = dg.AssetKey(["marts", "attribution_credits"])
 WAREHOUSE_KEY = dg.AssetKey("warehouse_lake_tables")
-# Float sums of fractional credits: a model "sums to" the total within this relative tolerance.
-SUM_TOLERANCE = 1e-9
 
 
 class AttributionConfig(dg.Config):
@@ -99,83 +88,53 @@ def attribution_marts(context: dg.AssetExecutionContext, config: AttributionConf
     windows = Windows(click_days=config.click_window_days, view_days=config.view_window_days)
     con = connect_warehouse(storage.warehouse)
     try:
-        tables = build_journeys(con, ad_touches_sql("raw.ad_events"), ad_conversions_sql("raw.ad_events"), windows)
-        result = credit_journeys(con, tables, config.half_life_days)
-        con.register("attr_credits_frame", result.credits.to_arrow())
-        con.execute("BEGIN TRANSACTION")
-        con.execute("CREATE SCHEMA IF NOT EXISTS marts")
-        con.execute(f"""
-            CREATE OR REPLACE TABLE marts.attribution_journeys AS
-            SELECT conversion_id, user_id, advertiser_id, reported_campaign_id, conversion_type,
-                   epoch_ms(ts_ms) AS ts, day, value_cents, attributed, touch_type, touches,
-                   path AS channels, campaigns, array_to_string(path, ' > ') AS path,
-                   epoch_ms(first_touch_ms) AS first_touch_ts, epoch_ms(last_touch_ms) AS last_touch_ts
-            FROM {tables.conversions}""")
-        con.execute("""
-            CREATE OR REPLACE TABLE marts.attribution_credits AS
-            SELECT model, channel, campaign_id, day, conversions::DOUBLE AS credited_conversions,
-                   value_cents::DOUBLE AS credited_value_cents
-            FROM attr_credits_frame ORDER BY model, channel, campaign_id, day""")
-        con.execute("COMMIT")
-        con.unregister("attr_credits_frame")
-
-        n_conv, n_rows, n_distinct, n_click, n_view = con.execute("""
-            SELECT (SELECT count(*) FROM raw.ad_events WHERE event_type = 'conversion'),
-                   count(*), count(DISTINCT conversion_id),
-                   count(*) FILTER (WHERE touch_type = 'click'), count(*) FILTER (WHERE touch_type = 'view')
-            FROM marts.attribution_journeys""").fetchall()[0]
-        sums = con.execute("""
-            SELECT m.model, coalesce(sum(c.credited_conversions), 0), coalesce(sum(c.credited_value_cents), 0),
-                   count(c.model) FILTER (WHERE c.credited_conversions < 0 OR c.credited_value_cents < 0)
-            FROM unnest($models) AS m(model) LEFT JOIN marts.attribution_credits c USING (model)
-            GROUP BY m.model ORDER BY m.model""", {"models": list(MODELS)}).fetchall()
-        credit_rows = con.execute("SELECT count(*) FROM marts.attribution_credits").fetchall()[0][0]
-        con.execute("CHECKPOINT")
+        report = marts.build(con, windows, config.half_life_days)
     finally:
         con.close()
+    yield from _journeys_events(report, config)
+    yield from _credits_events(report)
 
-    total_c, total_v = result.attributed_conversions, result.attributed_value_cents
-    off = {m: (c - total_c, v - total_v) for m, c, v, _ in sums
-           if abs(c - total_c) > SUM_TOLERANCE * max(1.0, total_c) or abs(v - total_v) > SUM_TOLERANCE * max(1.0, total_v)}
-    negative = {m: n for m, _, _, n in sums if n}
 
-    totals = result.channel_totals()
-    re = pl.DataFrame({"channel": list(result.markov.channels),
-                       "markov_removal_effect": result.markov.removal_effect},
-                      schema={"channel": pl.String, "markov_removal_effect": pl.Float64})
-    table = totals.join(re, on="channel", how="left").fill_null(0.0)
+def _journeys_events(report: marts.MartsReport, config: AttributionConfig):
+    result = report.credits
     yield dg.MaterializeResult(
         asset_key=JOURNEYS_KEY,
         metadata={
-            "dagster/row_count": n_rows,
+            "dagster/row_count": report.journey_rows,
             "attributed": result.attributed_conversions,
             "unattributed": result.unattributed_conversions,
-            "by_click": n_click, "by_view": n_view,
-            "attributed_value_cents": total_v,
+            "by_click": report.by_click, "by_view": report.by_view,
+            "attributed_value_cents": result.attributed_value_cents,
             "windows": f"click {config.click_window_days} d, view {config.view_window_days} d (clicks first)",
         },
     )
     yield dg.AssetCheckResult(
         asset_key=JOURNEYS_KEY, check_name="every_conversion_has_one_row",
-        passed=bool(n_rows == n_conv and n_distinct == n_rows),
-        metadata={"raw_conversions": n_conv, "journey_rows": n_rows, "distinct_conversions": n_distinct},
+        passed=report.every_conversion_has_one_row,
+        metadata={"raw_conversions": report.raw_conversions, "journey_rows": report.journey_rows,
+                  "distinct_conversions": report.distinct_conversions},
     )
+
+
+def _credits_events(report: marts.MartsReport):
+    result = report.credits
+    total_c, total_v = result.attributed_conversions, result.attributed_value_cents
     yield dg.MaterializeResult(
         asset_key=CREDITS_KEY,
         metadata={
-            "dagster/row_count": credit_rows,
-            "channel_credits": dg.MetadataValue.md(_markdown(table)),
+            "dagster/row_count": report.credit_rows,
+            "channel_credits": dg.MetadataValue.md(_markdown(report.channel_table())),
             "attributed_conversions": total_c,
             "null_journeys": int(result.paths.nulls.sum()),
             "markov_conversion_probability": float(result.markov.conversion_probability),
         },
     )
     yield dg.AssetCheckResult(
-        asset_key=CREDITS_KEY, check_name="credits_sum_to_attributed", passed=not off,
+        asset_key=CREDITS_KEY, check_name="credits_sum_to_attributed", passed=not report.models_off,
         metadata={"attributed_conversions": total_c, "attributed_value_cents": total_v,
-                  "models_off": dg.MetadataValue.json({m: list(d) for m, d in off.items()})},
+                  "models_off": dg.MetadataValue.json({m: list(d) for m, d in report.models_off.items()})},
     )
     yield dg.AssetCheckResult(
-        asset_key=CREDITS_KEY, check_name="credits_non_negative", passed=not negative,
-        metadata={"negative_rows": dg.MetadataValue.json(negative)},
+        asset_key=CREDITS_KEY, check_name="credits_non_negative", passed=not report.negative_rows,
+        metadata={"negative_rows": dg.MetadataValue.json(report.negative_rows)},
     )
