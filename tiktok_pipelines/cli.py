@@ -26,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+from tiktok_pipelines import settings
+
 DEFAULT_KUAIREC = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kuairec"
 
 
@@ -273,6 +275,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from tiktok_pipelines.definitions import defs
+    from tiktok_pipelines.defs.resources import resolved
 
     started = time.monotonic()
     home = os.environ.get("DAGSTER_HOME")
@@ -297,7 +300,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
             summary["features"] = backfill_features(definitions, instance, run_config=run_config)
             summary["success"] = summary["features"]["success"]
-    for line in _summary_lines(summary, reporter, definitions.resources["storage"], time.monotonic() - started):
+    storage = resolved(definitions.resources["storage"])  # its fields may be dg.EnvVar bindings
+    for line in _summary_lines(summary, reporter, storage, time.monotonic() - started):
         print(line, file=sys.stderr)
     sys.stderr.flush()
     print(json.dumps(summary))
@@ -446,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the world's options have no default here: one left out takes SimulationConfig's
     s = sub.add_parser("simulate", help="write a simulated platform's landing files, catalog and truth")
-    s.add_argument("--out", default=os.environ.get("TIKTOK_DATA_DIR", "data"))
+    s.add_argument("--out", default=settings.value("TIKTOK_DATA_DIR"))
     s.add_argument("--seed", type=int)
     s.add_argument("--users", type=int)
     s.add_argument("--videos", type=int)
@@ -463,12 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_simulate)
 
     i = sub.add_parser("ingest", help="ingest every pending landing file (no Dagster)")
-    i.add_argument("--data-dir", default=os.environ.get("TIKTOK_DATA_DIR", "data"))
-    i.add_argument("--lake", default=os.environ.get("TIKTOK_LAKE_URI") or None,
+    i.add_argument("--data-dir", default=settings.value("TIKTOK_DATA_DIR"))
+    i.add_argument("--lake", default=settings.value("TIKTOK_LAKE_URI"),
                    help="the lake's location: a folder or s3://bucket/prefix (default: TIKTOK_LAKE_URI, "
                    "else <data-dir>/lake); S3 endpoint and credentials from the AWS environment")
-    i.add_argument("--future-skew-seconds", type=int, default=300)
-    i.add_argument("--max-lateness-days", type=int, default=30)
+    i.add_argument("--future-skew-seconds", type=int, default=settings.value("TIKTOK_FUTURE_SKEW_SECONDS"))
+    i.add_argument("--max-lateness-days", type=int, default=settings.value("TIKTOK_MAX_LATENESS_DAYS"))
     i.set_defaults(func=_cmd_ingest)
 
     r = sub.add_parser("run", help="execute a Dagster job in-process (default: build_all)")
@@ -478,21 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser("serve", help="serve recommendations from data/serving, hot-reloading new versions")
-    v.add_argument("--data-dir", default=os.environ.get("TIKTOK_DATA_DIR", "data"))
+    v.add_argument("--data-dir", default=settings.value("TIKTOK_DATA_DIR"))
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks for new versions")
-    v.add_argument("--serving", default=os.environ.get("TIKTOK_SERVING_URI") or None,
+    v.add_argument("--serving", default=settings.value("TIKTOK_SERVING_URI"),
                    help="where the versions are: a folder or s3://bucket/prefix (endpoint and region from "
                         "AWS_ENDPOINT_URL / AWS_REGION; default TIKTOK_SERVING_URI, else <data-dir>/serving)")
-    v.add_argument("--lake", default=os.environ.get("TIKTOK_LAKE_URI") or None,
+    v.add_argument("--lake", default=settings.value("TIKTOK_LAKE_URI"),
                    help="where the online counters are: the lake's folder or s3://bucket/prefix "
                         "(default TIKTOK_LAKE_URI, else <data-dir>/lake)")
     v.set_defaults(func=_cmd_serve)
 
     e = sub.add_parser("experiment", help="Monolith's experiments on the lake's examples: (a) batch vs "
                        "online sync intervals, (b) collisionless vs hashing trick at equal memory")
-    e.add_argument("--data-dir", default=os.environ.get("TIKTOK_DATA_DIR", "data"))
+    e.add_argument("--data-dir", default=settings.value("TIKTOK_DATA_DIR"))
     e.add_argument("--train-days", type=int, default=5)
     e.add_argument("--negative-rate", type=float, default=0.5)
     e.add_argument("--dim", type=int, default=16)

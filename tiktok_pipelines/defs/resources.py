@@ -1,17 +1,22 @@
-"""Resources shared by every domain: where files live and how ingestion behaves.
+"""Resources shared by every domain: where files live, the warehouse connection, and the policies.
 
-Paths and rates are configuration: each resource reads its defaults from the environment
-(``TIKTOK_DATA_DIR`` and friends), so the same code runs on a laptop's ``./data`` or on a mounted
-shared volume without edits. ``TIKTOK_LAKE_URI=s3://bucket/prefix`` puts the lake's Delta tables on
-object storage.
+Paths and rates are configuration: every ``TIKTOK_*`` setting is a field of one of these resources,
+its default and environment variable listed once in ``tiktok_pipelines/settings.py``.
+``default_resources()`` binds each such field to ``dg.EnvVar`` where its variable is set (Dagster
+resolves it when a run or a sensor tick starts), so the same code runs on a laptop's ``./data`` or
+on a mounted shared volume without edits. ``TIKTOK_LAKE_URI=s3://bucket/prefix`` puts the lake's
+Delta tables on object storage. Nothing here reads the environment at import time.
 """
 
-
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
+from tiktok_pipelines import settings
 from tiktok_pipelines import layout
 from tiktok_pipelines.ingest.engine import IngestSettings
 from tiktok_pipelines.tables import TableStore
@@ -19,14 +24,30 @@ from tiktok_pipelines.training.joiner import JoinerConfig
 from tiktok_pipelines.training.stream_join import StreamConfig
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+
+class WarehouseResource(dg.ConfigurableResource):
+    """warehouse.duckdb, opened for one step: ``connect()`` read-write (the writers, in the
+    ``duckdb_warehouse`` pool), ``connect(read_only=True)`` for steps that only read. The connection
+    closes when the block ends. ``PlatformStorage.warehouse_db`` gives the one at its path."""
+
+    path: str
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        path = Path(self.path)
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(path), read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 class PlatformStorage(dg.ConfigurableResource):
     """The platform's file layout. Everything defaults to folders under ``data_dir``."""
 
-    data_dir: str = "data"
+    data_dir: str = settings.default("TIKTOK_DATA_DIR")
     landing_dir: str | None = None
     lake_dir: str | None = None
     # The lake's Delta tables on S3-compatible object storage: "s3://bucket/prefix" (default: the
@@ -34,14 +55,14 @@ class PlatformStorage(dg.ConfigurableResource):
     # credentials only from the AWS environment (docs/deployment.md). The derived tables (training
     # examples, features, content tags, the catalog's dims, the online path's tables) are Delta
     # tables beside the events, there too.
-    lake_uri: str | None = None
+    lake_uri: str | None = settings.default("TIKTOK_LAKE_URI")
     lake_endpoint_url: str | None = None
     lake_region: str | None = None
     catalog_dir: str | None = None
     # The serving versions on object storage: "s3://bucket/prefix" (default: the local ``serving``
     # folder). Endpoint and region from AWS_ENDPOINT_URL / AWS_REGION, credentials from the AWS
     # environment; readers and writers keep a local cache folder (TIKTOK_SERVING_CACHE).
-    serving_uri: str | None = None
+    serving_uri: str | None = settings.default("TIKTOK_SERVING_URI")
     warehouse_path: str | None = None
     analytics_path: str | None = None
 
@@ -75,6 +96,11 @@ class PlatformStorage(dg.ConfigurableResource):
         return self._under(self.warehouse_path, layout.WAREHOUSE_DB).absolute()
 
     @property
+    def warehouse_db(self) -> WarehouseResource:
+        """The warehouse as a resource: ``with storage.warehouse_db.connect() as con: ...``."""
+        return WarehouseResource(path=str(self.warehouse))
+
+    @property
     def analytics(self) -> Path:
         return self._under(self.analytics_path, layout.ANALYTICS_DB).absolute()
 
@@ -101,17 +127,18 @@ class PlatformStorage(dg.ConfigurableResource):
 class IngestPolicy(dg.ConfigurableResource):
     """How strict ingestion is and how much one run takes on."""
 
-    future_skew_seconds: int = 300
+    future_skew_seconds: int = settings.default("TIKTOK_FUTURE_SKEW_SECONDS")
     # How far a file's flush time (and so any event) may be ahead of the wall clock; None: the
     # future skew. The online watermark has the same bound. Only a replay of a world dated ahead
     # of the clock (benchmarks/soak.py) widens it.
     max_flush_ahead_seconds: int | None = None
-    max_lateness_days: int = 30
-    files_per_run: int = 200  # the sensor groups new files into runs of at most this many
+    max_lateness_days: int = settings.default("TIKTOK_MAX_LATENESS_DAYS")
+    # the sensor groups new files into runs of at most this many
+    files_per_run: int = settings.default("TIKTOK_FILES_PER_RUN")
     sensor_grace_s: float = 120.0  # the sensor re-examines files that arrived this long before its mark
     # Every this many seconds the sensor also requests any landing file behind its window that is
     # neither ingested nor in a queued/running run (a clock step, a run that failed for good); 0: never.
-    sensor_sweep_s: float = 300.0
+    sensor_sweep_s: float = settings.default("TIKTOK_SENSOR_SWEEP_S")
     chunk_mb: int = 256  # landing bytes validated per pass (bounds a run's memory)
     duckdb_threads: int = 0  # 0: one per core
 
@@ -133,9 +160,9 @@ class IngestPolicy(dg.ConfigurableResource):
 class JoinerPolicy(dg.ConfigurableResource):
     """How impressions become labelled examples (see ``training/joiner.py`` for the labels)."""
 
-    label_window_s: int = 1800
+    label_window_s: int = settings.default("TIKTOK_LABEL_WINDOW_S")
     engaged_watch_ratio: float = 0.8
-    negative_rate: float = 0.5
+    negative_rate: float = settings.default("TIKTOK_NEGATIVE_RATE")
     history_window_s: int = 86_400
     seed: int = 0
     # The streaming joiner's watermark trails the newest event time by this much: events up to
@@ -158,7 +185,8 @@ class JoinerPolicy(dg.ConfigurableResource):
 class TrainingPolicy(dg.ConfigurableResource):
     """Batch retraining: model sizes, and how much worse a challenger may be and still win."""
 
-    promotion_margin_auc: float = 0.002  # a challenger within this AUC of the champion is promoted
+    # a challenger within this AUC of the champion is promoted
+    promotion_margin_auc: float = settings.default("TIKTOK_PROMOTION_MARGIN_AUC")
     lgbm_rounds: int = 100
     torch_dim: int = 16
     torch_batch_size: int = 1024
@@ -178,25 +206,65 @@ class TrainingPolicy(dg.ConfigurableResource):
     allow_mass_expiry: bool = False
 
 
+class OpsPolicy(dg.ConfigurableResource):
+    """Retries and freshness windows (``defs/ops/policies.py``). Dagster takes retry and freshness
+    policies as decorator arguments, so these are read when the code location loads
+    (``policies.py`` builds them from ``from_environment(OpsPolicy, "ops_policy")``); the resource
+    shows the values in the UI and gives them to a step that asks (the online lag check's window)."""
+
+    retry_max: int = settings.default("TIKTOK_RETRY_MAX")
+    retry_delay_s: float = settings.default("TIKTOK_RETRY_DELAY_S")
+    freshness_analytics_warn_min: float = settings.default("TIKTOK_FRESHNESS_ANALYTICS_WARN_MIN")
+    freshness_analytics_fail_min: float = settings.default("TIKTOK_FRESHNESS_ANALYTICS_FAIL_MIN")
+    freshness_batch_warn_min: float = settings.default("TIKTOK_FRESHNESS_BATCH_WARN_MIN")
+    freshness_batch_fail_min: float = settings.default("TIKTOK_FRESHNESS_BATCH_FAIL_MIN")
+    freshness_online_warn_min: float = settings.default("TIKTOK_FRESHNESS_ONLINE_WARN_MIN")
+    freshness_online_fail_min: float = settings.default("TIKTOK_FRESHNESS_ONLINE_FAIL_MIN")
+
+
+RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {
+    "storage": PlatformStorage,
+    "ingest_policy": IngestPolicy,
+    "joiner_policy": JoinerPolicy,
+    "training_policy": TrainingPolicy,
+    "ops_policy": OpsPolicy,
+}
+
+
+def _bound(setting: settings.Setting, environ: Mapping[str, str]):
+    """The field's value in the Definitions: ``dg.EnvVar`` when its variable is set (Dagster resolves
+    it when a run starts, and the UI shows the variable's name), else the table's default. Dagster
+    has string, int and bool sources only: a float setting is parsed here, when the location loads."""
+    raw = environ.get(setting.env)
+    if raw is None or raw == "":
+        return setting.default
+    value = settings.parse(setting, raw)  # a bad value fails the load, naming the variable
+    if setting.kind is str:
+        return dg.EnvVar(setting.env)
+    if setting.kind is int:
+        return dg.EnvVar.int(setting.env)
+    return value
+
+
+def from_environment(cls: type[dg.ConfigurableResource], key: str,
+                     environ: Mapping[str, str] | None = None, *, resolved: bool = True):
+    """Resource ``key`` of class ``cls`` with each of its settings from the environment (now).
+    ``resolved``: plain values (what load-time readers need); else ``dg.EnvVar`` bindings."""
+    environ = os.environ if environ is None else environ
+    fields = {s.field: (settings.value(s.env, environ) if resolved else _bound(s, environ))
+              for s in settings.for_resource(key)}
+    return cls(**fields)
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    data_dir = _env("TIKTOK_DATA_DIR", "data")
-    return {
-        "storage": PlatformStorage(data_dir=data_dir, lake_uri=os.environ.get("TIKTOK_LAKE_URI") or None,
-                                   serving_uri=os.environ.get("TIKTOK_SERVING_URI") or None),
-        "ingest_policy": IngestPolicy(
-            future_skew_seconds=int(_env("TIKTOK_FUTURE_SKEW_SECONDS", "300")),
-            max_lateness_days=int(_env("TIKTOK_MAX_LATENESS_DAYS", "30")),
-            files_per_run=int(_env("TIKTOK_FILES_PER_RUN", "200")),
-            sensor_sweep_s=float(_env("TIKTOK_SENSOR_SWEEP_S", "300")),
-        ),
-        "training_policy": TrainingPolicy(
-            promotion_margin_auc=float(_env("TIKTOK_PROMOTION_MARGIN_AUC", "0.002")),
-        ),
-        "joiner_policy": JoinerPolicy(
-            label_window_s=int(_env("TIKTOK_LABEL_WINDOW_S", "1800")),
-            negative_rate=float(_env("TIKTOK_NEGATIVE_RATE", "0.5")),
-        ),
-    }
+    """Every resource the assets use, each ``TIKTOK_*`` field bound to its environment variable."""
+    return {key: from_environment(cls, key, resolved=False) for key, cls in RESOURCE_CLASSES.items()}
+
+
+def resolved(resource: dg.ConfigurableResource) -> dg.ConfigurableResource:
+    """A resource of the Definitions with its ``dg.EnvVar`` fields resolved (for code outside a run:
+    the CLI's summary, a backfill that reads the storage layout)."""
+    return resource.process_config_and_initialize()
 
 
 @dg.definitions

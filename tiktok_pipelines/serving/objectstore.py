@@ -15,7 +15,8 @@ would page through every file of every version kept (hundreds of deltas x ~20 fi
 
 Credentials come from the standard AWS chain (environment variables, profile); endpoint and region
 from arguments, else ``AWS_ENDPOINT_URL`` / ``AWS_REGION`` (the conventions of
-``TableStore.from_config``). boto3 is imported on first use: a local serving directory needs none.
+``TableStore.from_config``), read when a root is opened, never at import. boto3 is imported on
+first use: a local serving directory needs none.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from tiktok_pipelines import settings
 
 MANIFESTS = "manifests"
 REJECTED = "rejected"
@@ -44,7 +47,7 @@ def is_remote(root: Any) -> bool:
 def default_cache_base() -> Path:
     """Where readers and writers of object-storage serving roots keep their local copies:
     ``TIKTOK_SERVING_CACHE``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)/tiktok_pipelines/serving."""
-    base = os.environ.get("TIKTOK_SERVING_CACHE")
+    base = settings.value("TIKTOK_SERVING_CACHE")
     if base:
         return Path(base)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tiktok_pipelines" / "serving"

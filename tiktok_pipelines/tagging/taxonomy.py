@@ -17,9 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tiktok_pipelines.paths import package_data
 from tiktok_pipelines.tagging.normalize import normalize_hashtag, normalize_text
 
-DEFAULT_TAXONOMY = Path(__file__).resolve().parents[2] / "assets" / "taxonomy.json"
+DEFAULT_TAXONOMY = package_data("assets") / "taxonomy.json"  # the repository's, or the installed package's
 
 TAG_EXACT, TAG_KEYWORD, CAPTION_KEYWORD = 3.0, 2.0, 1.0
 _LATIN = re.compile(r"^[0-9a-z][0-9a-z .'\-]*$")

@@ -37,7 +37,7 @@ from tiktok_pipelines.defs.ops.policies import (
 )
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
-from tiktok_pipelines.warehouse import LAKE_VERSIONS, connect_warehouse, refresh_lake_views
+from tiktok_pipelines.warehouse import LAKE_VERSIONS, refresh_lake_views
 
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warn": dg.AssetCheckSeverity.WARN}
 
@@ -169,14 +169,11 @@ def _deferred_checks(project: Project, model: Model, tests: list[ColumnTest]) ->
     @retry_only_transient
     def _run(context: dg.AssetCheckExecutionContext, storage: PlatformStorage):
         wanted = {k.name for k in context.selected_asset_check_keys}
-        con = connect_warehouse(storage.warehouse)
-        try:
+        with storage.warehouse_db.connect() as con:  # read-write: it refreshes the sources it reads
             # A source target is not built by any model step here: read it as the lake has it now.
             _refresh_sources(con, storage, [t.to_relation for t in tests
                                             if t.name in wanted and t.to and t.to[0] == "source"])
             checks = _check_results(project, model, con, wanted)
-        finally:
-            con.close()
         yield from checks
 
     return _run
@@ -209,14 +206,11 @@ def _model_asset(project: Project, model: Model, deferred: list[ColumnTest]) -> 
     @retry_only_transient
     def _build(context: dg.AssetExecutionContext, storage: PlatformStorage) -> dg.MaterializeResult:
         wanted = {k.name for k in context.selected_asset_check_keys}
-        con = connect_warehouse(storage.warehouse)
-        try:
+        with storage.warehouse_db.connect() as con:
             read = _refresh_sources(con, storage, model.sources)
             (built,) = project.build(con, select=[model.name])
             checks = _check_results(project, model, con, wanted)
             con.execute("CHECKPOINT")
-        finally:
-            con.close()
         failed = [f"{c.check_name} ({c.metadata['failing_rows'].value} rows)" for c in checks if not c.passed]
         if failed:
             context.log.warning(f"{model.relation}: failed tests: {', '.join(failed)}")
@@ -254,12 +248,9 @@ def _seed_asset(project: Project, seed: Seed) -> dg.AssetsDefinition:
     )
     @retry_only_transient
     def _load(storage: PlatformStorage) -> dg.MaterializeResult:
-        con = connect_warehouse(storage.warehouse)
-        try:
+        with storage.warehouse_db.connect() as con:
             (built,) = project.build(con, select=[seed.name])
             con.execute("CHECKPOINT")
-        finally:
-            con.close()
         return dg.MaterializeResult(metadata={
             "dagster/row_count": built.rows,
             "relation": seed.relation,

@@ -5,12 +5,13 @@ models may ``ref``.
 depend on the ``video_tags`` asset, so lineage runs through Python and SQL alike.
 """
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
+from tiktok_pipelines import settings
 from tiktok_pipelines.dbt_like import Project, load_project
+from tiktok_pipelines.paths import package_data
 
 # ref name -> (the Python asset that builds it, its relation in warehouse.duckdb)
 EXTERNAL_MODELS: dict[str, tuple[dg.AssetKey, str]] = {
@@ -42,9 +43,9 @@ def model_asset_key(layer: str, name: str) -> dg.AssetKey:
 
 
 def models_dir() -> Path:
-    """``dbt_like_models/`` at the repository root, or ``$TIKTOK_MODELS_DIR``."""
-    env = os.environ.get("TIKTOK_MODELS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "dbt_like_models"
+    """``$TIKTOK_MODELS_DIR``, else ``dbt_like_models/`` (the repository's, or the installed package's)."""
+    env = settings.value("TIKTOK_MODELS_DIR")
+    return Path(env) if env else package_data("dbt_like_models")
 
 
 def load_models(root: Path | None = None) -> Project:

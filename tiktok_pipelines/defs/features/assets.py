@@ -22,7 +22,7 @@ import dagster as dg
 from tiktok_pipelines.defs.catalog.assets import dim_key
 from tiktok_pipelines.defs.ingest.assets import raw_key
 from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY, retry_only_transient
-from tiktok_pipelines.defs.resources import PlatformStorage
+from tiktok_pipelines.defs.resources import PlatformStorage, resolved
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
 from tiktok_pipelines.dims import dim_table
 from tiktok_pipelines.features.daily import (
@@ -36,7 +36,6 @@ from tiktok_pipelines.features.daily import (
     write_features,
 )
 from tiktok_pipelines.ingest.engine import Lake, events_table
-from tiktok_pipelines.warehouse import connect_warehouse
 
 GROUP = "features"
 # The feature dates the lake informs (see the module docstring and feature_dates()).
@@ -115,12 +114,9 @@ def _build(entity: str) -> dg.AssetsDefinition:
         day = context.partition_key
         lake = _lake(storage)
         report = write_features(lake, entity, day, _videos_path(storage, lake))
-        con = connect_warehouse(storage.warehouse)
-        try:
+        with storage.warehouse_db.connect() as con:
             partitions = create_feature_views(con, lake)
             con.execute("CHECKPOINT")
-        finally:
-            con.close()
         context.log.info(f"{entity} features for {day}: {report.rows:,} rows -> {report.table} "
                          f"(version {report.version})")
         nulls = sorted(report.null_rates.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -216,7 +212,7 @@ def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
 
     The dates become partitions of ``FEATURE_DATES`` first; a date after ``today`` (UTC by
     default) is not complete yet and is left out (``not_complete_yet``)."""
-    storage = defs.resources["storage"]
+    storage = resolved(defs.resources["storage"])  # its fields may be dg.EnvVar bindings
     keys, skipped = feature_dates(storage, today=today)
     add_feature_dates(instance, keys)
     job = defs.resolve_job_def("features_daily")

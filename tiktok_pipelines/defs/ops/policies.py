@@ -2,8 +2,12 @@
 windows for what analysts and the model server read, and the online model's lag window.
 
 Plain objects, not definitions (the defs loader collects nothing from this module); the domain
-modules import them, so each asset's decorator shows its own policy. The settings come from the
-environment when the code location loads; ``docs/operations.md`` lists them with their defaults.
+modules import them, so each asset's decorator shows its own policy. Their settings are the
+``ops_policy`` resource's fields (``defs/resources.py``; defaults in ``tiktok_pipelines/settings.py``,
+listed in ``docs/operations.md``). Dagster takes retry and freshness policies as decorator
+arguments, so they are built from the environment when an asset module asks for one, i.e. when the
+code location loads, not when this module is imported: ``TRANSIENT_RETRY`` and the others are
+computed by the module's ``__getattr__`` on each ``from ... import``.
 
 Retries: Dagster's ``RetryPolicy`` retries on *any* exception. A data error (a SQL model that does
 not bind, a landing path outside the landing zone, a schema mismatch) fails the same way every
@@ -17,12 +21,13 @@ import contextlib
 import errno
 import functools
 import inspect
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import dagster as dg
 import duckdb
+
+from tiktok_pipelines.defs.resources import OpsPolicy, from_environment
 
 # Run statuses of a run that may still do its work: a schedule or sensor that must not ask for the
 # same work twice looks for these.
@@ -30,38 +35,33 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
              dg.DagsterRunStatus.STARTED]
 
 
-def _number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+def ops_policy() -> OpsPolicy:
+    """The retry and freshness settings as the environment has them now."""
+    return from_environment(OpsPolicy, "ops_policy")
 
 
 # --- retries ---------------------------------------------------------------------------------------
 
-RETRY_MAX = int(_number("TIKTOK_RETRY_MAX", 3))
-RETRY_DELAY_S = _number("TIKTOK_RETRY_DELAY_S", 5.0)
+def transient_retry(policy: OpsPolicy) -> dg.RetryPolicy:
+    """Warehouse writers, ingestion, the catalog, online updates: idempotent steps, cheap to re-run.
+    Attempt n waits (2^n - 1) * delay +- delay: with the defaults 0-10 s, 10-20 s, 30-40 s, so a
+    lock or an NFS hiccup of up to about a minute is ridden out; then the step fails and alerts."""
+    return dg.RetryPolicy(
+        max_retries=policy.retry_max,
+        delay=policy.retry_delay_s,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,  # two writers that failed together do not retry together
+    )
 
-# Warehouse writers, ingestion, the catalog, online updates: idempotent steps, cheap to re-run.
-# Attempt n waits (2^n - 1) * delay +- delay: with the defaults 0-10 s, 10-20 s, 30-40 s, so a
-# lock or an NFS hiccup of up to about a minute is ridden out; then the step fails and alerts.
-TRANSIENT_RETRY = dg.RetryPolicy(
-    max_retries=RETRY_MAX,
-    delay=RETRY_DELAY_S,
-    backoff=dg.Backoff.EXPONENTIAL,
-    jitter=dg.Jitter.PLUS_MINUS,  # two writers that failed together do not retry together
-)
 
-# The daily retrain: a retry trains both models again (minutes of CPU), so one retry, later.
-TRAINING_RETRY = dg.RetryPolicy(
-    max_retries=1,
-    delay=6 * RETRY_DELAY_S,
-    backoff=dg.Backoff.EXPONENTIAL,
-    jitter=dg.Jitter.PLUS_MINUS,
-)
+def training_retry(policy: OpsPolicy) -> dg.RetryPolicy:
+    """The daily retrain: a retry trains both models again (minutes of CPU), so one retry, later."""
+    return dg.RetryPolicy(
+        max_retries=1,
+        delay=6 * policy.retry_delay_s,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
 
 # errno values that say "try again" rather than "this input is wrong".
 TRANSIENT_ERRNOS = frozenset({
@@ -143,20 +143,21 @@ def retry_only_transient(fn):
 
 # --- freshness -------------------------------------------------------------------------------------
 
-def _window(prefix: str, warn_min: float, fail_min: float) -> dg.FreshnessPolicy:
-    """A time-window policy: WARN once the last materialization is older than ``<prefix>_WARN_MIN``
-    minutes, FAIL once older than ``<prefix>_FAIL_MIN``."""
-    warn = timedelta(minutes=_number(f"{prefix}_WARN_MIN", warn_min))
-    fail = timedelta(minutes=_number(f"{prefix}_FAIL_MIN", fail_min))
+def _minutes(policy: OpsPolicy, name: str) -> tuple[timedelta, timedelta]:
+    """The ``freshness_<name>_warn_min`` / ``_fail_min`` pair, refused unless warn < fail."""
+    warn = timedelta(minutes=getattr(policy, f"freshness_{name}_warn_min"))
+    fail = timedelta(minutes=getattr(policy, f"freshness_{name}_fail_min"))
     if warn >= fail:
+        prefix = f"TIKTOK_FRESHNESS_{name.upper()}"
         raise ValueError(f"{prefix}_WARN_MIN ({warn}) must be below {prefix}_FAIL_MIN ({fail})")
+    return warn, fail
+
+
+def _window(policy: OpsPolicy, name: str) -> dg.FreshnessPolicy:
+    """A time-window policy: WARN once the last materialization is older than the warn minutes,
+    FAIL once older than the fail minutes."""
+    warn, fail = _minutes(policy, name)
     return dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn)
-
-
-# analytics_db and every mart: rebuilt by the hourly analytics job. One missed hour warns, two fail.
-ANALYTICS_FRESHNESS = _window("TIKTOK_FRESHNESS_ANALYTICS", 120, 180)
-# batch_rankers: the 03:00 retrain. Late by two hours warns, a missed day fails.
-BATCH_MODEL_FRESHNESS = _window("TIKTOK_FRESHNESS_BATCH", 26 * 60, 30 * 60)
 
 
 @dataclass(frozen=True)
@@ -169,17 +170,34 @@ class LagWindow:
     fail: timedelta
 
 
-def _lag(prefix: str, warn_min: float, fail_min: float) -> LagWindow:
-    warn = timedelta(minutes=_number(f"{prefix}_WARN_MIN", warn_min))
-    fail = timedelta(minutes=_number(f"{prefix}_FAIL_MIN", fail_min))
-    if warn >= fail:
-        raise ValueError(f"{prefix}_WARN_MIN ({warn}) must be below {prefix}_FAIL_MIN ({fail})")
+def online_model_lag(policy: OpsPolicy) -> LagWindow:
+    warn, fail = _minutes(policy, "online")
     return LagWindow(warn=warn, fail=fail)
 
 
-# online_ranker: not a time-window policy. Dagster's evaluates the time since the last
-# materialization, so on an idle instance (no events, nothing to learn) it warned after 15 minutes
-# and failed after an hour. The check `online_ranker:follows_events` (defs/training) compares the
-# newest ingested flush time with what the published online model is trained through instead:
-# quiet while no event arrives, WARN when the events are 15 minutes ahead of the model, FAIL at an hour.
-ONLINE_MODEL_LAG = _lag("TIKTOK_FRESHNESS_ONLINE", 15, 60)
+# The policies the domain modules import by name, built from the environment at that moment.
+_POLICIES = {
+    "RETRY_MAX": lambda p: p.retry_max,
+    "RETRY_DELAY_S": lambda p: p.retry_delay_s,
+    "TRANSIENT_RETRY": transient_retry,
+    "TRAINING_RETRY": training_retry,
+    # analytics_db and every mart: rebuilt by the hourly analytics job. One missed hour warns, two fail.
+    "ANALYTICS_FRESHNESS": lambda p: _window(p, "analytics"),
+    # batch_rankers: the 03:00 retrain. Late by two hours warns, a missed day fails.
+    "BATCH_MODEL_FRESHNESS": lambda p: _window(p, "batch"),
+    # online_ranker: not a time-window policy. Dagster's evaluates the time since the last
+    # materialization, so on an idle instance (no events, nothing to learn) it warned after 15 minutes
+    # and failed after an hour. The check `online_ranker:follows_events` (defs/training) compares the
+    # newest ingested flush time with what the published online model is trained through instead:
+    # quiet while no event arrives, WARN when the events are 15 minutes ahead of the model, FAIL at an hour.
+    "ONLINE_MODEL_LAG": online_model_lag,
+}
+
+
+def __getattr__(name: str):
+    """``from tiktok_pipelines.defs.ops.policies import TRANSIENT_RETRY`` (and the other names of
+    ``_POLICIES``): the policy as the environment configures it when the importer asks (PEP 562)."""
+    if name in _POLICIES:
+        return _POLICIES[name](ops_policy())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -22,7 +22,6 @@ from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL
 from tiktok_pipelines.dims import read_dim
 from tiktok_pipelines.tagging.pipeline import tag_videos
-from tiktok_pipelines.warehouse import connect_warehouse
 
 GROUP = "content"
 TABLE = "content.video_tags"
@@ -98,8 +97,7 @@ def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
     if result.model is not None:
         result.model.save_atomic(storage.models / "video_tagger")
 
-    con = connect_warehouse(storage.warehouse)
-    try:
+    with storage.warehouse_db.connect() as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS content")
         con.register("_video_tags", store.dataset(LAKE_TABLE, version))  # the version just committed
         try:
@@ -108,8 +106,6 @@ def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
             con.unregister("_video_tags")
         rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
         con.execute("CHECKPOINT")
-    finally:
-        con.close()
 
     dist = m.get("category_distribution", {})
     table = "| category | videos |\n|---|---|\n" + "\n".join(f"| {c} | {n:,} |" for c, n in dist.items())

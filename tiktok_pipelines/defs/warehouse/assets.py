@@ -14,7 +14,6 @@ from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.schemas import CATALOG, STREAMS
 from tiktok_pipelines.warehouse import (
     RelationDoc,
-    connect_warehouse,
     publish_analytics,
     refresh_lake_views,
 )
@@ -36,12 +35,9 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 )
 @retry_only_transient
 def warehouse_lake_tables(storage: PlatformStorage) -> dg.MaterializeResult:
-    con = connect_warehouse(storage.warehouse)
-    try:
+    with storage.warehouse_db.connect() as con:
         counts = refresh_lake_views(con, storage.lake_location, storage.lake_store)
         con.execute("CHECKPOINT")
-    finally:
-        con.close()
     table = "| relation | rows |\n|---|---|\n" + "\n".join(f"| {k} | {v:,} |" for k, v in counts.items())
     return dg.MaterializeResult(
         metadata={
