@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -30,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tiktok_pipelines import schemas
+from tiktok_pipelines import publish, schemas
 from tiktok_pipelines.layout import DataLayout
 from tiktok_pipelines.simulator import dirty as dirty_mod
 from tiktok_pipelines.simulator.dirty import KINDS, LINE_KINDS, corrupt_line
@@ -86,25 +85,21 @@ class SimulationSummary:
 
 
 def _atomic_bytes(path: Path, data: bytes | list) -> None:
-    """Write ``data`` (bytes, or a list of byte pieces) to a hidden temp file, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
-        if isinstance(data, list):
-            f.writelines(data)
-        else:
-            f.write(data)
-    os.replace(tmp, path)
+    """Publish ``data`` (bytes, or a list of byte pieces) at ``path`` with the package's one
+    publish helper: a hidden staging file, fsynced, renamed, so a watcher never sees half a file
+    (the landing listing skips dot-files) and a crash leaves the last whole one."""
+    publish.atomic_write_bytes(path, data)
 
 
 def _atomic_parquet(path: Path, table: pa.Table | pl.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
+    """A parquet file published as ``_atomic_bytes`` does (serialised in memory: the largest, the
+    truth's per-record table, is a few MB)."""
+    buf = io.BytesIO()
     if isinstance(table, pl.DataFrame):
-        table.write_parquet(tmp, compression="zstd")
+        table.write_parquet(buf, compression="zstd")
     else:
-        pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+        pq.write_table(table, buf, compression="zstd")
+    publish.atomic_write_bytes(path, buf.getvalue())
 
 
 def next_seqs(landing: Path) -> dict[str, int]:
