@@ -393,7 +393,12 @@ class _Run:
                 pool.shutdown(wait=True, cancel_futures=True)
         t = self._tick("serialise_and_write", t)
 
-        # Truth for every non-clean record (they all live in the extras, after the base lines).
+        self._record_truth(prepared, paths)
+        self._tick("truth_records", t)
+
+    def _record_truth(self, prepared: dict, paths: dict[str, dict[int, tuple[str, int]]]) -> None:
+        """Truth for every non-clean record of these windows: the file and line it was written at.
+        They all live in the extras, after the window's base lines."""
         for stream, (_, extra_lines) in prepared.items():
             if extra_lines is None:
                 continue
@@ -420,7 +425,6 @@ class _Run:
                 true_ts_ms=pl.col("_wts"),
                 ts_ms=pl.col("ts_ms"),
             ))
-        self._tick("truth_records", t)
 
     def truth_tables(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         files = pl.DataFrame(self.file_rows) if self.file_rows else pl.DataFrame(
