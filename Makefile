@@ -12,7 +12,7 @@ VIDEOS ?= 20000
 DAYS ?= 7
 EVENTS_PER_DAY ?= 300000
 
-.PHONY: setup dagster-home quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-freshness-daemon bench-analytics bench-serving bench-jobs soak fuzz faults clean
+.PHONY: setup dagster-home install-check quickstart simulate simulate-more run dev serve experiments test test-fast bench bench-ingest bench-simulator bench-embedding bench-freshness bench-freshness-daemon bench-analytics bench-serving bench-jobs soak fuzz faults clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml
 dagster-home:
 	mkdir -p "$(DAGSTER_HOME)"
 	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+## install-check: the quick start's main job from a non-editable install (pip install --target), outside the repo
+install-check: setup
+	PYTHON=$(BIN)/python .ci/install-check
 
 ## quickstart: set up, simulate a week, run the main job end to end (build_all)
 quickstart: setup dagster-home simulate run

@@ -8,6 +8,8 @@ Every job (and every one-click materialisation in the UI) runs its steps in the 
 unless it names another executor: see ``JOB_EXECUTOR``.
 """
 
+import importlib
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +26,13 @@ JOB_EXECUTOR = dg.in_process_executor
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # What dg.load_from_defs_folder does, minus its search for pyproject.toml [tool.dg]: an
+    # installed package (pip install ., no checkout around it) has none (.ci/install-check).
+    tree = dg.ComponentTree(defs_module=importlib.import_module("tiktok_pipelines.defs"),
+                            project_root=Path(__file__).resolve().parents[1], code_location_name="tiktok_pipelines")
+    with warnings.catch_warnings():  # as load_from_defs_folder: its loaders are "preview" in 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        loaded = tree.build_defs()
     # The default for every job that does not set its own executor_def, the UI's implicit asset job
     # included. merge refuses two different executors, so a defs file that set one would fail loudly.
     return dg.Definitions.merge(loaded, dg.Definitions(executor=JOB_EXECUTOR))
