@@ -34,25 +34,32 @@ columns:
   touch_lag_ms:
     description: Milliseconds from the credited touch to the conversion.
 --- */
-WITH cfg AS (
+WITH ad_settings AS (
+    SELECT * FROM {{ ref('ad_settings') }}
+),
+stg_ad_events AS (
+    SELECT * FROM {{ ref('stg_ad_events') }}
+),
+
+cfg AS (
     SELECT
         CAST(round(max(value) FILTER (WHERE key = 'click_window_days') * 86400000) AS BIGINT) AS click_window_ms,
         CAST(round(max(value) FILTER (WHERE key = 'view_window_days') * 86400000) AS BIGINT) AS view_window_ms
-    FROM {{ ref('ad_settings') }}
+    FROM ad_settings
 ),
 conversions AS (
     SELECT event_id, ts_ms, user_id, campaign_id, day, conversion_type, value_cents
-    FROM {{ ref('stg_ad_events') }}
+    FROM stg_ad_events
     WHERE event_type = 'conversion'
 ),
 clicks AS (
     SELECT user_id, campaign_id, ad_group_id, ts_ms
-    FROM {{ ref('stg_ad_events') }}
+    FROM stg_ad_events
     WHERE event_type = 'click'
 ),
 impressions AS (
     SELECT user_id, campaign_id, ad_group_id, ts_ms
-    FROM {{ ref('stg_ad_events') }}
+    FROM stg_ad_events
     WHERE event_type = 'impression'
 ),
 last_click AS (
@@ -76,15 +83,20 @@ credited AS (
         END AS attributed_by
     FROM last_view AS l
     CROSS JOIN cfg
+),
+
+final AS (
+    SELECT
+        event_id,
+        campaign_id,
+        CASE attributed_by WHEN 'click' THEN click_group WHEN 'view' THEN view_group END AS ad_group_id,
+        attributed_by,
+        user_id,
+        day,
+        conversion_type,
+        value_cents,
+        CASE attributed_by WHEN 'click' THEN ts_ms - click_ts WHEN 'view' THEN ts_ms - view_ts END AS touch_lag_ms
+    FROM credited
 )
-SELECT
-    event_id,
-    campaign_id,
-    CASE attributed_by WHEN 'click' THEN click_group WHEN 'view' THEN view_group END AS ad_group_id,
-    attributed_by,
-    user_id,
-    day,
-    conversion_type,
-    value_cents,
-    CASE attributed_by WHEN 'click' THEN ts_ms - click_ts WHEN 'view' THEN ts_ms - view_ts END AS touch_lag_ms
-FROM credited
+
+SELECT * FROM final

@@ -37,17 +37,25 @@ columns:
     description: Sum of watch_time_ms over the impressions.
     tests: [not_null]
 --- */
-SELECT
-    campaign_id,
-    ad_group_id,
-    day,
-    count(*) FILTER (WHERE event_type = 'impression')                              AS impressions,
-    count(DISTINCT user_id) FILTER (WHERE event_type = 'impression')               AS reach,
-    count(*) FILTER (WHERE event_type = 'click')                                   AS clicks,
-    CAST(coalesce(sum(cost_micros) FILTER (WHERE event_type = 'impression'), 0) AS BIGINT) AS cpm_spend_micros,
-    count(*) FILTER (WHERE event_type = 'impression' AND watch_time_ms >= 2000)    AS views_2s,
-    count(*) FILTER (WHERE event_type = 'impression' AND watch_time_ms >= 6000)    AS views_6s,
-    CAST(coalesce(sum(watch_time_ms) FILTER (WHERE event_type = 'impression'), 0) AS BIGINT) AS watch_time_ms
-FROM {{ ref('stg_ad_events') }}
-WHERE event_type IN ('impression', 'click')
-GROUP BY campaign_id, ad_group_id, day
+WITH stg_ad_events AS (
+    SELECT * FROM {{ ref('stg_ad_events') }}
+),
+
+final AS (
+    SELECT
+        campaign_id,
+        ad_group_id,
+        day,
+        count(*) FILTER (WHERE event_type = 'impression')                              AS impressions,
+        count(DISTINCT user_id) FILTER (WHERE event_type = 'impression')               AS reach,
+        count(*) FILTER (WHERE event_type = 'click')                                   AS clicks,
+        CAST(coalesce(sum(cost_micros) FILTER (WHERE event_type = 'impression'), 0) AS BIGINT) AS cpm_spend_micros,
+        count(*) FILTER (WHERE event_type = 'impression' AND watch_time_ms >= 2000)    AS views_2s,
+        count(*) FILTER (WHERE event_type = 'impression' AND watch_time_ms >= 6000)    AS views_6s,
+        CAST(coalesce(sum(watch_time_ms) FILTER (WHERE event_type = 'impression'), 0) AS BIGINT) AS watch_time_ms
+    FROM stg_ad_events
+    WHERE event_type IN ('impression', 'click')
+    GROUP BY campaign_id, ad_group_id, day
+)
+
+SELECT * FROM final

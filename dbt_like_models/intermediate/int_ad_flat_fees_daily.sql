@@ -24,8 +24,18 @@ columns:
     description: The part of the fee booked on this day, in cents.
     tests: [not_null]
 --- */
-WITH data_window AS (
-    SELECT min(day) AS first_day, max(day) AS last_day FROM {{ ref('stg_ad_events') }}
+WITH stg_ad_events AS (
+    SELECT * FROM {{ ref('stg_ad_events') }}
+),
+stg_campaigns AS (
+    SELECT * FROM {{ ref('stg_campaigns') }}
+),
+int_dou_plus_orders AS (
+    SELECT * FROM {{ ref('int_dou_plus_orders') }}
+),
+
+data_window AS (
+    SELECT min(day) AS first_day, max(day) AS last_day FROM stg_ad_events
 ),
 fees AS (
     SELECT
@@ -33,8 +43,8 @@ fees AS (
         c.flat_fee_cents AS fee_cents,
         CAST(epoch_ms(c.start_ms) AS DATE) AS flight_start,
         CAST(epoch_ms(greatest(c.end_ms - 1, c.start_ms)) AS DATE) AS flight_end
-    FROM {{ ref('stg_campaigns') }} AS c
-    LEFT JOIN {{ ref('int_dou_plus_orders') }} AS d ON d.campaign_id = c.campaign_id
+    FROM stg_campaigns AS c
+    LEFT JOIN int_dou_plus_orders AS d ON d.campaign_id = c.campaign_id
     WHERE c.flat_fee_cents > 0
       AND d.reject_reason IS NULL  -- a rejected DOU+ order was never charged
 ),
@@ -46,14 +56,19 @@ flight AS (
         CAST(flight_end - flight_start + 1 AS BIGINT) AS flight_days,
         CAST(unnest(generate_series(flight_start, flight_end, INTERVAL 1 DAY)) AS DATE) AS day
     FROM fees
+),
+
+final AS (
+    SELECT
+        f.campaign_id,
+        f.day,
+        f.flight_days,
+        f.fee_cents,
+        f.fee_cents // f.flight_days
+            + CASE WHEN (f.day - f.flight_start) < f.fee_cents % f.flight_days THEN 1 ELSE 0 END AS fee_day_cents
+    FROM flight AS f
+    CROSS JOIN data_window AS w
+    WHERE f.day BETWEEN w.first_day AND w.last_day
 )
-SELECT
-    f.campaign_id,
-    f.day,
-    f.flight_days,
-    f.fee_cents,
-    f.fee_cents // f.flight_days
-        + CASE WHEN (f.day - f.flight_start) < f.fee_cents % f.flight_days THEN 1 ELSE 0 END AS fee_day_cents
-FROM flight AS f
-CROSS JOIN data_window AS w
-WHERE f.day BETWEEN w.first_day AND w.last_day
+
+SELECT * FROM final

@@ -23,12 +23,20 @@ columns:
     description: Distinct users who followed the creator that day (follower growth; unfollows are not in the event stream).
     tests: [not_null]
 --- */
-SELECT
-    creator_id,
-    day,
-    count(*) FILTER (WHERE event_type = 'like')                    AS likes,
-    count(*) FILTER (WHERE event_type = 'comment')                 AS comments,
-    count(*) FILTER (WHERE event_type = 'share')                   AS shares,
-    count(DISTINCT user_id) FILTER (WHERE event_type = 'follow')   AS new_followers
-FROM {{ ref('stg_interactions') }}
-GROUP BY creator_id, day
+WITH stg_interactions AS (
+    SELECT * FROM {{ ref('stg_interactions') }}
+),
+
+final AS (
+    SELECT
+        creator_id,
+        day,
+        count(*) FILTER (WHERE event_type = 'like')                    AS likes,
+        count(*) FILTER (WHERE event_type = 'comment')                 AS comments,
+        count(*) FILTER (WHERE event_type = 'share')                   AS shares,
+        count(DISTINCT user_id) FILTER (WHERE event_type = 'follow')   AS new_followers
+    FROM stg_interactions
+    GROUP BY creator_id, day
+)
+
+SELECT * FROM final

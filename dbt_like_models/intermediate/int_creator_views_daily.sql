@@ -45,19 +45,27 @@ columns:
     description: Plays from a live room.
     tests: [not_null]
 --- */
-SELECT
-    creator_id,
-    day,
-    count(*)                                                   AS views,
-    CAST(coalesce(sum(watch_time_ms), 0) AS BIGINT)            AS watch_time_ms,
-    count(*) FILTER (WHERE watch_time_ms >= video_duration_ms) AS full_watches,
-    count(DISTINCT user_id)                                    AS viewers,
-    count(*) FILTER (WHERE traffic_source = 'foryou')          AS views_foryou,
-    count(*) FILTER (WHERE traffic_source = 'following')       AS views_following,
-    count(*) FILTER (WHERE traffic_source = 'search')          AS views_search,
-    count(*) FILTER (WHERE traffic_source = 'profile')         AS views_profile,
-    count(*) FILTER (WHERE traffic_source = 'share_link')      AS views_share_link,
-    count(*) FILTER (WHERE traffic_source = 'ad')              AS views_ad,
-    count(*) FILTER (WHERE traffic_source = 'live')            AS views_live
-FROM {{ ref('stg_views') }}
-GROUP BY creator_id, day
+WITH stg_views AS (
+    SELECT * FROM {{ ref('stg_views') }}
+),
+
+final AS (
+    SELECT
+        creator_id,
+        day,
+        count(*)                                                   AS views,
+        CAST(coalesce(sum(watch_time_ms), 0) AS BIGINT)            AS watch_time_ms,
+        count(*) FILTER (WHERE watch_time_ms >= video_duration_ms) AS full_watches,
+        count(DISTINCT user_id)                                    AS viewers,
+        count(*) FILTER (WHERE traffic_source = 'foryou')          AS views_foryou,
+        count(*) FILTER (WHERE traffic_source = 'following')       AS views_following,
+        count(*) FILTER (WHERE traffic_source = 'search')          AS views_search,
+        count(*) FILTER (WHERE traffic_source = 'profile')         AS views_profile,
+        count(*) FILTER (WHERE traffic_source = 'share_link')      AS views_share_link,
+        count(*) FILTER (WHERE traffic_source = 'ad')              AS views_ad,
+        count(*) FILTER (WHERE traffic_source = 'live')            AS views_live
+    FROM stg_views
+    GROUP BY creator_id, day
+)
+
+SELECT * FROM final

@@ -29,11 +29,21 @@ columns:
   reject_detail:
     description: The numbers behind the reason, e.g. "$5.00 < $10.00 minimum".
 --- */
-WITH cfg AS (
+WITH revenue_shares AS (
+    SELECT * FROM {{ ref('revenue_shares') }}
+),
+stg_campaigns AS (
+    SELECT * FROM {{ ref('stg_campaigns') }}
+),
+stg_videos AS (
+    SELECT * FROM {{ ref('stg_videos') }}
+),
+
+cfg AS (
     SELECT
         CAST(max(value) FILTER (WHERE key = 'dou_plus_min_cents') AS BIGINT) AS min_cents,
         CAST(max(value) FILTER (WHERE key = 'dou_plus_max_cents') AS BIGINT) AS max_cents
-    FROM {{ ref('revenue_shares') }}
+    FROM revenue_shares
 ),
 orders AS (
     SELECT
@@ -46,30 +56,35 @@ orders AS (
         cfg.min_cents,
         cfg.max_cents,
         v.video_id IS NOT NULL AS video_known
-    FROM {{ ref('stg_campaigns') }} AS c
+    FROM stg_campaigns AS c
     CROSS JOIN cfg
-    LEFT JOIN {{ ref('stg_videos') }} AS v ON v.video_id = c.promoted_video_id
+    LEFT JOIN stg_videos AS v ON v.video_id = c.promoted_video_id
     WHERE c.ad_format = 'dou_plus'
+),
+
+final AS (
+    SELECT
+        campaign_id,
+        advertiser_id,
+        video_id,
+        creator_id,
+        day,
+        amount_cents,
+        CASE
+            WHEN amount_cents IS NULL THEN 'missing_amount'
+            WHEN amount_cents < min_cents THEN 'below_minimum'
+            WHEN amount_cents > max_cents THEN 'above_maximum'
+            WHEN NOT video_known THEN 'unknown_video'
+        END AS reject_reason,
+        CASE
+            WHEN amount_cents IS NULL THEN 'no flat_fee_cents on the order'
+            WHEN amount_cents < min_cents
+                THEN printf('$%.2f < $%.2f minimum', amount_cents / 100, min_cents / 100)
+            WHEN amount_cents > max_cents
+                THEN printf('$%.2f > $%.2f maximum', amount_cents / 100, max_cents / 100)
+            WHEN NOT video_known THEN printf('promoted video %s not in stg_videos', coalesce(CAST(video_id AS VARCHAR), 'NULL'))
+        END AS reject_detail
+    FROM orders
 )
-SELECT
-    campaign_id,
-    advertiser_id,
-    video_id,
-    creator_id,
-    day,
-    amount_cents,
-    CASE
-        WHEN amount_cents IS NULL THEN 'missing_amount'
-        WHEN amount_cents < min_cents THEN 'below_minimum'
-        WHEN amount_cents > max_cents THEN 'above_maximum'
-        WHEN NOT video_known THEN 'unknown_video'
-    END AS reject_reason,
-    CASE
-        WHEN amount_cents IS NULL THEN 'no flat_fee_cents on the order'
-        WHEN amount_cents < min_cents
-            THEN printf('$%.2f < $%.2f minimum', amount_cents / 100, min_cents / 100)
-        WHEN amount_cents > max_cents
-            THEN printf('$%.2f > $%.2f maximum', amount_cents / 100, max_cents / 100)
-        WHEN NOT video_known THEN printf('promoted video %s not in stg_videos', coalesce(CAST(video_id AS VARCHAR), 'NULL'))
-    END AS reject_detail
-FROM orders
+
+SELECT * FROM final

@@ -34,12 +34,22 @@ columns:
     description: NULL when the gift can be split; otherwise unknown_creator, unknown_creator_type, guild_share_missing or guild_share_out_of_range.
     tests: [{accepted_values: {values: [unknown_creator, unknown_creator_type, guild_share_missing, guild_share_out_of_range]}}]
 --- */
-WITH cfg AS (
+WITH revenue_shares AS (
+    SELECT * FROM {{ ref('revenue_shares') }}
+),
+stg_live_gifts AS (
+    SELECT * FROM {{ ref('stg_live_gifts') }}
+),
+stg_creators AS (
+    SELECT * FROM {{ ref('stg_creators') }}
+),
+
+cfg AS (
     SELECT
         max(value) FILTER (WHERE key = 'gift_creator_share_individual') AS individual_share,
         max(value) FILTER (WHERE key = 'gift_guild_share_min')          AS guild_min,
         max(value) FILTER (WHERE key = 'gift_guild_share_max')          AS guild_max
-    FROM {{ ref('revenue_shares') }}
+    FROM revenue_shares
 ),
 priced AS (
     SELECT
@@ -62,18 +72,23 @@ priced AS (
             WHEN round(c.guild_share * 1e6) < round(cfg.guild_min * 1e6)
               OR round(c.guild_share * 1e6) > round(cfg.guild_max * 1e6) THEN 'guild_share_out_of_range'
         END AS reject_reason
-    FROM {{ ref('stg_live_gifts') }} AS g
+    FROM stg_live_gifts AS g
     CROSS JOIN cfg
-    LEFT JOIN {{ ref('stg_creators') }} AS c ON c.creator_id = g.creator_id
+    LEFT JOIN stg_creators AS c ON c.creator_id = g.creator_id
+),
+
+final AS (
+    SELECT
+        event_id,
+        creator_id,
+        day,
+        value_cents,
+        creator_type,
+        guild_id,
+        contract_share,
+        CASE WHEN reject_reason IS NULL THEN CAST(round(contract_share * 1e6) AS BIGINT) END AS creator_share_ppm,
+        reject_reason
+    FROM priced
 )
-SELECT
-    event_id,
-    creator_id,
-    day,
-    value_cents,
-    creator_type,
-    guild_id,
-    contract_share,
-    CASE WHEN reject_reason IS NULL THEN CAST(round(contract_share * 1e6) AS BIGINT) END AS creator_share_ppm,
-    reject_reason
-FROM priced
+
+SELECT * FROM final

@@ -31,9 +31,19 @@ columns:
     description: NULL when the order can be split; otherwise unknown_creator or unsupported_currency.
     tests: [{accepted_values: {values: [unknown_creator, unsupported_currency]}}]
 --- */
-WITH cfg AS (
+WITH revenue_shares AS (
+    SELECT * FROM {{ ref('revenue_shares') }}
+),
+stg_orders AS (
+    SELECT * FROM {{ ref('stg_orders') }}
+),
+stg_creators AS (
+    SELECT * FROM {{ ref('stg_creators') }}
+),
+
+cfg AS (
     SELECT max(value) FILTER (WHERE key = 'ecommerce_platform_commission') AS commission
-    FROM {{ ref('revenue_shares') }}
+    FROM revenue_shares
 ),
 checked AS (
     SELECT
@@ -48,17 +58,22 @@ checked AS (
             WHEN c.creator_id IS NULL THEN 'unknown_creator'
             WHEN o.currency IS DISTINCT FROM 'USD' THEN 'unsupported_currency'
         END AS reject_reason
-    FROM {{ ref('stg_orders') }} AS o
+    FROM stg_orders AS o
     CROSS JOIN cfg
-    LEFT JOIN {{ ref('stg_creators') }} AS c ON c.creator_id = o.creator_id
+    LEFT JOIN stg_creators AS c ON c.creator_id = o.creator_id
+),
+
+final AS (
+    SELECT
+        event_id,
+        order_id,
+        creator_id,
+        day,
+        source,
+        amount_cents,
+        CASE WHEN reject_reason IS NULL THEN CAST(round(commission * 1e6) AS BIGINT) END AS commission_ppm,
+        reject_reason
+    FROM checked
 )
-SELECT
-    event_id,
-    order_id,
-    creator_id,
-    day,
-    source,
-    amount_cents,
-    CASE WHEN reject_reason IS NULL THEN CAST(round(commission * 1e6) AS BIGINT) END AS commission_ppm,
-    reject_reason
-FROM checked
+
+SELECT * FROM final

@@ -54,19 +54,38 @@ columns:
     description: Value of the user's ad purchase conversions, in cents.
     tests: [not_null]
 --- */
-WITH video_category AS (
+WITH stg_videos AS (
+    SELECT * FROM {{ ref('stg_videos') }}
+),
+video_tags AS (
+    SELECT * FROM {{ ref('video_tags') }}
+),
+stg_views AS (
+    SELECT * FROM {{ ref('stg_views') }}
+),
+stg_interactions AS (
+    SELECT * FROM {{ ref('stg_interactions') }}
+),
+stg_ad_events AS (
+    SELECT * FROM {{ ref('stg_ad_events') }}
+),
+stg_users AS (
+    SELECT * FROM {{ ref('stg_users') }}
+),
+
+video_category AS (
     SELECT v.video_id, coalesce(v.category, t.category) AS category
-    FROM {{ ref('stg_videos') }} AS v
-    LEFT JOIN {{ ref('video_tags') }} AS t ON t.video_id = v.video_id
+    FROM stg_videos AS v
+    LEFT JOIN video_tags AS t ON t.video_id = v.video_id
 ),
 plays AS (
     SELECT user_id, count(*) AS views, coalesce(sum(watch_time_ms), 0) AS watch_time_ms
-    FROM {{ ref('stg_views') }}
+    FROM stg_views
     GROUP BY user_id
 ),
 by_category AS (
     SELECT s.user_id, vc.category, sum(s.watch_time_ms) AS watch_time_ms, count(*) AS views
-    FROM {{ ref('stg_views') }} AS s
+    FROM stg_views AS s
     JOIN video_category AS vc ON vc.video_id = s.video_id
     WHERE vc.category IS NOT NULL
     GROUP BY s.user_id, vc.category
@@ -82,7 +101,7 @@ engagement AS (
         count(*) FILTER (WHERE event_type = 'like')    AS likes,
         count(*) FILTER (WHERE event_type = 'comment') AS comments,
         count(*) FILTER (WHERE event_type = 'share')   AS shares
-    FROM {{ ref('stg_interactions') }}
+    FROM stg_interactions
     GROUP BY user_id
 ),
 ads AS (
@@ -93,26 +112,31 @@ ads AS (
         count(*) FILTER (WHERE event_type = 'conversion') AS conversions,
         coalesce(sum(value_cents) FILTER (WHERE event_type = 'conversion' AND conversion_type = 'purchase'), 0)
             AS purchase_value_cents
-    FROM {{ ref('stg_ad_events') }}
+    FROM stg_ad_events
     GROUP BY user_id
+),
+
+final AS (
+    SELECT
+        u.user_id,
+        coalesce(u.age_band, 'unknown') AS age_band,
+        coalesce(u.gender, 'unknown') AS gender,
+        coalesce(u.country, 'unknown') AS country,
+        coalesce(f.category, 'none') AS interest_category,
+        coalesce(p.views, 0) AS views,
+        CAST(coalesce(p.watch_time_ms, 0) AS BIGINT) AS watch_time_ms,
+        coalesce(e.likes, 0) AS likes,
+        coalesce(e.comments, 0) AS comments,
+        coalesce(e.shares, 0) AS shares,
+        coalesce(a.ad_impressions, 0) AS ad_impressions,
+        coalesce(a.ad_clicks, 0) AS ad_clicks,
+        coalesce(a.conversions, 0) AS conversions,
+        CAST(coalesce(a.purchase_value_cents, 0) AS BIGINT) AS purchase_value_cents
+    FROM stg_users AS u
+    LEFT JOIN plays AS p ON p.user_id = u.user_id
+    LEFT JOIN favourite AS f ON f.user_id = u.user_id
+    LEFT JOIN engagement AS e ON e.user_id = u.user_id
+    LEFT JOIN ads AS a ON a.user_id = u.user_id
 )
-SELECT
-    u.user_id,
-    coalesce(u.age_band, 'unknown') AS age_band,
-    coalesce(u.gender, 'unknown') AS gender,
-    coalesce(u.country, 'unknown') AS country,
-    coalesce(f.category, 'none') AS interest_category,
-    coalesce(p.views, 0) AS views,
-    CAST(coalesce(p.watch_time_ms, 0) AS BIGINT) AS watch_time_ms,
-    coalesce(e.likes, 0) AS likes,
-    coalesce(e.comments, 0) AS comments,
-    coalesce(e.shares, 0) AS shares,
-    coalesce(a.ad_impressions, 0) AS ad_impressions,
-    coalesce(a.ad_clicks, 0) AS ad_clicks,
-    coalesce(a.conversions, 0) AS conversions,
-    CAST(coalesce(a.purchase_value_cents, 0) AS BIGINT) AS purchase_value_cents
-FROM {{ ref('stg_users') }} AS u
-LEFT JOIN plays AS p ON p.user_id = u.user_id
-LEFT JOIN favourite AS f ON f.user_id = u.user_id
-LEFT JOIN engagement AS e ON e.user_id = u.user_id
-LEFT JOIN ads AS a ON a.user_id = u.user_id
+
+SELECT * FROM final

@@ -79,8 +79,21 @@ columns:
   avg_watch_time_ms:
     description: Ad play time / impressions, in milliseconds.
 --- */
-WITH delivery AS (
+WITH int_ad_delivery_daily AS (
     SELECT * FROM {{ ref('int_ad_delivery_daily') }}
+),
+int_ad_conversions AS (
+    SELECT * FROM {{ ref('int_ad_conversions') }}
+),
+int_ad_flat_fees_daily AS (
+    SELECT * FROM {{ ref('int_ad_flat_fees_daily') }}
+),
+stg_campaigns AS (
+    SELECT * FROM {{ ref('stg_campaigns') }}
+),
+
+delivery AS (
+    SELECT * FROM int_ad_delivery_daily
 ),
 conversions AS (
     SELECT
@@ -90,7 +103,7 @@ conversions AS (
         count(*) AS conversions,
         count(*) FILTER (WHERE conversion_type = 'purchase') AS purchases,
         coalesce(sum(value_cents) FILTER (WHERE conversion_type = 'purchase'), 0) AS purchase_value_cents
-    FROM {{ ref('int_ad_conversions') }}
+    FROM int_ad_conversions
     GROUP BY campaign_id, ad_group_id, day
 ),
 fee_rows AS (
@@ -104,7 +117,7 @@ fee_rows AS (
         sum(d.impressions) OVER (PARTITION BY f.campaign_id, f.day) AS day_impressions,
         row_number() OVER (PARTITION BY f.campaign_id, f.day
                            ORDER BY d.impressions DESC NULLS LAST, d.ad_group_id NULLS LAST) AS rank_in_day
-    FROM {{ ref('int_ad_flat_fees_daily') }} AS f
+    FROM int_ad_flat_fees_daily AS f
     LEFT JOIN delivery AS d
         ON d.campaign_id = f.campaign_id AND d.day = f.day AND d.impressions > 0
 ),
@@ -158,33 +171,38 @@ joined AS (
         ON v.campaign_id = k.campaign_id AND v.day = k.day AND v.ad_group_id IS NOT DISTINCT FROM k.ad_group_id
     LEFT JOIN fees AS f
         ON f.campaign_id = k.campaign_id AND f.day = k.day AND f.ad_group_id IS NOT DISTINCT FROM k.ad_group_id
-    LEFT JOIN {{ ref('stg_campaigns') }} AS c ON c.campaign_id = k.campaign_id
+    LEFT JOIN stg_campaigns AS c ON c.campaign_id = k.campaign_id
+),
+
+final AS (
+    SELECT
+        campaign_id,
+        ad_group_id,
+        day,
+        advertiser_id,
+        ad_format,
+        objective,
+        impressions,
+        reach,
+        impressions / nullif(reach, 0) AS frequency,
+        clicks,
+        clicks / nullif(impressions, 0) AS ctr,
+        spend_micros,
+        CAST(spend_micros AS DECIMAL(18,0)) * 0.000001 AS spend_usd,
+        spend_micros / 1e6 / nullif(impressions, 0) * 1000 AS cpm_usd,
+        spend_micros / 1e6 / nullif(clicks, 0) AS cpc_usd,
+        conversions,
+        conversions / nullif(clicks, 0) AS cvr,
+        spend_micros / 1e6 / nullif(conversions, 0) AS cpa_usd,
+        purchases,
+        purchase_value_cents,
+        purchase_value_cents / 100 / nullif(spend_micros / 1e6, 0) AS roas,
+        views_2s,
+        views_6s,
+        views_2s / nullif(impressions, 0) AS view_rate_2s,
+        views_6s / nullif(impressions, 0) AS view_rate_6s,
+        watch_time_ms / nullif(impressions, 0) AS avg_watch_time_ms
+    FROM joined
 )
-SELECT
-    campaign_id,
-    ad_group_id,
-    day,
-    advertiser_id,
-    ad_format,
-    objective,
-    impressions,
-    reach,
-    impressions / nullif(reach, 0) AS frequency,
-    clicks,
-    clicks / nullif(impressions, 0) AS ctr,
-    spend_micros,
-    CAST(spend_micros AS DECIMAL(18,0)) * 0.000001 AS spend_usd,
-    spend_micros / 1e6 / nullif(impressions, 0) * 1000 AS cpm_usd,
-    spend_micros / 1e6 / nullif(clicks, 0) AS cpc_usd,
-    conversions,
-    conversions / nullif(clicks, 0) AS cvr,
-    spend_micros / 1e6 / nullif(conversions, 0) AS cpa_usd,
-    purchases,
-    purchase_value_cents,
-    purchase_value_cents / 100 / nullif(spend_micros / 1e6, 0) AS roas,
-    views_2s,
-    views_6s,
-    views_2s / nullif(impressions, 0) AS view_rate_2s,
-    views_6s / nullif(impressions, 0) AS view_rate_6s,
-    watch_time_ms / nullif(impressions, 0) AS avg_watch_time_ms
-FROM joined
+
+SELECT * FROM final

@@ -40,7 +40,26 @@ columns:
     description: The suggestion in words, with the numbers.
     tests: [not_null]
 --- */
-WITH cfg AS (
+WITH ad_settings AS (
+    SELECT * FROM {{ ref('ad_settings') }}
+),
+ad_targets AS (
+    SELECT * FROM {{ ref('ad_targets') }}
+),
+ad_performance_daily AS (
+    SELECT * FROM {{ ref('ad_performance_daily') }}
+),
+stg_ad_events AS (
+    SELECT * FROM {{ ref('stg_ad_events') }}
+),
+stg_campaigns AS (
+    SELECT * FROM {{ ref('stg_campaigns') }}
+),
+stg_users AS (
+    SELECT * FROM {{ ref('stg_users') }}
+),
+
+cfg AS (
     SELECT
         max(value) FILTER (WHERE key = 'default_target_cpa_usd')   AS default_target_cpa,
         max(value) FILTER (WHERE key = 'min_impressions')          AS min_impressions,
@@ -50,14 +69,14 @@ WITH cfg AS (
         max(value) FILTER (WHERE key = 'pacing_under_ratio')       AS pacing_under,
         max(value) FILTER (WHERE key = 'segment_outperform_ratio') AS segment_ratio,
         max(value) FILTER (WHERE key = 'segment_min_impressions')  AS segment_min_impressions
-    FROM {{ ref('ad_settings') }}
+    FROM ad_settings
 ),
 targets AS (
     SELECT
         CAST(campaign_id AS BIGINT) AS campaign_id,
         CAST(target_cpa_usd AS DOUBLE) AS target_cpa_usd,
         CAST(target_roas AS DOUBLE) AS target_roas
-    FROM {{ ref('ad_targets') }}
+    FROM ad_targets
 ),
 campaign AS (
     SELECT
@@ -69,11 +88,11 @@ campaign AS (
         sum(p.purchase_value_cents) / 100 AS purchase_value_usd,
         min(p.day) AS first_day,
         max(p.day) AS last_day
-    FROM {{ ref('ad_performance_daily') }} AS p
+    FROM ad_performance_daily AS p
     GROUP BY p.campaign_id
 ),
 data_window AS (
-    SELECT min(day) AS first_day, max(day) AS last_day FROM {{ ref('stg_ad_events') }}
+    SELECT min(day) AS first_day, max(day) AS last_day FROM stg_ad_events
 ),
 cpa AS (
     SELECT
@@ -112,7 +131,7 @@ placement AS (
         placement,
         count(*) FILTER (WHERE event_type = 'impression') AS impressions,
         count(*) FILTER (WHERE event_type = 'click') AS clicks
-    FROM {{ ref('stg_ad_events') }}
+    FROM stg_ad_events
     WHERE event_type IN ('impression', 'click') AND placement IS NOT NULL
     GROUP BY campaign_id, placement
 ),
@@ -143,7 +162,7 @@ pacing_base AS (
         c.budget_cents / 100 AS budget_usd,
         CAST(epoch_ms(c.start_ms) AS DATE) AS flight_start,
         CAST(epoch_ms(greatest(c.end_ms - 1, c.start_ms)) AS DATE) AS flight_end
-    FROM {{ ref('stg_campaigns') }} AS c
+    FROM stg_campaigns AS c
     WHERE c.ad_format = 'feed' AND c.budget_cents > 0
 ),
 pacing AS (
@@ -181,8 +200,8 @@ segment AS (
         coalesce(u.age_band, 'unknown') || '/' || coalesce(u.gender, 'unknown') AS segment,
         count(*) FILTER (WHERE e.event_type = 'impression') AS impressions,
         count(*) FILTER (WHERE e.event_type = 'click') AS clicks
-    FROM {{ ref('stg_ad_events') }} AS e
-    LEFT JOIN {{ ref('stg_users') }} AS u ON u.user_id = e.user_id
+    FROM stg_ad_events AS e
+    LEFT JOIN stg_users AS u ON u.user_id = e.user_id
     WHERE e.event_type IN ('impression', 'click')
     GROUP BY ALL
 ),
@@ -214,40 +233,45 @@ all_suggestions AS (
     UNION ALL SELECT * FROM low_ctr
     UNION ALL SELECT * FROM paced
     UNION ALL SELECT * FROM segments
+),
+
+final AS (
+    SELECT
+        campaign_id,
+        suggestion_type,
+        subject,
+        metric,
+        metric_value,
+        benchmark_value,
+        CAST(impressions AS BIGINT) AS impressions,
+        CAST(clicks AS BIGINT) AS clicks,
+        CAST(conversions AS BIGINT) AS conversions,
+        CAST(spend_usd AS DOUBLE) AS spend_usd,
+        CASE suggestion_type
+            WHEN 'cpa_above_target' THEN
+                CASE WHEN conversions = 0
+                     THEN printf('Spent $%.2f with no conversion (target CPA $%.2f): review targeting and creatives or pause.',
+                                 spend_usd, benchmark_value)
+                     ELSE printf('CPA $%.2f is above the $%.2f target (%d conversions for $%.2f): tighten targeting or lower bids.',
+                                 metric_value, benchmark_value, conversions, spend_usd)
+                END
+            WHEN 'roas_below_target' THEN
+                printf('ROAS %.2f is below the %.2f target on $%.2f spend: shift budget to better ad groups or segments.',
+                       metric_value, benchmark_value, spend_usd)
+            WHEN 'ctr_below_placement_median' THEN
+                printf('CTR on %s is %.2f%% against a %.2f%% median for the placement (%d impressions): refresh the creative or move budget.',
+                       replace(subject, 'placement=', ''), 100 * metric_value, 100 * benchmark_value, impressions)
+            WHEN 'budget_overpacing' THEN
+                printf('Spending %.1f%% of the straight-line budget pace ($%.2f so far): the budget will run out before the flight ends; cap daily spend.',
+                       100 * metric_value, spend_usd)
+            WHEN 'budget_underpacing' THEN
+                printf('Spending only %.1f%% of the straight-line budget pace ($%.2f so far): raise bids or widen targeting to deliver the budget.',
+                       100 * metric_value, spend_usd)
+            WHEN 'segment_outperforms' THEN
+                printf('Segment %s clicks at %.2f%% against %.2f%% for the whole campaign (%d impressions): raise bids or budget for it.',
+                       replace(subject, 'segment=', ''), 100 * metric_value, 100 * benchmark_value, impressions)
+        END AS suggestion
+    FROM all_suggestions
 )
-SELECT
-    campaign_id,
-    suggestion_type,
-    subject,
-    metric,
-    metric_value,
-    benchmark_value,
-    CAST(impressions AS BIGINT) AS impressions,
-    CAST(clicks AS BIGINT) AS clicks,
-    CAST(conversions AS BIGINT) AS conversions,
-    CAST(spend_usd AS DOUBLE) AS spend_usd,
-    CASE suggestion_type
-        WHEN 'cpa_above_target' THEN
-            CASE WHEN conversions = 0
-                 THEN printf('Spent $%.2f with no conversion (target CPA $%.2f): review targeting and creatives or pause.',
-                             spend_usd, benchmark_value)
-                 ELSE printf('CPA $%.2f is above the $%.2f target (%d conversions for $%.2f): tighten targeting or lower bids.',
-                             metric_value, benchmark_value, conversions, spend_usd)
-            END
-        WHEN 'roas_below_target' THEN
-            printf('ROAS %.2f is below the %.2f target on $%.2f spend: shift budget to better ad groups or segments.',
-                   metric_value, benchmark_value, spend_usd)
-        WHEN 'ctr_below_placement_median' THEN
-            printf('CTR on %s is %.2f%% against a %.2f%% median for the placement (%d impressions): refresh the creative or move budget.',
-                   replace(subject, 'placement=', ''), 100 * metric_value, 100 * benchmark_value, impressions)
-        WHEN 'budget_overpacing' THEN
-            printf('Spending %.1f%% of the straight-line budget pace ($%.2f so far): the budget will run out before the flight ends; cap daily spend.',
-                   100 * metric_value, spend_usd)
-        WHEN 'budget_underpacing' THEN
-            printf('Spending only %.1f%% of the straight-line budget pace ($%.2f so far): raise bids or widen targeting to deliver the budget.',
-                   100 * metric_value, spend_usd)
-        WHEN 'segment_outperforms' THEN
-            printf('Segment %s clicks at %.2f%% against %.2f%% for the whole campaign (%d impressions): raise bids or budget for it.',
-                   replace(subject, 'segment=', ''), 100 * metric_value, 100 * benchmark_value, impressions)
-    END AS suggestion
-FROM all_suggestions
+
+SELECT * FROM final

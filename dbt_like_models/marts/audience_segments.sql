@@ -59,25 +59,33 @@ columns:
     description: Value of the segment's purchase conversions, in cents.
     tests: [not_null]
 --- */
-SELECT
-    age_band,
-    gender,
-    country,
-    interest_category,
-    count(*) AS users,
-    count(*) FILTER (WHERE views > 0) AS active_users,
-    CAST(sum(views) AS BIGINT) AS views,
-    CAST(sum(watch_time_ms) AS BIGINT) AS watch_time_ms,
-    sum(watch_time_ms) / nullif(sum(views), 0) AS avg_watch_time_ms,
-    sum(likes + comments + shares) / nullif(sum(views), 0) AS engagement_rate,
-    CAST(sum(ad_impressions) AS BIGINT) AS ad_impressions,
-    count(*) FILTER (WHERE ad_impressions > 0) AS ad_reach,
-    CAST(sum(ad_clicks) AS BIGINT) AS ad_clicks,
-    sum(ad_clicks) / nullif(sum(ad_impressions), 0) AS ctr,
-    CAST(sum(conversions) AS BIGINT) AS conversions,
-    count(*) FILTER (WHERE conversions > 0) AS converting_users,
-    sum(conversions) / nullif(sum(ad_clicks), 0) AS cvr,
-    count(*) FILTER (WHERE conversions > 0) / nullif(count(*) FILTER (WHERE ad_impressions > 0), 0) AS conversion_rate,
-    CAST(sum(purchase_value_cents) AS BIGINT) AS purchase_value_cents
-FROM {{ ref('int_user_segments') }}
-GROUP BY age_band, gender, country, interest_category
+WITH int_user_segments AS (
+    SELECT * FROM {{ ref('int_user_segments') }}
+),
+
+final AS (
+    SELECT
+        age_band,
+        gender,
+        country,
+        interest_category,
+        count(*) AS users,
+        count(*) FILTER (WHERE views > 0) AS active_users,
+        CAST(sum(views) AS BIGINT) AS views,
+        CAST(sum(watch_time_ms) AS BIGINT) AS watch_time_ms,
+        sum(watch_time_ms) / nullif(sum(views), 0) AS avg_watch_time_ms,
+        sum(likes + comments + shares) / nullif(sum(views), 0) AS engagement_rate,
+        CAST(sum(ad_impressions) AS BIGINT) AS ad_impressions,
+        count(*) FILTER (WHERE ad_impressions > 0) AS ad_reach,
+        CAST(sum(ad_clicks) AS BIGINT) AS ad_clicks,
+        sum(ad_clicks) / nullif(sum(ad_impressions), 0) AS ctr,
+        CAST(sum(conversions) AS BIGINT) AS conversions,
+        count(*) FILTER (WHERE conversions > 0) AS converting_users,
+        sum(conversions) / nullif(sum(ad_clicks), 0) AS cvr,
+        count(*) FILTER (WHERE conversions > 0) / nullif(count(*) FILTER (WHERE ad_impressions > 0), 0) AS conversion_rate,
+        CAST(sum(purchase_value_cents) AS BIGINT) AS purchase_value_cents
+    FROM int_user_segments
+    GROUP BY age_band, gender, country, interest_category
+)
+
+SELECT * FROM final

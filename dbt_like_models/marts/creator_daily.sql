@@ -85,7 +85,20 @@ columns:
     description: gift_platform_cents + ecommerce_platform_cents + dou_plus_spend_cents.
     tests: [not_null]
 --- */
-WITH revenue AS (
+WITH creator_revenue_daily AS (
+    SELECT * FROM {{ ref('creator_revenue_daily') }}
+),
+int_creator_views_daily AS (
+    SELECT * FROM {{ ref('int_creator_views_daily') }}
+),
+int_creator_interactions_daily AS (
+    SELECT * FROM {{ ref('int_creator_interactions_daily') }}
+),
+stg_creators AS (
+    SELECT * FROM {{ ref('stg_creators') }}
+),
+
+revenue AS (
     SELECT
         creator_id,
         day,
@@ -96,13 +109,13 @@ WITH revenue AS (
         sum(creator_share_cents)  FILTER (WHERE revenue_stream = 'ecommerce')  AS ecommerce_creator_cents,
         sum(platform_share_cents) FILTER (WHERE revenue_stream = 'ecommerce')  AS ecommerce_platform_cents,
         sum(gross_cents)          FILTER (WHERE revenue_stream = 'dou_plus')   AS dou_plus_spend_cents
-    FROM {{ ref('creator_revenue_daily') }}
+    FROM creator_revenue_daily
     GROUP BY creator_id, day
 ),
 keys AS (
-    SELECT creator_id, day FROM {{ ref('int_creator_views_daily') }}
+    SELECT creator_id, day FROM int_creator_views_daily
     UNION
-    SELECT creator_id, day FROM {{ ref('int_creator_interactions_daily') }}
+    SELECT creator_id, day FROM int_creator_interactions_daily
     UNION
     SELECT creator_id, day FROM revenue
 ),
@@ -129,39 +142,44 @@ joined AS (
         CAST(coalesce(r.ecommerce_platform_cents, 0) AS BIGINT) AS ecommerce_platform_cents,
         CAST(coalesce(r.dou_plus_spend_cents, 0) AS BIGINT) AS dou_plus_spend_cents
     FROM keys AS k
-    LEFT JOIN {{ ref('int_creator_views_daily') }} AS v USING (creator_id, day)
-    LEFT JOIN {{ ref('int_creator_interactions_daily') }} AS i USING (creator_id, day)
+    LEFT JOIN int_creator_views_daily AS v USING (creator_id, day)
+    LEFT JOIN int_creator_interactions_daily AS i USING (creator_id, day)
     LEFT JOIN revenue AS r USING (creator_id, day)
-    LEFT JOIN {{ ref('stg_creators') }} AS c ON c.creator_id = k.creator_id
+    LEFT JOIN stg_creators AS c ON c.creator_id = k.creator_id
+),
+
+final AS (
+    SELECT
+        creator_id,
+        day,
+        creator_type,
+        views,
+        watch_time_ms,
+        watch_time_ms / nullif(views, 0) AS avg_watch_time_ms,
+        full_watches / nullif(views, 0) AS full_watch_rate,
+        reach,
+        follower_growth,
+        likes,
+        comments,
+        shares,
+        (likes + comments + shares) / nullif(views, 0) AS engagement_rate,
+        views_foryou / nullif(views, 0) AS share_foryou,
+        views_following / nullif(views, 0) AS share_following,
+        views_search / nullif(views, 0) AS share_search,
+        views_profile / nullif(views, 0) AS share_profile,
+        views_share_link / nullif(views, 0) AS share_share_link,
+        views_ad / nullif(views, 0) AS share_ad,
+        views_live / nullif(views, 0) AS share_live,
+        gift_gross_cents,
+        gift_creator_cents,
+        gift_platform_cents,
+        ecommerce_gross_cents,
+        ecommerce_creator_cents,
+        ecommerce_platform_cents,
+        dou_plus_spend_cents,
+        gift_creator_cents + ecommerce_creator_cents AS creator_earnings_cents,
+        gift_platform_cents + ecommerce_platform_cents + dou_plus_spend_cents AS platform_revenue_cents
+    FROM joined
 )
-SELECT
-    creator_id,
-    day,
-    creator_type,
-    views,
-    watch_time_ms,
-    watch_time_ms / nullif(views, 0) AS avg_watch_time_ms,
-    full_watches / nullif(views, 0) AS full_watch_rate,
-    reach,
-    follower_growth,
-    likes,
-    comments,
-    shares,
-    (likes + comments + shares) / nullif(views, 0) AS engagement_rate,
-    views_foryou / nullif(views, 0) AS share_foryou,
-    views_following / nullif(views, 0) AS share_following,
-    views_search / nullif(views, 0) AS share_search,
-    views_profile / nullif(views, 0) AS share_profile,
-    views_share_link / nullif(views, 0) AS share_share_link,
-    views_ad / nullif(views, 0) AS share_ad,
-    views_live / nullif(views, 0) AS share_live,
-    gift_gross_cents,
-    gift_creator_cents,
-    gift_platform_cents,
-    ecommerce_gross_cents,
-    ecommerce_creator_cents,
-    ecommerce_platform_cents,
-    dou_plus_spend_cents,
-    gift_creator_cents + ecommerce_creator_cents AS creator_earnings_cents,
-    gift_platform_cents + ecommerce_platform_cents + dou_plus_spend_cents AS platform_revenue_cents
-FROM joined
+
+SELECT * FROM final

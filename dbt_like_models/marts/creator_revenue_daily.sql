@@ -50,26 +50,42 @@ columns:
     description: ok when creator_share_cents + platform_share_cents = gross_cents and neither is negative; mismatch otherwise (must never happen).
     tests: [not_null, {accepted_values: {values: [ok]}}]
 --- */
-WITH gross AS (
+WITH int_live_gift_shares AS (
+    SELECT * FROM {{ ref('int_live_gift_shares') }}
+),
+int_order_commissions AS (
+    SELECT * FROM {{ ref('int_order_commissions') }}
+),
+int_dou_plus_orders AS (
+    SELECT * FROM {{ ref('int_dou_plus_orders') }}
+),
+stg_views AS (
+    SELECT * FROM {{ ref('stg_views') }}
+),
+stg_ad_events AS (
+    SELECT * FROM {{ ref('stg_ad_events') }}
+),
+
+gross AS (
     SELECT creator_id, day, 'live_gifts' AS revenue_stream, creator_share_ppm,
            count(*) AS events, sum(value_cents) AS gross_cents
-    FROM {{ ref('int_live_gift_shares') }}
+    FROM int_live_gift_shares
     WHERE reject_reason IS NULL
     GROUP BY creator_id, day, creator_share_ppm
     UNION ALL
     SELECT creator_id, day, 'ecommerce', 1000000 - commission_ppm,
            count(*), sum(amount_cents)
-    FROM {{ ref('int_order_commissions') }}
+    FROM int_order_commissions
     WHERE reject_reason IS NULL
     GROUP BY creator_id, day, commission_ppm
     UNION ALL
     SELECT creator_id, day, 'dou_plus', 0,
            count(*), sum(amount_cents)
-    FROM {{ ref('int_dou_plus_orders') }}
+    FROM int_dou_plus_orders
     WHERE reject_reason IS NULL
       -- the catalog lists promotions that start after the data ends: not paid yet, not booked
-      AND day <= (SELECT greatest(max(day), (SELECT max(day) FROM {{ ref('stg_views') }}))
-                  FROM {{ ref('stg_ad_events') }})
+      AND day <= (SELECT greatest(max(day), (SELECT max(day) FROM stg_views))
+                  FROM stg_ad_events)
     GROUP BY creator_id, day
 ),
 split AS (
@@ -83,22 +99,27 @@ split AS (
         -- integer floor division: exact for any amount, no float in the money path
         CAST((CAST(gross_cents AS HUGEINT) * creator_share_ppm) // 1000000 AS BIGINT) AS creator_share_cents
     FROM gross
+),
+
+final AS (
+    SELECT
+        creator_id,
+        day,
+        revenue_stream,
+        events,
+        gross_cents,
+        CAST(creator_share_ppm AS DECIMAL(18,0)) * 0.000001 AS creator_share_rate,
+        creator_share_cents,
+        gross_cents - creator_share_cents AS platform_share_cents,
+        CAST(gross_cents AS DECIMAL(18,0)) * 0.01 AS gross_usd,
+        CAST(creator_share_cents AS DECIMAL(18,0)) * 0.01 AS creator_share_usd,
+        CAST(gross_cents - creator_share_cents AS DECIMAL(18,0)) * 0.01 AS platform_share_usd,
+        CASE
+            WHEN creator_share_cents + (gross_cents - creator_share_cents) = gross_cents
+             AND creator_share_cents >= 0 AND creator_share_cents <= gross_cents THEN 'ok'
+            ELSE 'mismatch'
+        END AS split_check
+    FROM split
 )
-SELECT
-    creator_id,
-    day,
-    revenue_stream,
-    events,
-    gross_cents,
-    CAST(creator_share_ppm AS DECIMAL(18,0)) * 0.000001 AS creator_share_rate,
-    creator_share_cents,
-    gross_cents - creator_share_cents AS platform_share_cents,
-    CAST(gross_cents AS DECIMAL(18,0)) * 0.01 AS gross_usd,
-    CAST(creator_share_cents AS DECIMAL(18,0)) * 0.01 AS creator_share_usd,
-    CAST(gross_cents - creator_share_cents AS DECIMAL(18,0)) * 0.01 AS platform_share_usd,
-    CASE
-        WHEN creator_share_cents + (gross_cents - creator_share_cents) = gross_cents
-         AND creator_share_cents >= 0 AND creator_share_cents <= gross_cents THEN 'ok'
-        ELSE 'mismatch'
-    END AS split_check
-FROM split
+
+SELECT * FROM final

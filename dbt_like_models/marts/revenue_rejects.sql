@@ -27,40 +27,54 @@ columns:
   detail:
     description: The numbers behind the reason.
 --- */
-SELECT
-    'live_gifts' AS source,
-    event_id AS record_id,
-    creator_id,
-    day,
-    value_cents AS amount_cents,
-    reject_reason AS reason,
-    CASE reject_reason
-        WHEN 'guild_share_out_of_range' THEN printf('guild_share %s outside the configured range', CAST(contract_share AS VARCHAR))
-        WHEN 'guild_share_missing' THEN printf('guild %s has no contract share', coalesce(CAST(guild_id AS VARCHAR), 'NULL'))
-        WHEN 'unknown_creator' THEN printf('creator %s not in stg_creators', CAST(creator_id AS VARCHAR))
-        ELSE printf('creator_type %s', coalesce(creator_type, 'NULL'))
-    END AS detail
-FROM {{ ref('int_live_gift_shares') }}
-WHERE reject_reason IS NOT NULL
-UNION ALL
-SELECT
-    'orders',
-    event_id,
-    creator_id,
-    day,
-    amount_cents,
-    reject_reason,
-    printf('order %s', order_id)
-FROM {{ ref('int_order_commissions') }}
-WHERE reject_reason IS NOT NULL
-UNION ALL
-SELECT
-    'dou_plus',
-    CAST(campaign_id AS VARCHAR),
-    creator_id,
-    day,
-    amount_cents,
-    reject_reason,
-    reject_detail
-FROM {{ ref('int_dou_plus_orders') }}
-WHERE reject_reason IS NOT NULL
+WITH int_live_gift_shares AS (
+    SELECT * FROM {{ ref('int_live_gift_shares') }}
+),
+int_order_commissions AS (
+    SELECT * FROM {{ ref('int_order_commissions') }}
+),
+int_dou_plus_orders AS (
+    SELECT * FROM {{ ref('int_dou_plus_orders') }}
+),
+
+final AS (
+    SELECT
+        'live_gifts' AS source,
+        event_id AS record_id,
+        creator_id,
+        day,
+        value_cents AS amount_cents,
+        reject_reason AS reason,
+        CASE reject_reason
+            WHEN 'guild_share_out_of_range' THEN printf('guild_share %s outside the configured range', CAST(contract_share AS VARCHAR))
+            WHEN 'guild_share_missing' THEN printf('guild %s has no contract share', coalesce(CAST(guild_id AS VARCHAR), 'NULL'))
+            WHEN 'unknown_creator' THEN printf('creator %s not in stg_creators', CAST(creator_id AS VARCHAR))
+            ELSE printf('creator_type %s', coalesce(creator_type, 'NULL'))
+        END AS detail
+    FROM int_live_gift_shares
+    WHERE reject_reason IS NOT NULL
+    UNION ALL
+    SELECT
+        'orders',
+        event_id,
+        creator_id,
+        day,
+        amount_cents,
+        reject_reason,
+        printf('order %s', order_id)
+    FROM int_order_commissions
+    WHERE reject_reason IS NOT NULL
+    UNION ALL
+    SELECT
+        'dou_plus',
+        CAST(campaign_id AS VARCHAR),
+        creator_id,
+        day,
+        amount_cents,
+        reject_reason,
+        reject_detail
+    FROM int_dou_plus_orders
+    WHERE reject_reason IS NOT NULL
+)
+
+SELECT * FROM final

@@ -46,20 +46,28 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-SELECT
-    event_id,
-    ts_ms,
-    user_id,
-    event_type,
-    advertiser_id,
-    campaign_id,
-    ad_group_id,
-    creative_id,
-    placement,
-    cost_micros,
-    watch_time_ms,
-    conversion_type,
-    value_cents,
-    CAST(event_date AS DATE) AS day,
-    epoch_ms(ts_ms) AS ts
-FROM {{ source('raw', 'ad_events') }}
+WITH raw_ad_events AS (
+    SELECT * FROM {{ source('raw', 'ad_events') }}
+),
+
+final AS (
+    SELECT
+        event_id,
+        ts_ms,
+        user_id,
+        event_type,
+        advertiser_id,
+        campaign_id,
+        ad_group_id,
+        creative_id,
+        placement,
+        cost_micros,
+        watch_time_ms,
+        conversion_type,
+        value_cents,
+        CAST(event_date AS DATE) AS day,
+        epoch_ms(ts_ms) AS ts
+    FROM raw_ad_events
+)
+
+SELECT * FROM final

@@ -39,19 +39,27 @@ columns:
   end_at:
     description: end_ms as a TIMESTAMP (UTC).
 --- */
-SELECT
-    campaign_id,
-    advertiser_id,
-    ad_format,
-    objective,
-    cpm_micros,
-    flat_fee_cents,
-    budget_cents,
-    target_age_band,
-    target_category,
-    promoted_video_id,
-    start_ms,
-    end_ms,
-    epoch_ms(start_ms) AS start_at,
-    epoch_ms(end_ms) AS end_at
-FROM {{ source('dims', 'campaigns') }}
+WITH dims_campaigns AS (
+    SELECT * FROM {{ source('dims', 'campaigns') }}
+),
+
+final AS (
+    SELECT
+        campaign_id,
+        advertiser_id,
+        ad_format,
+        objective,
+        cpm_micros,
+        flat_fee_cents,
+        budget_cents,
+        target_age_band,
+        target_category,
+        promoted_video_id,
+        start_ms,
+        end_ms,
+        epoch_ms(start_ms) AS start_at,
+        epoch_ms(end_ms) AS end_at
+    FROM dims_campaigns
+)
+
+SELECT * FROM final

@@ -26,14 +26,22 @@ columns:
   joined_at:
     description: joined_at_ms as a TIMESTAMP (UTC).
 --- */
-SELECT
-    creator_id,
-    user_id,
-    creator_type,
-    guild_id,
-    guild_share,
-    is_live_streamer,
-    country,
-    joined_at_ms,
-    epoch_ms(joined_at_ms) AS joined_at
-FROM {{ source('dims', 'creators') }}
+WITH dims_creators AS (
+    SELECT * FROM {{ source('dims', 'creators') }}
+),
+
+final AS (
+    SELECT
+        creator_id,
+        user_id,
+        creator_type,
+        guild_id,
+        guild_share,
+        is_live_streamer,
+        country,
+        joined_at_ms,
+        epoch_ms(joined_at_ms) AS joined_at
+    FROM dims_creators
+)
+
+SELECT * FROM final

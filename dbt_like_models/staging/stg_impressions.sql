@@ -46,20 +46,28 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-SELECT
-    event_id,
-    ts_ms,
-    user_id,
-    request_id,
-    session_id,
-    video_id,
-    creator_id,
-    position,
-    surface,
-    candidate_source,
-    model_version,
-    score,
-    served_features,
-    CAST(event_date AS DATE) AS day,
-    epoch_ms(ts_ms) AS ts
-FROM {{ source('raw', 'impressions') }}
+WITH raw_impressions AS (
+    SELECT * FROM {{ source('raw', 'impressions') }}
+),
+
+final AS (
+    SELECT
+        event_id,
+        ts_ms,
+        user_id,
+        request_id,
+        session_id,
+        video_id,
+        creator_id,
+        position,
+        surface,
+        candidate_source,
+        model_version,
+        score,
+        served_features,
+        CAST(event_date AS DATE) AS day,
+        epoch_ms(ts_ms) AS ts
+    FROM raw_impressions
+)
+
+SELECT * FROM final

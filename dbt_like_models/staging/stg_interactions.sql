@@ -36,16 +36,24 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-SELECT
-    event_id,
-    ts_ms,
-    user_id,
-    event_type,
-    video_id,
-    creator_id,
-    comment_text,
-    share_channel,
-    request_id,
-    CAST(event_date AS DATE) AS day,
-    epoch_ms(ts_ms) AS ts
-FROM {{ source('raw', 'interactions') }}
+WITH raw_interactions AS (
+    SELECT * FROM {{ source('raw', 'interactions') }}
+),
+
+final AS (
+    SELECT
+        event_id,
+        ts_ms,
+        user_id,
+        event_type,
+        video_id,
+        creator_id,
+        comment_text,
+        share_channel,
+        request_id,
+        CAST(event_date AS DATE) AS day,
+        epoch_ms(ts_ms) AS ts
+    FROM raw_interactions
+)
+
+SELECT * FROM final

@@ -33,15 +33,23 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-SELECT
-    event_id,
-    ts_ms,
-    user_id,
-    stream_id,
-    creator_id,
-    gift_type,
-    gift_count,
-    value_cents,
-    CAST(event_date AS DATE) AS day,
-    epoch_ms(ts_ms) AS ts
-FROM {{ source('raw', 'live_gifts') }}
+WITH raw_live_gifts AS (
+    SELECT * FROM {{ source('raw', 'live_gifts') }}
+),
+
+final AS (
+    SELECT
+        event_id,
+        ts_ms,
+        user_id,
+        stream_id,
+        creator_id,
+        gift_type,
+        gift_count,
+        value_cents,
+        CAST(event_date AS DATE) AS day,
+        epoch_ms(ts_ms) AS ts
+    FROM raw_live_gifts
+)
+
+SELECT * FROM final

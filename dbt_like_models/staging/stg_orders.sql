@@ -47,20 +47,28 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-SELECT
-    event_id,
-    ts_ms,
-    user_id,
-    order_id,
-    creator_id,
-    video_id,
-    stream_id,
-    campaign_id,
-    product_id,
-    quantity,
-    amount_cents,
-    currency,
-    source,
-    CAST(event_date AS DATE) AS day,
-    epoch_ms(ts_ms) AS ts
-FROM {{ source('raw', 'orders') }}
+WITH raw_orders AS (
+    SELECT * FROM {{ source('raw', 'orders') }}
+),
+
+final AS (
+    SELECT
+        event_id,
+        ts_ms,
+        user_id,
+        order_id,
+        creator_id,
+        video_id,
+        stream_id,
+        campaign_id,
+        product_id,
+        quantity,
+        amount_cents,
+        currency,
+        source,
+        CAST(event_date AS DATE) AS day,
+        epoch_ms(ts_ms) AS ts
+    FROM raw_orders
+)
+
+SELECT * FROM final

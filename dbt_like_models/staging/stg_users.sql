@@ -25,13 +25,21 @@ columns:
     description: How active the user is (low, medium, high).
     tests: [{accepted_values: {values: [low, medium, high], severity: warn}}]
 --- */
-SELECT
-    user_id,
-    age_band,
-    gender,
-    country,
-    language,
-    registered_at_ms,
-    epoch_ms(registered_at_ms) AS registered_at,
-    activity_level
-FROM {{ source('dims', 'users') }}
+WITH dims_users AS (
+    SELECT * FROM {{ source('dims', 'users') }}
+),
+
+final AS (
+    SELECT
+        user_id,
+        age_band,
+        gender,
+        country,
+        language,
+        registered_at_ms,
+        epoch_ms(registered_at_ms) AS registered_at,
+        activity_level
+    FROM dims_users
+)
+
+SELECT * FROM final

@@ -30,16 +30,24 @@ columns:
   source_video_id:
     description: The video's id in its source dataset (NULL for generated videos).
 --- */
-SELECT
-    video_id,
-    creator_id,
-    caption,
-    hashtags,
-    category,
-    duration_ms,
-    language,
-    published_at_ms,
-    epoch_ms(published_at_ms) AS published_at,
-    source,
-    source_video_id
-FROM {{ source('dims', 'videos') }}
+WITH dims_videos AS (
+    SELECT * FROM {{ source('dims', 'videos') }}
+),
+
+final AS (
+    SELECT
+        video_id,
+        creator_id,
+        caption,
+        hashtags,
+        category,
+        duration_ms,
+        language,
+        published_at_ms,
+        epoch_ms(published_at_ms) AS published_at,
+        source,
+        source_video_id
+    FROM dims_videos
+)
+
+SELECT * FROM final

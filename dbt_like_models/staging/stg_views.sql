@@ -39,17 +39,25 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-SELECT
-    event_id,
-    ts_ms,
-    user_id,
-    session_id,
-    request_id,
-    video_id,
-    creator_id,
-    watch_time_ms,
-    video_duration_ms,
-    traffic_source,
-    CAST(event_date AS DATE) AS day,
-    epoch_ms(ts_ms) AS ts
-FROM {{ source('raw', 'views') }}
+WITH raw_views AS (
+    SELECT * FROM {{ source('raw', 'views') }}
+),
+
+final AS (
+    SELECT
+        event_id,
+        ts_ms,
+        user_id,
+        session_id,
+        request_id,
+        video_id,
+        creator_id,
+        watch_time_ms,
+        video_duration_ms,
+        traffic_source,
+        CAST(event_date AS DATE) AS day,
+        epoch_ms(ts_ms) AS ts
+    FROM raw_views
+)
+
+SELECT * FROM final
