@@ -439,7 +439,8 @@ def _cmd_tagging(args: argparse.Namespace) -> int:
         return 2
     for line in report_lines(result):
         print(line)
-    print(json.dumps({k: result[k] for k in ("accuracy", "macro_f1", "majority_accuracy", "rules_accuracy", "test_videos")}))
+    keys = ("accuracy", "macro_f1", "majority_accuracy", "rules_accuracy", "baseline_accuracy", "test_videos")
+    print(json.dumps({k: result[k] for k in keys}))
     return 0
 
 

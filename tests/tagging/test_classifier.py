@@ -1,4 +1,5 @@
-"""The n-gram classifier: learns a small multilingual dataset, saves without pickle, calibrates."""
+"""The n-gram classifier (scikit-learn): learns a small multilingual dataset, saves without pickle,
+calibrates."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from tiktok_pipelines.tagging.classifier import (
     ModelSpec,
     TagClassifier,
     fit_temperature,
-    lbfgs,
 )
-from tiktok_pipelines.tagging.features import FeatureConfig, Vectorizer, doc_terms
+from tiktok_pipelines.tagging.features import FeatureConfig, doc_text, make_vectorizer
 from tiktok_pipelines.tagging.metrics import accuracy, held_out, macro_f1, majority
 
 # Each category: words in Chinese, English and Spanish, plus its own hashtags. Captions mix a
@@ -59,11 +59,11 @@ def test_learns_a_tiny_multilingual_dataset() -> None:
     assert vague[0] < conf.mean()
 
 
-@pytest.mark.parametrize("spec", [ModelSpec("nb"), ModelSpec("lr"), ModelSpec("nb", tfidf=False),
-                                  ModelSpec("lr", balanced=True)])
+@pytest.mark.parametrize("spec", [ModelSpec("svc"), ModelSpec("sgd"), ModelSpec("svc", c=0.3),
+                                  ModelSpec("svc", balanced=True)])
 def test_each_model_kind_learns(spec) -> None:
     caps, tags, labels = synthetic(30, seed=3)
-    model = TagClassifier.fit(caps, tags, labels, list(range(len(caps))), candidates=(spec,), ensemble=False)
+    model = TagClassifier.fit(caps, tags, labels, list(range(len(caps))), candidates=(spec,))
     assert model.name == spec.name
     t_caps, t_tags, t_labels = synthetic(10, seed=4, tag_rate=0.0)
     assert accuracy(t_labels, model.predict(t_caps, t_tags)[0]) >= 0.9
@@ -73,21 +73,58 @@ def test_round_trip_without_pickle_gives_identical_predictions(tmp_path) -> None
     caps, tags, labels = synthetic(30, seed=5)
     model = TagClassifier.fit(caps, tags, labels, list(range(len(caps))))
     d = model.save_atomic(tmp_path / "tagger")
-    assert sorted(p.name for p in d.iterdir()) == ["manifest.json", "vocabulary.json", "weights.npz"]
+    assert sorted(p.name for p in d.iterdir()) == ["coef.npy", "idf.npy", "intercept.npy", "manifest.json",
+                                                  "vocabulary.json"]
     manifest = json.loads((d / "manifest.json").read_text())
     assert manifest["classes"] == sorted(VOCAB) and manifest["model"] == model.name
-    with np.load(d / "weights.npz", allow_pickle=False) as z:  # plain arrays only
-        assert all(z[k].dtype != object for k in z.files)
+    for name in ("coef", "idf", "intercept"):  # plain arrays only
+        assert np.load(d / f"{name}.npy", allow_pickle=False).dtype != object
     loaded = TagClassifier.load(d)
     t_caps, t_tags, _ = synthetic(10, seed=6)
     t_caps.append("never seen: 完全没见过的字 ✨")
     t_tags.append([])
     np.testing.assert_array_equal(loaded.predict_proba(t_caps, t_tags), model.predict_proba(t_caps, t_tags))
     assert loaded.predict(t_caps, t_tags)[0] == model.predict(t_caps, t_tags)[0]
-    # saving again over the old directory swaps it whole
+    # saving again over the old directory swaps it whole (publish.publish_dir: a link to the new
+    # version; the one it replaced is kept until the next publication, nothing else is left)
+    first = d.resolve()
     model.save_atomic(d)
     assert TagClassifier.load(d).classes == model.classes
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert d.resolve() != first
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(
+        [first.name, d.resolve().name])
+
+
+def test_arrays_predict_what_scikit_learn_predicts(tmp_path) -> None:
+    """The saved arrays are scikit-learn's model: the same scores as its LinearSVC on the same
+    TF-IDF rows, and softmax(beta * scores) as the probabilities, before and after a reload."""
+    from sklearn.svm import LinearSVC
+
+    from tiktok_pipelines.tagging.features import video_docs
+
+    caps, tags, labels = synthetic(30, seed=8)
+    model = TagClassifier.fit(caps, tags, labels, list(range(len(caps))), candidates=(ModelSpec("svc", c=0.5),))
+    assert model.info["trials"] and model.beta > 0 and model.beta != 1.0  # a temperature was fitted
+    vec = make_vectorizer(FeatureConfig())
+    svc = LinearSVC(C=0.5).fit(vec.fit_transform(video_docs(caps, tags)), labels)
+    t_caps, t_tags, _ = synthetic(5, seed=9)
+    want = svc.decision_function(vec.transform(video_docs(t_caps, t_tags)))
+    # coef is kept as float32 (half the file): scores agree to ~1e-5
+    np.testing.assert_allclose(model.decision_function(t_caps, t_tags), want, atol=1e-4)
+    z = model.beta * want
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(model.predict_proba(t_caps, t_tags), p / p.sum(axis=1, keepdims=True), atol=1e-3)
+    loaded = TagClassifier.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict_proba(t_caps, t_tags), model.predict_proba(t_caps, t_tags))
+
+
+def test_two_classes_give_two_score_columns() -> None:
+    caps, tags, labels = synthetic(20, seed=10)
+    keep = [i for i, lab in enumerate(labels) if lab in ("美食", "宠物")]
+    model = TagClassifier.fit([caps[i] for i in keep], [tags[i] for i in keep], [labels[i] for i in keep], keep)
+    assert model.coef.shape[0] == 2 and model.classes == ["宠物", "美食"]
+    pred, conf = model.predict(["猫咪 kitten", "火锅 ramen"], [[], []])
+    assert pred == ["宠物", "美食"] and (conf > 0.5).all()
 
 
 def test_tampered_model_is_refused(tmp_path) -> None:
@@ -101,7 +138,7 @@ def test_tampered_model_is_refused(tmp_path) -> None:
 
 def test_small_data_skips_selection_and_one_class_works() -> None:
     model = TagClassifier.fit(["红烧肉", "火锅", "猫咪"], [[], [], []], ["美食", "美食", "宠物"], [1, 2, 3])
-    assert model.info["trials"] == [] and model.members[0].temperature == 1.0
+    assert model.info["trials"] == [] and model.temperature == 1.0
     only = TagClassifier.fit(["红烧肉", "火锅"], [[], []], ["美食", "美食"], [1, 2])
     pred, conf = only.predict(["anything"], [[]])
     assert pred == ["美食"] and conf[0] == pytest.approx(1.0)
@@ -109,14 +146,15 @@ def test_small_data_skips_selection_and_one_class_works() -> None:
         TagClassifier.fit([], [], [], [])
 
 
-def test_features_chinese_ngrams_and_hashtag_tokens() -> None:
-    cfg = FeatureConfig(ngram_min=1, ngram_max=2, hashtag_weight=2.0, tag_ngrams=False)
-    terms = doc_terms("美食ＡＢ", ["foodtok"], cfg)
-    assert terms["美"] == 1 and terms["美食"] == 1 and terms["食a"] == 1 and terms[" 美"] == 1  # NFKC + casefold
-    assert terms["#foodtok"] == 2.0 and "fo" not in terms  # tag n-grams off
-    vec = Vectorizer(FeatureConfig(min_df=2)).fit([doc_terms("猫咪", [], cfg), doc_terms("猫猫", [], cfg)])
-    assert "猫" in vec.index and "咪" not in vec.index  # seen in one video only: dropped
-    x = vec.tfidf(vec.counts([doc_terms("猫咪", [], cfg), doc_terms("", [], cfg)]))
+def test_features_chinese_ngrams_and_hashtag_text() -> None:
+    cfg = FeatureConfig(ngram_min=1, ngram_max=2, min_df=1)
+    text = doc_text("美食ＡＢ", ["foodtok"])
+    assert text == "美食ab foodtok"  # NFKC + casefold, then the (normalised) tags
+    vec = make_vectorizer(cfg).fit([text])
+    assert {"美", "美食", "食a", "b ", " f", "fo"} <= set(vec.vocabulary_)  # tag n-grams too
+    vec = make_vectorizer(FeatureConfig(min_df=2)).fit([doc_text("猫咪", []), doc_text("猫猫", [])])
+    assert "猫" in vec.vocabulary_ and "咪" not in vec.vocabulary_  # seen in one video only: dropped
+    x = vec.transform([doc_text("猫咪", []), doc_text("", [])])
     assert np.linalg.norm(x[0].toarray()) == pytest.approx(1.0) and x[1].nnz == 0
 
 
@@ -127,13 +165,6 @@ def test_temperature_scaling_fixes_overconfidence() -> None:
     logits[np.arange(2000), y] += 1.0
     assert fit_temperature(logits * 10, y) == pytest.approx(10 * fit_temperature(logits, y), rel=0.05)
     assert fit_temperature(logits * 10, y) > 3
-
-
-def test_lbfgs_minimises_a_quadratic() -> None:
-    a = np.array([[3.0, 0.5], [0.5, 1.0]])
-    b = np.array([1.0, -2.0])
-    x = lbfgs(lambda v: (0.5 * v @ a @ v - b @ v, a @ v - b), np.zeros(2), max_iter=100)
-    np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-5)
 
 
 def test_metrics_and_split() -> None:

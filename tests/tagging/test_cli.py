@@ -51,11 +51,34 @@ def test_evaluate_prints_one_json_line_last(tmp_path, capsys) -> None:
                    [(10_000 + i, c, t, lab) for i, (c, t, lab) in enumerate(zip(caps, tags, labels))])
     assert main(["tagging", "evaluate", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv")]) == 0
     out = _last_json(capsys)
-    assert list(out) == ["accuracy", "macro_f1", "majority_accuracy", "rules_accuracy", "test_videos"]
+    assert list(out) == ["accuracy", "macro_f1", "majority_accuracy", "rules_accuracy", "baseline_accuracy",
+                         "test_videos"]
     assert out["test_videos"] == 40
     assert out["majority_accuracy"] == 0.2  # five balanced classes
     assert out["accuracy"] >= 0.9 > out["majority_accuracy"]
     assert 0 <= out["rules_accuracy"] <= 1 and 0 < out["macro_f1"] <= 1
+    # the reference model (char 1-3-gram TF-IDF + LinearSVC) learns this easy set too
+    assert out["accuracy"] >= out["baseline_accuracy"] >= 0.9
+
+
+def test_baseline_is_scikit_learns_char_tfidf_linear_svc(tmp_path) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+
+    from tiktok_pipelines.tagging.evaluate import baseline_predictions
+
+    caps, tags, labels = synthetic(20, seed=14)
+    train = pl.DataFrame({"caption": caps, "hashtags": tags, "category": labels})
+    caps, tags, labels = synthetic(6, seed=15, tag_rate=0.0)
+    test = pl.DataFrame({"caption": caps, "hashtags": tags, "category": labels})
+    got = baseline_predictions(train, test)
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3))
+    texts = [" ".join([c, *t]) for c, t in zip(train["caption"], train["hashtags"].to_list())]
+    svc = LinearSVC().fit(vec.fit_transform(texts), train["category"].to_list())
+    want = svc.predict(vec.transform([" ".join([c, *t]) for c, t in zip(test["caption"], test["hashtags"].to_list())]))
+    assert got == want.tolist() and len(got) == 30
+    one = train.filter(pl.col("category") == "美食")
+    assert baseline_predictions(one, test) == ["美食"] * 30  # one class: the only answer
 
 
 def test_split_by_video_id_then_evaluate_equals_the_one_command(tmp_path, capsys) -> None:

@@ -1,5 +1,6 @@
 """Content tagging (no Dagster import): hashtag normalisation, the taxonomy rules, a character
-n-gram classifier of first-level categories, and its evaluation against two baselines."""
+n-gram classifier of first-level categories (scikit-learn), and its evaluation against three
+baselines."""
 
 from tiktok_pipelines.tagging.classifier import (
     DEFAULT_CANDIDATES,

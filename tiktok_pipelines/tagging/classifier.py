@@ -1,25 +1,23 @@
-"""A category classifier over caption and hashtag character n-grams, in numpy/scipy only.
+"""A category classifier over caption and hashtag character n-grams, with scikit-learn.
 
-Two linear models share one representation (``features.py``) and one file format:
+``TfidfVectorizer`` (``features.py``) feeds a linear model — ``LinearSVC`` (one-vs-rest squared
+hinge) or ``SGDClassifier`` (logistic loss) — whose scores become probabilities by temperature
+scaling (one scalar ``T``: ``softmax(scores / T)``), fitted on validation videos.
 
-- multinomial naive Bayes: ``W = log P(feature | class)`` (Lidstone ``alpha``) on tf-idf rows,
-  ``b = log P(class)``; one pass over the data, well under a second on KuaiRec;
-- multinomial logistic regression: softmax over ``X W + b`` with an L2 penalty, fitted by
-  L-BFGS on tf-idf rows (a few seconds at ~20k features x 38 classes);
-- and their ensemble: the mean of the two members' calibrated probabilities.
+``TagClassifier.fit`` trains each candidate on part of the labelled videos and scores it on the
+rest (a split by video id, so a video never sits on both sides), keeps the best by validation
+accuracy (ties: macro-F1), fits its temperature on the same validation part, then retrains the
+winner on every labelled video.
 
-``TagClassifier.fit`` trains each candidate on part of the labelled videos, scores it (and the
-ensemble) on the rest (a split by video id, so a video never sits on both sides), keeps the best
-by validation accuracy (ties: macro-F1), fits each member a temperature on the same validation
-part so ``confidence`` behaves like a probability (naive Bayes' raw posteriors are far too sure of
-themselves), then retrains the winner on every labelled video. The model is saved as
-``manifest.json`` + ``vocabulary.json`` + ``weights.npz`` (loaded with ``allow_pickle=False``):
+Probabilities are ``softmax(beta * (X @ coef.T + intercept))``, computed here from plain arrays,
+so a model loaded from its files predicts exactly what the fitted one does. The model directory:
+``manifest.json`` (classes, spec, ``beta``, feature config, sha256 of the other files, written
+last), ``vocabulary.json``, ``idf.npy``, ``coef.npy``, ``intercept.npy`` (``allow_pickle=False``):
 no pickle, nothing executable.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -27,32 +25,67 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
-from tiktok_pipelines.tagging.features import FeatureConfig, Vectorizer, doc_terms
+from tiktok_pipelines.publish import file_sha256s, publish_dir
+from tiktok_pipelines.tagging.features import FeatureConfig, make_vectorizer, video_docs, vocabulary_list
 from tiktok_pipelines.tagging.metrics import accuracy, held_out, macro_f1
-from tiktok_pipelines.tagging.normalize import video_hashtags
 
-FORMAT = "tiktok_pipelines.tagging/1"
+FORMAT = "tiktok_pipelines.tagging/2"
+ARRAYS = ("idf", "coef", "intercept")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    kind: str  # "nb" | "lr"
-    alpha: float = 0.01  # nb: additive smoothing
-    l2: float = 1e-5  # lr: penalty on W (per example, as the loss is a mean)
-    balanced: bool = False  # lr: weigh classes equally (helps macro-F1, costs accuracy)
-    max_iter: int = 50  # lr: L-BFGS iterations (stopping early regularises: 50 beat 100 on validation)
-    tfidf: bool = True  # nb input: tf-idf rows (True) or raw counts
+    kind: str = "svc"  # "svc": LinearSVC | "sgd": SGDClassifier, logistic loss
+    c: float = 1.0  # svc: inverse L2 strength
+    alpha: float = 1e-5  # sgd: L2 strength
+    balanced: bool = False  # weigh classes equally (helps macro-F1, costs accuracy)
 
     @property
     def name(self) -> str:
-        if self.kind == "nb":
-            return f"nb(alpha={self.alpha:g}{', counts' if not self.tfidf else ''})"
-        return f"lr(l2={self.l2:g}{', balanced' if self.balanced else ''})"
+        b = ", balanced" if self.balanced else ""
+        if self.kind == "svc":
+            return f"linear_svc(C={self.c:g}{b})"
+        return f"sgd_logistic(alpha={self.alpha:g}{b})"
+
+    def estimator(self):
+        weight = "balanced" if self.balanced else None
+        if self.kind == "svc":
+            from sklearn.svm import LinearSVC
+
+            return LinearSVC(C=self.c, class_weight=weight)
+        if self.kind == "sgd":
+            from sklearn.linear_model import SGDClassifier
+
+            return SGDClassifier(loss="log_loss", alpha=self.alpha, class_weight=weight, max_iter=50,
+                                 tol=1e-4, random_state=0)
+        raise ValueError(f"unknown model kind {self.kind!r}")
 
 
-DEFAULT_CANDIDATES = (ModelSpec("nb", alpha=0.01), ModelSpec("lr", l2=1e-5, max_iter=50))
+# Validation accuracy on KuaiRec (docs/tagging.md): C=0.3 0.421, C=1 0.424; SGD's logistic loss
+# 0.389, class-balanced SVC 0.382.
+DEFAULT_CANDIDATES = (ModelSpec("svc", c=1.0), ModelSpec("svc", c=0.3))
+
+
+def _linear_arrays(est, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted estimator's weights as (coef K x F, intercept K) over ``classes``; a binary model's
+    single row becomes the two rows (-w, w), the logits sklearn's temperature scaling uses; a class
+    the estimator never saw gets a score that never wins (so it is never predicted)."""
+    coef, b = np.asarray(est.coef_, dtype=np.float64), np.asarray(est.intercept_, dtype=np.float64)
+    if coef.shape[0] == 1 and len(est.classes_) == 2:
+        coef, b = np.vstack([-coef, coef]), np.concatenate([-b, b])
+    full_w = np.zeros((len(classes), coef.shape[1]))
+    full_b = np.full(len(classes), -1e9)
+    rows = [classes.index(c) for c in est.classes_]
+    full_w[rows], full_b[rows] = coef, b
+    return full_w.astype(np.float32), full_b
+
+
+def _fit_linear(spec: ModelSpec, x, y: list[str], classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    if len(set(y)) < 2:  # one class: nothing to separate; it always wins
+        return np.zeros((len(classes), x.shape[1]), dtype=np.float32), np.where(
+            np.array(classes) == y[0], 0.0, -1e9)
+    return _linear_arrays(spec.estimator().fit(x, y), classes)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -61,196 +94,61 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _fit_nb(x: sp.csr_matrix, y: np.ndarray, k: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    onehot = sp.csr_matrix((np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), k))
-    fc = np.asarray((x.T @ onehot).todense()) + alpha  # F x K
-    w = np.log(fc) - np.log(np.maximum(fc.sum(axis=0, keepdims=True), 1e-300))  # 0 features: no -inf
-    prior = np.bincount(y, minlength=k) + 1.0
-    return w, np.log(prior / prior.sum())
-
-
-def _fit_lr(x: sp.csr_matrix, y: np.ndarray, k: int, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
-    n, f = x.shape
-    if spec.balanced:
-        counts = np.bincount(y, minlength=k).astype(np.float64)
-        sw = (n / (k * np.maximum(counts, 1)))[y]
-    else:
-        sw = np.ones(n)
-    sw = sw / sw.sum()
-    xt = x.T.tocsr()
-    rows = np.arange(n)
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w = theta[: f * k].reshape(f, k)
-        b = theta[f * k:]
-        z = x @ w + b
-        zmax = z.max(axis=1, keepdims=True)
-        e = np.exp(z - zmax)
-        s = e.sum(axis=1, keepdims=True)
-        lse = (np.log(s) + zmax).ravel()
-        loss = float(np.dot(sw, lse - z[rows, y])) + 0.5 * spec.l2 * float(np.dot(theta[: f * k], theta[: f * k]))
-        g = e / s
-        g[rows, y] -= 1.0
-        g *= sw[:, None]
-        gw = xt @ g + spec.l2 * w
-        return loss, np.concatenate([gw.ravel(), g.sum(axis=0)])
-
-    theta = lbfgs(objective, np.zeros(f * k + k), max_iter=spec.max_iter)
-    return theta[: f * k].reshape(f, k), theta[f * k:]
-
-
-def lbfgs(fun, x0: np.ndarray, *, max_iter: int = 200, m: int = 10, gtol: float = 1e-6,
-          ftol: float = 1e-9) -> np.ndarray:
-    """Unconstrained L-BFGS (two-loop recursion, Armijo backtracking from a unit step).
-
-    scipy's L-BFGS-B spent ~0.18 s per call on bound bookkeeping at ~1.8M parameters, ~3x the
-    cost of the objective itself; the unconstrained recursion is a handful of dot products. ``fun(x) -> (value, gradient)``; the objective here is smooth and convex.
-    """
-    x = x0.astype(np.float64, copy=True)
-    f, g = fun(x)
-    s_hist: list[np.ndarray] = []
-    y_hist: list[np.ndarray] = []
-    rho: list[float] = []
-    for _ in range(max_iter):
-        if np.max(np.abs(g)) < gtol:
-            break
-        q = g.copy()
-        alphas = []
-        for s, yv, r in zip(reversed(s_hist), reversed(y_hist), reversed(rho), strict=True):
-            a = r * float(np.dot(s, q))
-            q -= a * yv
-            alphas.append(a)
-        if s_hist:
-            q *= float(np.dot(s_hist[-1], y_hist[-1])) / float(np.dot(y_hist[-1], y_hist[-1]))
-        else:
-            q /= max(1.0, float(np.linalg.norm(g)))  # first step: a short steepest-descent one
-        for (s, yv, r), a in zip(zip(s_hist, y_hist, rho, strict=True), reversed(alphas), strict=True):
-            q += s * (a - r * float(np.dot(yv, q)))
-        d = -q
-        slope = float(np.dot(g, d))
-        if slope >= 0:  # not a descent direction (numerical trouble): restart from the gradient
-            s_hist.clear(); y_hist.clear(); rho.clear()
-            d, slope = -g, -float(np.dot(g, g))
-        step = 1.0
-        for _ls in range(30):
-            x_new = x + step * d
-            f_new, g_new = fun(x_new)
-            if f_new <= f + 1e-4 * step * slope:
-                break
-            step *= 0.5
-        else:
-            break
-        s_vec, y_vec = x_new - x, g_new - g
-        sy = float(np.dot(s_vec, y_vec))
-        if sy > 1e-12:
-            s_hist.append(s_vec); y_hist.append(y_vec); rho.append(1.0 / sy)
-            if len(s_hist) > m:
-                s_hist.pop(0); y_hist.pop(0); rho.pop(0)
-        converged = abs(f - f_new) <= ftol * max(1.0, abs(f))
-        x, f, g = x_new, f_new, g_new
-        if converged:
-            break
-    return x
-
-
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The T minimising the validation negative log-likelihood of softmax(logits / T)."""
+    """The T minimising the log loss (``sklearn.metrics.log_loss``) of ``softmax(logits / T)``
+    against ``y`` (column indices of ``logits``).
+
+    Not ``CalibratedClassifierCV(FrozenEstimator(model), method="temperature")``: it label-encodes
+    the validation labels it is given, so when a rare class is absent from the validation part
+    (KuaiRec has classes of 1-3 videos) label ``i`` no longer names the model's column ``i``.
+    """
     if len(y) == 0:
         return 1.0
-    rows = np.arange(len(y))
-
-    def nll(log_t: float) -> float:
-        z = logits / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y]))
-
-    # Imported here, not at the top: scipy.optimize is ~0.5 s of imports, and every Dagster run
-    # worker imports this module with the code location; only a training run calibrates.
+    # Imported here: scipy.optimize and sklearn.metrics' log_loss are only needed by a training run,
+    # and every Dagster run worker imports this module with the code location.
     import scipy.optimize as so
+    from sklearn.metrics import log_loss
 
-    res = so.minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded")
+    labels = np.arange(logits.shape[1])
+    res = so.minimize_scalar(lambda log_t: log_loss(y, _softmax(logits / np.exp(log_t)), labels=labels),
+                             bounds=(-4.0, 4.0), method="bounded")
     return float(np.exp(res.x))
 
 
-@dataclass
-class Prepared:
-    """Videos turned into feature counts once (selection and the final fit reuse them)."""
-
-    terms: list
-    hashtags: list[list[str]]
-
-
-@dataclass
-class Member:
-    """One linear model: ``softmax((X W + b) / temperature)``."""
-
-    spec: ModelSpec
-    w: np.ndarray  # n_features x n_classes, float32
-    b: np.ndarray  # n_classes
-    temperature: float = 1.0
-
-
-def _train_member(x_counts: sp.csr_matrix, x_tfidf: sp.csr_matrix, y: np.ndarray, k: int, spec: ModelSpec) -> Member:
-    if spec.kind == "nb":
-        w, b = _fit_nb(x_tfidf if spec.tfidf else x_counts, y, k, spec.alpha)
-    elif spec.kind == "lr":
-        w, b = _fit_lr(x_tfidf, y, k, spec)
-    else:
-        raise ValueError(f"unknown model kind {spec.kind!r}")
-    return Member(spec, np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float64))
-
-
-def _member_logits(m: Member, x_counts: sp.csr_matrix, x_tfidf: sp.csr_matrix) -> np.ndarray:
-    x = x_counts if (m.spec.kind == "nb" and not m.spec.tfidf) else x_tfidf
-    return np.asarray(x @ m.w.astype(np.float64)) + m.b
-
-
-def _proba(members: Sequence[Member], x_counts: sp.csr_matrix, x_tfidf: sp.csr_matrix) -> np.ndarray:
-    """The mean of the members' calibrated probabilities (one member: just its own)."""
-    p = sum(_softmax(_member_logits(m, x_counts, x_tfidf) / m.temperature) for m in members)
-    return p / len(members)
-
-
-def _label(specs: Sequence[ModelSpec]) -> str:
-    return " + ".join(s.name for s in specs)
-
-
 class TagClassifier:
-    """A vocabulary and one or more linear members over it; see the module docstring."""
+    """A fitted vectoriser and one linear model over it, with its inverse temperature ``beta``."""
 
-    def __init__(self, vectorizer: Vectorizer, members: list[Member], classes: list[str],
+    def __init__(self, features: FeatureConfig, vocabulary: list[str], idf: np.ndarray, coef: np.ndarray,
+                 intercept: np.ndarray, classes: list[str], spec: ModelSpec, beta: float = 1.0,
                  info: dict | None = None) -> None:
-        self.vectorizer = vectorizer
-        self.members = members
+        self.features = features
+        self.vectorizer = make_vectorizer(features, vocabulary, idf)
+        self.vocabulary, self.idf = vocabulary, np.asarray(idf, dtype=np.float64)
+        self.coef, self.intercept = coef, np.asarray(intercept, dtype=np.float64)
         self.classes = list(classes)
+        self.spec, self.beta = spec, float(beta)
         self.info = dict(info or {})
 
     @property
     def name(self) -> str:
-        return _label([m.spec for m in self.members])
+        return self.spec.name
+
+    @property
+    def temperature(self) -> float:
+        return 1.0 / self.beta
 
     # ------------------------------------------------------------------ training
-    @staticmethod
-    def prepare(captions: Sequence[str | None], hashtags: Sequence[Iterable[str] | None],
-                cfg: FeatureConfig) -> Prepared:
-        tags = [video_hashtags(c, h) for c, h in zip(captions, hashtags, strict=True)]
-        return Prepared([doc_terms(c, t, cfg) for c, t in zip(captions, tags, strict=True)], tags)
-
     @classmethod
     def fit(cls, captions: Sequence[str | None], hashtags: Sequence[Iterable[str] | None],
             labels: Sequence[str], ids: Sequence[int], *, features: FeatureConfig | None = None,
-            candidates: Sequence[ModelSpec] = DEFAULT_CANDIDATES, ensemble: bool = True,
-            val_fraction: float = 0.2, salt: int = 1, min_val: int = 30,
-            selected: Sequence[tuple[ModelSpec, float]] | None = None) -> TagClassifier:
+            candidates: Sequence[ModelSpec] = DEFAULT_CANDIDATES, val_fraction: float = 0.2, salt: int = 1,
+            min_val: int = 30, selected: tuple[ModelSpec, float] | None = None) -> TagClassifier:
         """Select on a validation split by id, calibrate, retrain on every labelled video.
 
-        Each candidate is trained on the non-validation part and scored on the validation part,
-        and so is the average of all candidates (``ensemble``); the best by validation accuracy
-        (ties: macro-F1) wins, with temperatures fitted on the same part. ``salt`` differs from
-        the evaluation split's (0), so validation never reuses the exact held-out cut. With fewer
-        than ``min_val`` videos on either side there is nothing to select on: the first
-        candidate is trained on everything and its temperature stays 1. ``selected``: members
-        (spec, temperature) chosen by an earlier fit on the same kind of data; no selection then.
+        ``salt`` differs from the evaluation split's (0), so validation never reuses the exact
+        held-out cut. With fewer than ``min_val`` videos on either side there is nothing to select
+        or calibrate on: the first candidate is trained on everything, temperature 1.
+        ``selected``: (spec, beta) chosen by an earlier fit on the same kind of data; no selection.
         """
         cfg = features or FeatureConfig()
         if len(labels) == 0:
@@ -258,68 +156,56 @@ class TagClassifier:
         if not candidates:
             raise ValueError("no candidate models")
         t0 = time.perf_counter()
-        prep = cls.prepare(captions, hashtags, cfg)
+        docs = video_docs(captions, hashtags)
+        labels = list(labels)
         classes = sorted(set(labels))
-        k = len(classes)
-        cidx = {c: i for i, c in enumerate(classes)}
-        y = np.array([cidx[c] for c in labels], dtype=np.int64)
         val = held_out(ids, val_fraction, salt=salt)
         trials: list[dict] = []
-        chosen: list[ModelSpec] = [candidates[0]]
-        temps: dict[ModelSpec, float] = {candidates[0]: 1.0}
+        spec, beta = candidates[0], 1.0
         if selected:
-            chosen = [spec for spec, _ in selected]
-            temps = dict(selected)
-        elif val.sum() >= min_val and (~val).sum() >= min_val:
+            spec, beta = selected
+        elif val.sum() >= min_val and (~val).sum() >= min_val and len(classes) > 1:
             tr, va = np.flatnonzero(~val), np.flatnonzero(val)
-            vec = Vectorizer(cfg).fit([prep.terms[i] for i in tr])
-            ca, cb = vec.counts([prep.terms[i] for i in tr]), vec.counts([prep.terms[i] for i in va])
-            xa, xb = vec.tfidf(ca), vec.tfidf(cb)
-            truth = [classes[i] for i in y[va]]
-            options: list[tuple[list[ModelSpec], list[Member]]] = []
-            for spec in candidates:
+            y_tr, y_va = [labels[i] for i in tr], [labels[i] for i in va]
+            vec = make_vectorizer(cfg)
+            x_tr = vec.fit_transform([docs[i] for i in tr])
+            x_va = vec.transform([docs[i] for i in va])
+            best = None
+            for cand in candidates:
                 s0 = time.perf_counter()
-                m = _train_member(ca, xa, y[tr], k, spec)
-                m.temperature = fit_temperature(_member_logits(m, cb, xb), y[va])
-                temps[spec] = m.temperature
-                options.append(([spec], [m]))
-                trials[len(trials):] = [{"model": spec.name, "temperature": round(m.temperature, 4),
-                                         "seconds": round(time.perf_counter() - s0, 3)}]
-            if ensemble and len(candidates) > 1:
-                options.append((list(candidates), [o[1][0] for o in options]))
-                trials.append({"model": _label(candidates), "seconds": 0.0})
-            best_key = None
-            for trial, (specs, members) in zip(trials, options, strict=True):
-                p = _proba(members, cb, xb)
-                pred = [classes[i] for i in p.argmax(axis=1)]
-                key = (accuracy(truth, pred), macro_f1(truth, pred))
-                trial.update(val_accuracy=round(key[0], 4), val_macro_f1=round(key[1], 4),
-                             val_log_loss=round(float(-np.mean(np.log(p[np.arange(len(va)), y[va]] + 1e-12))), 4))
-                if best_key is None or key > best_key:
-                    best_key, chosen = key, specs
-        vec = Vectorizer(cfg).fit(prep.terms)
-        counts = vec.counts(prep.terms)
-        x = vec.tfidf(counts)
-        members = []
-        for spec in chosen:
-            m = _train_member(counts, x, y, k, spec)
-            m.temperature = temps.get(spec, 1.0)
-            members.append(m)
+                w, b = _fit_linear(cand, x_tr, y_tr, classes)
+                scores = np.asarray(x_va @ w.T.astype(np.float64)) + b
+                pred = [classes[i] for i in scores.argmax(axis=1)]
+                key = (accuracy(y_va, pred), macro_f1(y_va, pred))
+                trials.append({"model": cand.name, "val_accuracy": round(key[0], 4),
+                               "val_macro_f1": round(key[1], 4), "seconds": round(time.perf_counter() - s0, 3)})
+                if best is None or key > best[0]:
+                    best, spec = (key, scores), cand
+            # a class missing from the training part has no score to scale: its videos are left out
+            seen, cidx = set(y_tr), {c: i for i, c in enumerate(classes)}
+            rows = [i for i, c in enumerate(y_va) if c in seen]
+            beta = 1.0 / fit_temperature(best[1][rows], np.array([cidx[y_va[i]] for i in rows]))
+            trials.append({"model": spec.name, "selected": True, "temperature": round(1 / beta, 4)})
+        vec = make_vectorizer(cfg)
+        x = vec.fit_transform(docs)
+        coef, intercept = _fit_linear(spec, x, labels, classes)
         info = {
-            "selected": _label(chosen), "trials": trials,
+            "selected": spec.name, "trials": trials,
             "selection_rule": "validation accuracy, then macro-F1 (split by video id, salt 1)",
             "train_videos": len(labels), "validation_videos": int(val.sum()) if trials else 0,
-            "preselected": bool(selected),
-            "class_counts": {c: int(n) for c, n in zip(classes, np.bincount(y, minlength=k), strict=True)},
+            "preselected": bool(selected), "n_features": len(vec.vocabulary_),
+            "class_counts": {c: labels.count(c) for c in classes},
             "train_seconds": round(time.perf_counter() - t0, 3),
         }
-        return cls(vec, members, classes, info)
+        return cls(cfg, vocabulary_list(vec), vec.idf_, coef, intercept, classes, spec, beta, info)
 
     # ------------------------------------------------------------------ inference
+    def decision_function(self, captions: Sequence[str | None], hashtags: Sequence[Iterable[str] | None]) -> np.ndarray:
+        x = self.vectorizer.transform(video_docs(captions, hashtags))
+        return np.asarray(x @ self.coef.T.astype(np.float64)) + self.intercept
+
     def predict_proba(self, captions: Sequence[str | None], hashtags: Sequence[Iterable[str] | None]) -> np.ndarray:
-        prep = self.prepare(captions, hashtags, self.vectorizer.cfg)
-        counts = self.vectorizer.counts(prep.terms)
-        return _proba(self.members, counts, self.vectorizer.tfidf(counts))
+        return _softmax(self.beta * self.decision_function(captions, hashtags))
 
     def predict(self, captions: Sequence[str | None],
                 hashtags: Sequence[Iterable[str] | None]) -> tuple[list[str], np.ndarray]:
@@ -331,58 +217,48 @@ class TagClassifier:
         return [self.classes[i] for i in best], p[np.arange(len(best)), best]
 
     # ------------------------------------------------------------------ files
+    def _write_files(self, d: Path) -> None:
+        for name in ARRAYS:
+            np.save(d / f"{name}.npy", getattr(self, name), allow_pickle=False)
+        (d / "vocabulary.json").write_text(json.dumps(self.vocabulary, ensure_ascii=False), encoding="utf-8")
+
+    def _manifest(self, d: Path) -> dict:
+        return {
+            "format": FORMAT, "model": self.name, "classes": self.classes, "spec": asdict(self.spec),
+            "beta": self.beta, "features": self.features.to_dict(), "n_features": len(self.vocabulary),
+            "info": self.info, "files": {n: h for n, h in file_sha256s(d).items() if n != "manifest.json"},
+        }
+
     def save(self, directory: str | Path) -> Path:
-        """Write the model files, then the manifest (with their sha256) last: a directory without
-        a manifest is an unfinished save."""
+        """Write the model files into ``directory``, the manifest (with their sha256) last: a
+        directory without a manifest is an unfinished save. Not atomic: see ``save_atomic``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         (d / "manifest.json").unlink(missing_ok=True)
-        arrays = {"idf": self.vectorizer.idf}
-        for i, m in enumerate(self.members):
-            arrays[f"w{i}"], arrays[f"b{i}"] = m.w, m.b
-        np.savez_compressed(d / "weights.npz", **arrays)
-        (d / "vocabulary.json").write_text(json.dumps(self.vectorizer.vocabulary, ensure_ascii=False), encoding="utf-8")
-        files = {n: hashlib.sha256((d / n).read_bytes()).hexdigest() for n in ("weights.npz", "vocabulary.json")}
-        manifest = {
-            "format": FORMAT, "model": self.name, "classes": self.classes,
-            "members": [{"spec": asdict(m.spec), "temperature": m.temperature} for m in self.members],
-            "features": self.vectorizer.cfg.to_dict(), "n_features": self.vectorizer.n_features,
-            "info": self.info, "files": files,
-        }
-        (d / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+        self._write_files(d)
+        (d / "manifest.json").write_text(json.dumps(self._manifest(d), ensure_ascii=False, indent=1), encoding="utf-8")
         return d
 
     def save_atomic(self, directory: str | Path) -> Path:
-        """Save beside ``directory``, then swap it in with renames: a reader finds the old model
-        or the new one (each with its manifest), never a mix."""
-        import os
-        import shutil
-
+        """Publish the model as ``directory`` with ``publish.publish_dir(replace=True)``: a link
+        swapped to the new version, so a reader finds the old model or the new one, whole, and
+        never no model."""
         d = Path(directory)
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = d.with_name(f".{d.name}.tmp-{os.getpid()}")
-        old = d.with_name(f".{d.name}.old-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.save(tmp)
-        if d.exists():
-            os.replace(d, old)
-        os.replace(tmp, d)
-        shutil.rmtree(old, ignore_errors=True)
+        with publish_dir(d, replace=True, manifest=self._manifest) as tmp:
+            self._write_files(tmp)
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> TagClassifier:
-        d = Path(directory)
+        d = Path(directory).resolve()  # one version's files, even if a new one is published meanwhile
         manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("format") != FORMAT:
             raise ValueError(f"{d}: not a {FORMAT} model (format {manifest.get('format')!r})")
+        actual = file_sha256s(d)
         for name, digest in manifest["files"].items():
-            if hashlib.sha256((d / name).read_bytes()).hexdigest() != digest:
+            if actual.get(name) != digest:
                 raise ValueError(f"{d / name}: checksum does not match the manifest")
-        with np.load(d / "weights.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = {n: np.load(d / f"{n}.npy", allow_pickle=False) for n in ARRAYS}
         vocab = json.loads((d / "vocabulary.json").read_text(encoding="utf-8"))
-        vec = Vectorizer(FeatureConfig(**manifest["features"]), vocab, arrays["idf"])
-        members = [Member(ModelSpec(**m["spec"]), arrays[f"w{i}"], arrays[f"b{i}"], m["temperature"])
-                   for i, m in enumerate(manifest["members"])]
-        return cls(vec, members, manifest["classes"], manifest.get("info"))
+        return cls(FeatureConfig(**manifest["features"]), vocab, arrays["idf"], arrays["coef"], arrays["intercept"],
+                   manifest["classes"], ModelSpec(**manifest["spec"]), manifest["beta"], manifest.get("info"))

@@ -1,4 +1,4 @@
-"""Accuracy, macro-F1 and the deterministic split by video id (no Dagster import)."""
+"""Accuracy and macro-F1 (scikit-learn's) and the deterministic split by video id (no Dagster import)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -29,26 +30,25 @@ def held_out(ids: Sequence[int] | np.ndarray, fraction: float = 0.2, salt: int =
 
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[str | None]) -> float:
+    """Share of exact matches (``sklearn.metrics.accuracy_score``); NaN when there is nothing to score."""
     if len(y_true) == 0:
         return float("nan")
-    return sum(t == p for t, p in zip(y_true, y_pred, strict=True)) / len(y_true)
+    return float(accuracy_score(list(y_true), _no_none(y_pred)))
 
 
 def macro_f1(y_true: Sequence[str], y_pred: Sequence[str | None]) -> float:
     """Unweighted mean of per-class F1 over every class that is a true or a predicted label
-    (scikit-learn's default for ``average='macro'``); a class with no true and no correct
-    prediction scores 0."""
+    (``sklearn.metrics.f1_score(average="macro")``); a class with no true and no correct
+    prediction scores 0. ``None`` (no prediction) is wrong and is no class of its own."""
     if len(y_true) == 0:
         return float("nan")
-    tp: Counter[str] = Counter()
-    n_true = Counter(y_true)
-    n_pred = Counter(p for p in y_pred if p is not None)
-    for t, p in zip(y_true, y_pred, strict=True):
-        if t == p:
-            tp[t] += 1
-    labels = set(n_true) | set(n_pred)
-    f1s = [2 * tp[c] / (n_true[c] + n_pred[c]) if (n_true[c] + n_pred[c]) else 0.0 for c in labels]
-    return float(np.mean(f1s))
+    labels = sorted(set(y_true) | {p for p in y_pred if p is not None})
+    return float(f1_score(list(y_true), _no_none(y_pred), labels=labels, average="macro", zero_division=0.0))
+
+
+def _no_none(y_pred: Sequence[str | None]) -> list[str]:
+    # scikit-learn cannot mix None with strings; "" is never a category (normalised names are non-empty)
+    return ["" if p is None else p for p in y_pred]
 
 
 def majority(labels: Sequence[str]) -> str:

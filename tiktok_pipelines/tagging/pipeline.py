@@ -89,7 +89,7 @@ def holdout_evaluation(videos: pl.DataFrame, *, test_fraction: float = 0.2, taxo
         "majority_accuracy": accuracy(y_test, [top] * len(y_test)),
         "rules_accuracy": accuracy(y_test, rule_pred), "rules_macro_f1": macro_f1(y_test, rule_pred),
         "train_videos": train.height, "test_videos": test.height, "train_seconds": round(seconds, 3),
-        "model": model.name, "selected": [(m.spec, m.temperature) for m in model.members],
+        "model": model.name, "selected": (model.spec, model.beta),
     }
 
 
@@ -120,7 +120,7 @@ def tag_videos(videos: pl.DataFrame, *, taxonomy: Taxonomy | None = None, prefer
     if evaluate and labelled.any():
         held = holdout_evaluation(videos, test_fraction=test_fraction, taxonomy=taxonomy, features=features,
                                   candidates=candidates, max_train_videos=max_train_videos)
-        selected = held.pop("selected", None)  # the final fit reuses its model choice and temperatures
+        selected = held.pop("selected", None)  # the final fit reuses its model choice and temperature
         metrics.update(held)
     model = None
     n = len(ids)
