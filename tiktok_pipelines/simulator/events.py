@@ -538,12 +538,30 @@ def _serve_recommendations(world: World, day: int, recommender: Recommender, m: 
 
 
 def gen_ads(world: World, day: int, events_per_day: int) -> dict[str, pl.DataFrame]:
-    """Ad impressions and clicks on ``day``; conversions they cause (up to 3 days later)."""
+    """Ad impressions and clicks on ``day``; conversions they cause (up to 3 days later), and the
+    orders of the purchases among them. Steps draw from rng(seed, "ads", day) in this order."""
     r = rng_for(world.seed, "ads", day)
     d0 = day_start_ms(world.start_date, day)
-    d1 = d0 + DAY_MS
     tag = date_tag(world.start_date, day)
-    n_cat = len(world.categories)
+    interests = world.interests(day)
+    imp = _ad_impressions(r, world, d0, events_per_day, interests)
+    conv = _ad_conversions(r, world, imp, interests)
+    ad_events = _ad_events_frame(world, tag, imp, conv)
+    # purchases through an ad are orders too, sold by the advertiser's brand creator
+    pi = np.flatnonzero(conv["purchase"])
+    orders = _orders(r, tag, "a", conv["ts"][pi], conv["user"][pi], world.adv_creator[conv["adv"][pi]],
+                     source=["ad"] * len(pi), campaign_id=pl.Series(conv["camp"][pi] + 1, dtype=pl.Int64),
+                     amount_cents=conv["value"][pi], quantity=np.ones(len(pi), np.int64),
+                     keys=_ids_on_day(world.start_date, "", conv["ts"][pi], f"-a{tag}-", pi))
+    return {"ad_events": ad_events, "orders": orders}
+
+
+def _ad_impressions(r: np.random.Generator, world: World, d0: int, events_per_day: int,
+                    interests: np.ndarray) -> dict[str, np.ndarray]:
+    """The day's ad impressions and which were clicked: campaigns running today by daily budget,
+    users mostly from the advertiser's audience pool, a click likelier the more the user likes
+    the advertiser's category."""
+    d1 = d0 + DAY_MS
     active = (world.camp_start_ms < d1) & (world.camp_end_ms > d0)
     n_imp = round(AD_IMPRESSION_SHARE * events_per_day) if active.any() else 0
     days_running = np.maximum(1, (world.camp_end_ms - world.camp_start_ms) // DAY_MS)
@@ -559,27 +577,30 @@ def gen_ads(world: World, day: int, events_per_day: int) -> dict[str, pl.DataFra
     fmt = world.camp_format[c]
     placement = np.where(fmt == 1, PL["splash"], np.where(fmt == 2, PL["dou_plus"], PL["feed"]))
     placement[(fmt == 0) & (r.random(n_imp) < 0.15)] = PL["search"]
-    cost = np.where(fmt == 0, world.camp_cpm_micros[c] // 1000, -1)
     watch = np.where(placement == PL["splash"], r.integers(1_000, 5_001, n_imp),
                      np.minimum(r.lognormal(np.log(4_000), 0.9, n_imp), 60_000)).astype(np.int64)
-    interests = world.interests(day)
-    tcat = world.adv_target_cat[a]
-    affinity = np.clip(np.log(interests[user, tcat] * n_cat + 1e-6), -3, 3)
+    affinity = np.clip(np.log(interests[user, world.adv_target_cat[a]] * len(world.categories) + 1e-6), -3, 3)
     base_ctr = np.array([CLICK_BASE[p] for p in schemas.AD_PLACEMENTS])[placement]
     click = r.random(n_imp) < np.minimum(base_ctr * np.exp(0.6 * affinity), 0.5)
     ad_group = (c + 1) * 10 + r.integers(1, 4, n_imp)
     creative = (c + 1) * 100 + r.integers(1, 6, n_imp)
-
     ci = np.flatnonzero(click)
     click_ts = np.minimum(ts[ci] + r.integers(1_000, 30_000, len(ci)), d1 - 1)
+    return {"camp": c, "adv": a, "user": user, "ts": ts, "placement": placement,
+            "cost": np.where(fmt == 0, world.camp_cpm_micros[c] // 1000, -1), "watch": watch,
+            "ad_group": ad_group, "creative": creative, "ci": ci, "click_ts": click_ts}
 
-    # conversions: per (advertiser, user) touched today, from views and clicks; they land later
-    t_user = np.concatenate([user, user[ci]])
-    t_adv = np.concatenate([a, a[ci]])
-    t_ts = np.concatenate([ts, click_ts])
-    t_click = np.concatenate([np.zeros(n_imp, bool), np.ones(len(ci), bool)])
-    t_camp = np.concatenate([c, c[ci]])
-    key = t_adv * world.n_users + t_user
+
+def _ad_conversions(r: np.random.Generator, world: World, imp: dict, interests: np.ndarray) -> dict[str, np.ndarray]:
+    """Conversions: per (advertiser, user) touched today, from its views and clicks (each adds a
+    chance, clicks more, scaled by affinity); one lands after a lognormal delay of up to 3 days,
+    reported with the campaign of the last touch."""
+    user, adv, ts, camp, ci = imp["user"], imp["adv"], imp["ts"], imp["camp"], imp["ci"]
+    n_cat = len(world.categories)
+    t_ts = np.concatenate([ts, imp["click_ts"]])
+    t_click = np.concatenate([np.zeros(len(ts), bool), np.ones(len(ci), bool)])
+    t_camp = np.concatenate([camp, camp[ci]])
+    key = np.concatenate([adv, adv[ci]]) * world.n_users + np.concatenate([user, user[ci]])
     order = np.lexsort((t_ts, key))
     key_s = key[order]
     last = np.flatnonzero(np.r_[key_s[1:] != key_s[:-1], True]) if len(key_s) else np.zeros(0, np.int64)
@@ -592,49 +613,50 @@ def gen_ads(world: World, day: int, events_per_day: int) -> dict[str, pl.DataFra
     p = (1 - 0.993 ** n_views * 0.90 ** n_clicks) * np.clip(np.exp(0.4 * pair_aff), 0.3, 3.0)
     conv = np.flatnonzero(r.random(len(p)) < p)
     delay = np.minimum(r.lognormal(np.log(2 * HOUR_MS), 1.4, len(conv)), MAX_CONVERSION_DELAY_MS).astype(np.int64)
-    conv_ts = t_ts[order][last[conv]] + 1_000 + delay
-    conv_camp = t_camp[order][last[conv]]  # the pixel reports the campaign of the last touch
     conv_adv = pair_adv[conv]
     conv_type = np.array([schemas.CONVERSION_TYPES.index(world.adv_conversion[x]) for x in conv_adv], dtype=np.int64)
-    purchase = conv_type == schemas.CONVERSION_TYPES.index("purchase")
     value = np.maximum(100, r.lognormal(np.log(3_500), 0.8, len(conv))).astype(np.int64)
+    return {"ts": t_ts[order][last[conv]] + 1_000 + delay, "camp": t_camp[order][last[conv]],
+            "adv": conv_adv, "user": pair_user[conv], "type": conv_type, "value": value,
+            "purchase": conv_type == schemas.CONVERSION_TYPES.index("purchase")}
 
-    n_c = len(ci)
-    n_v = len(conv)
+
+def _ad_events_frame(world: World, tag: str, imp: dict, conv: dict) -> pl.DataFrame:
+    """One ad_events frame: impressions, then clicks, then conversions; each column null where
+    its event type has no such field (a conversion has no placement, only a purchase a value)."""
+    ci, n_imp = imp["ci"], len(imp["ts"])
+    n_c, n_v = len(ci), len(conv["ts"])
+
+    def per_type(field: str, conv_value: np.ndarray) -> np.ndarray:
+        return np.concatenate([imp[field], imp[field][ci], conv_value])
+
     et = np.concatenate([np.zeros(n_imp, np.int64), np.ones(n_c, np.int64), np.full(n_v, 2)])
-    all_c = np.concatenate([c, c[ci], conv_camp])
-    all_ts = np.concatenate([ts, click_ts, conv_ts])
-    not_imp = pl.Series(et != 0)
-    has_pl = np.concatenate([placement, placement[ci], np.zeros(n_v, np.int64)])
-    cost_all = pl.Series(np.concatenate([cost, np.full(n_c + n_v, -1)]))
-    watch_all = pl.Series(np.concatenate([watch, np.zeros(n_c + n_v, np.int64)]))
+    all_c = per_type("camp", conv["camp"])
+    all_ts = np.concatenate([imp["ts"], imp["click_ts"], conv["ts"]])
+    cost_all = pl.Series(np.concatenate([imp["cost"], np.full(n_c + n_v, -1)]))
+    watch_all = pl.Series(np.concatenate([imp["watch"], np.zeros(n_c + n_v, np.int64)]))
     conv_mask = pl.Series(et == 2)
-    ad_events = _frame("ad_events", {
+    no_conv = np.zeros(n_v, np.int64)
+    before_conv = np.zeros(n_imp + n_c, np.int64)
+    return _frame("ad_events", {
         # impressions and clicks happen on the ads' day; conversions are named by their own day
         "event_id": pl.concat([_ids(f"ad{tag}-", np.arange(n_imp + n_c)),
-                               _ids_on_day(world.start_date, "cv", conv_ts, f"-{tag}-", np.arange(n_v))]),
+                               _ids_on_day(world.start_date, "cv", conv["ts"], f"-{tag}-", np.arange(n_v))]),
         "ts_ms": all_ts,
-        "user_id": np.concatenate([user, user[ci], pair_user[conv]]) + 1,
+        "user_id": per_type("user", conv["user"]) + 1,
         "event_type": _strs(schemas.AD_EVENT_TYPES, et),
         "advertiser_id": world.camp_adv[all_c] + 1,
         "campaign_id": all_c + 1,
-        "ad_group_id": pl.Series(np.concatenate([ad_group, ad_group[ci], np.zeros(n_v, np.int64)])).set(conv_mask, None),
-        "creative_id": pl.Series(np.concatenate([creative, creative[ci], np.zeros(n_v, np.int64)])).set(conv_mask, None),
-        "placement": _strs(schemas.AD_PLACEMENTS, has_pl).set(conv_mask, None),
+        "ad_group_id": pl.Series(per_type("ad_group", no_conv)).set(conv_mask, None),
+        "creative_id": pl.Series(per_type("creative", no_conv)).set(conv_mask, None),
+        "placement": _strs(schemas.AD_PLACEMENTS, per_type("placement", no_conv)).set(conv_mask, None),
         "cost_micros": cost_all.set(cost_all < 0, None),
-        "watch_time_ms": watch_all.set(not_imp, None),
-        "conversion_type": _strs(schemas.CONVERSION_TYPES, np.concatenate([np.zeros(n_imp + n_c, np.int64), conv_type])).set(~conv_mask, None),
-        "value_cents": pl.Series(np.concatenate([np.zeros(n_imp + n_c, np.int64), value])).set(
-            pl.Series(np.concatenate([np.zeros(n_imp + n_c, bool), purchase])).not_(), None),
+        "watch_time_ms": watch_all.set(pl.Series(et != 0), None),
+        "conversion_type": _strs(schemas.CONVERSION_TYPES, np.concatenate([before_conv, conv["type"]])).set(
+            ~conv_mask, None),
+        "value_cents": pl.Series(np.concatenate([before_conv, conv["value"]])).set(
+            pl.Series(np.concatenate([np.zeros(n_imp + n_c, bool), conv["purchase"]])).not_(), None),
     }, all_ts)
-
-    # purchases through an ad are orders too, sold by the advertiser's brand creator
-    pi = np.flatnonzero(purchase)
-    orders = _orders(r, tag, "a", conv_ts[pi], pair_user[conv[pi]], world.adv_creator[conv_adv[pi]],
-                     source=["ad"] * len(pi), campaign_id=pl.Series(conv_camp[pi] + 1, dtype=pl.Int64),
-                     amount_cents=value[pi], quantity=np.ones(len(pi), np.int64),
-                     keys=_ids_on_day(world.start_date, "", conv_ts[pi], f"-a{tag}-", pi))
-    return {"ad_events": ad_events, "orders": orders}
 
 
 # ------------------------------------------------------------------------------------ live
