@@ -252,6 +252,8 @@ def prepare_inputs(con: duckdb.DuckDBPyConnection, lake_root: LakeLike, entity: 
 
 
 # -------------------------------------------------------------------------------------------- SQL
+# Each entity's query is ``features/sql/<entity>_features.sql``; its function below renders it,
+# building the columns that repeat per window (USER_WINDOWS, ...) here in Python.
 
 
 def _w(cutoff: int, days: int) -> str:
