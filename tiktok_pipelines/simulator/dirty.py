@@ -108,24 +108,8 @@ def inject(df: pl.DataFrame, *, stream: str, seed: int, part: str, day: int, dir
     ``late`` and the rows that became dirty marked ``DROPPED`` (the writer skips both in place);
     ``extras`` holds the dirty versions and the duplicates, made from a small gather.
     """
-    n = df.height
     r = rng_for(seed, "dirty", stream, part, day)
-    u = r.random(n)
-    dirty = np.flatnonzero(u < dirty_rate)
-    late = np.flatnonzero((u >= dirty_rate) & (u < dirty_rate + late_rate))
-    kind = np.zeros(n, dtype=np.uint8)
-    delay = np.zeros(n, dtype=np.int32)
-    max_late_w = max(1, -(-MAX_LATE_MS // batch_ms))
-    delay[late] = np.minimum(r.geometric(0.3, len(late)), max_late_w)
-    kind[late] = K["late"]
-
-    w = kind_weights(stream, weights)
-    if len(dirty) and w.sum() > 0:
-        pick = np.searchsorted(np.cumsum(w), r.random(len(dirty)) * w.sum(), side="right")
-        dk = np.array([K[k] for k in DIRTY_KINDS], dtype=np.uint8)[np.minimum(pick, len(w) - 1)]
-    else:
-        dirty, dk = dirty[:0], np.zeros(0, np.uint8)
-    aux = r.integers(0, 2**31 - 1, len(dirty), dtype=np.int64)
+    kind, delay, dirty, dk, aux = _mark(r, df.height, stream, dirty_rate, late_rate, weights, batch_ms)
     dup_mask = (dk == K["exact_duplicate"]) | (dk == K["conflicting_duplicate"])
     in_place = dirty[~dup_mask]
     kind[in_place] = DROPPED
@@ -135,65 +119,100 @@ def inject(df: pl.DataFrame, *, stream: str, seed: int, part: str, day: int, dir
         _aux=pl.lit(0, dtype=pl.Int64),
         _delay=pl.Series(delay, dtype=pl.Int32),
     )
-    out = [base]
-
-    # in-place kinds: a modified copy replaces the row
+    out = []
     if len(in_place):
-        ik, ia = dk[~dup_mask], aux[~dup_mask]
-        fields = np.full(len(in_place), None, dtype=object)
-        for kname in FIELD_KINDS:
-            sel = np.flatnonzero(ik == K[kname])
-            if len(sel):
-                choices = field_choices(stream, kname)
-                fields[sel] = np.array(choices, dtype=object)[ia[sel] % len(choices)]
-        sub = base[in_place]
-        for kname in ("unknown_enum", "out_of_range", "oversized_string"):
-            for f in field_choices(stream, kname):
-                rows = np.flatnonzero((ik == K[kname]) & (fields == f))
-                if not len(rows):
-                    continue
-                if kname == "unknown_enum":
-                    allowed = set(schemas.STREAMS[stream].field(f).enum)
-                    bogus = [v for v in text.BOGUS_ENUM_VALUES if v not in allowed]
-                    sub = _scatter(sub, f, rows, [bogus[a % len(bogus)] for a in ia[rows]])
-                elif kname == "out_of_range":
-                    orig = sub.get_column(f).to_numpy()[rows]
-                    sub = _scatter(sub, f, rows, -np.abs(orig).astype(np.int64) - 1 - ia[rows] % 1000)
-                else:
-                    limit = schemas.STREAMS[stream].field(f).max_chars
-                    orig = sub.get_column(f).gather(rows).fill_null("").to_list()
-                    sub = _scatter(sub, f, rows, [(o + " " + _FILLER)[: limit + 1 + a % 300]
-                                                  if len(o) + 1 + len(_FILLER) > limit else o + "x" * (limit + 1)
-                                                  for o, a in zip(orig, ia[rows])])
-        wts = sub.get_column("_wts").to_numpy()
-        rows = np.flatnonzero(ik == K["future_timestamp"])
-        if len(rows):  # hours to days after the flush (a client with a broken clock)
-            sub = _scatter(sub, "ts_ms", rows, wts[rows] + batch_ms + HOUR_MS + ia[rows] % (3 * DAY_MS))
-        rows = np.flatnonzero(ik == K["stale_timestamp"])
-        if len(rows):  # years old (a device whose clock reset)
-            sub = _scatter(sub, "ts_ms", rows, wts[rows] - 2 * 365 * DAY_MS - ia[rows] % (4 * 365 * DAY_MS))
-        out.append(sub.with_columns(
-            _kind=pl.Series(ik, dtype=pl.UInt8),
-            _field=pl.Series(fields.tolist(), dtype=pl.String),
-            _aux=pl.Series(ia),
-            _delay=pl.lit(0, dtype=pl.Int32),
-        ))
-
-    # duplicates: extra copies of clean records, re-sent in the same file or a later one
+        out.append(_dirty_versions(base[in_place], stream, dk[~dup_mask], aux[~dup_mask], batch_ms))
     dup_rows = dirty[dup_mask]
     if len(dup_rows):
-        ddelay = np.where(r.random(len(dup_rows)) < 0.5, 0, r.integers(1, MAX_DUP_DELAY_WINDOWS + 1, len(dup_rows)))
-        cf = CONFLICT_FIELDS[stream]
-        copies = base[dup_rows].with_columns(
-            _kind=pl.Series(dk[dup_mask], dtype=pl.UInt8),
-            _aux=pl.Series(aux[dup_mask]),
-            _delay=pl.Series(ddelay.astype(np.int32), dtype=pl.Int32),
-        )
-        copies = copies.with_columns(
-            pl.when(pl.col("_kind") == K["conflicting_duplicate"]).then(pl.col(cf) + 1 + pl.col("_aux") % 7)
-            .otherwise(pl.col(cf)).alias(cf))
-        out.append(copies)
-    return base, (pl.concat(out[1:], how="vertical") if len(out) > 1 else None)
+        out.append(_duplicates(r, base[dup_rows], stream, dk[dup_mask], aux[dup_mask]))
+    return base, (pl.concat(out, how="vertical") if out else None)
+
+
+def _mark(r: np.random.Generator, n: int, stream: str, dirty_rate: float, late_rate: float,
+          weights: dict[str, float], batch_ms: int):
+    """(kind per row with the late ones marked, delay in windows per row, dirty rows, their dirty
+    kind, a random number per dirty row that picks its field and value).
+
+    One uniform per row decides clean, dirty or late, so the shares are exact in expectation and
+    a row is never both; dirty kinds follow ``weights``, less the field kinds the stream has no
+    field for."""
+    u = r.random(n)
+    dirty = np.flatnonzero(u < dirty_rate)
+    late = np.flatnonzero((u >= dirty_rate) & (u < dirty_rate + late_rate))
+    kind = np.zeros(n, dtype=np.uint8)
+    delay = np.zeros(n, dtype=np.int32)
+    max_late_w = max(1, -(-MAX_LATE_MS // batch_ms))
+    delay[late] = np.minimum(r.geometric(0.3, len(late)), max_late_w)
+    kind[late] = K["late"]
+    w = kind_weights(stream, weights)
+    if len(dirty) and w.sum() > 0:
+        pick = np.searchsorted(np.cumsum(w), r.random(len(dirty)) * w.sum(), side="right")
+        dk = np.array([K[k] for k in DIRTY_KINDS], dtype=np.uint8)[np.minimum(pick, len(w) - 1)]
+    else:
+        dirty, dk = dirty[:0], np.zeros(0, np.uint8)
+    aux = r.integers(0, 2**31 - 1, len(dirty), dtype=np.int64)
+    return kind, delay, dirty, dk, aux
+
+
+def _dirty_versions(sub: pl.DataFrame, stream: str, ik: np.ndarray, ia: np.ndarray, batch_ms: int) -> pl.DataFrame:
+    """The modified copies that replace the in-place dirty rows ``sub``: for a field-level kind a
+    field picked by ``ia`` (recorded in ``_field``), then a bogus enum value, a negative number or
+    an oversized string in it, or a timestamp far in the future or past. Line-level kinds
+    (malformed JSON, not an object, a missing or mistyped field) are only marked here; the writer
+    rewrites their lines (``corrupt_line``)."""
+    fields = np.full(len(sub), None, dtype=object)
+    for kname in FIELD_KINDS:
+        sel = np.flatnonzero(ik == K[kname])
+        if len(sel):
+            choices = field_choices(stream, kname)
+            fields[sel] = np.array(choices, dtype=object)[ia[sel] % len(choices)]
+    for kname in ("unknown_enum", "out_of_range", "oversized_string"):
+        for f in field_choices(stream, kname):
+            rows = np.flatnonzero((ik == K[kname]) & (fields == f))
+            if not len(rows):
+                continue
+            if kname == "unknown_enum":
+                allowed = set(schemas.STREAMS[stream].field(f).enum)
+                bogus = [v for v in text.BOGUS_ENUM_VALUES if v not in allowed]
+                sub = _scatter(sub, f, rows, [bogus[a % len(bogus)] for a in ia[rows]])
+            elif kname == "out_of_range":
+                orig = sub.get_column(f).to_numpy()[rows]
+                sub = _scatter(sub, f, rows, -np.abs(orig).astype(np.int64) - 1 - ia[rows] % 1000)
+            else:
+                limit = schemas.STREAMS[stream].field(f).max_chars
+                orig = sub.get_column(f).gather(rows).fill_null("").to_list()
+                sub = _scatter(sub, f, rows, [(o + " " + _FILLER)[: limit + 1 + a % 300]
+                                              if len(o) + 1 + len(_FILLER) > limit else o + "x" * (limit + 1)
+                                              for o, a in zip(orig, ia[rows])])
+    wts = sub.get_column("_wts").to_numpy()
+    rows = np.flatnonzero(ik == K["future_timestamp"])
+    if len(rows):  # hours to days after the flush (a client with a broken clock)
+        sub = _scatter(sub, "ts_ms", rows, wts[rows] + batch_ms + HOUR_MS + ia[rows] % (3 * DAY_MS))
+    rows = np.flatnonzero(ik == K["stale_timestamp"])
+    if len(rows):  # years old (a device whose clock reset)
+        sub = _scatter(sub, "ts_ms", rows, wts[rows] - 2 * 365 * DAY_MS - ia[rows] % (4 * 365 * DAY_MS))
+    return sub.with_columns(
+        _kind=pl.Series(ik, dtype=pl.UInt8),
+        _field=pl.Series(fields.tolist(), dtype=pl.String),
+        _aux=pl.Series(ia),
+        _delay=pl.lit(0, dtype=pl.Int32),
+    )
+
+
+def _duplicates(r: np.random.Generator, copies: pl.DataFrame, stream: str, dk: np.ndarray,
+                aux: np.ndarray) -> pl.DataFrame:
+    """Extra copies of clean records, re-sent in the same file or a later one; a conflicting
+    duplicate also changes the stream's conflict field, so it is not the same record."""
+    ddelay = np.where(r.random(len(copies)) < 0.5, 0, r.integers(1, MAX_DUP_DELAY_WINDOWS + 1, len(copies)))
+    cf = CONFLICT_FIELDS[stream]
+    copies = copies.with_columns(
+        _kind=pl.Series(dk, dtype=pl.UInt8),
+        _aux=pl.Series(aux),
+        _delay=pl.Series(ddelay.astype(np.int32), dtype=pl.Int32),
+    )
+    return copies.with_columns(
+        pl.when(pl.col("_kind") == K["conflicting_duplicate"]).then(pl.col(cf) + 1 + pl.col("_aux") % 7)
+        .otherwise(pl.col(cf)).alias(cf))
 
 
 # ------------------------------------------------------------------------- line rewriting
