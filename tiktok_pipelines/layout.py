@@ -48,43 +48,24 @@ def events_table(stream: str) -> str:
     return f"{EVENTS_DIR}/{stream}"
 
 
+def _part(name: str) -> property:
+    return property(lambda self: self.root / name, doc=f"``<root>/{name}``")
+
+
 @dataclass(frozen=True)
 class DataLayout:
-    """The parts of one data folder: ``DataLayout("data").lake`` is ``data/lake``."""
+    """The parts of one data folder: ``DataLayout("data").lake`` is ``data/lake`` (a Path)."""
 
     root: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def landing(self) -> Path:
-        return self.root / LANDING
-
-    @property
-    def catalog(self) -> Path:
-        return self.root / CATALOG
-
-    @property
-    def truth(self) -> Path:
-        return self.root / TRUTH
-
-    @property
-    def lake(self) -> Path:
-        return self.root / LAKE
-
-    @property
-    def warehouse(self) -> Path:
-        return self.root / WAREHOUSE_DB
-
-    @property
-    def analytics(self) -> Path:
-        return self.root / ANALYTICS_DB
-
-    @property
-    def models(self) -> Path:
-        return self.root / MODELS
-
-    @property
-    def serving(self) -> Path:
-        return self.root / SERVING
+    landing = _part(LANDING)
+    catalog = _part(CATALOG)
+    truth = _part(TRUTH)
+    lake = _part(LAKE)
+    warehouse = _part(WAREHOUSE_DB)
+    analytics = _part(ANALYTICS_DB)
+    models = _part(MODELS)
+    serving = _part(SERVING)
