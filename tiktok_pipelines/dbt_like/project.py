@@ -271,6 +271,8 @@ class _Draft:
 
 
 def _check_header(name: str, layer: str, path: Path, display: str, parsed: ParsedFile) -> _Draft:
+    """A model file's header checked key by key (known keys, materialization, a description, the
+    columns with their tests, the unique key), in the order a reader meets them."""
     h: Header = parsed.header
     d = h.data
     for key in d:
@@ -284,7 +286,15 @@ def _check_header(name: str, layer: str, path: Path, display: str, parsed: Parse
     if not isinstance(desc, str) or not desc.strip():
         raise ModelError(display, h.line("description"), "the header needs a description (one or two "
                          "sentences for analysts: what one row is, what the model is for)")
-    cols_raw = d.get("columns") or {}
+    columns = _check_columns(display, h)
+    unique_key = _check_unique_key(display, h, columns)
+    return _Draft(name, layer, path, display, parsed, mat, desc.strip(), columns, unique_key, h.line("unique_key"))
+
+
+def _check_columns(display: str, h: Header) -> dict[str, tuple[str, list[dict]]]:
+    """The header's ``columns``: name -> (description, checked test specs). A column may be given
+    as a bare description; names are identifiers, unique case-insensitively."""
+    cols_raw = h.data.get("columns") or {}
     if not isinstance(cols_raw, dict):
         raise ModelError(display, h.line("columns"), "columns must be a mapping: column name -> {description, tests}")
     columns: dict[str, tuple[str, list[dict]]] = {}
@@ -312,26 +322,27 @@ def _check_header(name: str, layer: str, path: Path, display: str, parsed: Parse
         tests = spec.get("tests") or []
         if not isinstance(tests, list):
             raise ModelError(display, h.line("columns", col, "tests"), f"column {col!r}: tests must be a list")
-        specs = [_check_test(display, h, col, i, t) for i, t in enumerate(tests)]
-        columns[col] = (cdesc.strip(), specs)
-    uk = d.get("unique_key")
-    uk_line = h.line("unique_key")
+        columns[col] = (cdesc.strip(), [_check_test(display, h, col, i, t) for i, t in enumerate(tests)])
+    return columns
+
+
+def _check_unique_key(display: str, h: Header, columns: dict) -> tuple[str, ...]:
+    """The header's ``unique_key`` (a column or a list of them, each one the header lists), or ()."""
+    uk = h.data.get("unique_key")
     if uk is None:
-        unique_key: tuple[str, ...] = ()
-    else:
-        keys = [uk] if isinstance(uk, str) else uk
-        if not isinstance(keys, list) or not keys:
-            raise ModelError(display, uk_line, "unique_key must name a column or a non-empty list of columns")
-        for i, k in enumerate(keys):
-            if not is_identifier(k):
-                raise ModelError(display, h.line("unique_key", i), f"unique_key column {k!r} is not {IDENTIFIER_RULE}")
-            if k not in columns:
-                raise ModelError(display, h.line("unique_key", i),
-                                 f"unique_key names {k!r}, which the header's columns do not list")
-        if len(set(keys)) != len(keys):
-            raise ModelError(display, uk_line, "unique_key repeats a column")
-        unique_key = tuple(keys)
-    return _Draft(name, layer, path, display, parsed, mat, desc.strip(), columns, unique_key, uk_line)
+        return ()
+    keys = [uk] if isinstance(uk, str) else uk
+    if not isinstance(keys, list) or not keys:
+        raise ModelError(display, h.line("unique_key"), "unique_key must name a column or a non-empty list of columns")
+    for i, k in enumerate(keys):
+        if not is_identifier(k):
+            raise ModelError(display, h.line("unique_key", i), f"unique_key column {k!r} is not {IDENTIFIER_RULE}")
+        if k not in columns:
+            raise ModelError(display, h.line("unique_key", i),
+                             f"unique_key names {k!r}, which the header's columns do not list")
+    if len(set(keys)) != len(keys):
+        raise ModelError(display, h.line("unique_key"), "unique_key repeats a column")
+    return tuple(keys)
 
 
 def _check_test(display: str, h: Header, col: str, i: int, t: Any) -> dict:
