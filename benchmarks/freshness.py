@@ -50,9 +50,9 @@ from tiktok_pipelines.defs.training.assets import (
     batch_rankers,
     online_ranker,
     online_update_job,
-    online_update_sensor,
     training_examples,
 )
+from tiktok_pipelines.defs.training.sensors import online_update_sensor
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.serving.server import ModelServer
 from tiktok_pipelines.simulator import simulate

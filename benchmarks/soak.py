@@ -484,7 +484,7 @@ def drive(a, work: Path) -> dict:
     from soak_defs import STOP_PUBLISHING, build_defs
 
     from tiktok_pipelines.defs.ingest.sensors import landing_sensor
-    from tiktok_pipelines.defs.training.assets import online_update_sensor
+    from tiktok_pipelines.defs.training.sensors import online_update_sensor
     from tiktok_pipelines.ingest.engine import (
         QUARANTINE_DIR,
         Lake,

@@ -30,9 +30,9 @@ from tiktok_pipelines.defs.training.assets import (
     daily_training_job,
     online_ranker,
     online_update_job,
-    online_update_sensor,
     training_examples,
 )
+from tiktok_pipelines.defs.training.sensors import online_update_sensor
 from tiktok_pipelines.defs.warehouse.assets import analytics_db, warehouse_lake_tables
 
 STOP_PUBLISHING = "stop_publishing"  # a file in the work dir: the drain has begun

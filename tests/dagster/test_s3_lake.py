@@ -54,7 +54,8 @@ def test_ingest_warehouse_and_care_with_the_lake_on_s3(tmp_path, instance, s3_en
     assert "events/views" in meta["lake_report"]["report"].value
     # The online sensor watches the ingest log where the ingest commits it: in the bucket (it
     # once read the empty local folder, so an S3 lake never triggered an online update).
-    from tiktok_pipelines.defs.training.assets import online_update_job, online_update_sensor
+    from tiktok_pipelines.defs.training.assets import online_update_job
+    from tiktok_pipelines.defs.training.sensors import online_update_sensor
 
     defs = dg.Definitions(jobs=[online_update_job], sensors=[online_update_sensor], resources=resources)
     tick = online_update_sensor.evaluate_tick(dg.build_sensor_context(

@@ -140,12 +140,8 @@ def test_online_sensor_requests_one_run_per_new_commit_and_the_run_publishes(tmp
     """New versions of the lake's ingest_log Delta table drive the online sensor; its run trains
     and publishes a delta on top of the batch model's full version."""
     from tiktok_pipelines.defs.resources import TrainingPolicy
-    from tiktok_pipelines.defs.training.assets import (
-        batch_rankers,
-        online_ranker,
-        online_update_job,
-        online_update_sensor,
-    )
+    from tiktok_pipelines.defs.training.assets import batch_rankers, online_ranker, online_update_job
+    from tiktok_pipelines.defs.training.sensors import online_update_sensor
     from tiktok_pipelines.ingest.engine import ingest_files
     from tiktok_pipelines.ingest.landing import list_landing_files
     from tiktok_pipelines.serving.store import load_latest
@@ -226,11 +222,11 @@ def test_follows_events_is_quiet_when_idle_and_fails_when_the_model_does_not_fol
     from tiktok_pipelines.defs.training.assets import (
         FOLLOWS_EVENTS,
         batch_rankers,
-        online_freshness_sensor,
         online_ranker,
         online_ranker_follows_events,
         online_update_job,
     )
+    from tiktok_pipelines.defs.training.sensors import online_freshness_sensor
     from tiktok_pipelines.ingest.engine import ingest_files
     from tiktok_pipelines.ingest.landing import list_landing_files
     from tiktok_pipelines.simulator import simulate

@@ -2,7 +2,6 @@
 sensor-driven online updates that publish deltas to the serving directory."""
 
 
-import json
 import math
 
 import dagster as dg
@@ -25,6 +24,7 @@ from tiktok_pipelines.defs.resources import (
     TrainingPolicy,
 )
 from tiktok_pipelines.training.batch import BatchReport, BatchSettings, retrain_and_promote
+from tiktok_pipelines.training.example_checks import by_date, failing_counts
 from tiktok_pipelines.training.joiner import (
     HISTORY_FEATURES,
     LABELS,
@@ -47,9 +47,6 @@ def _examples_lake(storage: PlatformStorage):
 ONLINE_POOL = "online_update"  # one slot (dagster.yaml): see online_ranker
 
 
-# The labels, all booleans: a NULL would make a "0 or 1" that is neither.
-_BOOL_LABELS = ("played", "finished", "liked", "shared", "commented", "followed", "engaged")
-_KEYS = ("example_id", "ts_ms", "user_id", "video_id", "request_id", "event_date")
 EXAMPLE_CHECKS = {
     "labels_valid": "Every label is 0 or 1 (no NULL), and they agree with each other and with the "
     "sampling: finished = watch_ratio >= 1, engaged = liked or shared or commented or followed or "
@@ -77,26 +74,8 @@ def _round(x: float | None, digits: int = 4) -> float | None:
 
 def _examples_checks(con: duckdb.DuckDBPyConnection, source: str | None, config, has_impressions: bool):
     """The checks' results, from one scan of the examples' committed snapshot."""
-    if source is None:
-        counts = dict.fromkeys(("rows", "null_labels", "inconsistent_labels", "bad_sample_rate", "null_keys",
-                                "duplicate_ids", "misdated", "video_after_impression"), 0)
-    else:
-        r = config.negative_rate
-        row = con.sql(f"""
-            SELECT count(*) AS rows,
-                   count(*) FILTER (WHERE {" OR ".join(f"{c} IS NULL" for c in _BOOL_LABELS)}) AS null_labels,
-                   count(*) FILTER (WHERE watch_ratio < 0 OR finished <> (watch_ratio >= 1)
-                                    OR engaged <> (liked OR shared OR commented OR followed
-                                                   OR watch_ratio >= {config.engaged_watch_ratio!r})) AS inconsistent_labels,
-                   count(*) FILTER (WHERE sample_rate <> CASE WHEN engaged THEN 1.0 ELSE {r!r} END) AS bad_sample_rate,
-                   count(*) FILTER (WHERE {" OR ".join(f"{c} IS NULL" for c in _KEYS)}) AS null_keys,
-                   count(*) - count(DISTINCT example_id) AS duplicate_ids,
-                   count(*) FILTER (WHERE event_date::VARCHAR <> strftime(epoch_ms(ts_ms), '%Y-%m-%d')) AS misdated,
-                   count(*) FILTER (WHERE video_age_h < 0) AS video_after_impression
-            FROM {source}
-        """)
-        counts = dict(zip(row.columns, row.fetchall()[0]))
-    counts = {k: int(v or 0) for k, v in counts.items()}
+    counts = failing_counts(con, source, negative_rate=config.negative_rate,
+                            engaged_watch_ratio=config.engaged_watch_ratio)
 
     def result(name: str, failing: dict[str, int], why: str = "") -> dg.AssetCheckResult:
         bad = {k: v for k, v in failing.items() if v}
@@ -153,28 +132,19 @@ def training_examples(context: dg.AssetExecutionContext, storage: PlatformStorag
     lake = _examples_lake(storage)
     report = build_examples(lake, config)
     context.log.info(f"built {len(report.built)} dates, {len(report.skipped)} unchanged")
-    rows = 0
-    table = "| date | examples | engaged | played | finished |\n|---|---|---|---|---|\n"
     con = duckdb.connect()
     try:
         source = examples_source(con, lake) if report.built or report.skipped else None
-        if source is not None:
-            stats = con.sql(
-                f"""
-                SELECT event_date::VARCHAR, count(*), avg(engaged::INT), avg(played::INT), avg(finished::INT)
-                FROM {source}
-                GROUP BY 1 ORDER BY 1
-                """
-            ).fetchall()
-            rows = sum(r[1] for r in stats)
-            table += "\n".join(f"| {d} | {n:,} | {e:.3f} | {p:.3f} | {f:.3f} |" for d, n, e, p, f in stats)
+        stats = by_date(con, source) if source is not None else []
         checks = _examples_checks(con, source, config, lake.store.row_count(events_table("impressions")) > 0)
     finally:
         con.close()
     schema = _column_schema(lake)
+    table = "| date | examples | engaged | played | finished |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {d} | {n:,} | {e:.3f} | {p:.3f} | {f:.3f} |" for d, n, e, p, f in stats)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": rows,
+            "dagster/row_count": sum(r[1] for r in stats),
             **({"dagster/column_schema": schema} if schema is not None else {}),
             "dates_built": dg.MetadataValue.table(
                 records=[dg.TableRecord({"date": d, "examples": n}) for d, n in sorted(report.built.items())],
@@ -290,7 +260,12 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
     if report.published_seq is None:
         context.log.info(f"nothing published: {report.reason}")
         return
-    yield dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(metadata=_online_metadata(report))
+
+
+def _online_metadata(report) -> dict:
+    joined = report.joined
+    return {
         "stream/step": joined.seq,
         "stream/impressions_closed": joined.counts.emitted_impressions,
         "stream/impressions_waiting": joined.counts.pending,
@@ -305,7 +280,7 @@ def online_ranker(context: dg.AssetExecutionContext, storage: PlatformStorage, j
         "resumed_from": report.resumed_from,
         "trained_through_ms": report.trained_through_ms,
         "seconds": round(report.seconds, 3),
-    })
+    }
 
 
 online_update_job = dg.define_asset_job(
@@ -313,60 +288,6 @@ online_update_job = dg.define_asset_job(
     description="One online update of the torch ranker (see online_ranker).",
     executor_def=dg.in_process_executor,  # one step: no second process per run (see ingest_job)
 )
-
-
-def ingest_log_position(lake) -> tuple[str, int] | None:
-    """(table id, newest version) of the lake's ingest log, a Delta table: each ingested batch is
-    one commit of it (its last), so a new version means new committed batches. None before the
-    first batch. Cheap: the Delta log since its last checkpoint, no data file is read."""
-    from tiktok_pipelines.ingest.engine import INGEST_LOG_DIR, Lake
-
-    t = (lake if isinstance(lake, Lake) else Lake(lake)).store.table(INGEST_LOG_DIR)
-    if t is None:
-        return None
-    version = t.version()
-    if version == 0 and t.get_add_actions().num_rows == 0:
-        return None  # created empty (TableStore.commit creates before the first batch commits)
-    return t.metadata().id, version
-
-
-@dg.sensor(
-    job=online_update_job,
-    # As often as the landing sensor: a tick reads the ingest log's Delta log and counts runs, and
-    # the interval is a straight addition to freshness (landing -> served delta).
-    minimum_interval_seconds=5,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests an online update when ingestion commits new batches (a new version of "
-    "the lake's ingest_log Delta table), unless one is already waiting to start. Cheap: the Delta "
-    "log's newest version and one run count per tick.",
-)
-def online_update_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage):
-    # Where the ingest commits: the bucket when lake_uri is set (the local folder would stay empty).
-    position = ingest_log_position(_examples_lake(storage))
-    if position is None:
-        yield dg.SkipReason("no ingested batch yet")
-        return
-    table_id, version = position
-    mark = json.loads(context.cursor) if context.cursor else None
-    # A cursor of another table (the lake was rebuilt) or of the old layout (commit files) is no mark.
-    if mark is not None and mark.get("table_id") == table_id and version <= mark.get("version", -1):
-        yield dg.SkipReason(f"no batch committed since ingest_log version {mark['version']}")
-        return
-    # An update trains up to the lake's watermark when its step starts, so one that has not started
-    # yet will also take these batches. Requesting another per commit only grows a queue of runs
-    # (updates take turns in the pool `online_update`) that mostly find nothing left to train,
-    # while the newest data waits behind them: under the daemon's soak the queue reached 7 runs.
-    # The cursor stays put, so a later tick requests the update once the waiting one has started.
-    waiting = context.instance.get_runs_count(dg.RunsFilter(
-        job_name=online_update_job.name,
-        statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]))
-    if waiting:
-        yield dg.SkipReason(f"an online update is already waiting to start ({waiting} queued)")
-        return
-    context.update_cursor(json.dumps({"table_id": table_id, "version": version}))
-    # run_key: the newest commit; a tick that sees several new batches trains on all of them at once
-    yield dg.RunRequest(run_key=f"online-ingest_log-{table_id}-v{version}",
-                        tags={"online/ingest_log_version": str(version)})
 
 
 # --- does the online model follow the events? ------------------------------------------------------
@@ -475,44 +396,6 @@ def online_ranker_follows_events(storage: PlatformStorage, joiner_policy: Joiner
     """The same judgement on demand (the UI's "Execute"): online_freshness_sensor reports it without a run."""
     _, e = follows_events_evaluation(online_lag(storage, joiner_policy))
     return dg.AssetCheckResult(passed=e.passed, severity=e.severity, description=e.description, metadata=e.metadata)
-
-
-@dg.sensor(
-    name="online_freshness_sensor",
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Evaluates online_ranker's follows_events check (no run) when the ingest log or the "
-    "serving directory changed, and records it when its status changes; entering FAIL also writes "
-    "an alert line (data/alerts/alerts.jsonl). Quiet while no event arrives.",
-)
-def online_freshness_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage,
-                            joiner_policy: JoinerPolicy):
-    from tiktok_pipelines.alerts import append_alert
-    from tiktok_pipelines.defs.ops.alerts import lag_alert_record
-    from tiktok_pipelines.serving.store import list_versions
-
-    # What can change the verdict: a new ingest_log version or a new serving version. The lag is in
-    # event time, so with neither nothing needs reading.
-    position = ingest_log_position(_examples_lake(storage))
-    seqs = list_versions(storage.serving_location)
-    state = {"log": list(position) if position else None, "seq": seqs[-1] if seqs else None}
-    mark = json.loads(context.cursor) if context.cursor else {}
-    if mark and {k: mark.get(k) for k in state} == state:
-        return dg.SkipReason(f"no new batch or model version since the last evaluation ({mark.get('status')})")
-    if state["seq"] is None or (mark.get("seq") or 0) > state["seq"]:
-        mark = {"status": mark.get("status")}  # a new serving directory: read its versions afresh
-    lag = online_lag(storage, joiner_policy, after_seq=mark.get("seq") or 0, known_ms=mark.get("model_through_ms"))
-    status, evaluation = follows_events_evaluation(lag)
-    cursor = json.dumps({**state, "status": status, "model_through_ms": lag["model_through_ms"]})
-    if mark.get("status") == status:
-        # Recorded already: one event per change of status, not one per ingested batch.
-        return dg.SensorResult(cursor=cursor, skip_reason=f"still {status}: {evaluation.description}")
-    if status == "fail":
-        record = lag_alert_record(f"{online_ranker.key.to_user_string()}:{FOLLOWS_EVENTS}", evaluation.description,
-                                  evaluation.metadata)
-        append_alert(storage.alerts, record)
-        context.log.error(f"ALERT {record['check']}: {record['error']}")
-    return dg.SensorResult(cursor=cursor, asset_events=[evaluation])
 
 
 daily_training_job = dg.define_asset_job(
