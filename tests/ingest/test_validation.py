@@ -251,3 +251,19 @@ def test_many_invalid_utf8_lines_each_found(dirs):
     }
     assert got[8] == "malformed_json"  # valid UTF-8, not JSON
     assert report.totals()["rows_lake"] == 4 and report.totals()["rows_read"] == 9
+
+
+def test_a_malformed_line_shaped_like_an_object_is_judged_line_by_line(dirs):
+    """The fast validation parses lines shaped like '{...}' without checking them first; one that
+    is not JSON after all makes its chunk go through the checked form, with the same judgement."""
+    landing, lake = dirs
+    schema = STREAMS["views"]
+    lines = [dumps(valid_record(schema, 0)), '{"event_id": "x", "ts_ms": }', dumps(valid_record(schema, 2)),
+             '{"event_id": "a"}}', b'{"event_id": "\xc3("}']
+    write_landing(landing, "views", lines)
+    write_landing(landing, "impressions", [dumps(valid_record(STREAMS["impressions"], 1))])
+    report = _ingest(landing, lake)
+    assert _quarantine_by_line(lake) == {2: "malformed_json", 4: "malformed_json", 5: "malformed_json:invalid_utf8"}
+    assert report.totals()["rows_lake"] == 3 and report.totals()["rows_quarantine"] == 3
+    # Only the views chunk needed the second pass: the clean impressions chunk took the fast one.
+    assert report.checked_chunks == 1
