@@ -27,10 +27,10 @@ from tiktok_pipelines.defs.features.assets import (
     backfill_features,
     creator_features,
     feature_assets,
-    feature_dates_sensor,
     features_daily,
     features_daily_schedule,
 )
+from tiktok_pipelines.defs.features.sensors import feature_dates_sensor
 from tiktok_pipelines.defs.resources import PlatformStorage
 from tiktok_pipelines.features import as_of_ms
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, analytics_db

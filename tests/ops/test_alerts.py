@@ -12,7 +12,7 @@ import pytest
 from tests.dagster.conftest import resources_for
 from tiktok_pipelines.alerts import append_alert, read_alerts
 from tiktok_pipelines.defs.ingest.assets import ingest_job, ingest_landing
-from tiktok_pipelines.defs.ops.alerts import run_failure_alert_sensor
+from tiktok_pipelines.defs.ops.sensors import run_failure_alert_sensor
 from tiktok_pipelines.defs.resources import PlatformStorage
 
 

@@ -182,26 +182,6 @@ def features_daily_schedule(context: dg.ScheduleEvaluationContext, storage: Plat
                          tags={"features/as_of": f"{day}T00:00:00Z"})
 
 
-@dg.sensor(
-    name="feature_dates_sensor",
-    minimum_interval_seconds=300,  # dates appear once a day; a tick reads three Delta logs
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds the feature dates the lake now informs (from its first event date through the "
-    "day after its last, none after today UTC) as partitions of the feature assets. Requests no run: "
-    "features_daily_schedule computes the newest date at 02:00; older ones are a backfill.",
-)
-def feature_dates_sensor(context: dg.SensorEvaluationContext, storage: PlatformStorage):
-    dates, later = feature_dates(storage)
-    if not dates:
-        return dg.SkipReason("no events in the lake yet")
-    known = set(context.instance.get_dynamic_partitions(FEATURE_DATES))
-    new = [d for d in dates if d not in known]
-    if not new:
-        waiting = f"; {', '.join(later)} once complete" if later else ""
-        return dg.SkipReason(f"every feature date the lake informs is a partition ({dates[0]} .. {dates[-1]}){waiting}")
-    return dg.SensorResult(dynamic_partitions_requests=[FEATURE_PARTITIONS.build_add_request(new)])
-
-
 def backfill_features(defs: dg.Definitions, instance: dg.DagsterInstance, *,
                       today: dt.date | None = None, run_config: dict | None = None) -> dict:
     """Materialise the features for every date the lake can inform (the first event date through

@@ -303,12 +303,13 @@ def ingest_landing(
     storage: PlatformStorage,
     ingest_policy: IngestPolicy,
 ):
-    """Validate, deduplicate and commit landing files into the lake."""
+    """Validate, deduplicate and commit landing files into the lake (``ingest/engine.py``); this
+    function only reports the batch: per table its metadata and checks."""
     if config.files:
         files = [stat_landing_file(storage.landing, rel) for rel in config.files]
     else:
         files = list_landing_files(storage.landing)
-    store = storage.lake_store
+    store = storage.lake_store  # one store for the batch and its checks
     report = ingest_files(
         files,
         landing_root=storage.landing,
@@ -325,36 +326,44 @@ def ingest_landing(
     if report.quarantined_files():
         context.log.warning(f"landing files quarantined whole (lines in quarantine, reason in "
                             f"ingest_log.file_reason):\n{_quarantined_files_md(report)}")
-
     for stream in STREAMS:
-        t = report.totals(stream)
-        dates = sorted(report.dates_by_stream.get(stream, ()))
-        yield dg.MaterializeResult(
-            asset_key=raw_key(stream),
-            metadata={
-                "dagster/row_count": dg.MetadataValue.int(lake_row_count(storage.lake_location, stream, store)),
-                "delta_version": dg.MetadataValue.int(store.version(events_table(stream)) or 0),
-                "rows_added": int(t["rows_lake"]),
-                "files_ingested": int(t["files"]),
-                "partitions_touched": len(dates),
-                "dates_touched": _dates(dates),
-                "path": dg.MetadataValue.path(store.uri(events_table(stream))),
-            },
-        )
-        lateness = ingest_policy.max_lateness_days
-        dups = duplicate_event_ids(storage.lake_location, stream, dates, lateness_days=lateness, store=store)
-        window = lake_partitions(storage.lake_location, stream, dt.date.fromisoformat(dates[0]),
-                                 dt.date.fromisoformat(dates[-1]), lateness, store) if dates else []
-        yield dg.AssetCheckResult(
-            asset_key=raw_key(stream),
-            check_name="event_id_unique",
-            passed=dups == 0,
-            metadata={"duplicate_event_ids": int(dups), "partitions_touched": len(dates),
-                      "partitions_checked": len(window),
-                      "window": f"{dates[0]} .. {dates[-1]} +/- {lateness} days" if dates else "none"},
-        )
-        yield _schema_check(store, raw_key(stream))
+        yield from _stream_events(storage, store, report, stream, ingest_policy.max_lateness_days)
+    yield from _quarantine_events(storage, store, report)
+    yield from _ingest_log_events(storage, store, report)
 
+
+def _stream_events(storage: PlatformStorage, store, report: IngestReport, stream: str, lateness: int):
+    """raw_<stream>: what the batch added, and its event_id_unique and schema_matches checks."""
+    t = report.totals(stream)
+    dates = sorted(report.dates_by_stream.get(stream, ()))
+    yield dg.MaterializeResult(
+        asset_key=raw_key(stream),
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(lake_row_count(storage.lake_location, stream, store)),
+            "delta_version": dg.MetadataValue.int(store.version(events_table(stream)) or 0),
+            "rows_added": int(t["rows_lake"]),
+            "files_ingested": int(t["files"]),
+            "partitions_touched": len(dates),
+            "dates_touched": _dates(dates),
+            "path": dg.MetadataValue.path(store.uri(events_table(stream))),
+        },
+    )
+    dups = duplicate_event_ids(storage.lake_location, stream, dates, lateness_days=lateness, store=store)
+    window = lake_partitions(storage.lake_location, stream, dt.date.fromisoformat(dates[0]),
+                             dt.date.fromisoformat(dates[-1]), lateness, store) if dates else []
+    yield dg.AssetCheckResult(
+        asset_key=raw_key(stream),
+        check_name="event_id_unique",
+        passed=dups == 0,
+        metadata={"duplicate_event_ids": int(dups), "partitions_touched": len(dates),
+                  "partitions_checked": len(window),
+                  "window": f"{dates[0]} .. {dates[-1]} +/- {lateness} days" if dates else "none"},
+    )
+    yield _schema_check(store, raw_key(stream))
+
+
+def _quarantine_events(storage: PlatformStorage, store, report: IngestReport):
+    """quarantine: the rows the batch added by reason, and its rows_explained and schema checks."""
     totals = report.totals()
     yield dg.MaterializeResult(
         asset_key=QUARANTINE_KEY,
@@ -376,6 +385,10 @@ def ingest_landing(
     )
     yield _schema_check(store, QUARANTINE_KEY)
 
+
+def _ingest_log_events(storage: PlatformStorage, store, report: IngestReport):
+    """ingest_log: the batch's books, and its accounting_balanced, file_key_unique and schema checks."""
+    totals = report.totals()
     yield dg.MaterializeResult(
         asset_key=INGEST_LOG_KEY,
         metadata={

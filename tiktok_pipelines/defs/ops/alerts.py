@@ -1,4 +1,5 @@
-"""The run-failure sensor: every failed run of this code location becomes one line in the alert log.
+"""Alert records: every failed run of this code location becomes one line in the alert log
+(``run_failure_alert_sensor`` in ``sensors.py`` writes them).
 
 A check that enters FAIL without a run (online_ranker's follows_events) is recorded the same way
 (``lag_alert_record``). An alert names the run, its job, the steps that failed with their errors, the first error, the
@@ -10,9 +11,6 @@ and logged at ERROR in the sensor's tick log, so a pager, a log shipper or ``tai
 import datetime as dt
 
 import dagster as dg
-
-from tiktok_pipelines.alerts import append_alert
-from tiktok_pipelines.defs.resources import PlatformStorage
 
 ERROR_CHARS = 4000  # per error: the first lines of a message say what failed; the run page has the rest
 LAUNCH_TAGS = ("dagster/schedule_name", "dagster/sensor_name", "dagster/backfill", "dagster/partition")
@@ -47,22 +45,6 @@ def alert_record(context: dg.RunFailureSensorContext) -> dict:
         "error": error,
         "launched_by": {k: run.tags[k] for k in LAUNCH_TAGS if k in run.tags},
     }
-
-
-@dg.run_failure_sensor(
-    name="run_failure_alert_sensor",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Records every failed run of this code location as a JSON line in "
-    "data/alerts/alerts.jsonl (run id, job, failed steps, errors, time) and logs it at ERROR.",
-)
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext, storage: PlatformStorage):
-    record = alert_record(context)
-    append_alert(storage.alerts, record)
-    context.log.error(
-        f"ALERT run {record['run_id']} of {record['job']} failed "
-        f"(steps: {', '.join(record['failed_steps']) or 'none'}): {record['error'][:500]}"
-    )
 
 
 def lag_alert_record(check: str, error: str, metadata: dict) -> dict:

@@ -1,4 +1,4 @@
-"""The hourly analytics job and its schedule, and the sensor that evaluates automation conditions.
+"""The hourly analytics job and its schedule (the automation sensor is in ``sensors.py``).
 
 The daily chain keeps its schedules beside the assets they run: ``features_daily_schedule``
 (02:00 UTC, ``defs/features``) and ``daily_training_job_schedule`` (03:00 UTC, ``defs/training``;
@@ -46,15 +46,3 @@ def hourly_analytics_schedule(context: dg.ScheduleEvaluationContext):
         return dg.SkipReason(f"run {busy[0].run_id} of {hourly_analytics_job.name} is still {busy[0].status.value}")
     when = context.scheduled_execution_time
     return dg.RunRequest(run_key=when.isoformat() if when else None, tags={"analytics/cadence": "hourly"})
-
-
-# Evaluates the assets' automation conditions (only video_tags has one: eager, so a reloaded
-# catalog is re-tagged). Declared rather than left to Dagster's implicit default sensor so that its
-# status and interval are chosen here: RUNNING, once a minute.
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "automation_sensor",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
-    description="Evaluates the automation conditions (video_tags: eager, after the catalog changes).",
-)
