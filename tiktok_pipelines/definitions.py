@@ -1,8 +1,30 @@
 """The code location: every domain folder under ``defs/`` assembled into one Definitions.
 
-Domains (find any asset by its folder): ``ingest/`` landing -> lake, ``catalog/`` reference data,
-``warehouse/`` DuckDB warehouse and the analysts' copy. ``defs/resources.py`` binds storage paths
-and policies from the environment; ``defs/jobs.py`` holds the jobs that span domains.
+Each domain is a folder ``defs/<domain>/``: ``assets.py`` (assets, their checks, jobs, schedules)
+and ``sensors.py`` where it has sensors. Its logic is in the core package of the same name
+(``tiktok_pipelines/<domain>/``, no Dagster import); an asset maps the core's report to metadata.
+The map and the data flow: ``docs/architecture.md``.
+
+- ``ingest/``: landing NDJSON files -> the lake's Delta tables (events per stream, quarantine,
+  ingest log); ``landing_sensor`` requests the runs (core: ``tiktok_pipelines/ingest``).
+- ``catalog/``: the platform's reference exports (users, creators, videos, campaigns), checked and
+  published as the lake's ``dims/*`` tables (core: ``tiktok_pipelines/dims.py``).
+- ``warehouse/``: ``warehouse.duckdb`` (``raw.*`` views over the lake, dims) and the analysts'
+  read-only copy ``analytics.duckdb`` (core: ``tiktok_pipelines/warehouse.py``).
+- ``analytics/``: the dbt-like SQL models of ``dbt_like_models/`` as assets, their column tests as
+  checks (core: ``tiktok_pipelines/dbt_like``).
+- ``attribution/``: ad journeys and multi-touch attribution marts (core: ``tiktok_pipelines/attribution``).
+- ``features/``: daily point-in-time user/video/creator features, partitioned by date; a sensor adds
+  the dates (core: ``tiktok_pipelines/features``).
+- ``tagging/``: video tags and categories from the catalog (core: ``tiktok_pipelines/tagging``).
+- ``training/``: labelled examples, the daily batch retrain with its registry, the sensor-driven
+  online updates and Monolith's experiments (core: ``tiktok_pipelines/training``, ``experiments``).
+- ``lake/``: care of the lake's Delta tables: compaction, vacuum, a report (core: ``tiktok_pipelines/tables.py``).
+- ``ops/``: retry and freshness policies, the hourly analytics schedule, the alert and automation
+  sensors.
+
+``defs/resources.py`` binds storage paths and policies (configuration) from the environment;
+``defs/jobs.py`` holds the jobs that span domains.
 
 Every job (and every one-click materialisation in the UI) runs its steps in the run's own process
 unless it names another executor: see ``JOB_EXECUTOR``.
