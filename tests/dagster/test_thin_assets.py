@@ -68,3 +68,18 @@ def test_sensors_live_in_their_domains_sensors_module() -> None:
 def test_body_lines_counts_from_the_first_statement() -> None:
     fn = ast.parse("@dg.asset\ndef f():\n    '''doc'''\n    x = 1\n\n    return x\n").body[0]
     assert body_lines(fn) == 4
+
+
+def test_the_core_has_no_dagster_import() -> None:
+    """Outside defs/ only the code location (definitions.py) and the CLI, which runs jobs, import Dagster."""
+    package = DEFS.parent
+    importers = set()
+    for path in package.rglob("*.py"):
+        if DEFS in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "dagster" or n.startswith(("dagster.", "dagster_")) for n in names):
+                importers.add(str(path.relative_to(package)))
+    assert importers == {"definitions.py", "cli.py"}
