@@ -34,10 +34,10 @@ columns:
   touch_lag_ms:
     description: Milliseconds from the credited touch to the conversion.
 --- */
-WITH ad_settings AS (
+WITH ad_settings AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('ad_settings') }}
 ),
-stg_ad_events AS (
+stg_ad_events AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_ad_events') }}
 ),
 

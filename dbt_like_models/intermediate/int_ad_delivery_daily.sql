@@ -37,7 +37,7 @@ columns:
     description: Sum of watch_time_ms over the impressions.
     tests: [not_null]
 --- */
-WITH stg_ad_events AS (
+WITH stg_ad_events AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_ad_events') }}
 ),
 

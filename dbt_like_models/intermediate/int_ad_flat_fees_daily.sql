@@ -24,13 +24,13 @@ columns:
     description: The part of the fee booked on this day, in cents.
     tests: [not_null]
 --- */
-WITH stg_ad_events AS (
+WITH stg_ad_events AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_ad_events') }}
 ),
-stg_campaigns AS (
+stg_campaigns AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_campaigns') }}
 ),
-int_dou_plus_orders AS (
+int_dou_plus_orders AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_dou_plus_orders') }}
 ),
 

@@ -23,7 +23,7 @@ columns:
     description: Distinct users who followed the creator that day (follower growth; unfollows are not in the event stream).
     tests: [not_null]
 --- */
-WITH stg_interactions AS (
+WITH stg_interactions AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_interactions') }}
 ),
 

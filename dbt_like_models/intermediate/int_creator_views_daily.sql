@@ -45,7 +45,7 @@ columns:
     description: Plays from a live room.
     tests: [not_null]
 --- */
-WITH stg_views AS (
+WITH stg_views AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_views') }}
 ),
 

@@ -29,13 +29,13 @@ columns:
   reject_detail:
     description: The numbers behind the reason, e.g. "$5.00 < $10.00 minimum".
 --- */
-WITH revenue_shares AS (
+WITH revenue_shares AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('revenue_shares') }}
 ),
-stg_campaigns AS (
+stg_campaigns AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_campaigns') }}
 ),
-stg_videos AS (
+stg_videos AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_videos') }}
 ),
 

@@ -34,13 +34,13 @@ columns:
     description: NULL when the gift can be split; otherwise unknown_creator, unknown_creator_type, guild_share_missing or guild_share_out_of_range.
     tests: [{accepted_values: {values: [unknown_creator, unknown_creator_type, guild_share_missing, guild_share_out_of_range]}}]
 --- */
-WITH revenue_shares AS (
+WITH revenue_shares AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('revenue_shares') }}
 ),
-stg_live_gifts AS (
+stg_live_gifts AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_live_gifts') }}
 ),
-stg_creators AS (
+stg_creators AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_creators') }}
 ),
 

@@ -31,13 +31,13 @@ columns:
     description: NULL when the order can be split; otherwise unknown_creator or unsupported_currency.
     tests: [{accepted_values: {values: [unknown_creator, unsupported_currency]}}]
 --- */
-WITH revenue_shares AS (
+WITH revenue_shares AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('revenue_shares') }}
 ),
-stg_orders AS (
+stg_orders AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_orders') }}
 ),
-stg_creators AS (
+stg_creators AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_creators') }}
 ),
 

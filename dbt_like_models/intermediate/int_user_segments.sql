@@ -54,22 +54,22 @@ columns:
     description: Value of the user's ad purchase conversions, in cents.
     tests: [not_null]
 --- */
-WITH stg_videos AS (
+WITH stg_videos AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_videos') }}
 ),
-video_tags AS (
+video_tags AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('video_tags') }}
 ),
-stg_views AS (
+stg_views AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_views') }}
 ),
-stg_interactions AS (
+stg_interactions AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_interactions') }}
 ),
-stg_ad_events AS (
+stg_ad_events AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_ad_events') }}
 ),
-stg_users AS (
+stg_users AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_users') }}
 ),
 

@@ -79,16 +79,16 @@ columns:
   avg_watch_time_ms:
     description: Ad play time / impressions, in milliseconds.
 --- */
-WITH int_ad_delivery_daily AS (
+WITH int_ad_delivery_daily AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_ad_delivery_daily') }}
 ),
-int_ad_conversions AS (
+int_ad_conversions AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_ad_conversions') }}
 ),
-int_ad_flat_fees_daily AS (
+int_ad_flat_fees_daily AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_ad_flat_fees_daily') }}
 ),
-stg_campaigns AS (
+stg_campaigns AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_campaigns') }}
 ),
 

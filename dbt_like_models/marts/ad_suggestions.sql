@@ -40,22 +40,22 @@ columns:
     description: The suggestion in words, with the numbers.
     tests: [not_null]
 --- */
-WITH ad_settings AS (
+WITH ad_settings AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('ad_settings') }}
 ),
-ad_targets AS (
+ad_targets AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('ad_targets') }}
 ),
-ad_performance_daily AS (
+ad_performance_daily AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('ad_performance_daily') }}
 ),
-stg_ad_events AS (
+stg_ad_events AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_ad_events') }}
 ),
-stg_campaigns AS (
+stg_campaigns AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_campaigns') }}
 ),
-stg_users AS (
+stg_users AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_users') }}
 ),
 

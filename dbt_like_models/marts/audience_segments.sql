@@ -59,7 +59,7 @@ columns:
     description: Value of the segment's purchase conversions, in cents.
     tests: [not_null]
 --- */
-WITH int_user_segments AS (
+WITH int_user_segments AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_user_segments') }}
 ),
 

@@ -85,16 +85,16 @@ columns:
     description: gift_platform_cents + ecommerce_platform_cents + dou_plus_spend_cents.
     tests: [not_null]
 --- */
-WITH creator_revenue_daily AS (
+WITH creator_revenue_daily AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('creator_revenue_daily') }}
 ),
-int_creator_views_daily AS (
+int_creator_views_daily AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_creator_views_daily') }}
 ),
-int_creator_interactions_daily AS (
+int_creator_interactions_daily AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_creator_interactions_daily') }}
 ),
-stg_creators AS (
+stg_creators AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_creators') }}
 ),
 

@@ -50,19 +50,19 @@ columns:
     description: ok when creator_share_cents + platform_share_cents = gross_cents and neither is negative; mismatch otherwise (must never happen).
     tests: [not_null, {accepted_values: {values: [ok]}}]
 --- */
-WITH int_live_gift_shares AS (
+WITH int_live_gift_shares AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_live_gift_shares') }}
 ),
-int_order_commissions AS (
+int_order_commissions AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_order_commissions') }}
 ),
-int_dou_plus_orders AS (
+int_dou_plus_orders AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_dou_plus_orders') }}
 ),
-stg_views AS (
+stg_views AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_views') }}
 ),
-stg_ad_events AS (
+stg_ad_events AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('stg_ad_events') }}
 ),
 

@@ -27,13 +27,13 @@ columns:
   detail:
     description: The numbers behind the reason.
 --- */
-WITH int_live_gift_shares AS (
+WITH int_live_gift_shares AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_live_gift_shares') }}
 ),
-int_order_commissions AS (
+int_order_commissions AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_order_commissions') }}
 ),
-int_dou_plus_orders AS (
+int_dou_plus_orders AS NOT MATERIALIZED (
     SELECT * FROM {{ ref('int_dou_plus_orders') }}
 ),
 

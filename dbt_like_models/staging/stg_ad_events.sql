@@ -46,7 +46,7 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-WITH raw_ad_events AS (
+WITH raw_ad_events AS NOT MATERIALIZED (
     SELECT * FROM {{ source('raw', 'ad_events') }}
 ),
 

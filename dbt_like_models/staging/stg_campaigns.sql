@@ -39,7 +39,7 @@ columns:
   end_at:
     description: end_ms as a TIMESTAMP (UTC).
 --- */
-WITH dims_campaigns AS (
+WITH dims_campaigns AS NOT MATERIALIZED (
     SELECT * FROM {{ source('dims', 'campaigns') }}
 ),
 

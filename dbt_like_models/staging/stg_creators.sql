@@ -26,7 +26,7 @@ columns:
   joined_at:
     description: joined_at_ms as a TIMESTAMP (UTC).
 --- */
-WITH dims_creators AS (
+WITH dims_creators AS NOT MATERIALIZED (
     SELECT * FROM {{ source('dims', 'creators') }}
 ),
 

@@ -46,7 +46,7 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-WITH raw_impressions AS (
+WITH raw_impressions AS NOT MATERIALIZED (
     SELECT * FROM {{ source('raw', 'impressions') }}
 ),
 

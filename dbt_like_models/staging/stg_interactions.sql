@@ -36,7 +36,7 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-WITH raw_interactions AS (
+WITH raw_interactions AS NOT MATERIALIZED (
     SELECT * FROM {{ source('raw', 'interactions') }}
 ),
 

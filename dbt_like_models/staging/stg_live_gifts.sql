@@ -33,7 +33,7 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-WITH raw_live_gifts AS (
+WITH raw_live_gifts AS NOT MATERIALIZED (
     SELECT * FROM {{ source('raw', 'live_gifts') }}
 ),
 

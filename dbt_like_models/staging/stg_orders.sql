@@ -47,7 +47,7 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-WITH raw_orders AS (
+WITH raw_orders AS NOT MATERIALIZED (
     SELECT * FROM {{ source('raw', 'orders') }}
 ),
 

@@ -25,7 +25,7 @@ columns:
     description: How active the user is (low, medium, high).
     tests: [{accepted_values: {values: [low, medium, high], severity: warn}}]
 --- */
-WITH dims_users AS (
+WITH dims_users AS NOT MATERIALIZED (
     SELECT * FROM {{ source('dims', 'users') }}
 ),
 

@@ -30,7 +30,7 @@ columns:
   source_video_id:
     description: The video's id in its source dataset (NULL for generated videos).
 --- */
-WITH dims_videos AS (
+WITH dims_videos AS NOT MATERIALIZED (
     SELECT * FROM {{ source('dims', 'videos') }}
 ),
 

@@ -39,7 +39,7 @@ columns:
   ts:
     description: ts_ms as a TIMESTAMP (UTC).
 --- */
-WITH raw_views AS (
+WITH raw_views AS NOT MATERIALIZED (
     SELECT * FROM {{ source('raw', 'views') }}
 ),
 
