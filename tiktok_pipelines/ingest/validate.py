@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STRING, Field, StreamSchema
+from tiktok_pipelines.sqlfiles import load_sql
+from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING, Field, StreamSchema
 
+_PKG = "tiktok_pipelines.ingest"  # the query templates: ingest/sql/validation*.sql
 _SQL_TYPES = {STRING: "VARCHAR", INT64: "BIGINT", FLOAT64: "DOUBLE", BOOL: "BOOLEAN", JSON_OBJECT: "JSON"}
 
 
@@ -114,61 +116,14 @@ def _checks(schema: StreamSchema, present: Callable[[int, Field], str], *, futur
     return "\n            ".join(checks)
 
 
-_CHECKED_CTE = """checked AS (
-    SELECT src_file_idx, src_line, line,
-           -- json_valid first: guarding with try() instead would fall back to row-at-a-time for
-           -- every vector holding one malformed line, and with dirty data that is most vectors.
-           json_valid(line) AS is_json,
-           -- json_transform also "parses" arrays and scalars, into an all-NULL struct. Nearly every
-           -- line starts with its brace: only the others pay for ltrim's copy of the line.
-           -- ltrim decodes characters, so it sees only lines the parser took: those alone are
-           -- sure to be UTF-8 (the engine checks the others after the parse).
-           CASE WHEN starts_with(line, '{') THEN true
-                WHEN json_valid(line) THEN starts_with(ltrim(line, E' \\t\\r'), '{')
-                ELSE false END AS is_object
-    FROM lines
-)"""
-
-# The speculative form: a line that starts with '{' and ends with '}' (nearly every line; the
-# dirty ones seen in practice, truncated writes, binary junk, HTML error pages, are not) skips
-# json_valid and goes straight to the one parse, json_transform. That parse refuses everything
-# json_valid refuses (bad UTF-8 too), but by raising: one such line fails the whole query, and
-# the caller runs the checked form instead. json_valid was about a quarter of the validation's CPU.
-_SPECULATIVE_CHECKED_CTE = """checked AS (
-    SELECT src_file_idx, src_line, line, is_json,
-           CASE WHEN screened THEN true
-                WHEN starts_with(line, '{') THEN is_json
-                WHEN is_json THEN starts_with(ltrim(line, E' \\t\\r'), '{')
-                ELSE false END AS is_object
-    FROM (
-        SELECT src_file_idx, src_line, line, screened,
-               CASE WHEN screened THEN true ELSE json_valid(line) END AS is_json
-        FROM (
-            SELECT src_file_idx, src_line, line,
-                   starts_with(line, '{') AND (ends_with(line, E'}\\n') OR ends_with(line, '}')) AS screened
-            FROM lines
-        )
-    )
-)"""
-
-
 def _final_select(schema: StreamSchema, check_sql: str) -> str:
     names = schema.field_names
-    ts = schema.partition_field
-    return f"""
-SELECT t.src_file_idx, t.src_line,
-       {", ".join("t." + n for n in names)},
-       -- epoch_ms gives a naive UTC timestamp; the range guard keeps a wild value from aborting the batch
-       CASE WHEN t.{ts} BETWEEN 0 AND 253402300799999 THEN CAST(epoch_ms(t.{ts}) AS DATE) END AS event_date,
-       -- 63 bits as BIGINT: Delta (and most engines) have no unsigned 64-bit type.
-       (hash({", ".join(names)}) >> 1)::BIGINT AS payload_hash,
-       CASE
-            WHEN NOT is_json THEN 'malformed_json'
-            WHEN NOT is_object THEN 'not_an_object'
-            {check_sql}
-       END AS reason
-FROM typed t JOIN files fl USING (src_file_idx)
-"""
+    return load_sql(_PKG, "validation_final", columns=", ".join("t." + n for n in names),
+                    ts=schema.partition_field, hashed=", ".join(names), checks=check_sql)
+
+
+def _checked_cte(speculative: bool) -> str:
+    return load_sql(_PKG, "validation_speculative" if speculative else "validation_checked").rstrip()
 
 
 def validation_sql(
@@ -195,23 +150,16 @@ def validation_sql(
     whatever its file's flush time says (a file's name is the collector's word, not a fact).
 
     ``speculative``: lines shaped like an object are parsed without ``json_valid`` first
-    (``_SPECULATIVE_CHECKED_CTE``). The query then either gives exactly the checked form's rows or
+    (``ingest/sql/validation_speculative.sql``). The query then either gives exactly the checked form's rows or
     raises (a malformed line shaped like an object): run the checked form then.
     """
-    checked_cte = _SPECULATIVE_CHECKED_CTE if speculative else _CHECKED_CTE
     structure = json.dumps({f.name: _READ_AS[f.type] for f in schema.fields})
     typed = ", ".join(f"j.{f.name} IS NOT NULL AS _p{i}" for i, f in enumerate(schema.fields, start=1))
     values = ", ".join(f"{_field_value(f, f'j.{f.name}')} AS {f.name}" for f in schema.fields)
     check_sql = _checks(schema, lambda i, f: f"_p{i}", future_skew_ms=future_skew_ms,
                         max_lateness_ms=max_lateness_ms, max_ts_ms=max_ts_ms)
-    return f"""
-WITH {checked_cte}, parsed AS (
-    SELECT src_file_idx, src_line, line, is_json, is_object,
-           CASE WHEN is_json THEN json_transform(line, {_quote(structure)}) END AS j
-    FROM checked
-), typed AS (
-    SELECT src_file_idx, src_line, is_json, is_object, {typed}, {values} FROM parsed
-)""" + _final_select(schema, check_sql)
+    return load_sql(_PKG, "validation", checked_cte=_checked_cte(speculative), structure=_quote(structure),
+                    presence=typed, values=values, final_select=_final_select(schema, check_sql))
 
 
 def reference_validation_sql(
@@ -238,12 +186,38 @@ def reference_validation_sql(
         typed.append(f"CASE WHEN jt[{i}] IN ({accepted}) THEN v.{f.name} END AS {f.name}")
     check_sql = _checks(schema, lambda i, f: f"(jt[{i}] IS NOT NULL AND jt[{i}] <> 'NULL')",
                         future_skew_ms=future_skew_ms, max_lateness_ms=max_lateness_ms, max_ts_ms=max_ts_ms)
-    return f"""
-WITH {_CHECKED_CTE}, parsed AS (
-    SELECT src_file_idx, src_line, is_json, is_object,
-           CASE WHEN is_json THEN json_type(line, {paths}) END AS jt,
-           CASE WHEN is_json THEN json_transform(line, {_quote(structure)}) END AS v
-    FROM checked
-), typed AS (
-    SELECT src_file_idx, src_line, is_json, is_object, jt, {", ".join(typed)} FROM parsed
-)""" + _final_select(schema, check_sql)
+    return load_sql(_PKG, "validation_reference", checked_cte=_checked_cte(False), paths=paths,
+                    structure=_quote(structure), values=", ".join(typed),
+                    final_select=_final_select(schema, check_sql))
+
+
+def rendered_validation(future_skew_ms: int, max_lateness_ms: int) -> dict[str, str]:
+    """``<stream>.sql`` -> the validation query each stream runs (the speculative form, as the
+    engine tries it first), for reading and review: ``sql/ingest_validation/`` holds this for the
+    default settings, and tests/ingest/test_validation_rendered.py keeps it fresh."""
+    out = {}
+    for name, schema in STREAMS.items():
+        head = (f"-- GENERATED by `python -m tiktok_pipelines.ingest.validate` from schemas.STREAMS['{name}']\n"
+                f"-- and ingest/sql/validation*.sql, with the default settings: future skew {future_skew_ms} ms,\n"
+                f"-- lateness {max_lateness_ms} ms (the ingest also caps timestamps at its clock + skew).\n"
+                "-- Do not edit: change the schema or the templates and regenerate.\n")
+        out[f"{name}.sql"] = head + validation_sql(schema, future_skew_ms=future_skew_ms,
+                                                   max_lateness_ms=max_lateness_ms, speculative=True).strip() + "\n"
+    return out
+
+
+def _write_rendered() -> None:
+    from pathlib import Path
+
+    from tiktok_pipelines.ingest.engine import IngestSettings
+
+    s = IngestSettings()
+    out = Path(__file__).resolve().parents[2] / "sql" / "ingest_validation"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered_validation(s.future_skew_seconds * 1000, s.max_lateness_days * 86_400_000).items():
+        (out / name).write_text(text, encoding="utf-8")
+        print(out / name)
+
+
+if __name__ == "__main__":
+    _write_rendered()
