@@ -74,7 +74,7 @@ def test_round_trip_without_pickle_gives_identical_predictions(tmp_path) -> None
     model = TagClassifier.fit(caps, tags, labels, list(range(len(caps))))
     d = model.save_atomic(tmp_path / "tagger")
     assert sorted(p.name for p in d.iterdir()) == ["coef.npy", "idf.npy", "intercept.npy", "manifest.json",
-                                                  "vocabulary.json"]
+                                                  "taxonomy.json", "vocabulary.json"]
     manifest = json.loads((d / "manifest.json").read_text())
     assert manifest["classes"] == sorted(VOCAB) and manifest["model"] == model.name
     for name in ("coef", "idf", "intercept"):  # plain arrays only
@@ -97,7 +97,8 @@ def test_round_trip_without_pickle_gives_identical_predictions(tmp_path) -> None
 
 def test_arrays_predict_what_scikit_learn_predicts(tmp_path) -> None:
     """The saved arrays are scikit-learn's model: the same scores as its LinearSVC on the same
-    TF-IDF rows, and softmax(beta * scores) as the probabilities, before and after a reload."""
+    TF-IDF rows, and softmax(beta * scores + the rules' boost) as the probabilities, before and
+    after a reload."""
     from sklearn.svm import LinearSVC
 
     from tiktok_pipelines.tagging.features import video_docs
@@ -111,7 +112,9 @@ def test_arrays_predict_what_scikit_learn_predicts(tmp_path) -> None:
     want = svc.decision_function(vec.transform(video_docs(t_caps, t_tags)))
     # coef is kept as float32 (half the file): scores agree to ~1e-5
     np.testing.assert_allclose(model.decision_function(t_caps, t_tags), want, atol=1e-4)
-    z = model.beta * want
+    boost = model.rules_boost(t_caps, t_tags)
+    assert boost.max() == pytest.approx(2.0)  # the category hashtags are taxonomy hashtags: score >= 3
+    z = model.beta * want + boost
     p = np.exp(z - z.max(axis=1, keepdims=True))
     np.testing.assert_allclose(model.predict_proba(t_caps, t_tags), p / p.sum(axis=1, keepdims=True), atol=1e-3)
     loaded = TagClassifier.load(model.save(tmp_path / "m"))

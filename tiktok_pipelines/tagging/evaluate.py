@@ -75,7 +75,8 @@ def evaluate_frames(train: pl.DataFrame, test: pl.DataFrame, *, features: Featur
     y_train, y_test = train["category"].to_list(), test["category"].to_list()
     t0 = time.perf_counter()
     model = TagClassifier.fit(train["caption"].to_list(), train["hashtags"].to_list(), y_train,
-                              train["video_id"].to_list(), features=features, candidates=candidates)
+                              train["video_id"].to_list(), features=features, candidates=candidates,
+                              taxonomy=taxonomy)
     train_s = time.perf_counter() - t0
     pred, conf = model.predict(test["caption"].to_list(), test["hashtags"].to_list())
     top = majority(y_train)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from tiktok_pipelines.tagging.normalize import normalize_text, video_hashtags
+
+if TYPE_CHECKING:
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ def make_vectorizer(cfg: FeatureConfig, vocabulary: Sequence[str] | None = None,
                     idf: np.ndarray | None = None) -> TfidfVectorizer:
     """An unfitted vectoriser for ``cfg``; with ``vocabulary`` and ``idf`` (a saved model's), a
     fitted one that transforms exactly as the one they came from."""
+    # Imported here: ~1 s of imports that every Dagster run worker would pay with the code location.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     vec = TfidfVectorizer(
         analyzer="char", ngram_range=(cfg.ngram_min, cfg.ngram_max), lowercase=False,  # text is case-folded
         min_df=cfg.min_df, max_df=cfg.max_df, max_features=cfg.max_features, sublinear_tf=cfg.sublinear_tf,

@@ -75,7 +75,8 @@ def holdout_evaluation(videos: pl.DataFrame, *, test_fraction: float = 0.2, taxo
     y_train, y_test = train["category"].to_list(), test["category"].to_list()
     t0 = time.perf_counter()
     model = TagClassifier.fit(train["caption"].to_list(), train["hashtags"].to_list(), y_train,
-                              train["video_id"].to_list(), features=features, candidates=candidates)
+                              train["video_id"].to_list(), features=features, candidates=candidates,
+                              taxonomy=taxonomy)
     seconds = time.perf_counter() - t0
     pred, _ = model.predict(test["caption"].to_list(), test["hashtags"].to_list())
     top = majority(y_train)
@@ -132,7 +133,7 @@ def tag_videos(videos: pl.DataFrame, *, taxonomy: Taxonomy | None = None, prefer
         idx = idx[_sample_ids(ids[idx], max_train_videos)]
         model = TagClassifier.fit([captions[i] for i in idx], [raw_tags[i] for i in idx],
                                   [labels[i] for i in idx], ids[idx].tolist(), features=features,
-                                  candidates=candidates, selected=selected)
+                                  candidates=candidates, selected=selected, taxonomy=taxonomy)
         pred, conf = model.predict(captions, raw_tags)
         category, confidence, method = list(pred), np.asarray(conf, dtype=np.float64), ["classifier"] * n
         metrics["model"] = model.name
