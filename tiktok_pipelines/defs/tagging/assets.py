@@ -83,8 +83,6 @@ def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
     videos = _read_videos(storage)
     result = tag_videos(videos, prefer_labels=config.prefer_catalog_labels, test_fraction=config.test_fraction,
                         max_train_videos=config.max_train_videos)
-    m = result.metrics
-
     select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in COLUMNS.items())
     con = duckdb.connect()
     try:
@@ -106,12 +104,16 @@ def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
             con.unregister("_video_tags")
         rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
         con.execute("CHECKPOINT")
+    return dg.MaterializeResult(metadata=_metadata(context, storage, result.metrics, rows, version))
 
+
+def _metadata(context: dg.AssetExecutionContext, storage: PlatformStorage, m: dict, rows: int, version: int) -> dict:
+    """What the UI shows of a tagging run: the table, how videos were tagged, the held-out scores."""
     dist = m.get("category_distribution", {})
     table = "| category | videos |\n|---|---|\n" + "\n".join(f"| {c} | {n:,} |" for c, n in dist.items())
     meta: dict = {
         "dagster/row_count": rows,
-        "path": dg.MetadataValue.path(store.uri(LAKE_TABLE)),
+        "path": dg.MetadataValue.path(storage.lake_store.uri(LAKE_TABLE)),
         "table_version": version,
         "labelled_videos": m["labelled_videos"],
         "methods": dg.MetadataValue.json(m["methods"]),
@@ -132,4 +134,4 @@ def video_tags(context: dg.AssetExecutionContext, config: VideoTagsConfig,
         )
     elif "reason" in m:
         meta["heldout/skipped"] = m["reason"]
-    return dg.MaterializeResult(metadata=meta)
+    return meta
