@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 def package_data(name: str) -> Path:
-    """``assets`` or ``dbt_like_models``: the package's copy, else the checkout's folder."""
+    """``assets`` or ``dbt_like_models``: the package's copy (in a checkout the symlink resolved, so
+    the path is the repository's folder itself), else the checkout's folder."""
     shipped = Path(str(resources.files("tiktok_pipelines") / "_data" / name))
-    return shipped if shipped.exists() else Path(__file__).resolve().parents[1] / name
+    return shipped.resolve() if shipped.exists() else Path(__file__).resolve().parents[1] / name
