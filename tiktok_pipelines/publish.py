@@ -27,9 +27,16 @@ How to use it::
     # renaming a new symlink over it (atomic), the replaced version is kept until the next
     # publication (a reader that resolved the link just before the swap still reads it whole),
     # older ones are removed. A reader that reads several files of one version resolves the link
-    # once first (``Path(target).resolve()``). A real directory already at ``target`` (one
-    # published before it was a link) is exchanged with the link in one step (renameat2
-    # RENAME_EXCHANGE) where the file system can, else moved aside just before the link goes in.
+    # once first (``Path(target).resolve()``); nobody removes ``target`` with ``rmtree``. A real
+    # directory already at ``target`` (one published before it was a link) is exchanged with the
+    # link in one step (renameat2 RENAME_EXCHANGE) where the file system can, else moved aside
+    # just before the link goes in.
+
+    # A file a library writes itself (a DuckDB database), or a two-phase publisher:
+    with staging_file(root / "analytics.duckdb") as tmp:        # an empty, flocked staging file
+        build(tmp)                                                # (and tmp.wal, removed on error)
+        atomic_replace(tmp, root / "analytics.duckdb")           # fsync, rename over, fsync folder
+    finish_dir(tmp, "manifest.json", manifest); rename_noreplace(tmp, target)  # publish_dir's steps
 
 Staging names are ``.<name>.tmp-<token>`` beside the target. While a publisher works it holds an
 flock on its staging file or folder; the kernel drops it when the process dies, so the next
@@ -191,39 +198,46 @@ def _remove(path: str) -> None:
 
 def clean_leftovers(target: str | os.PathLike, *, keep: tuple[str, ...] = ()) -> list[str]:
     """Remove what crashed publications of ``target`` left beside it (staging files and folders,
-    versions no link names), skipping those a live publisher holds and the names in ``keep``.
-    Returns the names removed."""
+    versions no link names, and what they brought: a swap's link, a database's WAL), skipping
+    those of a live publisher and the names in ``keep``. Returns the names removed.
+
+    Every such name is ``.<name>.tmp-<token>[.suffix]`` or ``.<name>.v-<token>``; a publication's
+    token is alive while its publisher holds the flock on its staging or version entry."""
     target = Path(target)
     parent = target.parent
-    prefixes = (_tmp_prefix(target), _version_prefix(target))
-    current = _link_name(target)
-    removed = []
+    tmp_prefix, version_prefix = _tmp_prefix(target), _version_prefix(target)
+    by_token: dict[str, list[str]] = {}
     try:
-        entries = [e.name for e in os.scandir(parent) if e.name.startswith(prefixes)]
+        for e in os.scandir(parent):
+            for prefix in (tmp_prefix, version_prefix):
+                if e.name.startswith(prefix):
+                    by_token.setdefault(e.name[len(prefix):].split(".", 1)[0], []).append(e.name)
     except FileNotFoundError:
-        return removed
-    for name in entries:
-        if name == current or name in keep:
+        return []
+    protected = {_link_name(target), *keep}
+    removed = []
+    for token, names in by_token.items():
+        if protected.intersection(names):
             continue
-        path = os.path.join(parent, name)
-        if os.path.islink(path):
-            _remove(path)  # a link made for a swap that never happened
-            removed.append(name)
-            continue
-        fd = _try_lock(path)
-        if fd is None:
-            continue  # its publisher is alive
+        owners = [n for n in names if n in (tmp_prefix + token, version_prefix + token)]
+        fds = [_try_lock(os.path.join(parent, n)) for n in owners]
         try:
-            if name.startswith(prefixes[1]):
-                # Out of the namespace in one step first: a reader that resolved the link to this
-                # version then finds it gone, never half-deleted.
-                trash = os.path.join(parent, f"{prefixes[0]}{uuid.uuid4().hex}.trash")
-                os.rename(path, trash)
-                path = trash
-            _remove(path)
-            removed.append(name)
+            if None in fds:
+                continue  # its publisher is alive
+            for name in names:
+                path = os.path.join(parent, name)
+                if name.startswith(version_prefix) and not os.path.islink(path):
+                    # Out of the namespace in one step first: a reader that resolved the link to
+                    # this version then finds it gone, never half-deleted.
+                    trash = os.path.join(parent, f"{tmp_prefix}{uuid.uuid4().hex}.trash")
+                    os.rename(path, trash)
+                    path = trash
+                _remove(path)
+                removed.append(name)
         finally:
-            os.close(fd)
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
     if removed:
         fsync_path(parent)
     return removed
@@ -236,24 +250,54 @@ def _link_name(target: Path) -> str | None:
         return None
 
 
-def _locked(path: Path) -> int:
-    fd = os.open(path, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+def _new_staging(target: Path, *, folder: bool) -> tuple[Path, int]:
+    """A new staging folder or empty file beside ``target`` and an fd holding its flock."""
+    while True:
+        tmp = target.parent / f"{_tmp_prefix(target)}{uuid.uuid4().hex}"
+        if folder:
+            tmp.mkdir()
+            fd = os.open(tmp, os.O_RDONLY)
+        else:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A cleaner may have taken it between its creation and the flock (and removed it): then
+        # the name no longer leads to the inode locked here, and a new one is made.
+        try:
+            st, own = os.stat(tmp), os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 # --- single files ------------------------------------------------------------------------------
+@contextmanager
+def staging_file(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh, empty staging file beside ``target``, flocked by this process for the block (so no
+    other publisher takes it for a leftover); removed, with any ``<staging>.*`` a library made
+    beside it (a database's WAL), if the block raises. The block moves it into place itself
+    (``atomic_replace``)."""
+    target = Path(target)
+    makedirs(target.parent)
+    clean_leftovers(target)
+    tmp, fd = _new_staging(target, folder=False)
+    try:
+        yield tmp
+    except BaseException:
+        for p in (tmp, *tmp.parent.glob(tmp.name + ".*")):
+            p.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(target: str | os.PathLike, data: bytes | list[bytes]) -> None:
     """Write ``data`` (bytes, or a list of pieces) to ``target``: a staging file beside it,
     fsynced, renamed over it, the folder fsynced. A failed write leaves no staging file behind."""
     target = Path(target)
-    makedirs(target.parent)
-    clean_leftovers(target)
-    tmp = target.parent / f"{_tmp_prefix(target)}{uuid.uuid4().hex}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with os.fdopen(os.dup(fd), "wb") as f:
+    with staging_file(target) as tmp:
+        with open(tmp, "wb") as f:
             if isinstance(data, list):
                 f.writelines(data)
             else:
@@ -264,12 +308,7 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes | list[bytes]) -> 
         _step("synced")
         os.replace(tmp, target)
         _step("renamed")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-    fsync_path(target.parent)
+        fsync_path(target.parent)
     _step("done")
 
 
@@ -311,9 +350,7 @@ def staging_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     makedirs(target.parent)
     clean_leftovers(target)
-    tmp = target.parent / f"{_tmp_prefix(target)}{uuid.uuid4().hex}"
-    tmp.mkdir()
-    fd = _locked(tmp)
+    tmp, fd = _new_staging(target, folder=True)
     try:
         _step("staged")
         yield tmp

@@ -44,7 +44,7 @@ from tiktok_pipelines.ingest.engine import (
     table_source,
 )
 from tiktok_pipelines.dims import dim_dataset
-from tiktok_pipelines.lake import atomic_replace, fsync_path
+from tiktok_pipelines.publish import atomic_replace, fsync_path, staging_file
 from tiktok_pipelines.schemas import CATALOG, STREAMS
 from tiktok_pipelines.tables import TableStore
 
@@ -346,39 +346,34 @@ def publish_analytics(warehouse: Path, analytics: Path, docs: Mapping[str, Relat
        whose WAL does not match it, read-only or not, so one left there broke every open after.
        A session still holding the old file keeps the old inode (and its lock) to itself.
     """
-    analytics.parent.mkdir(parents=True, exist_ok=True)
-    tmp = analytics.with_name(f".{analytics.name}.tmp-{os.getpid()}")
-    try:
-        for p in (tmp, wal_path(tmp)):
-            p.unlink(missing_ok=True)  # left by a publication of this pid that died
-        shutil.copyfile(warehouse, tmp)
-        if wal_path(warehouse).exists():
-            shutil.copyfile(wal_path(warehouse), wal_path(tmp))
-        con = duckdb.connect(str(tmp), config={"file_search_path": str(analytics.parent.absolute())})
+    with staging_file(analytics) as tmp:  # removed, with its WAL, if anything below raises
         try:
-            con.execute("BEGIN TRANSACTION")
-            _relative_views(con, analytics.parent.absolute())
-            comment_relations(con, docs or {})
-            con.execute("COMMIT")
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        if wal_path(tmp).exists():
-            raise PublishError(f"{analytics} not published, the previous file stays: the new file "
-                               f"{tmp} kept a WAL after its checkpoint")
-        os.chmod(tmp, 0o444)  # published read-only: analysts query it, nobody writes it in place
-        check_analytics(tmp)
-    except BaseException as e:
-        for p in (tmp, wal_path(tmp)):
-            p.unlink(missing_ok=True)
-        if isinstance(e, PublishError) or not isinstance(e, Exception):
-            raise
-        raise PublishError(
-            f"{analytics} not published, the previous file stays: building the new file or opening it "
-            f"read-only and reading its views failed ({type(e).__name__}: {e})"
-        ) from e
-    wal_path(analytics).unlink(missing_ok=True)
-    atomic_replace(tmp, analytics)
+            shutil.copyfile(warehouse, tmp)
+            if wal_path(warehouse).exists():
+                shutil.copyfile(wal_path(warehouse), wal_path(tmp))
+            con = duckdb.connect(str(tmp), config={"file_search_path": str(analytics.parent.absolute())})
+            try:
+                con.execute("BEGIN TRANSACTION")
+                _relative_views(con, analytics.parent.absolute())
+                comment_relations(con, docs or {})
+                con.execute("COMMIT")
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            if wal_path(tmp).exists():
+                raise PublishError(f"{analytics} not published, the previous file stays: the new file "
+                                   f"{tmp} kept a WAL after its checkpoint")
+            os.chmod(tmp, 0o444)  # published read-only: analysts query it, nobody writes it in place
+            check_analytics(tmp)
+        except Exception as e:
+            if isinstance(e, PublishError):
+                raise
+            raise PublishError(
+                f"{analytics} not published, the previous file stays: building the new file or opening it "
+                f"read-only and reading its views failed ({type(e).__name__}: {e})"
+            ) from e
+        wal_path(analytics).unlink(missing_ok=True)
+        atomic_replace(tmp, analytics)
     wal_path(analytics).unlink(missing_ok=True)  # in case a session on the old file wrote one meanwhile
     fsync_path(analytics.parent)
     try:

@@ -50,12 +50,20 @@ def publish_in_process(mode: str, target: Path, tag: str) -> None:
     main(mode, str(target), tag)
 
 
+def kill_at(mode: str, target: Path, step: str) -> list[str]:
+    """Publish "new" as ``target`` in a child process SIGKILLed at ``step``; the names of what the
+    crash left beside ``target`` (besides the target and its versions)."""
+    proc = run_worker(mode, target, "new", step)
+    assert proc.returncode == -9, proc.stderr  # it got to that step and died there
+    return [n for n in os.listdir(target.parent) if n.startswith(f".{target.name}.tmp-")]
+
+
 @pytest.mark.parametrize("step", DIR_STEPS)
 def test_new_folder_killed_at_every_step(tmp_path: Path, step: str) -> None:
     target = tmp_path / "v0002"
     publish_in_process("dir", tmp_path / "v0001", "old")
-    proc = run_worker("dir", target, "new", step)
-    assert proc.returncode == -9, proc.stderr  # it got to that step and died there
+    left = kill_at("dir", target, step)
+    assert bool(left) == (step not in ("renamed", "done"))
     assert state(tmp_path / "v0001") == "old"
     seen = state(target)
     assert seen == ("new" if step in ("renamed", "done") else None)
@@ -72,8 +80,12 @@ def test_new_folder_killed_at_every_step(tmp_path: Path, step: str) -> None:
 def test_replaced_folder_killed_at_every_step(tmp_path: Path, step: str) -> None:
     target = tmp_path / "model"
     publish_in_process("replace", target, "old")
-    proc = run_worker("replace", target, "new", step)
-    assert proc.returncode == -9, proc.stderr
+    old = os.readlink(target)
+    left = kill_at("replace", target, step)
+    # before the swap: its staging folder, or its version folder that no link names (and its link)
+    orphans = left + [n for n in os.listdir(tmp_path) if n.startswith(".model.v-")
+                      and n not in (old, os.readlink(target))]
+    assert bool(orphans) == (step not in ("swapped", "done"))
     assert state(target) == ("new" if step in ("swapped", "done") else "old")
     publish_in_process("replace", target, "next")
     assert state(target) == "next"
@@ -88,8 +100,8 @@ def test_replaced_folder_killed_at_every_step(tmp_path: Path, step: str) -> None
 def test_file_killed_at_every_step(tmp_path: Path, step: str) -> None:
     target = tmp_path / "champion.json"
     publish_in_process("file", target, "old")
-    proc = run_worker("file", target, "new", step)
-    assert proc.returncode == -9, proc.stderr
+    left = kill_at("file", target, step)
+    assert bool(left) == (step not in ("renamed", "done"))
     assert target.read_bytes() == content("new" if step in ("renamed", "done") else "old", "file")
     publish_in_process("file", target, "next")
     assert target.read_bytes() == content("next", "file")
@@ -181,3 +193,18 @@ def test_a_failed_block_publishes_nothing(tmp_path: Path) -> None:
 def test_makedirs_creates_missing_parents(tmp_path: Path) -> None:
     publish.atomic_write_json(tmp_path / "a" / "b" / "c.json", {"x": 1})
     assert json.loads((tmp_path / "a" / "b" / "c.json").read_text()) == {"x": 1}
+
+
+def test_staging_file_and_what_a_library_made_beside_it(tmp_path: Path) -> None:
+    """A live publisher's staging file and its WAL stay while another publication cleans; once
+    that publisher is gone (its flock dropped), both go."""
+    target = tmp_path / "analytics.duckdb"
+    with publish.staging_file(target) as tmp:
+        wal = tmp.with_name(tmp.name + ".wal")
+        wal.write_bytes(b"wal")
+        publish.atomic_write_bytes(target, b"other")  # cleans leftovers: not these
+        assert tmp.exists() and wal.exists()
+    # left as a crash leaves them (the block did not raise, nothing moved them into place)
+    assert tmp.exists() and wal.exists()
+    publish.atomic_write_bytes(target, b"next")
+    assert os.listdir(tmp_path) == ["analytics.duckdb"] and target.read_bytes() == b"next"

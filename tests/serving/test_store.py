@@ -90,17 +90,19 @@ def test_a_failed_publication_leaves_no_trace_and_the_next_is_full(tmp_path: Pat
     apply_step(tables, 1)
     publisher.publish(tables, now_s=1, dense=dense_for(1), full=True)
     apply_step(tables, 2)
-    real_rename = os.rename
+    from tiktok_pipelines.serving import store
+
+    real_rename = store.rename_noreplace  # the commit's rename (publish.rename_noreplace)
 
     def failing_rename(src, dst):
         if Path(dst).name.startswith("v"):
             raise OSError("disk full")
         return real_rename(src, dst)
 
-    monkeypatch.setattr(os, "rename", failing_rename)
+    monkeypatch.setattr(store, "rename_noreplace", failing_rename)
     with pytest.raises(OSError):
         publisher.publish(tables, now_s=2)
-    monkeypatch.setattr(os, "rename", real_rename)
+    monkeypatch.setattr(store, "rename_noreplace", real_rename)
     assert list_versions(root) == [1] and not [p for p in root.iterdir() if p.name.startswith(".tmp")]
     with pytest.raises(ValueError, match="dense"):
         publisher.publish(tables, now_s=2)  # must be full now, and a full needs the dense arrays

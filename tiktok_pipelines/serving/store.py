@@ -14,8 +14,9 @@ dense parameters. Layout under ``root``::
 The rules that make it safe (DESIGN.md decisions 4-6):
 
 - **Atomic.** A version is written in ``.tmp-*``, fsynced, its manifest written last, then
-  renamed to ``vNNNNNNNN``; a directory with that name is complete. A crash leaves at most a
-  ``.tmp-*`` directory, which the next publisher removes.
+  renamed to ``vNNNNNNNN``, never over one (``publish.finish_dir``, ``publish.rename_noreplace``);
+  a directory with that name is complete. A crash leaves at most a ``.tmp-*`` directory, which
+  the next publisher removes.
 - **Verified.** The manifest lists every file's sha256. ``load_latest`` refuses a version whose
   files do not match (a corrupted or truncated file) and falls back to the newest state it can
   verify.
@@ -72,7 +73,8 @@ import numpy as np
 from tiktok_pipelines.embedding.admission import filter_from_state, filter_state, is_stateful
 from tiktok_pipelines.embedding.export import apply_delta, export_delta, export_snapshot, load_snapshot
 from tiktok_pipelines.embedding.table import CollisionlessEmbeddingTable
-from tiktok_pipelines.lake import exclusive_lock, fsync_path, sha256_file
+from tiktok_pipelines.lake import exclusive_lock
+from tiktok_pipelines.publish import file_sha256s, finish_dir, fsync_path, rename_noreplace, sha256_file
 from tiktok_pipelines.serving.objectstore import TOKEN_RE, S3Root, default_cache_base
 
 FORMAT = "tiktok_pipelines.serving/v1"
@@ -411,12 +413,7 @@ class ServingPublisher:
             if dense is not None:
                 with open(tmp / DENSE_FILE, "wb") as f:
                     np.savez(f, **{k: np.asarray(v) for k, v in dense.items()})
-                    f.flush()
-                    os.fsync(f.fileno())
-            files = {
-                str(p.relative_to(tmp)): sha256_file(p)
-                for p in sorted(tmp.rglob("*")) if p.is_file()
-            }
+            files = file_sha256s(tmp)
             manifest = {
                 "format": FORMAT,
                 "seq": seq,
@@ -437,13 +434,7 @@ class ServingPublisher:
                 # the key prefix of this publication's objects: no other publication writes under it
                 manifest["objects"] = uuid.uuid4().hex
             raw = json.dumps(manifest, indent=1, sort_keys=True).encode()
-            with open(tmp / MANIFEST, "wb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-            if not self.remote:
-                for d in sorted({p.parent for p in tmp.rglob("*")} | {tmp}):
-                    fsync_path(d)
+            finish_dir(tmp, MANIFEST, raw)  # every file and folder fsynced, the manifest last
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -464,7 +455,7 @@ class ServingPublisher:
                     log.warning("v%08d published; keeping a cached copy failed", seq, exc_info=True)
             else:
                 try:
-                    os.rename(prepared.folder, version_dir(self.root, seq))  # the commit point
+                    rename_noreplace(prepared.folder, version_dir(self.root, seq))  # the commit point
                 except OSError as e:
                     if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
                         raise VersionConflict(seq, self.root) from e
@@ -649,9 +640,7 @@ def _write_admission(tables: dict[str, CollisionlessEmbeddingTable], path: Path)
     if not configs:
         return None
     with open(path, "wb") as out:
-        np.savez_compressed(out, **arrays)  # count sketches are mostly zeros
-        out.flush()
-        os.fsync(out.fileno())
+        np.savez_compressed(out, **arrays)  # count sketches are mostly zeros (fsynced by finish_dir)
     return {"file": path.name, "filters": configs}
 
 
