@@ -58,7 +58,8 @@ class ModelSpec:
         if self.kind == "svc":
             from sklearn.svm import LinearSVC
 
-            return LinearSVC(C=self.c, class_weight=weight)
+            # liblinear shuffles with a seed drawn from numpy's global state unless given one
+            return LinearSVC(C=self.c, class_weight=weight, random_state=0)
         if self.kind == "sgd":
             from sklearn.linear_model import SGDClassifier
 
