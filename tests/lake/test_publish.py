@@ -208,3 +208,21 @@ def test_staging_file_and_what_a_library_made_beside_it(tmp_path: Path) -> None:
     assert tmp.exists() and wal.exists()
     publish.atomic_write_bytes(target, b"next")
     assert os.listdir(tmp_path) == ["analytics.duckdb"] and target.read_bytes() == b"next"
+
+
+def test_without_renameat2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the C library has no renameat2: a new folder still never replaces one, and a real
+    folder at a replaced target still becomes a link to the new version."""
+    monkeypatch.setattr(publish, "_libc", lambda: False)
+    publish_in_process("dir", tmp_path / "v0001", "one")
+    with pytest.raises(FileExistsError):
+        with publish.publish_dir(tmp_path / "v0002") as tmp:
+            (tmp_path / "v0002").mkdir()
+            (tmp_path / "v0002" / "x").write_text("the other publisher's")
+    assert os.listdir(tmp_path / "v0002") == ["x"]
+    legacy = tmp_path / "model"
+    legacy.mkdir()
+    (legacy / "old.txt").write_text("published before links")
+    publish_in_process("replace", legacy, "new")
+    assert legacy.is_symlink() and state(legacy) == "new"
+    assert sorted(os.listdir(tmp_path)) == sorted([os.readlink(legacy), "model", "v0001", "v0002"])
