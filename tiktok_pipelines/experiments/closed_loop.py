@@ -106,9 +106,9 @@ def closed_loop(work: str | Path, *, seed: int = 7, users: int = 3000, videos: i
         if d.exists():
             shutil.rmtree(d)
         shutil.copytree(base, d)
+        dl = DataLayout(d)
         server = None
         if arm in ("batch_only", "online"):
-            dl = DataLayout(d)
             server = ModelServer(dl.serving, catalog_dir=dl.catalog, counters_path=counters_path(dl.lake))
 
             def recommender(user_ids: np.ndarray, day: int, server=server) -> np.ndarray:
