@@ -65,14 +65,20 @@ from tiktok_pipelines.ingest.landing import (
 )
 from tiktok_pipelines.ingest.validate import validation_sql
 from tiktok_pipelines.lake import exclusive_lock, sql_path
+from tiktok_pipelines.layout import (  # noqa: F401  (re-exported)
+    EVENTS_DIR,
+    INGEST_LOG_DIR,
+    QUARANTINE_DIR,
+    STAGING_DIR,
+    STATE_TABLE,
+    events_table,
+)
 from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING
+from tiktok_pipelines.sqlfiles import load_sql
 from tiktok_pipelines.tables import StagedFile, TableStore
 
-EVENTS_DIR = "events"
-QUARANTINE_DIR = "quarantine"
-INGEST_LOG_DIR = "ingest_log"
-STAGING_DIR = "_staging"  # local lakes: a batch's files before they are committed
-STATE_TABLE = "_ingest_state"
+# The lake's table names live in layout.py; re-exported here for the engine's many importers.
+_PKG = "tiktok_pipelines.ingest"  # its SQL: ingest/sql/*.sql
 STATE_APP = "ingest-state"  # the app transaction id whose version is the state's generation
 STATE_SCHEMA = pa.schema([("generation", pa.int64()), ("batch_id", pa.string()), ("plan", pa.string())])
 
@@ -327,10 +333,6 @@ class Lake:
         return self.store.swap(STATE_TABLE, row, app=STATE_APP, expected=gen)
 
 
-def events_table(stream: str) -> str:
-    return f"{EVENTS_DIR}/{stream}"
-
-
 def lake_tables() -> list[str]:
     """Every table the ingest writes (the care assets keep them all)."""
     return [events_table(s) for s in STREAMS] + [QUARANTINE_DIR, INGEST_LOG_DIR, STATE_TABLE]
@@ -489,6 +491,7 @@ def _run_batch(
     # The next chunk's files are mapped and split into lines in a thread while DuckDB works on
     # this one: that step is single-threaded numpy (most of it without the GIL), ~6% of the
     # ingest's time, and DuckDB leaves a core idle part of the time.
+    batch = _Batch(con, batch_id, counts, report, lake, landing_root, staging, settings, now_ms, moves)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool:
         ahead = pool.submit(read, jobs[0]) if jobs else None
         for k, job in enumerate(jobs):
@@ -499,10 +502,7 @@ def _run_batch(
                 # The ids this batch has put in the lake so far (the lake's own are probed per chunk).
                 con.execute("DROP TABLE IF EXISTS seen")
                 con.execute("CREATE TEMP TABLE seen (event_id VARCHAR, payload_hash BIGINT)")
-            _ingest_chunk(
-                con, stream, chunk, chunk_no, counts, report, lake, landing_root,
-                staging, settings, batch_id, now_ms, moves, last=last, lines=lines,
-            )
+            _ingest_chunk(batch, stream, chunk, chunk_no, last=last, lines=lines)
     con.close()
 
     for c in counts.values():
@@ -512,6 +512,13 @@ def _run_batch(
                 f"{c.rows_quarantine} + duplicates {c.rows_duplicate}; batch {batch_id} not committed"
             )
 
+    _commit_batch(lake, batch_id, counts, moves, now_ms, limit_ms)
+    report.files = list(counts.values())
+
+
+def _commit_batch(lake: Lake, batch_id: str, counts: dict[str, FileCounts], moves: list[tuple[str, StagedFile]],
+                  now_ms: int, limit_ms: int) -> None:
+    """Commit a judged batch: its staged files table by table, then its ingest log rows."""
     log = pa.table(
         {
             "batch_id": [batch_id] * len(counts),
@@ -548,7 +555,6 @@ def _run_batch(
             lake.store.commit_files(table, staged, schema=events_schema(table.split("/", 1)[1]),
                                     partition_by=["event_date"], txn=txn)
     lake.store.commit(INGEST_LOG_DIR, log, txn=txn)
-    report.files = list(counts.values())
 
 
 @dataclass
@@ -615,205 +621,52 @@ def _read_chunk(chunk: list[LandingFile], landing_root: Path, file_reasons: list
     return _ChunkLines(lines_tbl, rows_read, bad_utf8_rows, unchecked)
 
 
-def _ingest_chunk(
-    con: duckdb.DuckDBPyConnection,
-    stream: str,
-    chunk: list[LandingFile],
-    chunk_no: int,
-    counts: dict[str, FileCounts],
-    report: IngestReport,
-    lake: Lake,
-    landing_root: Path,
-    staging: Path,
-    settings: IngestSettings,
-    batch_id: str,
-    now_ms: int,
-    moves: list[tuple[str, StagedFile]],
-    *,
-    last: bool = True,
-    lines: _ChunkLines | None = None,
-) -> None:
-    """Validate, judge and stage one chunk of a stream's files. ``last``: no later chunk of this
+@dataclass
+class _Batch:
+    """What every chunk of one batch shares: the DuckDB connection (with the batch's ``seen``
+    table), the per-file counts, the report, where files come from and are staged, the settings,
+    the batch's clock and the files staged so far (table, file) for the commit."""
+
+    con: duckdb.DuckDBPyConnection
+    batch_id: str
+    counts: dict[str, FileCounts]
+    report: IngestReport
+    lake: Lake
+    landing_root: Path
+    staging: Path
+    settings: IngestSettings
+    now_ms: int
+    moves: list[tuple[str, StagedFile]]
+
+
+def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: int, *, last: bool = True,
+                  lines: _ChunkLines | None = None) -> None:
+    """Validate, judge and stage one chunk of a stream's files, in five steps: register its lines,
+    validate them (temp table ``v``), judge duplicates (view ``c``: each line's outcome), stage the
+    lake's Parquet files and the quarantine's, count per file. ``last``: no later chunk of this
     stream follows in the batch, so nothing needs the ids it puts in the lake (``seen``).
     ``lines``: the chunk already read (``_read_chunk``), else it is read here."""
-    schema = STREAMS[stream]
-    file_reasons = [counts[f.key].file_reason for f in chunk]
+    file_reasons = [b.counts[f.key].file_reason for f in chunk]
     if lines is None:
-        lines = _read_chunk(chunk, landing_root, file_reasons)
+        lines = _read_chunk(chunk, b.landing_root, file_reasons)
     for f, n in zip(chunk, lines.rows_read):
-        counts[f.key].rows_read = n
-    lines_tbl, bad_utf8_rows, unchecked = lines.table, lines.bad_utf8_rows, lines.unchecked
-    files_tbl = pa.table(
-        {
-            "src_file_idx": pa.array(range(len(chunk)), pa.int32()),
-            "rel_path": [f.shown_path for f in chunk],
-            "flushed_at_ms": [f.flushed_at_ms for f in chunk],
-        }
-    )
-    con.register("lines", lines_tbl)
-    con.register("files", files_tbl)
-    _validate(con, schema, settings, now_ms, report)
-    for idx, reason in enumerate(file_reasons):
-        if reason:  # rare: every line of the file takes the file's reason, whatever it was
-            con.execute("UPDATE v SET reason = ? WHERE src_file_idx = ?", [reason, idx])
-    not_utf8 = _not_utf8_lines(con, unchecked)
-    if not_utf8:
-        # Out of v: these go to quarantine through Python (below), readable with \xNN escapes.
-        bad_utf8_rows.extend(not_utf8)
-        con.register("not_utf8", pa.table({"src_file_idx": pa.array([r["src_file_idx"] for r in not_utf8], pa.int32()),
-                                           "src_line": pa.array([r["src_line"] for r in not_utf8], pa.int64())}))
-        con.execute("DELETE FROM v WHERE (src_file_idx, src_line) IN (SELECT src_file_idx, src_line FROM not_utf8)")
-        con.unregister("not_utf8")
-
-    # The lake's copies of this chunk's ids: every partition within the allowed lateness of the
-    # chunk's dates, so a re-send re-stamped to another date is recognised too. Only the ids
-    # probe it (a hash of the chunk's ids; the partitions' event_id and hash columns stream past
-    # it), so the cost is one scan of those two columns per chunk, and nothing when the window
-    # holds no partition (a first load, a backfill into an empty lake).
-    span = con.execute("SELECT min(event_date), max(event_date) FROM v WHERE reason IS NULL").fetchall()[0]
-    # The rows of this very batch are left out: a plan finished a second time (its writer died
-    # after committing some tables) must judge its lines exactly as the first try did.
-    source = (_events_source(con, lake, stream, _window_days(span[0], span[1], settings.max_lateness_days))
-              if span[0] else None)
-    con.execute("DROP TABLE IF EXISTS lake_hits")
-    if source:
-        con.execute(
-            # any_value: one row per id even if the lake ever held two copies.
-            f"CREATE TEMP TABLE lake_hits AS SELECT p.event_id, any_value(p._payload_hash) AS payload_hash "
-            f"FROM (SELECT event_id, _payload_hash FROM {source} WHERE _batch_id <> '{batch_id}') p "
-            f"SEMI JOIN (SELECT event_id FROM v WHERE reason IS NULL) USING (event_id) GROUP BY p.event_id"
-        )
-    else:
-        con.execute("CREATE TEMP TABLE lake_hits (event_id VARCHAR, payload_hash BIGINT)")
-
-    # Duplicates are rare: rank only the ids that occur twice in the chunk or were seen before.
-    con.execute("DROP TABLE IF EXISTS judged")
-    con.execute(
-        """
-        CREATE TEMP TABLE judged AS
-        WITH valid AS (SELECT event_id, src_file_idx, src_line, payload_hash FROM v WHERE reason IS NULL),
-        -- `seen` grows with every chunk of a large batch: hash the chunk and scan `seen` once,
-        -- never build a hash table over `seen` (that made big backfills quadratic).
-        -- An id both in the lake (outside an earlier chunk's window) and in `seen`: the lake's
-        -- copy came first, its hash decides.
-        seen_hits AS (
-            SELECT event_id, arg_min(payload_hash, src) AS payload_hash FROM (
-                SELECT event_id, payload_hash, 0 AS src FROM lake_hits
-                UNION ALL
-                SELECT s.event_id, s.payload_hash, 1 AS src FROM seen s SEMI JOIN valid USING (event_id)
-            ) GROUP BY event_id
-        ),
-        dup_ids AS (
-            SELECT event_id FROM valid GROUP BY event_id HAVING count(*) > 1
-            UNION SELECT event_id FROM seen_hits
-        ),
-        ranked AS (
-            SELECT valid.*,
-                   row_number() OVER w AS rn,
-                   first_value(payload_hash) OVER w AS first_hash
-            FROM valid SEMI JOIN dup_ids USING (event_id)
-            WINDOW w AS (PARTITION BY event_id ORDER BY src_file_idx, src_line)
-        )
-        SELECT r.src_file_idx, r.src_line,
-               CASE
-                 WHEN s.event_id IS NOT NULL THEN
-                   CASE WHEN r.payload_hash = s.payload_hash THEN 'duplicate' ELSE 'conflict' END
-                 WHEN r.rn = 1 THEN 'lake'
-                 WHEN r.payload_hash = r.first_hash THEN 'duplicate'
-                 ELSE 'conflict'
-               END AS outcome
-        FROM ranked r LEFT JOIN seen_hits s USING (event_id)
-        """
-    )
-    # Outcome per line without copying the wide table again: judged holds only the rare
-    # duplicate candidates, everything else valid goes to the lake.
-    outcome_sql = """
-        CASE WHEN v.reason IS NOT NULL OR j.outcome = 'conflict' THEN 'quarantine'
-             ELSE coalesce(j.outcome, 'lake') END
-    """
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP VIEW c AS
-        SELECT v.*, {outcome_sql} AS outcome,
-               coalesce(v.reason, CASE WHEN j.outcome = 'conflict' THEN 'conflicting_duplicate' END) AS final_reason
-        FROM v LEFT JOIN judged j USING (src_file_idx, src_line)
-        """
-    )
+        b.counts[f.key].rows_read = n
+    _register_chunk(b.con, chunk, lines)
+    _validate(b.con, STREAMS[stream], b.settings, b.now_ms, b.report)
+    bad_utf8_rows = lines.bad_utf8_rows + _set_aside_file_reasons_and_bad_utf8(b.con, file_reasons, lines.unchecked)
+    _judge_duplicates(b, stream)
     if not last:
-        con.execute("INSERT INTO seen SELECT event_id, payload_hash FROM c WHERE outcome = 'lake'")
-
-    names = ", ".join(f"c.{n}" for n in schema.field_names)
-    # The source path per row from a constant list rather than a join: same result, less work.
-    src_paths = "[" + ", ".join(sql_path(f.shown_path) for f in chunk) + "]"
+        b.con.execute("INSERT INTO seen SELECT event_id, payload_hash FROM c WHERE outcome = 'lake'")
     # The per-file counts and the lake's dates in one pass over the chunk (each pass re-joins v
     # with judged).
-    outcome_counts = con.execute(
+    outcome_counts = b.con.execute(
         "SELECT src_file_idx, outcome, CASE WHEN outcome = 'lake' THEN strftime(event_date, '%Y-%m-%d') END, "
         "count(*) FROM c GROUP BY ALL"
     ).fetchall()
-    lake_dates = sorted({day for _, outcome, day, _ in outcome_counts if outcome == "lake"})
-    # One plain COPY per date instead of PARTITION_BY: DuckDB's partitioned writer ran at half the
-    # speed here, and a chunk rarely spans more than a few dates (late events).
-    for day in lake_dates:
-        name = f"part-{batch_id}-c{chunk_no}.parquet"
-        src = staging / EVENTS_DIR / stream / f"event_date={day}" / name
-        src.parent.mkdir(parents=True, exist_ok=True)
-        written = con.execute(
-            f"""
-            COPY (
-                SELECT {names},
-                       {src_paths}[c.src_file_idx + 1] AS _src_file, c.src_line AS _src_line,
-                       '{batch_id}' AS _batch_id, c.payload_hash AS _payload_hash
-                FROM c
-                WHERE c.outcome = 'lake' AND c.event_date = DATE '{day}'
-            ) TO {sql_path(src)} (
-                FORMAT parquet, COMPRESSION {settings.compression}, ROW_GROUP_SIZE {ROW_GROUP_ROWS}
-            )
-            """
-        ).fetchall()[0][0]
-        moves.append((events_table(stream), StagedFile(src, name, int(written), {"event_date": day})))
-        report.dates_by_stream[stream].add(day)
-
-    quarantine_tbl = con.sql(
-        f"""
-        SELECT '{stream}' AS stream, fl.rel_path AS src_file, c.src_line::BIGINT AS src_line,
-               c.final_reason AS reason, c.event_id, rtrim(l.line::VARCHAR, E'\n') AS raw_line,
-               '{batch_id}' AS batch_id, {int(now_ms)}::BIGINT AS ingested_at_ms
-        FROM c JOIN files fl USING (src_file_idx) JOIN lines l USING (src_file_idx, src_line)
-        WHERE c.outcome = 'quarantine'
-        """
-    ).to_arrow_table()
-    if bad_utf8_rows:
-        quarantine_tbl = pa.concat_tables(
-            [
-                quarantine_tbl.cast(QUARANTINE_SCHEMA),
-                pa.table(
-                    {
-                        "stream": [stream] * len(bad_utf8_rows),
-                        "src_file": [chunk[r["src_file_idx"]].shown_path for r in bad_utf8_rows],
-                        "src_line": [r["src_line"] for r in bad_utf8_rows],
-                        "reason": [file_reasons[r["src_file_idx"]] or "malformed_json:invalid_utf8"
-                                   for r in bad_utf8_rows],
-                        "event_id": [None] * len(bad_utf8_rows),
-                        # Kept readable; the exact bytes stay in the landing file at src_file:src_line.
-                        "raw_line": [r["raw"].rstrip(b"\n").decode("utf-8", "backslashreplace") for r in bad_utf8_rows],
-                        "batch_id": [batch_id] * len(bad_utf8_rows),
-                        "ingested_at_ms": [now_ms] * len(bad_utf8_rows),
-                    },
-                    schema=QUARANTINE_SCHEMA,
-                ),
-            ]
-        )
-    if quarantine_tbl.num_rows:
-        q_stage = staging / QUARANTINE_DIR / f"part-{batch_id}-{stream}-c{chunk_no}.parquet"
-        q_stage.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(quarantine_tbl.cast(QUARANTINE_SCHEMA), q_stage, compression=settings.compression)
-        moves.append((QUARANTINE_DIR, StagedFile(q_stage, q_stage.name, quarantine_tbl.num_rows)))
-        for reason in quarantine_tbl.column("reason").to_pylist():
-            report.reasons[reason.split(":", 1)[0]] += 1
-
+    _stage_events(b, stream, chunk, chunk_no, sorted({day for _, o, day, _ in outcome_counts if o == "lake"}))
+    _stage_quarantine(b, stream, chunk, chunk_no, bad_utf8_rows, file_reasons)
     for idx, outcome, _, n in outcome_counts:
-        fc = counts[chunk[idx].key]
+        fc = b.counts[chunk[idx].key]
         if outcome == "lake":
             fc.rows_lake += n
         elif outcome == "quarantine":
@@ -821,12 +674,109 @@ def _ingest_chunk(
         else:
             fc.rows_duplicate += n
     for r in bad_utf8_rows:
-        counts[chunk[r["src_file_idx"]].key].rows_quarantine += 1
-    con.execute("DROP VIEW c")
-    con.execute("DROP TABLE v")
-    con.execute("DROP TABLE lake_hits")
-    con.unregister("files")
-    con.unregister("lines")
+        b.counts[chunk[r["src_file_idx"]].key].rows_quarantine += 1
+    b.con.execute("DROP VIEW c")
+    b.con.execute("DROP TABLE v")
+    b.con.execute("DROP TABLE lake_hits")
+    b.con.unregister("files")
+    b.con.unregister("lines")
+
+
+def _register_chunk(con: duckdb.DuckDBPyConnection, chunk: list[LandingFile], lines: _ChunkLines) -> None:
+    """The chunk as the two relations the SQL reads: ``lines`` and ``files`` (index, path, flush time)."""
+    con.register("lines", lines.table)
+    con.register("files", pa.table({
+        "src_file_idx": pa.array(range(len(chunk)), pa.int32()),
+        "rel_path": [f.shown_path for f in chunk],
+        "flushed_at_ms": [f.flushed_at_ms for f in chunk],
+    }))
+
+
+def _set_aside_file_reasons_and_bad_utf8(con: duckdb.DuckDBPyConnection, file_reasons: list[str | None],
+                                        unchecked: dict[int, tuple[pa.Array, np.ndarray]]) -> list[dict]:
+    """Give every line of a file quarantined whole its file's reason, and take the lines that are
+    not UTF-8 out of ``v``; returns those lines (they go to quarantine through Python, readable
+    with \\xNN escapes)."""
+    for idx, reason in enumerate(file_reasons):
+        if reason:  # rare: every line of the file takes the file's reason, whatever it was
+            con.execute("UPDATE v SET reason = ? WHERE src_file_idx = ?", [reason, idx])
+    not_utf8 = _not_utf8_lines(con, unchecked)
+    if not_utf8:
+        con.register("not_utf8", pa.table({"src_file_idx": pa.array([r["src_file_idx"] for r in not_utf8], pa.int32()),
+                                           "src_line": pa.array([r["src_line"] for r in not_utf8], pa.int64())}))
+        con.execute("DELETE FROM v WHERE (src_file_idx, src_line) IN (SELECT src_file_idx, src_line FROM not_utf8)")
+        con.unregister("not_utf8")
+    return not_utf8
+
+
+def _judge_duplicates(b: _Batch, stream: str) -> None:
+    """Each valid line against the lake and the batch so far: temp tables ``lake_hits`` and
+    ``judged``, and the view ``c`` (every line with its outcome and final reason).
+
+    The lake's copies of the chunk's ids come from every partition within the allowed lateness
+    of the chunk's dates, so a re-send re-stamped to another date is recognised too: one scan of
+    the event_id and hash columns per chunk, and nothing when the window holds no partition (a
+    first load, a backfill into an empty lake)."""
+    con = b.con
+    span = con.execute("SELECT min(event_date), max(event_date) FROM v WHERE reason IS NULL").fetchall()[0]
+    con.execute("DROP TABLE IF EXISTS lake_hits")
+    source = (_events_source(con, b.lake, stream, _window_days(span[0], span[1], b.settings.max_lateness_days))
+              if span[0] else None)
+    if source:
+        con.execute(load_sql(_PKG, "chunk_lake_hits", source=source, batch_id=b.batch_id))
+    else:
+        con.execute("CREATE TEMP TABLE lake_hits (event_id VARCHAR, payload_hash BIGINT)")
+    con.execute("DROP TABLE IF EXISTS judged")
+    con.execute(load_sql(_PKG, "chunk_judged"))
+    con.execute(load_sql(_PKG, "chunk_outcomes"))
+
+
+def _stage_events(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: int, days: list[str]) -> None:
+    """The chunk's lake rows as staged Parquet files, one per date, for the commit.
+
+    One plain COPY per date instead of PARTITION_BY: DuckDB's partitioned writer ran at half the
+    speed here, and a chunk rarely spans more than a few dates (late events)."""
+    columns = ", ".join(f"c.{n}" for n in STREAMS[stream].field_names)
+    src_paths = "[" + ", ".join(sql_path(f.shown_path) for f in chunk) + "]"
+    for day in days:
+        name = f"part-{b.batch_id}-c{chunk_no}.parquet"
+        src = b.staging / EVENTS_DIR / stream / f"event_date={day}" / name
+        src.parent.mkdir(parents=True, exist_ok=True)
+        written = b.con.execute(load_sql(
+            _PKG, "chunk_stage_events", columns=columns, src_paths=src_paths, batch_id=b.batch_id, day=day,
+            path=sql_path(src), compression=b.settings.compression, row_group_rows=ROW_GROUP_ROWS,
+        )).fetchall()[0][0]
+        b.moves.append((events_table(stream), StagedFile(src, name, int(written), {"event_date": day})))
+        b.report.dates_by_stream[stream].add(day)
+
+
+def _stage_quarantine(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: int,
+                      bad_utf8_rows: list[dict], file_reasons: list[str | None]) -> None:
+    """The chunk's quarantined lines (SQL's and the not-UTF-8 ones) as one staged Parquet file."""
+    quarantine_tbl = b.con.sql(load_sql(_PKG, "chunk_quarantine", stream=stream, batch_id=b.batch_id,
+                                        now_ms=int(b.now_ms))).to_arrow_table()
+    if bad_utf8_rows:
+        quarantine_tbl = pa.concat_tables([
+            quarantine_tbl.cast(QUARANTINE_SCHEMA),
+            pa.table({
+                "stream": [stream] * len(bad_utf8_rows),
+                "src_file": [chunk[r["src_file_idx"]].shown_path for r in bad_utf8_rows],
+                "src_line": [r["src_line"] for r in bad_utf8_rows],
+                "reason": [file_reasons[r["src_file_idx"]] or "malformed_json:invalid_utf8" for r in bad_utf8_rows],
+                "event_id": [None] * len(bad_utf8_rows),
+                # Kept readable; the exact bytes stay in the landing file at src_file:src_line.
+                "raw_line": [r["raw"].rstrip(b"\n").decode("utf-8", "backslashreplace") for r in bad_utf8_rows],
+                "batch_id": [b.batch_id] * len(bad_utf8_rows),
+                "ingested_at_ms": [b.now_ms] * len(bad_utf8_rows),
+            }, schema=QUARANTINE_SCHEMA),
+        ])
+    if quarantine_tbl.num_rows:
+        q_stage = b.staging / QUARANTINE_DIR / f"part-{b.batch_id}-{stream}-c{chunk_no}.parquet"
+        q_stage.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(quarantine_tbl.cast(QUARANTINE_SCHEMA), q_stage, compression=b.settings.compression)
+        b.moves.append((QUARANTINE_DIR, StagedFile(q_stage, q_stage.name, quarantine_tbl.num_rows)))
+        for reason in quarantine_tbl.column("reason").to_pylist():
+            b.report.reasons[reason.split(":", 1)[0]] += 1
 
 
 def _validate(con: duckdb.DuckDBPyConnection, schema, settings: IngestSettings, now_ms: int,
