@@ -34,8 +34,8 @@ def main(mode: str, target: str, tag: str, at: str = "") -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     publish.on_step = on_step
-    if mode == "file":
-        publish.atomic_write_bytes(target, content(tag, "file"))
+    if mode in ("file", "file-not-durable"):
+        publish.atomic_write_bytes(target, content(tag, "file"), durable=mode == "file")
         return
     with publish.publish_dir(target, replace=mode == "replace",
                              manifest=lambda tmp: {"tag": tag, "files": publish.file_sha256s(tmp)}) as tmp:

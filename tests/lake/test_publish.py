@@ -96,14 +96,16 @@ def test_replaced_folder_killed_at_every_step(tmp_path: Path, step: str) -> None
     assert os.readlink(target) in names
 
 
+@pytest.mark.parametrize("mode", ["file", "file-not-durable"])
 @pytest.mark.parametrize("step", FILE_STEPS)
-def test_file_killed_at_every_step(tmp_path: Path, step: str) -> None:
+def test_file_killed_at_every_step(tmp_path: Path, step: str, mode: str) -> None:
+    # Not durable (no fsync: the simulator's files) is still all or nothing for a reader.
     target = tmp_path / "champion.json"
-    publish_in_process("file", target, "old")
-    left = kill_at("file", target, step)
+    publish_in_process(mode, target, "old")
+    left = kill_at(mode, target, step)
     assert bool(left) == (step not in ("renamed", "done"))
     assert target.read_bytes() == content("new" if step in ("renamed", "done") else "old", "file")
-    publish_in_process("file", target, "next")
+    publish_in_process(mode, target, "next")
     assert target.read_bytes() == content("next", "file")
     assert os.listdir(tmp_path) == ["champion.json"]
 
