@@ -397,7 +397,7 @@ def _cmd_attribution(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     """Validate dbt_like_models/ (check) or write the analysts' data dictionary (docs)."""
     from tiktok_pipelines.dbt_like import ModelError
-    from tiktok_pipelines.defs.analytics.external import load_models, models_dir
+    from tiktok_pipelines.defs.dbt_like.external import load_models, models_dir
 
     root = Path(args.models_dir) if args.models_dir else models_dir()
     try:

@@ -11,7 +11,7 @@ The map and the data flow: ``docs/architecture.md``.
   published as the lake's ``dims/*`` tables (core: ``tiktok_pipelines/dims.py``).
 - ``warehouse/``: ``warehouse.duckdb`` (``raw.*`` views over the lake, dims) and the analysts'
   read-only copy ``analytics.duckdb`` (core: ``tiktok_pipelines/warehouse.py``).
-- ``analytics/``: the dbt-like SQL models of ``dbt_like_models/`` as assets, their column tests as
+- ``dbt_like/``: the dbt-like SQL models of ``dbt_like_models/`` as assets, their column tests as
   checks (core: ``tiktok_pipelines/dbt_like``).
 - ``attribution/``: ad journeys and multi-touch attribution marts (core: ``tiktok_pipelines/attribution``).
 - ``features/``: daily point-in-time user/video/creator features, partitioned by date; a sensor adds

@@ -75,7 +75,7 @@ def built(tmp_path_factory) -> Path:
 
 
 def test_every_column_of_every_mart_has_its_comment(built):
-    from tiktok_pipelines.defs.analytics.external import load_models
+    from tiktok_pipelines.defs.dbt_like.external import load_models
 
     con = connect_analytics(built / "analytics.duckdb")
     try:
@@ -112,8 +112,8 @@ def test_every_column_of_every_mart_has_its_comment(built):
 
 
 def test_analytics_db_is_the_sink_and_runs_after_every_sql_model():
-    from tiktok_pipelines.defs.analytics.assets import model_key
-    from tiktok_pipelines.defs.analytics.external import load_models
+    from tiktok_pipelines.defs.dbt_like.assets import model_key
+    from tiktok_pipelines.defs.dbt_like.external import load_models
     from tiktok_pipelines.defs.ops.schedules import hourly_analytics_job
     from tiktok_pipelines.defs.warehouse.assets import _relation_key, published_sinks
 

@@ -23,7 +23,7 @@ from tiktok_pipelines.schemas import STREAMS
 ROOT = Path(__file__).resolve().parents[2] / "dbt_like_models"
 LAYERS = ("staging", "intermediate", "marts")
 PREFIX = {"staging": "stg_", "intermediate": "int_"}  # dropped from the key: the key starts with the layer
-# What Python assets build that SQL may ref (defs/analytics/external.py), written out again here.
+# What Python assets build that SQL may ref (defs/dbt_like/external.py), written out again here.
 EXTERNAL = {
     "video_tags": dg.AssetKey("video_tags"),
     "user_features": dg.AssetKey("user_features"),

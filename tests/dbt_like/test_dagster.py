@@ -18,12 +18,12 @@ from tests.ingest.conftest import TS_MS, dumps, valid_record, write_landing
 from tiktok_pipelines.dbt_like import load_project
 from tiktok_pipelines.dbt_like.project import file_hash
 from tiktok_pipelines.definitions import defs as load_defs
-from tiktok_pipelines.defs.analytics.assets import (
+from tiktok_pipelines.defs.dbt_like.assets import (
     PROJECT,
     analytics_assets,
     build_analytics_assets,
 )
-from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, model_asset_key, models_dir
+from tiktok_pipelines.defs.dbt_like.external import EXTERNAL_MODELS, model_asset_key, models_dir
 from tiktok_pipelines.defs.catalog.assets import catalog_assets, dim_key
 from tiktok_pipelines.defs.ingest.assets import ingest_landing, raw_key
 from tiktok_pipelines.defs.warehouse.assets import WAREHOUSE_POOL, warehouse_lake_tables

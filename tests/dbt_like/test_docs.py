@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.dbt_like.conftest import EXTERNAL, header, write
 from tiktok_pipelines.cli import main
 from tiktok_pipelines.dbt_like import load_project
-from tiktok_pipelines.defs.analytics.external import load_models, models_dir
+from tiktok_pipelines.defs.dbt_like.external import load_models, models_dir
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "data_dictionary.md"
 

@@ -8,7 +8,7 @@ import pytest
 from dagster._utils.schedules import cron_string_iterator
 
 from tiktok_pipelines.definitions import defs as load_defs
-from tiktok_pipelines.defs.analytics.external import load_models, model_asset_key
+from tiktok_pipelines.defs.dbt_like.external import load_models, model_asset_key
 
 UTC = dt.timezone.utc
 

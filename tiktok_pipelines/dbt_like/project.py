@@ -21,7 +21,7 @@ Rules checked at load time (each refusal names the file and line, see :class:`Mo
 - the header holds only known keys, a known materialization and known tests; ``unique_key`` names
   columns the header lists.
 
-No Dagster import: ``tiktok_pipelines/defs/analytics/assets.py`` turns a :class:`Project` into assets.
+No Dagster import: ``tiktok_pipelines/defs/dbt_like/assets.py`` turns a :class:`Project` into assets.
 """
 
 from __future__ import annotations

@@ -6,21 +6,23 @@ results are the source of truth (saved beside the plots), the plots only draw th
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
+
+from tiktok_pipelines import publish
 
 matplotlib.use("Agg")  # before pyplot: a server or CI has no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)  # a reader never sees half a PNG
+    publish.atomic_write_bytes(path, buf.getvalue())  # a reader never sees half a PNG
     return path
 
 

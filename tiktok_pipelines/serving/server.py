@@ -66,6 +66,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tiktok_pipelines import publish
 from tiktok_pipelines.features.online import OnlineCounters
 from tiktok_pipelines.features.online import CountersSource
 from tiktok_pipelines.layout import DataLayout
@@ -233,14 +234,8 @@ class ImpressionLog:
         now_ms = int(time.time() * 1000)
         # A per-process sequence plus a random suffix in the temp name: several servers may log.
         rel = landing_rel_path("impressions", now_ms, seq * 1000 + os.getpid() % 1000)
-        target = self.landing / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, target)  # collectors publish by rename: the sensor never sees half a file
+        # Collectors publish by rename (a hidden staging file, fsynced): the sensor never sees half a file.
+        publish.atomic_write_bytes(self.landing / rel, ("\n".join(lines) + "\n").encode("utf-8"))
         return rel
 
 

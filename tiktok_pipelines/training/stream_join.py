@@ -73,7 +73,8 @@ import pyarrow.parquet as pq
 
 from tiktok_pipelines.features.online import COUNTERS_TABLE, compute_counters, write_counters
 from tiktok_pipelines.ingest.engine import Lake
-from tiktok_pipelines.lake import exclusive_lock, fsync_path
+from tiktok_pipelines import publish
+from tiktok_pipelines.lake import exclusive_lock
 from tiktok_pipelines.sqlfiles import load_sql
 from tiktok_pipelines.tables import TableStore
 from tiktok_pipelines.training.joiner import (
@@ -374,9 +375,7 @@ def _write_attempt(store: TableStore, fs: pafs.FileSystem, seq: int, attempt: st
                         ("closed", state.closed), ("examples", examples)):
         pq.write_table(table, f"{d}/{name}.parquet", filesystem=fs, compression="zstd")
     if store.is_local:
-        for f in Path(d).iterdir():
-            fsync_path(f)
-        fsync_path(d)
+        publish.fsync_tree(Path(d))
 
 
 def _publish(store: TableStore, fs: pafs.FileSystem, seq: int, attempt: str, meta: dict,

@@ -49,10 +49,10 @@ def warehouse_lake_tables(storage: PlatformStorage) -> dg.MaterializeResult:
 
 
 def _relation_key(project, name: str) -> dg.AssetKey:
-    """The asset key of a model, seed or Python-built relation: ``defs.analytics.assets.model_key``'s
-    rule, from ``external.py`` (the analytics defs import this module, so ``model_key`` cannot be
+    """The asset key of a model, seed or Python-built relation: ``defs.dbt_like.assets.model_key``'s
+    rule, from ``external.py`` (the dbt_like defs import this module, so ``model_key`` cannot be
     imported here; tests/dagster/test_analytics_portable.py checks both agree on every name)."""
-    from tiktok_pipelines.defs.analytics.external import model_asset_key
+    from tiktok_pipelines.defs.dbt_like.external import model_asset_key
 
     if name in project.external:
         return project.external[name][0]
@@ -73,7 +73,7 @@ def published_sinks() -> list[dg.AssetKey]:
     Plus ``warehouse_lake_tables`` itself, though the models are downstream of it: the copy's
     raw.*/dims.* are what it wrote, and a run of a subset (the lake refresh and the publication,
     as a one-click "materialize selected" or a test) must still order the two."""
-    from tiktok_pipelines.defs.analytics.external import EXTERNAL_MODELS, load_models
+    from tiktok_pipelines.defs.dbt_like.external import EXTERNAL_MODELS, load_models
 
     project = load_models()
     refd = {r for m in project.models.values() for r in m.refs}
@@ -88,7 +88,7 @@ def analytics_docs() -> dict[str, RelationDoc]:
     docs/data_dictionary.md is generated from), the event contract (``raw.<stream>``, as the
     lake assets' column tables show it), the catalog's table docs (``dims.*``), the tagger's
     columns (``content.video_tags``) and the attribution marts' columns (docs/attribution.md)."""
-    from tiktok_pipelines.defs.analytics.external import load_models
+    from tiktok_pipelines.defs.dbt_like.external import load_models
     from tiktok_pipelines.defs.ingest.assets import _column_schema
     from tiktok_pipelines.defs.tagging.assets import _COLUMN_DOCS as TAG_COLUMNS
     from tiktok_pipelines.defs.tagging.assets import TABLE as TAGS_TABLE

@@ -27,7 +27,7 @@ accepted_values as ERROR; a header's ``severity:`` overrides.
 import dagster as dg
 
 from tiktok_pipelines.dbt_like import ColumnTest, Model, Project, Seed
-from tiktok_pipelines.defs.analytics.external import load_models, model_asset_key
+from tiktok_pipelines.defs.dbt_like.external import load_models, model_asset_key
 from tiktok_pipelines.defs.catalog.assets import dim_key
 from tiktok_pipelines.defs.ingest.assets import INGEST_LOG_KEY, QUARANTINE_KEY, raw_key
 from tiktok_pipelines.defs.ops.policies import (
