@@ -65,6 +65,7 @@ from tiktok_pipelines.ingest.landing import (
 )
 from tiktok_pipelines.ingest.validate import validation_sql
 from tiktok_pipelines.lake import exclusive_lock, sql_path
+# The lake's table names live in layout.py; re-exported here for the engine's many importers.
 from tiktok_pipelines.layout import (  # noqa: F401  (re-exported)
     EVENTS_DIR,
     INGEST_LOG_DIR,
@@ -77,7 +78,6 @@ from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STREAMS,
 from tiktok_pipelines.sqlfiles import load_sql
 from tiktok_pipelines.tables import StagedFile, TableStore
 
-# The lake's table names live in layout.py; re-exported here for the engine's many importers.
 _PKG = "tiktok_pipelines.ingest"  # its SQL: ingest/sql/*.sql
 STATE_APP = "ingest-state"  # the app transaction id whose version is the state's generation
 STATE_SCHEMA = pa.schema([("generation", pa.int64()), ("batch_id", pa.string()), ("plan", pa.string())])
