@@ -24,13 +24,14 @@ class Setting:
     env: str  # the environment variable
     kind: type  # str, int, float or bool
     default: str | int | float | bool | None  # None: unset (the field's doc says what that means)
-    resource: str  # the resource key in the code location's Definitions ("" for none, see ``read``)
+    resource: str  # the resource key in the code location's Definitions
     field: str  # the field of that resource
     doc: str
     # When it is read: "run" (a resource field, resolved when a run or sensor tick starts), "load"
     # (when the code location loads: decorator arguments such as retry and freshness policies, the
-    # SQL models that become assets; a change needs a reload of the location), "open" (by the core
-    # when it opens a store, in `serve` and the Dagster writers alike).
+    # SQL models that become assets; a change needs a reload of the location), "open" (when a store
+    # opens: the Dagster writers pass the field, resolved when their run starts; `serve` has the
+    # core read the environment then).
     read: str = "run"
 
 
@@ -42,10 +43,10 @@ SETTINGS: tuple[Setting, ...] = (
             "The lake's Delta tables on object storage (`s3://bucket/prefix`); unset: `<data_dir>/lake`."),
     Setting("TIKTOK_SERVING_URI", str, None, "storage", "serving_uri",
             "The serving versions on object storage (`s3://bucket/prefix`); unset: `<data_dir>/serving`."),
-    Setting("TIKTOK_SERVING_CACHE", str, None, "", "",
+    Setting("TIKTOK_SERVING_CACHE", str, None, "storage", "serving_cache",
             "Local copies of object-storage serving versions; unset: `$XDG_CACHE_HOME` (or "
             "`~/.cache`)`/tiktok_pipelines/serving`.", read="open"),
-    Setting("TIKTOK_MODELS_DIR", str, None, "", "",
+    Setting("TIKTOK_MODELS_DIR", str, None, "dbt_like", "models_dir",
             "The dbt-like SQL models' folder; unset: `dbt_like_models/` shipped with the package.",
             read="load"),
     # --- ingestion ------------------------------------------------------------------------------------
@@ -121,6 +122,5 @@ def markdown_table() -> str:
     rows = ["| variable | resource field | default | read | meaning |", "|---|---|---|---|---|"]
     for s in SETTINGS:
         shown = "unset" if s.default is None else f"`{s.default}`"
-        field = f"`{s.resource}.{s.field}`" if s.resource else "—"
-        rows.append(f"| `{s.env}` | {field} | {shown} | {read[s.read]} | {s.doc} |")
+        rows.append(f"| `{s.env}` | `{s.resource}.{s.field}` | {shown} | {read[s.read]} | {s.doc} |")
     return "\n".join(rows)

@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,19 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tests.s3 import new_bucket
+from tests.serving.publisher_steps import dense_for, new_tables
 from tiktok_pipelines import settings
 from tiktok_pipelines.cli import build_parser
-from tiktok_pipelines.defs.resources import RESOURCE_CLASSES, default_resources, from_environment, resolved
+from tiktok_pipelines.defs.resources import (
+    RESOURCE_CLASSES,
+    PlatformStorage,
+    default_resources,
+    from_environment,
+    resolved,
+)
+from tiktok_pipelines.serving.objectstore import S3Root
+from tiktok_pipelines.serving.store import ServingPublisher, list_versions, load_latest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "tiktok_pipelines"
@@ -25,9 +36,6 @@ BEGIN, END = "<!-- settings:begin (generated from tiktok_pipelines/settings.py) 
 def test_every_setting_is_a_resource_field_with_the_tables_default():
     for s in settings.SETTINGS:
         assert s.env.startswith("TIKTOK_")
-        if not s.resource:
-            assert s.read in ("load", "open"), s.env  # read by the core where it is used, documented
-            continue
         field = RESOURCE_CLASSES[s.resource].model_fields[s.field]
         assert field.default == s.default, s.env
     # no TIKTOK_ variable is read anywhere in the package that the table does not list
@@ -58,6 +66,82 @@ def test_fields_bind_the_environment_when_set(monkeypatch):
     monkeypatch.setenv("TIKTOK_FILES_PER_RUN", "many")
     with pytest.raises(ValueError, match="TIKTOK_FILES_PER_RUN='many' is not a valid int"):
         default_resources()
+
+
+def test_serving_cache_is_where_the_writers_copies_go(tmp_path, monkeypatch, s3_endpoint, s3_env):
+    """TIKTOK_SERVING_CACHE binds storage.serving_cache; the serving location the Dagster writers open
+    (``storage.serving_location``) keeps its local copies there. A value on the resource is the one
+    used, whatever the environment says (the store reads the variable only when given none)."""
+    for s in settings.SETTINGS:
+        monkeypatch.delenv(s.env, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    uri = f"s3://{new_bucket(s3_endpoint)}/serving"
+    assert default_resources()["storage"].serving_cache is None
+    monkeypatch.setenv("TIKTOK_SERVING_URI", uri)
+    monkeypatch.setenv("TIKTOK_SERVING_CACHE", str(tmp_path / "bound"))
+    bound = default_resources()["storage"]
+    assert isinstance(bound.serving_cache, dg.EnvVar) and bound.serving_cache.env_var_name == "TIKTOK_SERVING_CACHE"
+    storage = resolved(bound)
+    assert storage.serving_cache == str(tmp_path / "bound")
+    writer = storage.serving_location
+    assert isinstance(writer, S3Root) and writer.uri == uri
+    assert writer.cache_dir.parent == tmp_path / "bound"
+    ServingPublisher(writer).publish(new_tables(), now_s=1, dense=dense_for(1), full=True)
+    assert list_versions(uri) == [1]
+    assert (writer.cache_dir / "v00000001").is_dir()  # the publisher's copy, where the field says
+
+    # another host's reader, its cache given on the resource: the environment's folder stays unused
+    monkeypatch.setenv("TIKTOK_SERVING_CACHE", str(tmp_path / "environment"))
+    reader = PlatformStorage(data_dir=str(tmp_path / "data"), serving_uri=uri,
+                             serving_cache=str(tmp_path / "given")).serving_location
+    assert reader.cache_dir.parent == tmp_path / "given"
+    state = load_latest(reader)
+    assert state is not None and state.seq == 1
+    assert (reader.cache_dir / "v00000001").is_dir() and not (tmp_path / "environment").exists()
+
+
+def test_models_dir_is_the_dbt_like_resources_and_sets_the_assets(tmp_path):
+    """TIKTOK_MODELS_DIR binds dbt_like.models_dir, read when the code location loads: the real
+    Definitions, loaded with it pointing at a copy of dbt_like_models/ less one mart, have that
+    mart's asset (and its checks) no more, and nothing else changes."""
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "dbt_like_models", models)
+    (models / "marts" / "ad_suggestions.sql").unlink()  # a leaf: no model refs it
+    default = _load_location({})
+    moved = _load_location({"TIKTOK_MODELS_DIR": str(models)})
+    assert default["models_dir"] is None and default["models_path"] == str(REPO / "dbt_like_models")
+    assert moved["models_dir"] == {"env": "TIKTOK_MODELS_DIR"} and moved["models_path"] == str(models)
+    assert set(default["assets"]) - set(moved["assets"]) == {"marts/ad_suggestions"}
+    assert set(moved["assets"]) < set(default["assets"])
+    assert {c for c in default["checks"] if c.startswith("marts/ad_suggestions:")}
+    assert set(default["checks"]) - set(moved["checks"]) == {
+        c for c in default["checks"] if c.startswith("marts/ad_suggestions:")}
+
+
+_LOAD = """
+import json
+import dagster as dg
+from tiktok_pipelines.definitions import defs
+from tiktok_pipelines.defs.dbt_like.external import models_dir
+d = defs()
+graph = d.resolve_asset_graph()
+field = d.resources["dbt_like"].models_dir
+print(json.dumps({
+    "models_dir": {"env": field.env_var_name} if isinstance(field, dg.EnvVar) else field,
+    "models_path": str(models_dir()),
+    "assets": sorted(k.to_user_string() for k in graph.get_all_asset_keys()),
+    "checks": sorted(c.to_user_string() for c in graph.asset_check_keys),
+}))
+"""
+
+
+def _load_location(env: dict[str, str]) -> dict:
+    """The code location as a fresh process loads it (the SQL models are read once, at import)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TIKTOK_")}
+    out = subprocess.run([sys.executable, "-c", _LOAD], env={**base, "OMP_NUM_THREADS": "1", **env}, cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def test_the_clis_defaults_are_the_tables(monkeypatch):

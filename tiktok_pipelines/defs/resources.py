@@ -19,6 +19,8 @@ import duckdb
 from tiktok_pipelines import settings
 from tiktok_pipelines import layout
 from tiktok_pipelines.ingest.engine import IngestSettings
+from tiktok_pipelines.paths import package_data
+from tiktok_pipelines.serving.objectstore import S3Root
 from tiktok_pipelines.tables import TableStore
 from tiktok_pipelines.training.joiner import JoinerConfig
 from tiktok_pipelines.training.stream_join import StreamConfig
@@ -61,8 +63,11 @@ class PlatformStorage(dg.ConfigurableResource):
     catalog_dir: str | None = None
     # The serving versions on object storage: "s3://bucket/prefix" (default: the local ``serving``
     # folder). Endpoint and region from AWS_ENDPOINT_URL / AWS_REGION, credentials from the AWS
-    # environment; readers and writers keep a local cache folder (TIKTOK_SERVING_CACHE).
+    # environment; readers and writers keep a local copy of each version they use.
     serving_uri: str | None = settings.default("TIKTOK_SERVING_URI")
+    # Where those local copies go (one folder per bucket and prefix under it); None: the serving
+    # store's default (``serving/objectstore.py``: ``$XDG_CACHE_HOME`` or ``~/.cache``).
+    serving_cache: str | None = settings.default("TIKTOK_SERVING_CACHE")
     warehouse_path: str | None = None
     analytics_path: str | None = None
 
@@ -113,10 +118,15 @@ class PlatformStorage(dg.ConfigurableResource):
         return (Path(self.data_dir) / layout.SERVING).absolute()
 
     @property
-    def serving_location(self) -> str:
-        """Where the serving versions are published and read: ``serving_uri``, else the local
-        ``serving`` folder (the serving store takes either)."""
-        return self.serving_uri or str(self.serving)
+    def serving_location(self) -> str | S3Root:
+        """Where the serving versions are published and read: ``serving_uri`` (opened with its
+        local copies under ``serving_cache``), else the local ``serving`` folder (the serving
+        store takes either)."""
+        if not self.serving_uri:
+            return str(self.serving)
+        from tiktok_pipelines.serving.store import location  # numpy and the embedding tables: on use
+
+        return location(self.serving_uri, cache_base=self.serving_cache)
 
     @property
     def alerts(self) -> Path:
@@ -222,12 +232,26 @@ class OpsPolicy(dg.ConfigurableResource):
     freshness_online_fail_min: float = settings.default("TIKTOK_FRESHNESS_ONLINE_FAIL_MIN")
 
 
+class DbtLikeProject(dg.ConfigurableResource):
+    """The dbt-like SQL models' folder (as dagster-dbt's ``DbtProject`` names a dbt project). Its
+    models become assets, so, like ``OpsPolicy``, it is read when the code location loads
+    (``defs/dbt_like/external.py``: ``from_environment(DbtLikeProject, "dbt_like")``); a change
+    needs a reload. The resource shows the folder in the UI."""
+
+    models_dir: str | None = settings.default("TIKTOK_MODELS_DIR")  # None: the package's dbt_like_models/
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else package_data("dbt_like_models")
+
+
 RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {
     "storage": PlatformStorage,
     "ingest_policy": IngestPolicy,
     "joiner_policy": JoinerPolicy,
     "training_policy": TrainingPolicy,
     "ops_policy": OpsPolicy,
+    "dbt_like": DbtLikeProject,
 }
 
 

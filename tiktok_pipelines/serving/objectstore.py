@@ -44,10 +44,12 @@ def is_remote(root: Any) -> bool:
     return isinstance(root, S3Root) or str(root).startswith("s3://")
 
 
-def default_cache_base() -> Path:
+def default_cache_base(configured: str | os.PathLike | None = None) -> Path:
     """Where readers and writers of object-storage serving roots keep their local copies:
-    ``TIKTOK_SERVING_CACHE``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)/tiktok_pipelines/serving."""
-    base = settings.value("TIKTOK_SERVING_CACHE")
+    ``configured`` (the ``storage`` resource's ``serving_cache``), else ``TIKTOK_SERVING_CACHE`` as
+    the environment has it now (``serve``, a root opened by its URI alone), else
+    ``$XDG_CACHE_HOME`` (or ``~/.cache``)/tiktok_pipelines/serving."""
+    base = configured or settings.value("TIKTOK_SERVING_CACHE")
     if base:
         return Path(base)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tiktok_pipelines" / "serving"
@@ -57,14 +59,15 @@ def default_cache_base() -> Path:
 class S3Root:
     """A serving root in a bucket, and the local folder its versions are copied into to be read.
 
-    ``cache_dir`` (default: one folder per endpoint and URI under ``default_cache_base()``) is
-    also where a publisher stages a version before uploading it and where the host's courtesy
+    ``cache_dir`` (default: one folder per endpoint and URI under ``cache_base``, itself by default
+    ``default_cache_base()``) is also where a publisher stages a version before uploading it and where the host's courtesy
     writer lock lives: processes of one host that share it download each version once."""
 
     uri: str
     endpoint_url: str | None = None
     region: str | None = None
     cache_dir: Path | None = None
+    cache_base: str | os.PathLike | None = None
     bucket: str = field(init=False)
     prefix: str = field(init=False)
     _client: Any = field(default=None, init=False, repr=False, compare=False)
@@ -82,7 +85,7 @@ class S3Root:
         if self.cache_dir is None:
             # The endpoint is part of the identity: one bucket name on two stores is two roots.
             digest = hashlib.sha256(f"{self.endpoint_url or ''}|{self.uri}".encode()).hexdigest()[:16]
-            self.cache_dir = default_cache_base() / f"{self.bucket}-{digest}"
+            self.cache_dir = default_cache_base(self.cache_base) / f"{self.bucket}-{digest}"
         self.cache_dir = Path(self.cache_dir).absolute()
 
     def __str__(self) -> str:

@@ -94,16 +94,17 @@ TRANSFER_THREADS = 8  # parallel uploads/downloads of a version's files (each a 
 Root = str | os.PathLike | S3Root
 
 
-def location(root: Root) -> Path | S3Root:
+def location(root: Root, cache_base: str | os.PathLike | None = None) -> Path | S3Root:
     """A serving root as the store handles it: a local folder, or an ``S3Root`` for
     ``s3://bucket/prefix`` (endpoint and region from the AWS environment; pass an ``S3Root`` to
-    give them, or another cache folder, explicitly)."""
+    give them, or another cache folder, explicitly). ``cache_base``: the folder its local copies
+    go under (``default_cache_base``)."""
     if isinstance(root, S3Root):
         return root
     text = os.fspath(root)
     if text.startswith("s3://"):
         return _s3_root(text.rstrip("/"), os.environ.get("AWS_ENDPOINT_URL") or None,
-                        os.environ.get("AWS_REGION") or None, str(default_cache_base()))
+                        os.environ.get("AWS_REGION") or None, str(default_cache_base(cache_base)))
     if "://" in text:
         raise ValueError(f"unsupported serving location {text!r}: a local path or s3://bucket/prefix")
     return Path(root)
@@ -112,8 +113,7 @@ def location(root: Root) -> Path | S3Root:
 @functools.lru_cache(maxsize=64)
 def _s3_root(uri: str, endpoint_url: str | None, region: str | None, cache_base: str) -> S3Root:
     # One S3Root (one boto3 client, ~50 ms to build) per URI and environment, not one per call.
-    del cache_base  # part of the cache key only: S3Root reads default_cache_base() itself
-    return S3Root(uri, endpoint_url=endpoint_url, region=region)
+    return S3Root(uri, endpoint_url=endpoint_url, region=region, cache_base=cache_base)
 
 
 @contextmanager

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from tiktok_pipelines import settings
 from tiktok_pipelines.dbt_like import Project, load_project
-from tiktok_pipelines.paths import package_data
+from tiktok_pipelines.defs.resources import DbtLikeProject, from_environment
 
 # ref name -> (the Python asset that builds it, its relation in warehouse.duckdb)
 EXTERNAL_MODELS: dict[str, tuple[dg.AssetKey, str]] = {
@@ -42,10 +41,15 @@ def model_asset_key(layer: str, name: str) -> dg.AssetKey:
     return dg.AssetKey([layer, name])
 
 
+def dbt_like_project() -> DbtLikeProject:
+    """The ``dbt_like`` resource as the environment has it now (the models become assets: read
+    when the code location loads)."""
+    return from_environment(DbtLikeProject, "dbt_like")
+
+
 def models_dir() -> Path:
     """``$TIKTOK_MODELS_DIR``, else ``dbt_like_models/`` (the repository's, or the installed package's)."""
-    env = settings.value("TIKTOK_MODELS_DIR")
-    return Path(env) if env else package_data("dbt_like_models")
+    return dbt_like_project().models_path
 
 
 def load_models(root: Path | None = None) -> Project:
