@@ -104,7 +104,8 @@ def test_arrays_predict_what_scikit_learn_predicts(tmp_path) -> None:
     from tiktok_pipelines.tagging.features import video_docs
 
     caps, tags, labels = synthetic(30, seed=8)
-    model = TagClassifier.fit(caps, tags, labels, list(range(len(caps))), candidates=(ModelSpec("svc", c=0.5),))
+    model = TagClassifier.fit(caps, tags, labels, list(range(len(caps))), candidates=(ModelSpec("svc", c=0.5),),
+                              rules_weights=(2.0,))  # one weight to choose from: the boost below is known
     assert model.info["trials"] and model.beta > 0 and model.beta != 1.0  # a temperature was fitted
     vec = make_vectorizer(FeatureConfig())
     svc = LinearSVC(C=0.5).fit(vec.fit_transform(video_docs(caps, tags)), labels)
@@ -189,3 +190,46 @@ def test_metrics_and_split() -> None:
 
 
 PINNED_TEST_IDS = [6, 12, 16, 17, 19, 23, 24, 29, 32, 34]
+
+
+def test_selection_and_calibration_whatever_split_the_caller_made() -> None:
+    """The training part of an evaluation split at salt 1 is exactly the ids ``held_out(salt=1)``
+    leaves out: a validation cut by that same hash was empty, and the model went uncalibrated
+    (temperature 1, so the rules' boost outweighed every score). Folds by ``CV_SALT`` never are."""
+    caps, tags, labels = synthetic(60, seed=11)
+    ids = np.flatnonzero(~held_out(np.arange(1000), 0.2, salt=1))[: len(caps)]
+    model = TagClassifier.fit(caps, tags, labels, ids.tolist())
+    assert model.info["cv_folds"] == 4 and len(model.info["trials"]) > 2
+    assert model.temperature != 1.0 and model.rules_weight in (0.0, 1.0, 1.5, 2.0, 3.0)
+    again = TagClassifier.fit(caps, tags, labels, ids.tolist(), selected=model.selection)
+    assert again.selection == model.selection and again.info["trials"] == []
+    np.testing.assert_array_equal(again.predict_proba(caps[:5], tags[:5]), model.predict_proba(caps[:5], tags[:5]))
+
+
+def test_rules_weight_is_chosen_by_what_the_rules_are_worth() -> None:
+    from tiktok_pipelines.tagging.classifier import choose_calibration
+
+    rng = np.random.default_rng(1)
+    n, k = 3000, 4
+    y = rng.integers(0, k, n)
+    scores = rng.normal(0, 1, (n, k))
+    scores[np.arange(n), y] += 0.8  # a weak classifier
+    right = np.zeros((n, k))
+    right[np.arange(n), y] = 1.0  # rules that name the true class ...
+    fires = rng.random(n) < 0.5  # ... on half the videos
+    _, w_good, trials = choose_calibration(scores, y, right * fires[:, None], (0.0, 1.0, 2.0))
+    assert w_good > 0 and [t["rules_weight"] for t in trials] == [0.0, 1.0, 2.0]
+    noise = np.zeros((n, k))
+    noise[np.arange(n), rng.integers(0, k, n)] = 1.0  # rules that name a random class
+    beta, w_noise, _ = choose_calibration(scores, y, noise, (0.0, 1.0, 2.0))
+    assert w_noise == 0.0 and beta == pytest.approx(1 / fit_temperature(scores, y), rel=1e-3)
+
+
+def test_folds_by_id() -> None:
+    from tiktok_pipelines.tagging.metrics import folds
+
+    ids = np.arange(20_000)
+    f = folds(ids, 4, salt=99)
+    assert set(f.tolist()) == {0, 1, 2, 3} and np.bincount(f).min() > 4_800
+    np.testing.assert_array_equal(folds(ids[::-1], 4, salt=99), f[::-1])  # order-free
+    assert folds(ids, 4, salt=98).tolist() != f.tolist()

@@ -17,6 +17,8 @@ Baselines, all fitted on the training file only:
 
 from __future__ import annotations
 
+import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,6 +108,7 @@ def evaluate_frames(train: pl.DataFrame, test: pl.DataFrame, *, features: Featur
         "model": model.name,
         "selection": model.info.get("trials", []),
         "temperature": model.temperature,
+        "rules_weight": model.rules_weight,
         "train_videos": len(y_train),
         "test_videos": n,
         "train_seconds": round(train_s, 3),
@@ -114,6 +117,26 @@ def evaluate_frames(train: pl.DataFrame, test: pl.DataFrame, *, features: Featur
 
 def evaluate_files(train_csv: str | Path, test_csv: str | Path, **kwargs) -> dict:
     return evaluate_frames(read_captions_csv(train_csv), read_captions_csv(test_csv), **kwargs)
+
+
+def evaluate_splits(src: str | Path, salts=range(5), test_fraction: float = 0.2, **kwargs) -> dict:
+    """The tagger against the baseline over several splits of one file (``split_captions_csv`` with
+    each salt, then ``evaluate_files``): per split and mean ± sample standard deviation."""
+    splits = []
+    for salt in salts:
+        with tempfile.TemporaryDirectory(prefix="tagging-split-") as tmp:
+            paths = split_captions_csv(src, tmp, test_fraction, salt=salt)
+            r = evaluate_files(paths["train"], paths["test"], **kwargs)
+        splits.append({"salt": salt, **{k: r[k] for k in SPLIT_KEYS}})
+    summary = {}
+    for k in ("accuracy", "baseline_accuracy", "macro_f1", "baseline_macro_f1"):
+        v = [s[k] for s in splits]
+        summary[k] = {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
+    return {"splits": splits, "summary": summary}
+
+
+SPLIT_KEYS = ("accuracy", "baseline_accuracy", "macro_f1", "baseline_macro_f1", "model", "temperature",
+              "rules_weight", "test_videos", "train_seconds")
 
 
 def report_lines(r: dict) -> list[str]:

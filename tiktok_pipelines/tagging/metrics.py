@@ -20,13 +20,21 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def _id_hash(ids: Sequence[int] | np.ndarray, salt: int) -> np.ndarray:
+    a = np.asarray(ids, dtype=np.int64).view(np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        return _splitmix64(a)
+
+
 def held_out(ids: Sequence[int] | np.ndarray, fraction: float = 0.2, salt: int = 0) -> np.ndarray:
     """True for the ids in the held-out part: ``hash(id, salt) mod 10_000 < fraction * 10_000``.
     An id is always on the same side, whatever else is in the file or how it is ordered."""
-    a = np.asarray(ids, dtype=np.int64).view(np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF)
-    with np.errstate(over="ignore"):
-        h = _splitmix64(a)
-    return (h % np.uint64(10_000)) < np.uint64(round(fraction * 10_000))
+    return (_id_hash(ids, salt) % np.uint64(10_000)) < np.uint64(round(fraction * 10_000))
+
+
+def folds(ids: Sequence[int] | np.ndarray, k: int, salt: int) -> np.ndarray:
+    """Fold number (0..k-1) of each id: ``hash(id, salt) mod k``, the same id always in the same fold."""
+    return (_id_hash(ids, salt) % np.uint64(k)).astype(np.int64)
 
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[str | None]) -> float:

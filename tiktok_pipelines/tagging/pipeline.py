@@ -90,7 +90,7 @@ def holdout_evaluation(videos: pl.DataFrame, *, test_fraction: float = 0.2, taxo
         "majority_accuracy": accuracy(y_test, [top] * len(y_test)),
         "rules_accuracy": accuracy(y_test, rule_pred), "rules_macro_f1": macro_f1(y_test, rule_pred),
         "train_videos": train.height, "test_videos": test.height, "train_seconds": round(seconds, 3),
-        "model": model.name, "selected": (model.spec, model.beta),
+        "model": model.name, "selected": model.selection,
     }
 
 
