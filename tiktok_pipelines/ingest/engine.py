@@ -786,16 +786,21 @@ def _with_raw_lines(quarantined: pa.Table, lines: pa.Table) -> pa.Table:
     the newline cut), taken from the chunk's ``lines`` by position: the lines are in (file, line)
     order, so a binary search finds them. A join in SQL read every line of the chunk for the few
     quarantined ones (~2% of the ingest's CPU)."""
-    if quarantined.num_rows:
-        idx = quarantined.column("src_file_idx").to_numpy().astype(np.int64)
-        key = (idx << 40) | quarantined.column("src_line").to_numpy()
-        all_keys = ((lines.column("src_file_idx").to_numpy().astype(np.int64) << 40)
-                    | lines.column("src_line").to_numpy())
-        at = np.searchsorted(all_keys, key)
-        assert (at < len(all_keys)).all() and (all_keys[at] == key).all(), "a quarantined line is not in the chunk"
-    else:
-        at = np.zeros(0, np.int64)
-    raw = pc.utf8_rtrim(lines.column("line").take(pa.array(at)), characters="\n").cast(pa.string())
+    quarantined = quarantined.sort_by([("src_file_idx", "ascending"), ("src_line", "ascending")])
+    idx = quarantined.column("src_file_idx").to_numpy().astype(np.int64)
+    key = (idx << 40) | quarantined.column("src_line").to_numpy()
+    all_keys = ((lines.column("src_file_idx").to_numpy().astype(np.int64) << 40)
+                | lines.column("src_line").to_numpy())
+    at = np.searchsorted(all_keys, key)
+    assert (at < len(all_keys)).all() and (all_keys[at] == key).all(), "a quarantined line is not in the chunk"
+    # Taken chunk by chunk (one per landing file): a take on the whole chunked column first
+    # concatenates it, a copy of the chunk's every line (~0.9 s per 256 MB).
+    text = lines.column("line")
+    starts = np.cumsum([0] + [len(c) for c in text.chunks])
+    which = np.searchsorted(starts, at, side="right") - 1
+    pieces = [text.chunks[c].take(pa.array(at[which == c] - starts[c])) for c in np.unique(which)]
+    raw = pa.chunked_array(pieces, type=text.type) if pieces else pa.chunked_array([], type=text.type)
+    raw = pc.utf8_rtrim(raw, characters="\n").cast(pa.string())
     out = quarantined.drop_columns(["src_file_idx"])
     return out.add_column(out.schema.get_field_index("event_id") + 1, "raw_line", raw)
 
