@@ -44,7 +44,7 @@ import time
 import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,9 +465,11 @@ def _run_batch(
     assert batch_id is not None
 
     con = duckdb.connect()
-    con.execute("SET preserve_insertion_order = false")
-    if settings.duckdb_threads:
-        con.execute(f"SET threads = {int(settings.duckdb_threads)}")
+    cons = [con, con.cursor()]  # a second connection to the same database (see the chunk loop)
+    for c in cons:
+        c.execute("SET preserve_insertion_order = false")
+        if settings.duckdb_threads:
+            c.execute(f"SET threads = {int(settings.duckdb_threads)}")
     moves: list[tuple[str, StagedFile]] = []  # (table, file) to commit
     counts: dict[str, FileCounts] = {f.key: FileCounts(f) for f in todo}
     limit_ms = settings.flush_limit_ms(now_ms)
@@ -488,22 +490,37 @@ def _run_batch(
     def read(job: tuple[str, int, list[LandingFile], bool]) -> _ChunkLines:
         return _read_chunk(job[2], landing_root, [counts[f.key].file_reason for f in job[2]])
 
-    # The next chunk's files are mapped and split into lines in a thread while DuckDB works on
-    # this one: that step is single-threaded numpy (most of it without the GIL), ~6% of the
-    # ingest's time, and DuckDB leaves a core idle part of the time.
+    # Three things overlap, since DuckDB leaves a core idle part of the time (Parquet writing
+    # especially): the next chunk's files are mapped and split into lines in a thread (single-
+    # threaded numpy, most of it without the GIL); and a chunk's staging (its Parquet files) runs in
+    # another thread on its own connection while the next chunk is validated and judged on the
+    # other one. Chunks alternate between the two connections; each chunk's temp tables and
+    # registered relations live on its connection, the batch's ``seen`` in the shared database.
+    # Judging stays in order (each chunk's judging needs the ids of the chunks before it). At most
+    # three chunks are in memory: one read ahead, one judged, one staged (IngestSettings.chunk_bytes).
+    staging_on: list[Future | None] = [None, None]  # the staging each connection is busy with
     batch = _Batch(con, batch_id, counts, report, lake, landing_root, staging, settings, now_ms, moves)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-stage") as stager:
         ahead = pool.submit(read, jobs[0]) if jobs else None
         for k, job in enumerate(jobs):
             stream, chunk_no, chunk, last = job
+            slot = k % 2
+            if staging_on[slot] is not None:
+                staging_on[slot].result()  # its connection is free again (and a failure raised)
             lines = ahead.result()
             ahead = pool.submit(read, jobs[k + 1]) if k + 1 < len(jobs) else None
             if chunk_no == 0:
-                # The ids this batch has put in the lake so far (the lake's own are probed per chunk).
-                con.execute("DROP TABLE IF EXISTS seen")
-                con.execute("CREATE TEMP TABLE seen (event_id VARCHAR, payload_hash BIGINT)")
-            _ingest_chunk(batch, stream, chunk, chunk_no, last=last, lines=lines)
-    con.close()
+                # The ids this batch has put in the lake so far (the lake's own are probed per
+                # chunk); a table both connections see.
+                cons[slot].execute("CREATE OR REPLACE TABLE seen (id_hash UBIGINT, event_id VARCHAR, payload_hash BIGINT)")
+            staging_on[slot] = _ingest_chunk(dataclasses.replace(batch, con=cons[slot]), stream, chunk, chunk_no,
+                                             last=last, lines=lines, stager=stager)
+        for done in staging_on:
+            if done is not None:
+                done.result()
+    for c in reversed(cons):
+        c.close()
 
     for c in counts.values():
         if not c.balanced:
@@ -640,12 +657,14 @@ class _Batch:
 
 
 def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: int, *, last: bool = True,
-                  lines: _ChunkLines | None = None) -> None:
+                  lines: _ChunkLines | None = None, stager: ThreadPoolExecutor | None = None) -> Future | None:
     """Validate, judge and stage one chunk of a stream's files, in five steps: register its lines,
-    validate them (temp table ``v``), judge duplicates (view ``c``: each line's outcome), stage the
-    lake's Parquet files and the quarantine's, count per file. ``last``: no later chunk of this
+    validate them (temp table ``v``), judge duplicates (view ``c``: each line's outcome), count per
+    file, stage the lake's Parquet files and the quarantine's. ``last``: no later chunk of this
     stream follows in the batch, so nothing needs the ids it puts in the lake (``seen``).
-    ``lines``: the chunk already read (``_read_chunk``), else it is read here."""
+    ``lines``: the chunk already read (``_read_chunk``), else it is read here. ``stager``: the
+    staging step runs there (returned as its future, ``b.con`` busy until it is done) while the
+    caller goes on to the next chunk on another connection; else it runs here."""
     file_reasons = [b.counts[f.key].file_reason for f in chunk]
     if lines is None:
         lines = _read_chunk(chunk, b.landing_root, file_reasons)
@@ -656,7 +675,7 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
     bad_utf8_rows = lines.bad_utf8_rows + _set_aside_file_reasons_and_bad_utf8(b.con, file_reasons, lines.unchecked)
     _judge_duplicates(b, stream)
     if not last:
-        b.con.execute("INSERT INTO seen SELECT event_id, payload_hash FROM c WHERE outcome = 'lake'")
+        b.con.execute("INSERT INTO seen SELECT hash(event_id), event_id, payload_hash FROM c WHERE outcome = 'lake'")
     # The per-file counts and the lake's dates in one pass over the chunk (each pass re-joins v
     # with judged).
     # The dates are grouped as DATE and named in Python: strftime per row was ~3% of the ingest.
@@ -664,8 +683,6 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
         "SELECT src_file_idx, outcome, CASE WHEN outcome = 'lake' THEN event_date END, count(*) FROM c GROUP BY ALL"
     ).fetchall()
     days = sorted({day.isoformat() for _, o, day, _ in outcome_counts if o == "lake"})
-    _stage_events(b, stream, chunk, chunk_no, days)
-    _stage_quarantine(b, stream, chunk, chunk_no, bad_utf8_rows, file_reasons, lines.table)
     for idx, outcome, _, n in outcome_counts:
         fc = b.counts[chunk[idx].key]
         if outcome == "lake":
@@ -676,11 +693,20 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
             fc.rows_duplicate += n
     for r in bad_utf8_rows:
         b.counts[chunk[r["src_file_idx"]].key].rows_quarantine += 1
-    b.con.execute("DROP VIEW c")
-    b.con.execute("DROP TABLE v")
-    b.con.execute("DROP TABLE lake_hits")
-    b.con.unregister("files")
-    b.con.unregister("lines")
+
+    def stage() -> None:
+        _stage_events(b, stream, chunk, chunk_no, days)
+        _stage_quarantine(b, stream, chunk, chunk_no, bad_utf8_rows, file_reasons, lines.table)
+        b.con.execute("DROP VIEW c")
+        b.con.execute("DROP TABLE v")
+        b.con.execute("DROP TABLE lake_hits")
+        b.con.unregister("files")
+        b.con.unregister("lines")
+
+    if stager is None:
+        stage()
+        return None
+    return stager.submit(stage)
 
 
 def _register_chunk(con: duckdb.DuckDBPyConnection, chunk: list[LandingFile], lines: _ChunkLines) -> None:
