@@ -2,7 +2,7 @@
 
 ``TfidfVectorizer`` (``features.py``) feeds a linear model — ``LinearSVC`` (one-vs-rest squared
 hinge) or ``SGDClassifier`` (logistic loss) — whose scores become probabilities by temperature
-scaling (one scalar ``T``: ``softmax(scores / T)``), fitted on validation videos.
+scaling (one scalar ``T``: ``softmax(scores / T)``), fitted on out-of-fold scores.
 
 ``TagClassifier.fit`` scores each candidate by cross-validation on the labelled videos (folds
 by video id, so a video never sits on both sides), keeps the best by out-of-fold accuracy (ties:
@@ -118,7 +118,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, offset: np.ndarray | floa
     against ``y`` (column indices of ``logits``); ``offset``: the rules' boost, which is not scaled.
 
     Not ``CalibratedClassifierCV(FrozenEstimator(model), method="temperature")``: it label-encodes
-    the validation labels it is given, so when a rare class is absent from the validation part
+    the labels it is given, so when a rare class is absent from the held-out fold
     (KuaiRec has classes of 1-3 videos) label ``i`` no longer names the model's column ``i``.
     """
     if len(y) == 0:
@@ -178,7 +178,7 @@ def choose_calibration(scores: np.ndarray, y: np.ndarray, boost: np.ndarray,
 def rules_boost(rules: RulesTagger, weight: float, classes: Sequence[str], captions: Sequence[str | None],
                 hashtags: Sequence[Iterable[str] | None]) -> np.ndarray:
     """What the taxonomy rules add to each class's calibrated logit: ``weight * min(score, 3) / 3``
-    for the category they name (``RULES_WEIGHT``)."""
+    for the category they name (``weight``: chosen by ``TagClassifier.fit``)."""
     boost = np.zeros((len(captions), len(classes)))
     if weight:
         col = {c: i for i, c in enumerate(classes)}
@@ -249,7 +249,7 @@ class TagClassifier:
         trials: list[dict] = []
         spec, beta, weight = candidates[0], 1.0, RULES_WEIGHT
         if selected:
-            spec, beta, weight = (*selected, RULES_WEIGHT)[:3]  # (spec, beta) from older callers
+            spec, beta, weight = selected
         elif len(labels) >= cv_folds * min_val and len(classes) > 1 and len(set(fold.tolist())) == cv_folds:
             scores = _out_of_fold_scores(candidates, docs, labels, classes, fold, cfg)
             best = None
