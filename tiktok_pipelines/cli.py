@@ -82,7 +82,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         settings=IngestSettings(future_skew_seconds=args.future_skew_seconds, max_lateness_days=args.max_lateness_days),
     )
     out = {"batch_id": report.batch_id, "lake": str(lake), "seconds": round(report.seconds, 3), **report.totals(),
-           "skipped_files": len(report.skipped_files), "reasons": dict(report.reasons)}
+           "skipped_files": len(report.skipped_files), "reasons": dict(report.reasons),
+           "compiled_lines": report.compiled_lines}
     print(json.dumps(out))
     return 0
 

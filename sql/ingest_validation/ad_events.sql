@@ -39,7 +39,6 @@ SELECT t.src_file_idx, t.src_line,
        t.event_id, t.ts_ms, t.user_id, t.event_type, t.advertiser_id, t.campaign_id, t.ad_group_id, t.creative_id, t.placement, t.cost_micros, t.watch_time_ms, t.conversion_type, t.value_cents,
        -- epoch_ms gives a naive UTC timestamp; the range guard keeps a wild value from aborting the batch
        CASE WHEN t.ts_ms BETWEEN 0 AND 253402300799999 THEN CAST(epoch_ms(t.ts_ms) AS DATE) END AS event_date,
-       -- 63 bits as BIGINT: Delta (and most engines) have no unsigned 64-bit type.
        (hash(event_id, ts_ms, user_id, event_type, advertiser_id, campaign_id, ad_group_id, creative_id, placement, cost_micros, watch_time_ms, conversion_type, value_cents) >> 1)::BIGINT AS payload_hash,
        CASE
             WHEN NOT is_json THEN 'malformed_json'

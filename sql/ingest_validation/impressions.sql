@@ -39,7 +39,6 @@ SELECT t.src_file_idx, t.src_line,
        t.event_id, t.ts_ms, t.user_id, t.request_id, t.session_id, t.video_id, t.creator_id, t.position, t.surface, t.candidate_source, t.model_version, t.score, t.served_features,
        -- epoch_ms gives a naive UTC timestamp; the range guard keeps a wild value from aborting the batch
        CASE WHEN t.ts_ms BETWEEN 0 AND 253402300799999 THEN CAST(epoch_ms(t.ts_ms) AS DATE) END AS event_date,
-       -- 63 bits as BIGINT: Delta (and most engines) have no unsigned 64-bit type.
        (hash(event_id, ts_ms, user_id, request_id, session_id, video_id, creator_id, position, surface, candidate_source, model_version, score, served_features) >> 1)::BIGINT AS payload_hash,
        CASE
             WHEN NOT is_json THEN 'malformed_json'

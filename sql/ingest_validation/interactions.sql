@@ -39,7 +39,6 @@ SELECT t.src_file_idx, t.src_line,
        t.event_id, t.ts_ms, t.user_id, t.event_type, t.video_id, t.creator_id, t.comment_text, t.share_channel, t.request_id,
        -- epoch_ms gives a naive UTC timestamp; the range guard keeps a wild value from aborting the batch
        CASE WHEN t.ts_ms BETWEEN 0 AND 253402300799999 THEN CAST(epoch_ms(t.ts_ms) AS DATE) END AS event_date,
-       -- 63 bits as BIGINT: Delta (and most engines) have no unsigned 64-bit type.
        (hash(event_id, ts_ms, user_id, event_type, video_id, creator_id, comment_text, share_channel, request_id) >> 1)::BIGINT AS payload_hash,
        CASE
             WHEN NOT is_json THEN 'malformed_json'

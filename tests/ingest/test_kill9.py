@@ -43,6 +43,8 @@ REPO = Path(__file__).resolve().parents[2]
 WRITER = """
 import sys, time
 from tiktok_pipelines.ingest import engine
+from tiktok_pipelines.ingest.fastpath import warm_up
+warm_up()  # the typing kernel loaded (compiled, on a fresh checkout) before any mark: stretches alike
 from tiktok_pipelines.ingest.landing import list_landing_files
 from tiktok_pipelines.tables import TableStore
 landing, lake, marks = sys.argv[1:4]

@@ -89,3 +89,25 @@ def fma(typingctx, a, b, c):
         return builder.call(fn, list(args))
 
     return sig, codegen
+
+
+@intrinsic
+def load_u64(typingctx, arr, index):
+    """The 8 bytes of a uint8 array at ``arr[index:index + 8]`` as one little-endian uint64, at any
+    alignment (one unaligned load, which x86 and ARM64 do at full speed). The caller keeps
+    ``index + 8 <= len(arr)``: nothing is checked. Lets a byte scanner test 8 bytes per step
+    (ingest/fastpath.py)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.ndim == 1):
+        return None
+    sig = types.uint64(arr, index)
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        index_value = context.cast(builder, args[1], signature.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, array_type, array, [index_value], wraparound=False)
+        i64 = ir.IntType(64)
+        value = builder.load(builder.bitcast(ptr, i64.as_pointer()), align=1)
+        return value
+
+    return sig, codegen

@@ -38,6 +38,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -47,6 +48,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -63,7 +65,8 @@ from tiktok_pipelines.ingest.landing import (
     safe_landing_path,
     shown_path,
 )
-from tiktok_pipelines.ingest.validate import validation_sql
+from tiktok_pipelines.ingest.fastpath import FastTyper, split_typed, ts_bounds
+from tiktok_pipelines.ingest.validate import payload_hash_sql, validation_sql
 from tiktok_pipelines.lake import exclusive_lock, sql_path
 # The lake's table names live in layout.py; re-exported here for the engine's many importers.
 from tiktok_pipelines.layout import (  # noqa: F401  (re-exported)
@@ -85,6 +88,12 @@ STATE_SCHEMA = pa.schema([("generation", pa.int64()), ("batch_id", pa.string()),
 # DuckDB writes Parquet row groups in parallel: 500k-row groups left one of the two cores idle
 # and wrote at half the speed of this size, which is still big enough for fast scans.
 ROW_GROUP_ROWS = 122_880
+# A string column's dictionary is given up once it passes this size in a row group (DuckDB's
+# default: 1 MB). Unique strings (event ids, the served features) never profit from one, and
+# building it to 1 MB first cost ~17% of the Parquet write; low-cardinality strings (enums, the
+# source file, the batch id) stay dictionary-encoded. Request and session ids (~12k distinct per
+# row group) become plain: impression files 1.4% larger (benchmarks/ingest.py, docs/ingestion.md).
+STRING_DICTIONARY_BYTES = 64 * 1024
 
 # Columns the lake adds to every event: where the row came from, for lineage and for audits.
 LINEAGE_COLUMNS = ("_src_file", "_src_line", "_batch_id", "_payload_hash")
@@ -154,6 +163,9 @@ class IngestSettings:
     # Only a replay of a simulated world dated ahead of the wall clock (benchmarks/soak.py) needs
     # more; events stay bounded by their file's flush time + future_skew_seconds.
     max_flush_ahead_seconds: int | None = None
+    # Type the common lines in the compiled single pass (ingest/fastpath.py) and send only the
+    # rest through the SQL parse; off: every line through the SQL (same rows either way).
+    compiled_typing: bool = True
 
     def flush_limit_ms(self, now_ms: int) -> int:
         """The latest flush time (and event time) an ingest at ``now_ms`` accepts."""
@@ -187,6 +199,10 @@ class IngestReport:
     # Chunks whose speculative validation met a malformed line shaped like an object and were
     # validated again line by line (_validate): a number that grows means slower ingests.
     checked_chunks: int = 0
+    # Lines the compiled path typed (ingest/fastpath.py); the rest of rows_read went through the
+    # SQL parse. A share that falls means a producer writes lines it defers (escapes, non-ASCII
+    # text, blanks inside objects, other keys): correct, only slower.
+    compiled_lines: int = 0
 
     def totals(self, stream: str | None = None) -> dict[str, int]:
         rows = [f for f in self.files if stream is None or f.file.stream == stream]
@@ -488,7 +504,7 @@ def _run_batch(
         jobs += [(stream, no, chunk, no == len(chunks) - 1) for no, chunk in enumerate(chunks)]
 
     def read(job: tuple[str, int, list[LandingFile], bool]) -> _ChunkLines:
-        return _read_chunk(job[2], landing_root, [counts[f.key].file_reason for f in job[2]])
+        return _read_chunk(job[2], landing_root, [counts[f.key].file_reason for f in job[2]], settings, now_ms)
 
     # Three things overlap, since DuckDB leaves a core idle part of the time (Parquet writing
     # especially): the next chunk's files are mapped and split into lines in a thread (single-
@@ -582,10 +598,30 @@ class _ChunkLines:
     rows_read: list[int]  # per file of the chunk: its non-empty lines
     bad_utf8_rows: list[dict]  # lines not UTF-8 found up front (files quarantined whole)
     unchecked: dict[int, tuple[pa.Array, np.ndarray]]  # files whose UTF-8 is checked after the parse
+    # The compiled path's share (``typed_lines``: the lines it typed, as typed columns) and the
+    # lines left for the SQL parse (``deferred``, shaped as ``table``): ``_read_chunk``.
+    typed: pa.Table | None = None
+    deferred: pa.Table | None = None
 
 
-def _read_chunk(chunk: list[LandingFile], landing_root: Path, file_reasons: list[str | None]) -> _ChunkLines:
-    """Map a chunk's files and split them into lines (no DuckDB: safe in a thread)."""
+@cache
+def _typer(stream: str) -> FastTyper:
+    return FastTyper(STREAMS[stream])
+
+
+def _ts_bounds(f: LandingFile, reason: str | None, settings: IngestSettings, now_ms: int) -> tuple[int, int] | None:
+    """The event times a line of ``f`` may carry and be valid; None for a file quarantined whole
+    (its lines all take the file's reason)."""
+    if reason is not None:
+        return None
+    return ts_bounds(f.flushed_at_ms, future_skew_ms=settings.future_skew_seconds * 1000,
+                     max_lateness_ms=settings.max_lateness_days * 86_400_000, max_ts_ms=settings.flush_limit_ms(now_ms))
+
+
+def _read_chunk(chunk: list[LandingFile], landing_root: Path, file_reasons: list[str | None],
+                settings: IngestSettings | None = None, now_ms: int = 0) -> _ChunkLines:
+    """Map a chunk's files and split them into lines, and type what the compiled path can when
+    ``settings`` say so (no DuckDB: safe in a thread; numba releases the GIL)."""
     line_arrays: list[pa.Array] = []
     line_nos: list[np.ndarray] = []
     file_idx: list[np.ndarray] = []
@@ -635,7 +671,15 @@ def _read_chunk(chunk: list[LandingFile], landing_root: Path, file_reasons: list
             "line": pa.chunked_array(line_arrays, type=pa.large_string()),
         }
     )
-    return _ChunkLines(lines_tbl, rows_read, bad_utf8_rows, unchecked)
+    out = _ChunkLines(lines_tbl, rows_read, bad_utf8_rows, unchecked)
+    # Without the compiled path, it types nothing and the SQL parses every line.
+    compiled = settings is not None and settings.compiled_typing
+    bounds = [_ts_bounds(f, r, settings, now_ms) if compiled else None for f, r in zip(chunk, file_reasons)]
+    # Files typed in parallel (the kernel releases the GIL), as many at once as DuckDB has threads:
+    # on one thread it would set the pace of the whole batch.
+    threads = (settings.duckdb_threads or os.cpu_count() or 1) if compiled else 1
+    out.typed, out.deferred = split_typed(_typer(chunk[0].stream), lines_tbl, bounds, threads=threads)
+    return out
 
 
 @dataclass
@@ -667,11 +711,12 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
     caller goes on to the next chunk on another connection; else it runs here."""
     file_reasons = [b.counts[f.key].file_reason for f in chunk]
     if lines is None:
-        lines = _read_chunk(chunk, b.landing_root, file_reasons)
+        lines = _read_chunk(chunk, b.landing_root, file_reasons, b.settings, b.now_ms)
     for f, n in zip(chunk, lines.rows_read):
         b.counts[f.key].rows_read = n
     _register_chunk(b.con, chunk, lines)
-    _validate(b.con, STREAMS[stream], b.settings, b.now_ms, b.report)
+    _validate(b.con, STREAMS[stream], b.settings, b.now_ms, b.report, lines.typed)
+    b.report.compiled_lines += lines.typed.num_rows
     bad_utf8_rows = lines.bad_utf8_rows + _set_aside_file_reasons_and_bad_utf8(b.con, file_reasons, lines.unchecked)
     _judge_duplicates(b, stream)
     if not last:
@@ -699,9 +744,11 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
         _stage_quarantine(b, stream, chunk, chunk_no, bad_utf8_rows, file_reasons, lines.table)
         b.con.execute("DROP VIEW c")
         b.con.execute("DROP TABLE v")
+        b.con.execute("DROP TABLE v_rows")
         b.con.execute("DROP TABLE lake_hits")
         b.con.unregister("files")
         b.con.unregister("lines")
+        b.con.unregister("typed_lines")
 
     if stager is None:
         stage()
@@ -710,8 +757,9 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
 
 
 def _register_chunk(con: duckdb.DuckDBPyConnection, chunk: list[LandingFile], lines: _ChunkLines) -> None:
-    """The chunk as the two relations the SQL reads: ``lines`` and ``files`` (index, path, flush time)."""
-    con.register("lines", lines.table)
+    """The chunk as the relations the SQL reads: ``lines`` (the lines the SQL parses: those the
+    compiled path did not type) and ``files`` (index, path, flush time)."""
+    con.register("lines", lines.deferred)
     con.register("files", pa.table({
         "src_file_idx": pa.array(range(len(chunk)), pa.int32()),
         "rel_path": [f.shown_path for f in chunk],
@@ -763,15 +811,19 @@ def _stage_events(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
 
     One plain COPY per date instead of PARTITION_BY: DuckDB's partitioned writer ran at half the
     speed here, and a chunk rarely spans more than a few dates (late events)."""
-    columns = ", ".join(f"c.{n}" for n in STREAMS[stream].field_names)
+    schema = STREAMS[stream]
+    columns = ", ".join(f"r.{n}" for n in schema.field_names)
+    typed_columns = ", ".join(f"t.{n}" for n in schema.field_names)
     src_paths = "[" + ", ".join(sql_path(f.shown_path) for f in chunk) + "]"
     for day in days:
         name = f"part-{b.batch_id}-c{chunk_no}.parquet"
         src = b.staging / EVENTS_DIR / stream / f"event_date={day}" / name
         src.parent.mkdir(parents=True, exist_ok=True)
         written = b.con.execute(load_sql(
-            _PKG, "chunk_stage_events", columns=columns, src_paths=src_paths, batch_id=b.batch_id, day=day,
+            _PKG, "chunk_stage_events", columns=columns, typed_columns=typed_columns, src_paths=src_paths,
+            batch_id=b.batch_id, day=day,
             path=sql_path(src), compression=b.settings.compression, row_group_rows=ROW_GROUP_ROWS,
+            string_dictionary_bytes=STRING_DICTIONARY_BYTES,
         )).fetchall()[0][0]
         b.moves.append((events_table(stream), StagedFile(src, name, int(written), {"event_date": day})))
         b.report.dates_by_stream[stream].add(day)
@@ -832,25 +884,40 @@ def _with_raw_lines(quarantined: pa.Table, lines: pa.Table) -> pa.Table:
 
 
 def _validate(con: duckdb.DuckDBPyConnection, schema, settings: IngestSettings, now_ms: int,
-              report: IngestReport) -> None:
-    """Type and judge the registered ``lines`` into the temp table ``v`` (validate.py).
+              report: IngestReport, typed: pa.Table) -> None:
+    """Judge the chunk's lines into the temp table ``v``: per line its position, id, date,
+    payload hash and reason (NULL: valid).
 
-    The speculative query first: it skips ``json_valid`` for lines shaped like an object and
-    raises if one of them is malformed after all; then the checked query, which judges every line
-    alone, runs instead. Both give the same rows (tests/ingest/test_fast_validation.py)."""
+    ``typed``: the valid lines the compiled path typed (fastpath.py); they keep their columns in
+    Arrow (``typed_lines``, with the payload hash added here), and ``v`` takes their keys. The
+    rest (``lines``) are parsed and judged in SQL (validate.py) into ``v_rows``, which keeps every
+    column for the staging. The SQL's speculative query first: it skips ``json_valid`` for lines
+    shaped like an object and raises if one of them is malformed after all; then the checked
+    query, which judges every line alone, runs instead. All give the same rows
+    (tests/ingest/test_fast_validation.py)."""
     kw = dict(future_skew_ms=settings.future_skew_seconds * 1000,
               max_lateness_ms=settings.max_lateness_days * 86_400_000,
               max_ts_ms=settings.flush_limit_ms(now_ms))
-    con.execute("DROP TABLE IF EXISTS v")
+    con.execute("DROP TABLE IF EXISTS v_rows")
     try:
-        con.execute(f"CREATE TEMP TABLE v AS {validation_sql(schema, speculative=True, **kw)}")
-        return
+        con.execute(f"CREATE TEMP TABLE v_rows AS {validation_sql(schema, speculative=True, **kw)}")
     except (duckdb.InvalidInputException, UnicodeDecodeError):
         # "Malformed JSON" (DuckDB's message quotes the line: when that is not UTF-8 the binding
         # fails to decode the message itself, hence UnicodeDecodeError).
         report.checked_chunks += 1
+        con.execute("DROP TABLE IF EXISTS v_rows")
+        con.execute(f"CREATE TEMP TABLE v_rows AS {validation_sql(schema, **kw)}")
+    # The payload hash of the typed lines, once (the staging reads it too), with the SQL's own
+    # expression; in the lines' order, to go beside their columns.
+    con.register("typed_lines", typed)
+    con.execute("SET preserve_insertion_order = true")
+    hashes = con.sql(f"SELECT {payload_hash_sql(schema)} FROM typed_lines").to_arrow_table().column(0)
+    con.execute("SET preserve_insertion_order = false")
+    con.register("typed_lines", typed.append_column("payload_hash", hashes))
+    keys = "src_file_idx, src_line, event_id, event_date, payload_hash"
     con.execute("DROP TABLE IF EXISTS v")
-    con.execute(f"CREATE TEMP TABLE v AS {validation_sql(schema, **kw)}")
+    con.execute(f"CREATE TEMP TABLE v AS SELECT {keys}, NULL::VARCHAR AS reason FROM typed_lines "
+                f"UNION ALL SELECT {keys}, reason FROM v_rows")
 
 
 def _not_utf8_lines(con: duckdb.DuckDBPyConnection, unchecked: dict[int, tuple[pa.Array, np.ndarray]]) -> list[dict]:

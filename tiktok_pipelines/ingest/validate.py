@@ -119,7 +119,7 @@ def _checks(schema: StreamSchema, present: Callable[[int, Field], str], *, futur
 def _final_select(schema: StreamSchema, check_sql: str) -> str:
     names = schema.field_names
     return load_sql(_PKG, "validation_final", columns=", ".join("t." + n for n in names),
-                    ts=schema.partition_field, hashed=", ".join(names), checks=check_sql)
+                    ts=schema.partition_field, payload_hash=payload_hash_sql(schema), checks=check_sql)
 
 
 def _checked_cte(speculative: bool) -> str:
@@ -160,6 +160,12 @@ def validation_sql(
                         max_lateness_ms=max_lateness_ms, max_ts_ms=max_ts_ms)
     return load_sql(_PKG, "validation", checked_cte=_checked_cte(speculative), structure=_quote(structure),
                     presence=typed, values=values, final_select=_final_select(schema, check_sql))
+
+
+def payload_hash_sql(schema: StreamSchema, prefix: str = "") -> str:
+    """The payload hash of a row of typed columns: equal hashes mean an exact duplicate."""
+    # 63 bits as BIGINT: Delta (and most engines) have no unsigned 64-bit type.
+    return f"(hash({', '.join(prefix + n for n in schema.field_names)}) >> 1)::BIGINT AS payload_hash"
 
 
 def reference_validation_sql(

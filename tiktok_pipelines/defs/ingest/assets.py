@@ -321,7 +321,8 @@ def ingest_landing(
         context.log.warning(f"finished batches a writer left in flight: {report.resumed_batches}")
     context.log.info(
         f"batch {report.batch_id}: {report.totals()} in {report.seconds:.1f}s; "
-        f"{len(report.skipped_files)} files already ingested"
+        f"{len(report.skipped_files)} files already ingested; {report.compiled_lines} lines typed by the "
+        f"compiled path"
     )
     if report.quarantined_files():
         context.log.warning(f"landing files quarantined whole (lines in quarantine, reason in "

@@ -4,8 +4,7 @@ SELECT t.src_file_idx, t.src_line,
        ${columns},
        -- epoch_ms gives a naive UTC timestamp; the range guard keeps a wild value from aborting the batch
        CASE WHEN t.${ts} BETWEEN 0 AND 253402300799999 THEN CAST(epoch_ms(t.${ts}) AS DATE) END AS event_date,
-       -- 63 bits as BIGINT: Delta (and most engines) have no unsigned 64-bit type.
-       (hash(${hashed}) >> 1)::BIGINT AS payload_hash,
+       ${payload_hash},
        CASE
             WHEN NOT is_json THEN 'malformed_json'
             WHEN NOT is_object THEN 'not_an_object'
