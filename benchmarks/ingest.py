@@ -15,7 +15,9 @@
    ``ignore_errors`` so dirty lines do not abort it; it validates, dedupes and accounts for nothing).
 
 Last line, one JSON object: {"events", "events_per_s", "duckdb_copy_events_per_s", "ratio", "lake", ...}.
-ratio = our events/s over DuckDB's. Target on the 2-core dev machine at 10M events: ratio >= 0.5.
+ratio = our events/s over DuckDB's; the two alternate ``--repeat`` times (default 3) and the pair
+with the median ratio is reported, every pair's ratio under "ratios".
+Target on the 2-core dev machine at 10M events: ratio >= 0.5.
 With ``--s3`` the same files are ingested a second time into a fresh lake on a local S3 server
 (moto's standalone server, from the ``test`` extra), reported under ``"s3"`` with its own ratio
 against the same DuckDB copy.
@@ -115,6 +117,8 @@ def main() -> int:
     p.add_argument("--lake", default=None, help="the lake's location (default: a local dir in the work dir); "
                    "s3://bucket/prefix uses AWS_ENDPOINT_URL and the AWS credentials of the environment")
     p.add_argument("--s3", action="store_true", help="also ingest into a local S3 server (reported as \"s3\")")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each contender, alternating; the pair with the median ratio is reported")
     p.add_argument("--sql-only", action="store_true",
                    help="type every line in DuckDB's SQL (IngestSettings.compiled_typing off), for comparison")
     args = p.parse_args()
@@ -138,24 +142,34 @@ def main() -> int:
                 while fh.read(1 << 24):
                     pass
 
-        lake = args.lake or str(work / "lake")
         # The compiled path's kernel is compiled once per install (then cached beside the code):
         # that one-time cost is reported, not timed as throughput.
         jit_s = warm_up()
         settings = IngestSettings(compiled_typing=not args.sql_only)
-        report = ingest_files(files, landing_root=landing, lake_root=lake, settings=settings)
-        ours_s = report.seconds
+        # The two contenders alternate, --repeat times, each ingest into a fresh lake: a shared VM
+        # swings ±15% from minute to minute, so the pair with the median ratio is reported, and
+        # every pair's ratio beside it. A lake of your own (--lake) is ingested once.
+        repeat = max(1, args.repeat) if args.lake is None else 1
+        runs: list[tuple[float, float]] = []
+        for i in range(repeat):
+            lake = args.lake or str(work / f"lake{i}")
+            report = ingest_files(files, landing_root=landing, lake_root=lake, settings=settings)
+            base_out = work / f"duckdb_copy{i}"
+            base_out.mkdir()
+            runs.append((report.seconds, duckdb_copy(by_stream, base_out)))
+            if i < repeat - 1:  # keep the last pair's outputs only (RAM)
+                shutil.rmtree(lake, ignore_errors=True)
+                shutil.rmtree(base_out, ignore_errors=True)
+        ratios = [base / ours for ours, base in runs]
+        ours_s, base_s = runs[sorted(range(repeat), key=ratios.__getitem__)[repeat // 2]]
         events = report.totals()["rows_read"]
-
-        base_out = work / "duckdb_copy"
-        base_out.mkdir()
-        base_s = duckdb_copy(by_stream, base_out)
 
         result = {
             "events": events,
             "events_per_s": round(events / ours_s),
             "duckdb_copy_events_per_s": round(events / base_s),
             "ratio": round(base_s / ours_s, 3),
+            "ratios": [round(r, 3) for r in ratios],
             "seconds": round(ours_s, 2),
             "duckdb_copy_seconds": round(base_s, 2),
             "landing_mb": round(size_mb, 1),
