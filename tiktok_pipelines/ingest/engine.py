@@ -88,12 +88,6 @@ STATE_SCHEMA = pa.schema([("generation", pa.int64()), ("batch_id", pa.string()),
 # DuckDB writes Parquet row groups in parallel: 500k-row groups left one of the two cores idle
 # and wrote at half the speed of this size, which is still big enough for fast scans.
 ROW_GROUP_ROWS = 122_880
-# A string column's dictionary is given up once it passes this size in a row group (DuckDB's
-# default: 1 MB). Unique strings (event ids, the served features) never profit from one, and
-# building it to 1 MB first cost ~17% of the Parquet write; low-cardinality strings (enums, the
-# source file, the batch id) stay dictionary-encoded. Request and session ids (~12k distinct per
-# row group) become plain: impression files 1.4% larger (benchmarks/ingest.py, docs/ingestion.md).
-STRING_DICTIONARY_BYTES = 64 * 1024
 
 # Columns the lake adds to every event: where the row came from, for lineage and for audits.
 LINEAGE_COLUMNS = ("_src_file", "_src_line", "_batch_id", "_payload_hash")
@@ -823,7 +817,6 @@ def _stage_events(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
             _PKG, "chunk_stage_events", columns=columns, typed_columns=typed_columns, src_paths=src_paths,
             batch_id=b.batch_id, day=day,
             path=sql_path(src), compression=b.settings.compression, row_group_rows=ROW_GROUP_ROWS,
-            string_dictionary_bytes=STRING_DICTIONARY_BYTES,
         )).fetchall()[0][0]
         b.moves.append((events_table(stream), StagedFile(src, name, int(written), {"event_date": day})))
         b.report.dates_by_stream[stream].add(day)

@@ -18,6 +18,5 @@ COPY (
     FROM v_rows r SEMI JOIN (SELECT src_file_idx, src_line FROM c WHERE outcome = 'lake') USING (src_file_idx, src_line)
     WHERE r.event_date = DATE '${day}'
 ) TO ${path} (
-    FORMAT parquet, COMPRESSION ${compression}, ROW_GROUP_SIZE ${row_group_rows},
-    STRING_DICTIONARY_PAGE_SIZE_LIMIT ${string_dictionary_bytes}
+    FORMAT parquet, COMPRESSION ${compression}, ROW_GROUP_SIZE ${row_group_rows}
 )
