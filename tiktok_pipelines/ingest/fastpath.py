@@ -221,6 +221,17 @@ def _canonical_number(data, p, end):
     return q
 
 
+@njit(inline="always")
+def _member_key(data, p, end):
+    """The position after the ``"key":`` at p (a key this path takes, no blanks), or -1."""
+    if p >= end or data[p] != _QUOTE:
+        return -1
+    q = _string_end(data, p, end)
+    if q < 0 or q + 1 >= end or data[q + 1] != _COLON:
+        return -1
+    return q + 2
+
+
 @njit
 def _canonical_value(data, p, end, stack):
     """End of the JSON value at p if all of it is in the writer's form (no whitespace anywhere,
@@ -231,31 +242,20 @@ def _canonical_value(data, p, end, stack):
         if p >= end:
             return -1
         c = data[p]
-        if c == _LBRACE:
+        if c == _LBRACE or c == _LBRACKET:
+            # A container: empty, or its first member (an object's after its key) comes next.
             p += 1
-            if p < end and data[p] == _RBRACE:
+            if p < end and data[p] == (_RBRACE if c == _LBRACE else _RBRACKET):
                 p += 1
             else:
                 if sp >= _MAX_DEPTH:
                     return -1
-                stack[sp] = 0
+                stack[sp] = 0 if c == _LBRACE else 1
                 sp += 1
-                if p >= end or data[p] != _QUOTE:
-                    return -1
-                q = _string_end(data, p, end)
-                if q < 0 or q + 1 >= end or data[q + 1] != _COLON:
-                    return -1
-                p = q + 2
-                continue
-        elif c == _LBRACKET:
-            p += 1
-            if p < end and data[p] == _RBRACKET:
-                p += 1
-            else:
-                if sp >= _MAX_DEPTH:
-                    return -1
-                stack[sp] = 1
-                sp += 1
+                if c == _LBRACE:
+                    p = _member_key(data, p, end)
+                    if p < 0:
+                        return -1
                 continue
         elif c == _QUOTE:
             q = _string_end(data, p, end)
@@ -287,12 +287,9 @@ def _canonical_value(data, p, end, stack):
             if c == _COMMA:
                 p += 1
                 if top == 0:
-                    if p >= end or data[p] != _QUOTE:
+                    p = _member_key(data, p, end)
+                    if p < 0:
                         return -1
-                    q = _string_end(data, p, end)
-                    if q < 0 or q + 1 >= end or data[q + 1] != _COLON:
-                        return -1
-                    p = q + 2
                 break
             if (c == _RBRACE and top == 0) or (c == _RBRACKET and top == 1):
                 p += 1
