@@ -66,6 +66,7 @@ from tiktok_pipelines.ingest.landing import (
     shown_path,
 )
 from tiktok_pipelines.ingest.fastpath import FastTyper, split_typed, ts_bounds
+from tiktok_pipelines.ingest.seen import SeenIds, hash_ids, id_arrays, repeated
 from tiktok_pipelines.ingest.validate import payload_hash_sql, validation_sql
 from tiktok_pipelines.lake import exclusive_lock, sql_path
 # The lake's table names live in layout.py; re-exported here for the engine's many importers.
@@ -88,6 +89,8 @@ STATE_SCHEMA = pa.schema([("generation", pa.int64()), ("batch_id", pa.string()),
 # DuckDB writes Parquet row groups in parallel: 500k-row groups left one of the two cores idle
 # and wrote at half the speed of this size, which is still big enough for fast scans.
 ROW_GROUP_ROWS = 122_880
+_EPOCH = dt.date(1970, 1, 1)
+_LAKE, _DUPLICATE, _CONFLICT = 0, 1, 2  # a valid line's outcome (_judge_duplicates)
 
 # Columns the lake adds to every event: where the row came from, for lineage and for audits.
 LINEAGE_COLUMNS = ("_src_file", "_src_line", "_batch_id", "_payload_hash")
@@ -522,8 +525,8 @@ def _run_batch(
             ahead = pool.submit(read, jobs[k + 1]) if k + 1 < len(jobs) else None
             if chunk_no == 0:
                 # The ids this batch has put in the lake so far (the lake's own are probed per
-                # chunk); a table both connections see.
-                cons[slot].execute("CREATE OR REPLACE TABLE seen (id_hash UBIGINT, event_id VARCHAR, payload_hash BIGINT)")
+                # chunk), per stream; judging is in chunk order, on this thread.
+                batch.seen.reset()
             staging_on[slot] = _ingest_chunk(dataclasses.replace(batch, con=cons[slot]), stream, chunk, chunk_no,
                                              last=last, lines=lines, stager=stager)
         for done in staging_on:
@@ -678,9 +681,9 @@ def _read_chunk(chunk: list[LandingFile], landing_root: Path, file_reasons: list
 
 @dataclass
 class _Batch:
-    """What every chunk of one batch shares: the DuckDB connection (with the batch's ``seen``
-    table), the per-file counts, the report, where files come from and are staged, the settings,
-    the batch's clock and the files staged so far (table, file) for the commit."""
+    """What every chunk of one batch shares: the DuckDB connection, the per-file counts, the
+    report, where files come from and are staged, the settings, the batch's clock, the files
+    staged so far (table, file) for the commit and the ids it has put in the lake (``seen``)."""
 
     con: duckdb.DuckDBPyConnection
     batch_id: str
@@ -692,6 +695,7 @@ class _Batch:
     settings: IngestSettings
     now_ms: int
     moves: list[tuple[str, StagedFile]]
+    seen: SeenIds = field(default_factory=SeenIds)
 
 
 def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: int, *, last: bool = True,
@@ -709,19 +713,27 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
     for f, n in zip(chunk, lines.rows_read):
         b.counts[f.key].rows_read = n
     _register_chunk(b.con, chunk, lines)
-    _validate(b.con, STREAMS[stream], b.settings, b.now_ms, b.report, lines.typed)
-    b.report.compiled_lines += lines.typed.num_rows
+    typed = _validate(b.con, STREAMS[stream], b.settings, b.now_ms, b.report, lines.typed)
+    b.report.compiled_lines += typed.num_rows
     bad_utf8_rows = lines.bad_utf8_rows + _set_aside_file_reasons_and_bad_utf8(b.con, file_reasons, lines.unchecked)
-    _judge_duplicates(b, stream)
-    if not last:
-        b.con.execute("INSERT INTO seen SELECT hash(event_id), event_id, payload_hash FROM c WHERE outcome = 'lake'")
-    # The per-file counts and the lake's dates in one pass over the chunk (each pass re-joins v
-    # with judged).
+    typed_codes = _judge_duplicates(b, stream, typed, last=last)
+    # The typed lines (all valid) counted and dated in numpy, by their outcome codes.
+    typed_files = typed.column("src_file_idx").to_numpy()
+    lake_n, dup_n, conflict_n = (np.bincount(typed_files[typed_codes == code], minlength=len(chunk)).tolist()
+                                 for code in (_LAKE, _DUPLICATE, _CONFLICT))
+    for idx, f in enumerate(chunk):
+        fc = b.counts[f.key]
+        fc.rows_lake += lake_n[idx]
+        fc.rows_duplicate += dup_n[idx]
+        fc.rows_quarantine += conflict_n[idx]
+    typed_days = pc.cast(typed.column("event_date"), pa.int32()).to_numpy()[typed_codes == _LAKE]
+    days_set = {(_EPOCH + dt.timedelta(days=int(d))).isoformat() for d in np.unique(typed_days).tolist()}
+    # The SQL's lines (few): per-file counts and the lake's dates in one pass over them.
     # The dates are grouped as DATE and named in Python: strftime per row was ~3% of the ingest.
     outcome_counts = b.con.execute(
         "SELECT src_file_idx, outcome, CASE WHEN outcome = 'lake' THEN event_date END, count(*) FROM c GROUP BY ALL"
     ).fetchall()
-    days = sorted({day.isoformat() for _, o, day, _ in outcome_counts if o == "lake"})
+    days = sorted(days_set | {day.isoformat() for _, o, day, _ in outcome_counts if o == "lake"})
     for idx, outcome, _, n in outcome_counts:
         fc = b.counts[chunk[idx].key]
         if outcome == "lake":
@@ -740,6 +752,7 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
         b.con.execute("DROP TABLE v")
         b.con.execute("DROP TABLE v_rows")
         b.con.execute("DROP TABLE lake_hits")
+        b.con.execute("DROP TABLE judged")
         b.con.unregister("files")
         b.con.unregister("lines")
         b.con.unregister("typed_lines")
@@ -778,26 +791,73 @@ def _set_aside_file_reasons_and_bad_utf8(con: duckdb.DuckDBPyConnection, file_re
     return not_utf8
 
 
-def _judge_duplicates(b: _Batch, stream: str) -> None:
-    """Each valid line against the lake and the batch so far: temp tables ``lake_hits`` and
-    ``judged``, and the view ``c`` (every line with its outcome and final reason).
+def _judge_duplicates(b: _Batch, stream: str, typed: pa.Table, *, last: bool) -> np.ndarray:
+    """Each valid line of the chunk (``typed`` and the SQL's valid lines in ``v``) against the lake
+    and the batch so far: temp tables ``lake_hits`` and ``judged`` (the outcome of each duplicate
+    candidate), the view ``c`` (each of the SQL's lines with its outcome and final reason); returns
+    the typed lines' outcomes (``_LAKE``, ``_DUPLICATE``, ``_CONFLICT``). Unless ``last``, the
+    chunk's lake ids join ``b.seen``.
+
+    Nearly every id is new. The candidates — an id repeated in the chunk, one this batch already
+    put in the lake (``b.seen``, exact), one the lake holds — are found in compiled passes
+    (seen.py), and only they are ranked in SQL: their first copy goes to the lake, a later copy
+    with the same payload hash is a duplicate, one with another hash a conflict; a copy already
+    in the lake or put there by an earlier chunk decides for all of them.
 
     The lake's copies of the chunk's ids come from every partition within the allowed lateness
     of the chunk's dates, so a re-send re-stamped to another date is recognised too: one scan of
     the event_id and hash columns per chunk, and nothing when the window holds no partition (a
     first load, a backfill into an empty lake)."""
     con = b.con
-    span = con.execute("SELECT min(event_date), max(event_date) FROM v WHERE reason IS NULL").fetchall()[0]
+    sql_valid = con.sql("SELECT src_file_idx, src_line, event_id, payload_hash, event_date FROM v "
+                        "WHERE reason IS NULL").to_arrow_table()
+    n_typed = typed.num_rows
+    # Every valid line, the typed first: position i < n_typed is typed line i.
+    ids, offsets, data = id_arrays([*typed.column("event_id").chunks, *sql_valid.column("event_id").chunks])
+    span = pc.min_max(pa.chunked_array([*typed.column("event_date").chunks, *sql_valid.column("event_date").chunks],
+                                       pa.date32())).as_py()
     con.execute("DROP TABLE IF EXISTS lake_hits")
-    source = (_events_source(con, b.lake, stream, _window_days(span[0], span[1], b.settings.max_lateness_days))
-              if span[0] else None)
+    source = (_events_source(con, b.lake, stream, _window_days(span["min"], span["max"], b.settings.max_lateness_days))
+              if span["min"] else None)
     if source:
+        con.register("chunk_ids", pa.table({"event_id": ids}))
         con.execute(load_sql(_PKG, "chunk_lake_hits", source=source, batch_id=b.batch_id))
+        con.unregister("chunk_ids")
     else:
         con.execute("CREATE TEMP TABLE lake_hits (event_id VARCHAR, payload_hash BIGINT)")
+
+    hashes = hash_ids(offsets, data)
+    entries = b.seen.lookup(offsets, data, hashes)  # the id's entry in seen, or -1
+    candidate = repeated(hashes) | (entries >= 0)
+    lake_ids = con.sql("SELECT event_id FROM lake_hits").to_arrow_table().column(0)
+    if len(lake_ids):
+        candidate |= np.isin(hashes, hash_ids(*id_arrays(lake_ids.chunks)[1:]))
+    pos = np.flatnonzero(candidate)
+
+    def both(name: str) -> np.ndarray:
+        return np.concatenate([typed.column(name).to_numpy(), sql_valid.column(name).to_numpy()])
+
+    payload = both("payload_hash")
+    con.register("cand", pa.table({
+        "pos": pos, "src_file_idx": both("src_file_idx")[pos], "src_line": both("src_line")[pos],
+        "event_id": ids.take(pos), "payload_hash": payload[pos], "typed": pos < n_typed,
+    }))
+    in_seen = np.flatnonzero(entries >= 0)
+    seen_entries, first = np.unique(entries[in_seen], return_index=True)
+    con.register("seen_c", pa.table({"event_id": ids.take(in_seen[first]),
+                                     "payload_hash": b.seen.payload_hashes(seen_entries)}))
     con.execute("DROP TABLE IF EXISTS judged")
     con.execute(load_sql(_PKG, "chunk_judged"))
+    con.unregister("cand")
+    con.unregister("seen_c")
     con.execute(load_sql(_PKG, "chunk_outcomes"))
+
+    codes = np.full(len(hashes), _LAKE, np.int8)
+    judged = con.sql("SELECT pos, outcome = 'duplicate' FROM judged WHERE outcome <> 'lake'").to_arrow_table()
+    codes[judged.column(0).to_numpy()] = np.where(judged.column(1).to_numpy(zero_copy_only=False), _DUPLICATE, _CONFLICT)
+    if not last:
+        b.seen.add(offsets, data, hashes, payload, codes == _LAKE)
+    return codes[:n_typed]
 
 
 def _stage_events(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: int, days: list[str]) -> None:
@@ -877,14 +937,12 @@ def _with_raw_lines(quarantined: pa.Table, lines: pa.Table) -> pa.Table:
 
 
 def _validate(con: duckdb.DuckDBPyConnection, schema, settings: IngestSettings, now_ms: int,
-              report: IngestReport, typed: pa.Table) -> None:
-    """Judge the chunk's lines into the temp table ``v``: per line its position, id, date,
-    payload hash and reason (NULL: valid).
-
-    ``typed``: the valid lines the compiled path typed (fastpath.py); they keep their columns in
-    Arrow (``typed_lines``, with the payload hash added here), and ``v`` takes their keys. The
-    rest (``lines``) are parsed and judged in SQL (validate.py) into ``v_rows``, which keeps every
-    column for the staging. The SQL's speculative query first: it skips ``json_valid`` for lines
+              report: IngestReport, typed: pa.Table) -> pa.Table:
+    """Judge the chunk's lines: ``typed`` (the valid lines the compiled path typed, fastpath.py)
+    keep their columns in Arrow (``typed_lines``, with the payload hash added here: returned);
+    the rest (``lines``) are parsed and judged in SQL (validate.py) into ``v_rows``, which keeps
+    every column for the staging, and the temp table ``v`` (per SQL line its position, id, date,
+    payload hash and reason, NULL: valid). The SQL's speculative query first: it skips ``json_valid`` for lines
     shaped like an object and raises if one of them is malformed after all; then the checked
     query, which judges every line alone, runs instead. All give the same rows
     (tests/ingest/test_fast_validation.py)."""
@@ -906,11 +964,13 @@ def _validate(con: duckdb.DuckDBPyConnection, schema, settings: IngestSettings, 
     con.execute("SET preserve_insertion_order = true")
     hashes = con.sql(f"SELECT {payload_hash_sql(schema)} FROM typed_lines").to_arrow_table().column(0)
     con.execute("SET preserve_insertion_order = false")
-    con.register("typed_lines", typed.append_column("payload_hash", hashes))
-    keys = "src_file_idx, src_line, event_id, event_date, payload_hash"
+    typed = typed.append_column("payload_hash", hashes)
+    con.register("typed_lines", typed)
+    # ``v``: the keys of the SQL's lines only; the typed ones (all valid) are judged from Arrow.
     con.execute("DROP TABLE IF EXISTS v")
-    con.execute(f"CREATE TEMP TABLE v AS SELECT {keys}, NULL::VARCHAR AS reason FROM typed_lines "
-                f"UNION ALL SELECT {keys}, reason FROM v_rows")
+    con.execute("CREATE TEMP TABLE v AS SELECT src_file_idx, src_line, event_id, event_date, payload_hash, reason "
+                "FROM v_rows")
+    return typed
 
 
 def _not_utf8_lines(con: duckdb.DuckDBPyConnection, unchecked: dict[int, tuple[pa.Array, np.ndarray]]) -> list[dict]:

@@ -9,7 +9,7 @@ COPY (
     SELECT ${typed_columns},
            ${src_paths}[t.src_file_idx + 1] AS _src_file, t.src_line AS _src_line,
            '${batch_id}' AS _batch_id, t.payload_hash AS _payload_hash
-    FROM typed_lines t ANTI JOIN (SELECT src_file_idx, src_line FROM c WHERE outcome <> 'lake') USING (src_file_idx, src_line)
+    FROM typed_lines t ANTI JOIN (SELECT src_file_idx, src_line FROM judged WHERE outcome <> 'lake') USING (src_file_idx, src_line)
     WHERE t.event_date = DATE '${day}'
     UNION ALL
     SELECT ${columns},
