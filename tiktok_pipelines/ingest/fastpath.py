@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from tiktok_pipelines.embedding._jit import load_u64, njit
+from tiktok_pipelines.ingest.seen import SeenIds, hash_ids, id_arrays, repeated
 from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING, StreamSchema
 
 _T_STRING, _T_INT, _T_FLOAT, _T_BOOL, _T_OBJECT = 0, 1, 2, 3, 4
@@ -692,11 +693,18 @@ def split_typed(typer: FastTyper, lines: pa.Table, ts_bounds: list[tuple[int, in
 
 
 def warm_up() -> float:
-    """Compile the kernel (its first use after an install) or load it from numba's cache, so a
-    measurement that follows times the typing, not the compiler; returns the seconds it took."""
+    """Compile the kernels (their first use after an install) or load them from numba's cache, so
+    a measurement that follows times the ingest, not the compiler; returns the seconds it took."""
     import time
 
     started = time.perf_counter()
     lines = pa.array(['{"event_id":"x"}'], pa.large_string())
     FastTyper(next(iter(STREAMS.values()))).type_array(lines, 0, 0)
+    # The judging kernels too, the table grown once (its rehash).
+    _, offsets, data = id_arrays([pa.array([str(i) for i in range(1000)])])
+    hashes = hash_ids(offsets, data)
+    repeated(hashes)
+    seen = SeenIds()
+    seen.add(offsets, data, hashes, np.zeros(len(hashes), np.int64), np.ones(len(hashes), np.bool_))
+    seen.lookup(offsets, data, hashes)
     return time.perf_counter() - started
