@@ -15,7 +15,7 @@ import pytest
 from tests.ingest.conftest import FLUSHED_AT_MS, dumps, valid_record, write_landing
 from tiktok_pipelines.ingest.engine import QUARANTINE_DIR, IngestSettings, events_table, ingest_files, table_source
 from tiktok_pipelines.ingest.landing import list_landing_files
-from tiktok_pipelines.ingest.seen import SeenIds, hash_ids, id_arrays, repeated
+from tiktok_pipelines.ingest.seen import SeenIds, hash_ids, id_arrays
 from tiktok_pipelines.schemas import STREAMS
 
 
@@ -23,55 +23,68 @@ def _ids(strings: list[str]):
     return id_arrays([pa.array(strings)])
 
 
+def _meet(seen: SeenIds, names: list[str], payload=None, hashes=None):
+    _, offsets, data = _ids(names)
+    hashes = hash_ids(offsets, data) if hashes is None else hashes
+    payload = np.arange(len(names), dtype=np.int64) if payload is None else np.asarray(payload, np.int64)
+    return seen.meet(offsets, data, hashes, payload)
+
+
 def test_membership_compares_bytes_when_hashes_collide():
     names = [f"id-{i}" for i in range(200)] + ["", "é", "a" * 40]
-    _, offsets, data = _ids(names)
-    same = np.full(len(names), 7, np.uint64)  # every id on one hash: only the bytes tell them apart
     seen = SeenIds()
-    take = np.arange(len(names)) % 2 == 0
-    seen.add(offsets, data, same, np.arange(len(names), dtype=np.int64) * 10, take)
-    entries = seen.lookup(offsets, data, same)
-    assert ((entries >= 0) == take).all()
-    assert seen.payload_hashes(entries[take]).tolist() == (np.flatnonzero(take) * 10).tolist()
-    # An id with the same hash and length but other bytes is not a member.
-    _, o2, d2 = _ids(["id-1", "id-3", "id-0"])
-    assert seen.lookup(o2, d2, np.full(3, 7, np.uint64)).tolist()[:2] == [-1, -1]
-    assert seen.lookup(o2, d2, np.full(3, 7, np.uint64))[2] >= 0
+    same = np.full(len(names), 7, np.uint64)  # every id on one hash: only the bytes tell them apart
+    entries, met, start = _meet(seen, names, np.arange(len(names)) * 10, same)
+    assert start == 0 and not met.any() and sorted(entries.tolist()) == list(range(len(names)))
+    # Ids with the same hash and length as members, but other bytes, are not members.
+    again = ["id-1", "id-0", "id-x", "é", "ê"]
+    entries2, met2, start2 = _meet(seen, again, hashes=np.full(len(again), 7, np.uint64))
+    assert start2 == len(names) and met2.tolist() == [True, True, False, True, False]
+    assert seen.payload_hashes(entries2[met2]).tolist() == [10, 0, 10 * names.index("é")]
 
 
-def test_members_survive_growth_across_many_adds():
+def test_repeats_within_a_chunk_mark_every_copy():
+    seen = SeenIds()
+    entries, met, _ = _meet(seen, ["a", "b", "a", "c", "b", "b", ""])
+    assert met.tolist() == [True, True, True, False, True, True, False]
+    assert entries[0] == entries[2] and entries[1] == entries[4] == entries[5] and len(set(entries.tolist())) == 4
+
+
+def test_settle_keeps_the_lake_copy_and_drops_ids_without_one():
+    seen = SeenIds()
+    entries, met, start = _meet(seen, ["y", "y", "x"], payload=[1, 2, 3])
+    # y's second copy went to the lake (the first was a duplicate of it); x went nowhere (a
+    # duplicate of a copy already in the lake).
+    seen.settle(entries, np.array([1, 2, 3]), np.array([False, True, False]), start)
+    entries2, met2, _ = _meet(seen, ["x", "y"])
+    assert met2.tolist() == [False, True]
+    assert seen.payload_hashes(entries2[1:]).tolist() == [2]
+
+
+def test_members_survive_growth_across_many_chunks():
     rng = np.random.default_rng(5)
     seen = SeenIds()
     added: dict[str, int] = {}
-    for batch in range(12):
-        names = [f"ev{batch}-{i}-{rng.integers(1 << 40)}" for i in range(3000)]
-        _, offsets, data = _ids(names)
-        hashes = hash_ids(offsets, data)
+    for chunk in range(12):
+        names = [f"ev{chunk}-{i}-{rng.integers(1 << 40)}" for i in range(3000)]
         payload = rng.integers(-(1 << 62), 1 << 62, len(names))
-        take = rng.random(len(names)) < 0.7
-        assert (seen.lookup(offsets, data, hashes) == -1).all()  # none added before
-        seen.add(offsets, data, hashes, payload, take)
-        added.update({n: int(p) for n, p, t in zip(names, payload, take) if t})
-    names = list(added) + ["never-added", "ev0-0"]
-    _, offsets, data = _ids(names)
-    entries = seen.lookup(offsets, data, hash_ids(offsets, data))
-    assert (entries[: len(added)] >= 0).all() and (entries[len(added):] == -1).all()
+        entries, met, start = _meet(seen, names, payload)
+        assert not met.any()  # none met before
+        lake = rng.random(len(names)) < 0.7
+        seen.settle(entries, payload, lake, start)
+        added.update({n: int(p) for n, p, t in zip(names, payload, lake) if t})
+    names = list(added) + ["never-met", "ev0-0"]
+    entries, met, _ = _meet(seen, names)
+    assert met[: len(added)].all() and not met[len(added):].any()
     assert seen.payload_hashes(entries[: len(added)]).tolist() == list(added.values())
-    assert seen.count == len(added)
     seen.reset()
-    assert (seen.lookup(offsets, data, hash_ids(offsets, data)) == -1).all()
+    assert not _meet(seen, names[:100])[1].any()
 
 
-def test_hashes_and_repeats():
+def test_hashes():
     _, offsets, data = _ids(["a", "b", "a", "", "ab", "ba", "b", "x" * 17, "x" * 16])
     hashes = hash_ids(offsets, data)
-    assert (hashes != 0).all() and len(set(hashes.tolist())) == 7
-    assert repeated(hashes).tolist() == [True, True, True, False, False, False, True, False, False]
-    rng = np.random.default_rng(0)
-    h = rng.integers(1, 5000, 20000).astype(np.uint64)
-    _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-    assert (repeated(h) == (counts[inverse] > 1)).all()
-    assert repeated(np.zeros(0, np.uint64)).tolist() == []
+    assert hashes[0] == hashes[2] and hashes[1] == hashes[6] and len(set(hashes.tolist())) == 7
 
 
 def _escaped(line: str, event_id: str) -> str:

@@ -66,7 +66,7 @@ from tiktok_pipelines.ingest.landing import (
     shown_path,
 )
 from tiktok_pipelines.ingest.fastpath import FastTyper, split_typed, ts_bounds
-from tiktok_pipelines.ingest.seen import SeenIds, hash_ids, id_arrays, repeated
+from tiktok_pipelines.ingest.seen import SeenIds, hash_ids, id_arrays
 from tiktok_pipelines.ingest.validate import payload_hash_sql, validation_sql
 from tiktok_pipelines.lake import exclusive_lock, sql_path
 # The lake's table names live in layout.py; re-exported here for the engine's many importers.
@@ -495,10 +495,10 @@ def _run_batch(
     by_stream: dict[str, list[LandingFile]] = defaultdict(list)
     for f in todo:
         by_stream[f.stream].append(f)
-    jobs: list[tuple[str, int, list[LandingFile], bool]] = []  # (stream, chunk_no, chunk, last)
+    jobs: list[tuple[str, int, list[LandingFile]]] = []  # (stream, chunk_no, chunk)
     for stream, stream_files in sorted(by_stream.items()):
         chunks = _chunks(stream_files, settings.chunk_bytes)
-        jobs += [(stream, no, chunk, no == len(chunks) - 1) for no, chunk in enumerate(chunks)]
+        jobs += [(stream, no, chunk) for no, chunk in enumerate(chunks)]
 
     def read(job: tuple[str, int, list[LandingFile], bool]) -> _ChunkLines:
         return _read_chunk(job[2], landing_root, [counts[f.key].file_reason for f in job[2]], settings, now_ms)
@@ -517,7 +517,7 @@ def _run_batch(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-stage") as stager:
         ahead = pool.submit(read, jobs[0]) if jobs else None
         for k, job in enumerate(jobs):
-            stream, chunk_no, chunk, last = job
+            stream, chunk_no, chunk = job
             slot = k % 2
             if staging_on[slot] is not None:
                 staging_on[slot].result()  # its connection is free again (and a failure raised)
@@ -528,7 +528,7 @@ def _run_batch(
                 # chunk), per stream; judging is in chunk order, on this thread.
                 batch.seen.reset()
             staging_on[slot] = _ingest_chunk(dataclasses.replace(batch, con=cons[slot]), stream, chunk, chunk_no,
-                                             last=last, lines=lines, stager=stager)
+                                             lines=lines, stager=stager)
         for done in staging_on:
             if done is not None:
                 done.result()
@@ -698,13 +698,11 @@ class _Batch:
     seen: SeenIds = field(default_factory=SeenIds)
 
 
-def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: int, *, last: bool = True,
+def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: int, *,
                   lines: _ChunkLines | None = None, stager: ThreadPoolExecutor | None = None) -> Future | None:
     """Validate, judge and stage one chunk of a stream's files, in five steps: register its lines,
     validate them (temp table ``v``), judge duplicates (view ``c``: each line's outcome), count per
-    file, stage the lake's Parquet files and the quarantine's. ``last``: no later chunk of this
-    stream follows in the batch, so nothing needs the ids it puts in the lake (``seen``).
-    ``lines``: the chunk already read (``_read_chunk``), else it is read here. ``stager``: the
+    file, stage the lake's Parquet files and the quarantine's. ``lines``: the chunk already read (``_read_chunk``), else it is read here. ``stager``: the
     staging step runs there (returned as its future, ``b.con`` busy until it is done) while the
     caller goes on to the next chunk on another connection; else it runs here."""
     file_reasons = [b.counts[f.key].file_reason for f in chunk]
@@ -716,7 +714,7 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
     typed = _validate(b.con, STREAMS[stream], b.settings, b.now_ms, b.report, lines.typed)
     b.report.compiled_lines += typed.num_rows
     bad_utf8_rows = lines.bad_utf8_rows + _set_aside_file_reasons_and_bad_utf8(b.con, file_reasons, lines.unchecked)
-    typed_codes = _judge_duplicates(b, stream, typed, last=last)
+    typed_codes = _judge_duplicates(b, stream, typed)
     # The typed lines (all valid) counted and dated in numpy, by their outcome codes.
     typed_files = typed.column("src_file_idx").to_numpy()
     lake_n, dup_n, conflict_n = (np.bincount(typed_files[typed_codes == code], minlength=len(chunk)).tolist()
@@ -791,18 +789,17 @@ def _set_aside_file_reasons_and_bad_utf8(con: duckdb.DuckDBPyConnection, file_re
     return not_utf8
 
 
-def _judge_duplicates(b: _Batch, stream: str, typed: pa.Table, *, last: bool) -> np.ndarray:
+def _judge_duplicates(b: _Batch, stream: str, typed: pa.Table) -> np.ndarray:
     """Each valid line of the chunk (``typed`` and the SQL's valid lines in ``v``) against the lake
     and the batch so far: temp tables ``lake_hits`` and ``judged`` (the outcome of each duplicate
     candidate), the view ``c`` (each of the SQL's lines with its outcome and final reason); returns
-    the typed lines' outcomes (``_LAKE``, ``_DUPLICATE``, ``_CONFLICT``). Unless ``last``, the
-    chunk's lake ids join ``b.seen``.
+    the typed lines' outcomes (``_LAKE``, ``_DUPLICATE``, ``_CONFLICT``).
 
-    Nearly every id is new. The candidates — an id repeated in the chunk, one this batch already
-    put in the lake (``b.seen``, exact), one the lake holds — are found in compiled passes
-    (seen.py), and only they are ranked in SQL: their first copy goes to the lake, a later copy
-    with the same payload hash is a duplicate, one with another hash a conflict; a copy already
-    in the lake or put there by an earlier chunk decides for all of them.
+    Nearly every id is new. The candidates — an id met more than once in the chunk or met by an
+    earlier chunk of the batch (``b.seen``, one compiled pass: seen.py), or one the lake holds —
+    are ranked in SQL, and only they: their first copy goes to the lake, a later copy with the
+    same payload hash is a duplicate, one with another hash a conflict; a copy already in the
+    lake or put there by an earlier chunk decides for all of them.
 
     The lake's copies of the chunk's ids come from every partition within the allowed lateness
     of the chunk's dates, so a re-send re-stamped to another date is recognised too: one scan of
@@ -826,25 +823,24 @@ def _judge_duplicates(b: _Batch, stream: str, typed: pa.Table, *, last: bool) ->
     else:
         con.execute("CREATE TEMP TABLE lake_hits (event_id VARCHAR, payload_hash BIGINT)")
 
-    hashes = hash_ids(offsets, data)
-    entries = b.seen.lookup(offsets, data, hashes)  # the id's entry in seen, or -1
-    candidate = repeated(hashes) | (entries >= 0)
-    lake_ids = con.sql("SELECT event_id FROM lake_hits").to_arrow_table().column(0)
-    if len(lake_ids):
-        candidate |= np.isin(hashes, hash_ids(*id_arrays(lake_ids.chunks)[1:]))
-    pos = np.flatnonzero(candidate)
-
     def both(name: str) -> np.ndarray:
         return np.concatenate([typed.column(name).to_numpy(), sql_valid.column(name).to_numpy()])
 
     payload = both("payload_hash")
+    hashes = hash_ids(offsets, data)
+    entries, candidate, start = b.seen.meet(offsets, data, hashes, payload)
+    lake_ids = con.sql("SELECT event_id FROM lake_hits").to_arrow_table().column(0)
+    if len(lake_ids):
+        candidate |= np.isin(hashes, hash_ids(*id_arrays(lake_ids.chunks)[1:]))
+    pos = np.flatnonzero(candidate)
     con.register("cand", pa.table({
         "pos": pos, "src_file_idx": both("src_file_idx")[pos], "src_line": both("src_line")[pos],
         "event_id": ids.take(pos), "payload_hash": payload[pos], "typed": pos < n_typed,
     }))
-    in_seen = np.flatnonzero(entries >= 0)
-    seen_entries, first = np.unique(entries[in_seen], return_index=True)
-    con.register("seen_c", pa.table({"event_id": ids.take(in_seen[first]),
+    # The earlier chunks' lake copies of the candidates' ids.
+    earlier = pos[entries[pos] < start]
+    seen_entries, first = np.unique(entries[earlier], return_index=True)
+    con.register("seen_c", pa.table({"event_id": ids.take(earlier[first]),
                                      "payload_hash": b.seen.payload_hashes(seen_entries)}))
     con.execute("DROP TABLE IF EXISTS judged")
     con.execute(load_sql(_PKG, "chunk_judged"))
@@ -855,8 +851,7 @@ def _judge_duplicates(b: _Batch, stream: str, typed: pa.Table, *, last: bool) ->
     codes = np.full(len(hashes), _LAKE, np.int8)
     judged = con.sql("SELECT pos, outcome = 'duplicate' FROM judged WHERE outcome <> 'lake'").to_arrow_table()
     codes[judged.column(0).to_numpy()] = np.where(judged.column(1).to_numpy(zero_copy_only=False), _DUPLICATE, _CONFLICT)
-    if not last:
-        b.seen.add(offsets, data, hashes, payload, codes == _LAKE)
+    b.seen.settle(entries[pos], payload[pos], codes[pos] == _LAKE, start)
     return codes[:n_typed]
 
 

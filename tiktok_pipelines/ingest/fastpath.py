@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from tiktok_pipelines.embedding._jit import load_u64, njit
-from tiktok_pipelines.ingest.seen import SeenIds, hash_ids, id_arrays, repeated
+from tiktok_pipelines.ingest.seen import SeenIds, hash_ids, id_arrays
 from tiktok_pipelines.schemas import BOOL, FLOAT64, INT64, JSON_OBJECT, STREAMS, STRING, StreamSchema
 
 _T_STRING, _T_INT, _T_FLOAT, _T_BOOL, _T_OBJECT = 0, 1, 2, 3, 4
@@ -703,8 +703,5 @@ def warm_up() -> float:
     # The judging kernels too, the table grown once (its rehash).
     _, offsets, data = id_arrays([pa.array([str(i) for i in range(1000)])])
     hashes = hash_ids(offsets, data)
-    repeated(hashes)
-    seen = SeenIds()
-    seen.add(offsets, data, hashes, np.zeros(len(hashes), np.int64), np.ones(len(hashes), np.bool_))
-    seen.lookup(offsets, data, hashes)
+    SeenIds().meet(offsets, data, hashes, np.zeros(len(hashes), np.int64))
     return time.perf_counter() - started
