@@ -230,3 +230,34 @@ def test_numbers_in_every_form(values, form):
                     lines.append(_spliced(schema, f.name, raw, len(lines), compact=True))
     ref, fast = _run(lines, ("impressions", "ad_events"))
     assert ref == [] and fast == []
+
+
+def test_a_buffer_past_the_view_offset_limit_is_typed_in_pieces(monkeypatch):
+    """A string view's offset is an int32, so lines over 1 GiB are typed in pieces; here the limit
+    is lowered to a few lines' bytes, and the pieces must give what one pass gives."""
+    import tiktok_pipelines.ingest.fastpath as fastpath
+
+    schema = STREAMS["impressions"]
+    lines = []
+    for i in range(60):
+        rec = valid_record(schema, i)
+        lines.append(json.dumps(rec, separators=(",", ":")).encode() if i % 7 else json.dumps(rec).encode())
+        if i % 9 == 0:
+            lines.append(b'{"event_id": "broken"')  # deferred, in between
+    array = _lines_table(lines).column("line").chunk(0)
+    typer = FastTyper(schema)
+    bounds = ts_bounds(FLUSHED_AT_MS, **SETTINGS)
+    rows, cols, deferred = typer.type_array(array, *bounds)
+    assert len(rows) > 40 and len(deferred) >= 7
+    monkeypatch.setattr(fastpath, "_MAX_VIEW_BYTES", 2_000)
+    assert sum(len(line) for line in lines) > 8 * fastpath._MAX_VIEW_BYTES  # several levels of halving
+    rows2, cols2, deferred2 = typer.type_array(array, *bounds)
+    assert rows2.tolist() == rows.tolist() and deferred2.tolist() == deferred.tolist()
+    for name, values in cols.items():
+        assert cols2[name].to_pylist() == values.to_pylist(), name
+    # A line over the limit on its own (a file with no newline) is deferred, not halved forever.
+    monkeypatch.setattr(fastpath, "_MAX_VIEW_BYTES", 300)
+    rows3, _, deferred3 = typer.type_array(array, *bounds)
+    short = [i for i in rows.tolist() if len(lines[i]) < 300]
+    assert 0 < len(short) < len(rows) and rows3.tolist() == short
+    assert deferred3.tolist() == sorted(set(range(len(lines))) - set(short))
