@@ -683,7 +683,7 @@ def _read_chunk(chunk: list[LandingFile], landing_root: Path, file_reasons: list
 class _Batch:
     """What every chunk of one batch shares: the DuckDB connection, the per-file counts, the
     report, where files come from and are staged, the settings, the batch's clock, the files
-    staged so far (table, file) for the commit and the ids it has put in the lake (``seen``)."""
+    staged so far (table, file) for the commit and the ids it has met (``seen``, per stream)."""
 
     con: duckdb.DuckDBPyConnection
     batch_id: str
@@ -702,9 +702,10 @@ def _ingest_chunk(b: _Batch, stream: str, chunk: list[LandingFile], chunk_no: in
                   lines: _ChunkLines | None = None, stager: ThreadPoolExecutor | None = None) -> Future | None:
     """Validate, judge and stage one chunk of a stream's files, in five steps: register its lines,
     validate them (temp table ``v``), judge duplicates (view ``c``: each line's outcome), count per
-    file, stage the lake's Parquet files and the quarantine's. ``lines``: the chunk already read (``_read_chunk``), else it is read here. ``stager``: the
-    staging step runs there (returned as its future, ``b.con`` busy until it is done) while the
-    caller goes on to the next chunk on another connection; else it runs here."""
+    file, stage the lake's Parquet files and the quarantine's. ``lines``: the chunk already read
+    (``_read_chunk``), else it is read here. ``stager``: the staging step runs there (returned as
+    its future, ``b.con`` busy until it is done) while the caller goes on to the next chunk on
+    another connection; else it runs here."""
     file_reasons = [b.counts[f.key].file_reason for f in chunk]
     if lines is None:
         lines = _read_chunk(chunk, b.landing_root, file_reasons, b.settings, b.now_ms)
@@ -937,10 +938,10 @@ def _validate(con: duckdb.DuckDBPyConnection, schema, settings: IngestSettings, 
     keep their columns in Arrow (``typed_lines``, with the payload hash added here: returned);
     the rest (``lines``) are parsed and judged in SQL (validate.py) into ``v_rows``, which keeps
     every column for the staging, and the temp table ``v`` (per SQL line its position, id, date,
-    payload hash and reason, NULL: valid). The SQL's speculative query first: it skips ``json_valid`` for lines
-    shaped like an object and raises if one of them is malformed after all; then the checked
-    query, which judges every line alone, runs instead. All give the same rows
-    (tests/ingest/test_fast_validation.py)."""
+    payload hash and reason, NULL: valid). The SQL's speculative query first: it skips
+    ``json_valid`` for lines shaped like an object and raises if one of them is malformed after
+    all; then the checked query, which judges every line alone, runs instead. All give the same
+    rows (tests/ingest/test_fast_validation.py)."""
     kw = dict(future_skew_ms=settings.future_skew_seconds * 1000,
               max_lateness_ms=settings.max_lateness_days * 86_400_000,
               max_ts_ms=settings.flush_limit_ms(now_ms))
