@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pyast import parse
 from tiktok_pipelines import sqlfiles
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tiktok_pipelines"
@@ -38,7 +39,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 def sql_strings(source: str) -> list[tuple[int, int]]:
     """(line, lines) of every string constant or f-string in ``source`` that looks like SQL and
     is longer than MAX_LINES lines."""
-    tree = ast.parse(source)
+    tree = parse(source)
     skip = _docstrings(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):

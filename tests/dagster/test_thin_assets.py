@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 import tiktok_pipelines
+from tests.pyast import parse
 
 DEFS = Path(tiktok_pipelines.__file__).parent / "defs"
 MAX_BODY_LINES = 45
@@ -30,7 +31,7 @@ def _decorator_name(node: ast.expr) -> str | None:
 def _definitions() -> list[tuple[Path, ast.FunctionDef, set[str]]]:
     found = []
     for path in sorted(DEFS.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        for node in ast.walk(parse(path.read_text(), filename=str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 names = {_decorator_name(d) for d in node.decorator_list} & DECORATORS
                 if names:
@@ -77,7 +78,7 @@ def test_the_core_has_no_dagster_import() -> None:
     for path in package.rglob("*.py"):
         if DEFS in path.parents:
             continue
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        for node in ast.walk(parse(path.read_text(), filename=str(path))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             if any(n == "dagster" or n.startswith(("dagster.", "dagster_")) for n in names):

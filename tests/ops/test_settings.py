@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tests.pyast import parse
 from tests.s3 import new_bucket
 from tests.serving.publisher_steps import dense_for, new_tables
 from tiktok_pipelines import settings
@@ -182,7 +183,7 @@ def _reads_environment_at_import(tree: ast.Module) -> list[int]:
 def test_no_module_reads_the_environment_at_import_time():
     offenders = {}
     for path in PACKAGE.rglob("*.py"):
-        lines = _reads_environment_at_import(ast.parse(path.read_text(), str(path)))
+        lines = _reads_environment_at_import(parse(path.read_text(), str(path)))
         if lines:
             offenders[str(path.relative_to(REPO))] = lines
     assert offenders == {}
